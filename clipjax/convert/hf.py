@@ -1,0 +1,104 @@
+"""Export to a Hugging Face `transformers.CLIPModel` directory (config.json + model.safetensors).
+
+HF's CLIP splits the fused attention projection into q/k/v, stores projections as Linear
+weights, and pools text at the first end-of-text id (the same position as open_clip's argmax
+for our tokenizer's output). LayerNorm eps and both activations map one to one.
+"""
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from clipjax.convert.io import CheckpointError
+from clipjax.convert.openclip import Params, config_for_params, params_to_state_dict
+from clipjax.models.registry import CLIPConfig
+from clipjax.text.tokenizer import EOT_ID, PAD_ID, SOT_ID
+
+_BLOCK_RENAMES = {"ln_1": "layer_norm1", "ln_2": "layer_norm2", "mlp.c_fc": "mlp.fc1",
+                  "mlp.c_proj": "mlp.fc2", "attn.out_proj": "self_attn.out_proj"}
+_RENAMES = {
+    "visual.class_embedding": "vision_model.embeddings.class_embedding",
+    "visual.conv1.weight": "vision_model.embeddings.patch_embedding.weight",
+    "visual.positional_embedding": "vision_model.embeddings.position_embedding.weight",
+    "token_embedding.weight": "text_model.embeddings.token_embedding.weight",
+    "positional_embedding": "text_model.embeddings.position_embedding.weight",
+    "logit_scale": "logit_scale",
+}
+_PREFIXES = {"visual.ln_pre.": "vision_model.pre_layrnorm.",  # sic: HF's name
+             "visual.ln_post.": "vision_model.post_layernorm.",
+             "ln_final.": "text_model.final_layer_norm.",
+             "visual.transformer.resblocks.": "vision_model.encoder.layers.",
+             "transformer.resblocks.": "text_model.encoder.layers."}
+
+
+def state_dict_to_hf(sd: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+  """open_clip state_dict -> HF CLIPModel state_dict."""
+  out = {}
+  for key, value in sd.items():
+    if key == "visual.proj":
+      out["visual_projection.weight"] = value.T
+    elif key == "text_projection":
+      out["text_projection.weight"] = value.T
+    elif key in _RENAMES:
+      out[_RENAMES[key]] = value
+    elif key == "logit_bias":
+      raise CheckpointError("HF CLIPModel has no logit_bias; SigLIP-style models cannot be "
+                            "exported as CLIPModel")
+    else:
+      prefix = next((p for p in _PREFIXES if key.startswith(p)), None)
+      if prefix is None:
+        raise CheckpointError(f"no Hugging Face name for open_clip tensor {key}")
+      rest = key[len(prefix):]
+      if "resblocks" in prefix:
+        layer, rest = rest.split(".", 1)
+        base = f"{_PREFIXES[prefix]}{layer}."
+        if rest.startswith("attn.in_proj_"):
+          kind = rest.rsplit("_", 1)[1]  # weight | bias
+          for name, part in zip("qkv", np.split(value, 3, axis=0)):
+            out[f"{base}self_attn.{name}_proj.{kind}"] = part
+          continue
+        block = next(b for b in _BLOCK_RENAMES if rest.startswith(b + "."))
+        out[base + _BLOCK_RENAMES[block] + rest[len(block):]] = value
+      else:
+        out[_PREFIXES[prefix] + rest] = value
+  return {k: np.ascontiguousarray(v) for k, v in out.items()}
+
+
+def hf_config(cfg: CLIPConfig):
+  """transformers.CLIPConfig for an architecture."""
+  from transformers import CLIPConfig as HFCLIPConfig
+  act = "quick_gelu" if cfg.quick_gelu else "gelu"
+  v, t = cfg.vision, cfg.text
+  return HFCLIPConfig(
+      text_config=dict(vocab_size=t.vocab_size, hidden_size=t.width, intermediate_size=t.mlp_width,
+                       num_hidden_layers=t.layers, num_attention_heads=t.heads,
+                       max_position_embeddings=t.context_length, hidden_act=act,
+                       layer_norm_eps=1e-5, projection_dim=cfg.embed_dim, bos_token_id=SOT_ID,
+                       eos_token_id=EOT_ID, pad_token_id=PAD_ID),
+      vision_config=dict(hidden_size=v.width, intermediate_size=v.mlp_width,
+                         num_hidden_layers=v.layers, num_attention_heads=v.heads,
+                         image_size=v.image_size, patch_size=v.patch_size, hidden_act=act,
+                         layer_norm_eps=1e-5, projection_dim=cfg.embed_dim),
+      projection_dim=cfg.embed_dim, architectures=["CLIPModel"])
+
+
+def export_hf(params: Params, arch: str | CLIPConfig, out_dir: str | os.PathLike) -> Path:
+  """Writes `out_dir/config.json` and `out_dir/model.safetensors` for `CLIPModel.from_pretrained`.
+
+  Files are written in a temporary folder and moved into `out_dir` one by one with atomic
+  renames, weights first, so an interrupted export never leaves a truncated file.
+  """
+  from safetensors.numpy import save_file
+  cfg = config_for_params(arch, params)
+  tensors = state_dict_to_hf(params_to_state_dict(params))
+  out_dir = Path(out_dir)
+  out_dir.mkdir(parents=True, exist_ok=True)
+  with tempfile.TemporaryDirectory(prefix=".export-", dir=out_dir) as tmp:
+    save_file(tensors, os.path.join(tmp, "model.safetensors"), metadata={"format": "pt"})
+    hf_config(cfg).save_pretrained(tmp)
+    for name in ("model.safetensors", "config.json"):
+      os.replace(os.path.join(tmp, name), out_dir / name)
+  return out_dir

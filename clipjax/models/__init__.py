@@ -1,0 +1,30 @@
+"""Flax towers with OpenCLIP's layout; `create_model` builds one from the registry."""
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+from clipjax.models.clip import CLIP
+from clipjax.models.registry import CLIPConfig, get_model_config, list_models
+from clipjax.models.text import TextTransformer
+from clipjax.models.vision import VisionTransformer
+
+
+def create_model(arch: str | CLIPConfig, *, dtype=jnp.float32, remat: bool = False,
+                 context_length: int | None = None, seed: int = 0):
+  """Randomly initialised model (open_clip's init scheme for the text tower).
+
+  Returns (model, params) with float32 params; `dtype` is the compute dtype.
+  """
+  cfg = get_model_config(arch)
+  if context_length:
+    cfg = cfg.replace(text={"context_length": context_length})
+  model = CLIP(cfg, dtype=dtype, remat=remat)
+  images = jnp.zeros((1, cfg.vision.image_size, cfg.vision.image_size, 3), jnp.float32)
+  ids = jnp.zeros((1, cfg.text.context_length), jnp.int32)
+  params = jax.jit(model.init)(jax.random.key(seed), images, ids)["params"]
+  return model, params
+
+
+__all__ = ["CLIP", "CLIPConfig", "TextTransformer", "VisionTransformer", "create_model",
+           "get_model_config", "list_models"]

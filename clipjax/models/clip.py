@@ -1,0 +1,45 @@
+"""The two-tower CLIP model with open_clip's parameter layout."""
+from __future__ import annotations
+
+import math
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from clipjax.models.layers import Dtype
+from clipjax.models.registry import CLIPConfig
+from clipjax.models.text import attach_text_tower, run_text_tower
+from clipjax.models.vision import VisionTransformer
+
+
+class CLIP(nn.Module):
+  """`encode_image` / `encode_text` return unnormalised projections, like open_clip's.
+
+  Params: `visual/...`, the text tower at the top level, `logit_scale` (a log, init
+  log(1/0.07)) and, when `cfg.init_logit_bias` is set, `logit_bias`.
+  """
+  cfg: CLIPConfig
+  dtype: Dtype = jnp.float32
+  remat: bool = False
+
+  def setup(self):
+    cfg = self.cfg
+    self.visual = VisionTransformer(cfg.vision, cfg.embed_dim, cfg.quick_gelu, self.dtype,
+                                    self.remat)
+    attach_text_tower(self, cfg.text, cfg.embed_dim, cfg.quick_gelu, self.dtype, self.remat)
+    self.logit_scale = self.param("logit_scale", nn.initializers.constant(math.log(1 / 0.07)), ())
+    if cfg.init_logit_bias is not None:
+      self.logit_bias = self.param("logit_bias", nn.initializers.constant(cfg.init_logit_bias), ())
+
+  def encode_image(self, images: jax.Array) -> jax.Array:
+    """images: [N, H, W, 3] float (normalised, NHWC) -> [N, embed_dim] float32."""
+    return self.visual(images)
+
+  def encode_text(self, ids: jax.Array) -> jax.Array:
+    """ids: int [N, L] -> [N, embed_dim] float32."""
+    return run_text_tower(self, ids, self.cfg.text, self.dtype)
+
+  def __call__(self, images: jax.Array, ids: jax.Array):
+    """Returns (image_emb, text_emb, logit_scale) — embeddings not normalised."""
+    return self.encode_image(images), self.encode_text(ids), self.logit_scale

@@ -1,0 +1,127 @@
+"""Transformer building blocks with OpenCLIP's parameter names and numerics.
+
+Parameters are float32; `dtype` is the compute dtype (bfloat16 on TPU). LayerNorm always runs
+in float32 (open_clip's `LayerNormFp32` behaviour under mixed precision) with eps 1e-5 and the
+two-pass variance torch uses. Blocks are pre-LN: `x + attn(ln_1(x))`, then `x + mlp(ln_2(x))`.
+"""
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+Dtype = Any
+
+
+def quick_gelu(x: jax.Array) -> jax.Array:
+  """OpenAI CLIP's activation, `x * sigmoid(1.702 x)` (the `-quickgelu` models)."""
+  return x * jax.nn.sigmoid(1.702 * x)
+
+
+def exact_gelu(x: jax.Array) -> jax.Array:
+  """torch.nn.GELU() default: the erf form, not the tanh approximation."""
+  return jax.nn.gelu(x, approximate=False)
+
+
+class LayerNorm(nn.Module):
+  """LayerNorm over the last axis in float32; params `scale`/`bias` (torch `weight`/`bias`)."""
+  dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    dim = x.shape[-1]
+    scale = self.param("scale", nn.initializers.ones, (dim,), jnp.float32)
+    bias = self.param("bias", nn.initializers.zeros, (dim,), jnp.float32)
+    x32 = x.astype(jnp.float32)
+    mean = jnp.mean(x32, axis=-1, keepdims=True)
+    centred = x32 - mean
+    var = jnp.mean(jnp.square(centred), axis=-1, keepdims=True)
+    return (centred * jax.lax.rsqrt(var + 1e-5) * scale + bias).astype(self.dtype)
+
+
+class MultiheadAttention(nn.Module):
+  """torch.nn.MultiheadAttention layout: one fused `in_proj` (q, k, v) and `out_proj`.
+
+  Attributes:
+    heads: number of heads; head_dim = width // heads, logits scaled by head_dim^-1/2.
+    causal: mask future positions (text tower).
+  """
+  heads: int
+  causal: bool = False
+  dtype: Dtype = jnp.float32
+  init_std: tuple[float, float] | None = None  # (in_proj, out_proj) normal stds; None: default
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    """x: [N, L, W] -> [N, L, W]."""
+    n, length, width = x.shape
+    head_dim = width // self.heads
+    in_init, out_init = ((nn.initializers.normal(s) for s in self.init_std) if self.init_std
+                         else (nn.initializers.lecun_normal(),) * 2)
+    qkv = nn.Dense(3 * width, dtype=self.dtype, kernel_init=in_init, name="in_proj")(x)
+    q, k, v = jnp.split(qkv.reshape(n, length, 3, self.heads, head_dim), 3, axis=2)
+    out = jax.nn.dot_product_attention(q[:, :, 0], k[:, :, 0], v[:, :, 0], is_causal=self.causal)
+    out = out.reshape(n, length, width)
+    return nn.Dense(width, dtype=self.dtype, kernel_init=out_init, name="out_proj")(out)
+
+
+class MLP(nn.Module):
+  """`c_fc` -> activation -> `c_proj`, as open_clip's block MLP."""
+  mlp_width: int
+  act: Callable[[jax.Array], jax.Array]
+  dtype: Dtype = jnp.float32
+  init_std: tuple[float, float] | None = None  # (c_fc, c_proj)
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    fc_init, proj_init = ((nn.initializers.normal(s) for s in self.init_std) if self.init_std
+                          else (nn.initializers.lecun_normal(),) * 2)
+    h = nn.Dense(self.mlp_width, dtype=self.dtype, kernel_init=fc_init, name="c_fc")(x)
+    h = self.act(h)
+    return nn.Dense(x.shape[-1], dtype=self.dtype, kernel_init=proj_init, name="c_proj")(h)
+
+
+class ResidualAttentionBlock(nn.Module):
+  heads: int
+  mlp_width: int
+  act: Callable[[jax.Array], jax.Array]
+  causal: bool = False
+  dtype: Dtype = jnp.float32
+  init_stds: tuple[float, float, float, float] | None = None  # attn, proj, fc, proj
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    s = self.init_stds
+    x = x + MultiheadAttention(self.heads, self.causal, self.dtype,
+                               (s[0], s[1]) if s else None, name="attn")(
+                                   LayerNorm(self.dtype, name="ln_1")(x))
+    x = x + MLP(self.mlp_width, self.act, self.dtype, (s[2], s[3]) if s else None, name="mlp")(
+        LayerNorm(self.dtype, name="ln_2")(x))
+    return x
+
+
+class Transformer(nn.Module):
+  """A stack of `resblocks_{i}`, optionally rematerialised block by block."""
+  layers: int
+  heads: int
+  mlp_width: int
+  act: Callable[[jax.Array], jax.Array]
+  causal: bool = False
+  dtype: Dtype = jnp.float32
+  remat: bool = False
+  openclip_init: bool = False  # open_clip's text-tower normal init (vision uses torch defaults)
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    width = x.shape[-1]
+    stds = None
+    if self.openclip_init:
+      proj_std = width ** -0.5 * (2 * self.layers) ** -0.5
+      stds = (width ** -0.5, proj_std, (2 * width) ** -0.5, proj_std)
+    block = nn.remat(ResidualAttentionBlock) if self.remat else ResidualAttentionBlock
+    for i in range(self.layers):
+      x = block(self.heads, self.mlp_width, self.act, self.causal, self.dtype, stds,
+                name=f"resblocks_{i}")(x)
+    return x

@@ -1,0 +1,62 @@
+"""OpenCLIP text tower: token + positional embedding, causal pre-LN blocks, ln_final,
+end-of-text pooling (argmax of the ids, as open_clip's `text_pool_type='argmax'`),
+`@ text_projection`.
+
+`TextTransformer` holds these parameters under its own name (a third, dialogue tower or a
+standalone text encoder); `CLIP` attaches the same layers at its top level via
+`attach_text_tower`, so its parameter paths are open_clip's (`token_embedding`,
+`transformer/resblocks_0/...`, `ln_final`, `text_projection`).
+"""
+from __future__ import annotations
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from clipjax.models.layers import Dtype, LayerNorm, Transformer, exact_gelu, quick_gelu
+from clipjax.models.registry import TextConfig
+
+
+def attach_text_tower(module: nn.Module, cfg: TextConfig, embed_dim: int, use_quick_gelu: bool,
+                      dtype: Dtype, remat: bool) -> None:
+  """Creates the text-tower submodules and params on `module` (call from its `setup`)."""
+  module.token_embedding = nn.Embed(cfg.vocab_size, cfg.width, embedding_init=
+                                    nn.initializers.normal(0.02), name="token_embedding")
+  module.positional_embedding = module.param(
+      "positional_embedding", nn.initializers.normal(0.01), (cfg.context_length, cfg.width))
+  module.transformer = Transformer(cfg.layers, cfg.heads, cfg.mlp_width,
+                                   quick_gelu if use_quick_gelu else exact_gelu, causal=True,
+                                   dtype=dtype, remat=remat, openclip_init=True,
+                                   name="transformer")
+  module.ln_final = LayerNorm(jnp.float32, name="ln_final")
+  module.text_projection = module.param(
+      "text_projection", nn.initializers.normal(cfg.width ** -0.5), (cfg.width, embed_dim))
+
+
+def run_text_tower(module: nn.Module, ids: jax.Array, cfg: TextConfig, dtype: Dtype) -> jax.Array:
+  """ids: int [N, L] with L <= context_length -> [N, embed_dim] (not L2-normalised)."""
+  if ids.ndim != 2 or ids.shape[1] > cfg.context_length:
+    raise ValueError(f"text tower expects token ids of shape [N, L<={cfg.context_length}], "
+                     f"got {ids.shape}")
+  length = ids.shape[1]
+  x = module.token_embedding(ids).astype(dtype)
+  x = x + module.positional_embedding[:length].astype(dtype)
+  x = module.transformer(x)
+  x = module.ln_final(x)
+  eot = jnp.argmax(ids, axis=-1)  # the end-of-text id 49407 is the largest in the vocabulary
+  pooled = jnp.take_along_axis(x, eot[:, None, None], axis=1)[:, 0]
+  return jnp.dot(pooled, module.text_projection, precision=jax.lax.Precision.HIGHEST)
+
+
+class TextTransformer(nn.Module):
+  cfg: TextConfig
+  embed_dim: int
+  quick_gelu: bool = False
+  dtype: Dtype = jnp.float32
+  remat: bool = False
+
+  def setup(self):
+    attach_text_tower(self, self.cfg, self.embed_dim, self.quick_gelu, self.dtype, self.remat)
+
+  def __call__(self, ids: jax.Array) -> jax.Array:
+    return run_text_tower(self, ids, self.cfg, self.dtype)

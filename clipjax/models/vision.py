@@ -1,0 +1,42 @@
+"""OpenCLIP VisionTransformer: conv patchify, class token, positional embedding, ln_pre,
+pre-LN blocks, ln_post, class-token pooling, `@ proj`."""
+from __future__ import annotations
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from clipjax.models.layers import Dtype, LayerNorm, Transformer, exact_gelu, quick_gelu
+from clipjax.models.registry import VisionConfig
+
+
+class VisionTransformer(nn.Module):
+  cfg: VisionConfig
+  embed_dim: int
+  quick_gelu: bool = False
+  dtype: Dtype = jnp.float32
+  remat: bool = False
+
+  @nn.compact
+  def __call__(self, images: jax.Array) -> jax.Array:
+    """images: [N, H, W, 3] normalised pixels -> [N, embed_dim] (not L2-normalised)."""
+    cfg = self.cfg
+    if images.ndim != 4 or images.shape[1:] != (cfg.image_size, cfg.image_size, 3):
+      raise ValueError(f"VisionTransformer expects images of shape [N, {cfg.image_size}, "
+                       f"{cfg.image_size}, 3] (NHWC), got {images.shape}")
+    scale = cfg.width ** -0.5
+    x = nn.Conv(cfg.width, (cfg.patch_size,) * 2, strides=(cfg.patch_size,) * 2, padding="VALID",
+                use_bias=False, dtype=self.dtype, name="conv1")(images.astype(self.dtype))
+    n = x.shape[0]
+    x = x.reshape(n, -1, cfg.width)  # row-major over the grid, as torch's flatten of [W, gh, gw]
+    cls = self.param("class_embedding", nn.initializers.normal(scale), (cfg.width,))
+    pos = self.param("positional_embedding", nn.initializers.normal(scale),
+                     (cfg.grid ** 2 + 1, cfg.width))
+    x = jnp.concatenate([jnp.broadcast_to(cls.astype(x.dtype), (n, 1, cfg.width)), x], axis=1)
+    x = x + pos.astype(x.dtype)
+    x = LayerNorm(self.dtype, name="ln_pre")(x)
+    x = Transformer(cfg.layers, cfg.heads, cfg.mlp_width, quick_gelu if self.quick_gelu
+                    else exact_gelu, dtype=self.dtype, remat=self.remat, name="transformer")(x)
+    pooled = LayerNorm(jnp.float32, name="ln_post")(x[:, 0])
+    proj = self.param("proj", nn.initializers.normal(scale), (cfg.width, self.embed_dim))
+    return jnp.dot(pooled, proj, precision=jax.lax.Precision.HIGHEST)
