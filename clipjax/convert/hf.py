@@ -64,7 +64,7 @@ def state_dict_to_hf(sd: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         out[base + _BLOCK_RENAMES[block] + rest[len(block):]] = value
       else:
         out[_PREFIXES[prefix] + rest] = value
-  return {k: np.ascontiguousarray(v) for k, v in out.items()}
+  return {k: np.array(v, order="C") for k, v in out.items()}
 
 
 def hf_config(cfg: CLIPConfig):

@@ -107,7 +107,7 @@ def _load_torch_file(path: Path) -> dict[str, np.ndarray]:
 def save_state_dict(sd: Mapping[str, np.ndarray], path: str | os.PathLike) -> None:
   """Writes {key: array} as `.safetensors`, or as a torch `.pt`/`.bin` state_dict, atomically."""
   path = Path(path)
-  arrays = {k: np.ascontiguousarray(v) for k, v in sd.items()}
+  arrays = {k: np.array(v, order="C") for k, v in sd.items()}
   if path.suffix == ".safetensors":
     from safetensors.numpy import save_file
     with atomic_path(path) as tmp:

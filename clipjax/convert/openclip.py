@@ -77,7 +77,7 @@ def params_to_state_dict(params: Params) -> dict[str, np.ndarray]:
   sd = {}
   for path, v in _flat(params).items():
     key, kind = torch_key(path)
-    sd[key] = np.ascontiguousarray(_to_torch_layout(np.asarray(v, np.float32), kind))
+    sd[key] = np.array(_to_torch_layout(np.asarray(v, np.float32), kind), order="C")
   return sd
 
 
@@ -87,11 +87,15 @@ def resize_positional_embedding(pos: np.ndarray, length: int) -> np.ndarray:
   old = pos.shape[0]
   if old == length:
     return pos
-  src = np.maximum((np.arange(length, dtype=np.float64) + 0.5) * (old / length) - 0.5, 0.0)
+  # float32 coordinate arithmetic, as torch's linear interpolation on float32 tensors
+  f32 = np.float32
+  scale = f32(old) / f32(length)
+  src = np.maximum((np.arange(length, dtype=f32) + f32(0.5)) * scale - f32(0.5), f32(0))
   lo = np.floor(src).astype(np.int64)
   hi = np.minimum(lo + 1, old - 1)
-  lam = (src - lo)[:, None]
-  return ((1 - lam) * pos[lo].astype(np.float64) + lam * pos[hi].astype(np.float64)).astype(pos.dtype)
+  lam = (src - lo.astype(f32))[:, None]
+  pos = pos.astype(f32)
+  return (f32(1) - lam) * pos[lo] + lam * pos[hi]
 
 
 def param_shapes(cfg: CLIPConfig) -> Params:
@@ -235,8 +239,8 @@ def export_openclip(params: Params, arch: str | CLIPConfig, path: str | os.PathL
   path = Path(path)
   cfg = config_for_params(arch, params)
   save_state_dict(params_to_state_dict(params), path)
-  if isinstance(arch, str) and arch not in CLIPJAX_ONLY and MODEL_CONFIGS.get(arch) == cfg:
-    return path
+  if any(cfg == c for name, c in MODEL_CONFIGS.items() if name not in CLIPJAX_ONLY):
+    return path  # a stock open_clip architecture: `create_model(name, pretrained=path)` loads it
   json_path = path.with_suffix(".json")
   with atomic_path(json_path) as tmp:
     Path(tmp).write_text(json.dumps(cfg.to_openclip_json(), indent=2))

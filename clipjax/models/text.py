@@ -12,6 +12,7 @@ from __future__ import annotations
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from clipjax.models.layers import Dtype, LayerNorm, Transformer, exact_gelu, quick_gelu
 from clipjax.models.registry import TextConfig
@@ -46,6 +47,20 @@ def run_text_tower(module: nn.Module, ids: jax.Array, cfg: TextConfig, dtype: Dt
   eot = jnp.argmax(ids, axis=-1)  # the end-of-text id 49407 is the largest in the vocabulary
   pooled = jnp.take_along_axis(x, eot[:, None, None], axis=1)[:, 0]
   return jnp.dot(pooled, module.text_projection, precision=jax.lax.Precision.HIGHEST)
+
+
+def trim_padding(ids: np.ndarray, multiple: int = 8) -> np.ndarray:
+  """Drops the padding columns after the batch's last end-of-text token.
+
+  Exact for these towers: the causal mask means no position attends to a later one, and the
+  output is read at the end-of-text token. Lengths are rounded up to `multiple` so a jitted
+  encoder compiles at most context_length / multiple shapes. ids: int [N, L] (host array).
+  """
+  ids = np.asarray(ids)
+  if ids.size == 0:
+    return ids
+  needed = int(ids.argmax(axis=-1).max()) + 1
+  return ids[:, :min(ids.shape[1], -(-needed // multiple) * multiple)]
 
 
 class TextTransformer(nn.Module):

@@ -1,0 +1,68 @@
+"""Shared test setup. Environment first: XLA_FLAGS must be set before jax is imported."""
+import os
+
+os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
+os.environ.setdefault("JAX_PLATFORMS", "cpu")
+os.environ["HF_HUB_OFFLINE"] = "1"  # no model hub here: any download attempt must fail fast
+os.environ["TRANSFORMERS_OFFLINE"] = "1"
+
+import functools  # noqa: E402
+import json  # noqa: E402
+import tempfile  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+COCO_SAMPLE = Path(os.environ.get("CLIPJAX_COCO_SAMPLE", REPO.parent / "shared/data/coco_sample"))
+
+
+@pytest.fixture(scope="session")
+def coco_sample() -> Path:
+  if not (COCO_SAMPLE / "images").is_dir():
+    pytest.skip(f"COCO sample not found at {COCO_SAMPLE} (set CLIPJAX_COCO_SAMPLE to its folder)")
+  return COCO_SAMPLE
+
+
+@functools.lru_cache(maxsize=None)
+def _register_openclip_config(arch: str) -> None:
+  """Makes clipjax-only test architectures known to open_clip by their JSON config."""
+  import open_clip
+  from clipjax.models.registry import CLIPJAX_ONLY, get_model_config
+  if arch in CLIPJAX_ONLY:
+    path = Path(tempfile.mkdtemp()) / f"{arch}.json"
+    path.write_text(json.dumps(get_model_config(arch).to_openclip_json()))
+    open_clip.add_model_config(path)
+
+
+def make_openclip_model(arch, seed: int = 0):
+  """An open_clip model with random weights, every parameter (LayerNorms, biases, logit
+  scale included) perturbed so that no tensor keeps a trivial init value.
+
+  arch: an open_clip name, or a clipjax CLIPConfig built through open_clip's own CLIP class
+  from its open_clip JSON.
+  """
+  import open_clip
+  import torch
+  torch.manual_seed(seed)
+  if isinstance(arch, str):
+    _register_openclip_config(arch)
+    model = open_clip.create_model(arch, pretrained=None)
+  else:
+    model = open_clip.model.CLIP(**arch.to_openclip_json())
+  model.eval()
+  with torch.no_grad():
+    for p in model.parameters():
+      p.add_(torch.randn_like(p) * 0.02)
+  return model
+
+
+def torch_state_dict(model) -> dict[str, np.ndarray]:
+  return {k: v.detach().numpy().copy() for k, v in model.state_dict().items()}
+
+
+def rel_err(ours, ref) -> float:
+  """max |ours - ref| / max |ref|: the error relative to the tensor's scale."""
+  ours, ref = np.asarray(ours, np.float64), np.asarray(ref, np.float64)
+  return float(np.abs(ours - ref).max() / np.abs(ref).max())

@@ -1,0 +1,224 @@
+"""Conversion both ways: open_clip files -> params -> open_clip / HF, checked by loading the
+exports into open_clip and transformers themselves."""
+import json
+import os
+import pickle
+import subprocess
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import open_clip
+import pytest
+import torch
+
+from clipjax.convert.io import CheckpointError, load_state_dict, save_state_dict
+from clipjax.convert.openclip import (export_openclip, infer_config, load_openclip,
+                                      params_to_state_dict)
+from clipjax.convert.hf import export_hf
+from clipjax.models import create_model, get_model_config
+from conftest import REPO, make_openclip_model, rel_err, torch_state_dict
+
+TOL = 1e-5
+TINY = "ViT-T-16-test"
+
+
+@pytest.fixture(scope="module")
+def tiny():
+  model, params = create_model(TINY, seed=3)
+  # perturb LayerNorms/biases/logit scale so no tensor holds a constant init value
+  leaves, tree = jax.tree.flatten(params)
+  keys = jax.random.split(jax.random.key(7), len(leaves))
+  params = jax.tree.unflatten(tree, [x + 0.02 * jax.random.normal(k, x.shape)
+                                     for x, k in zip(leaves, keys)])
+  return model, params
+
+
+def _assert_params_identical(a, b):
+  flat_a, flat_b = jax.tree_util.tree_leaves_with_path(a), jax.tree_util.tree_leaves_with_path(b)
+  assert [p for p, _ in flat_a] == [p for p, _ in flat_b]
+  for (path, x), (_, y) in zip(flat_a, flat_b):
+    assert x.dtype == y.dtype and np.array_equal(np.asarray(x), np.asarray(y)), path
+
+
+@pytest.mark.parametrize("suffix", [".safetensors", ".pt"])
+def test_round_trip_is_bit_identical(tiny, tmp_path, suffix):
+  _, params = tiny
+  path = tmp_path / f"w{suffix}"
+  export_openclip(params, TINY, path)
+  _, loaded = load_openclip(path, TINY)
+  _assert_params_identical(params, loaded)
+
+
+@pytest.mark.parametrize("suffix", [".safetensors", ".pt"])
+def test_openclip_loads_export_strictly_and_agrees(tmp_path, suffix):
+  """open_clip.create_model(arch, pretrained=path) uses strict key matching."""
+  arch = "ViT-B-32"
+  ref = make_openclip_model(arch)
+  sd_path = tmp_path / "ref.safetensors"
+  save_state_dict(torch_state_dict(ref), sd_path)
+  model, params = load_openclip(sd_path, arch)
+  out = tmp_path / f"export{suffix}"
+  assert export_openclip(params, arch, out) == out  # stock architecture: no JSON needed
+  reloaded = open_clip.create_model(arch, pretrained=str(out)).eval()
+  images = np.random.default_rng(0).normal(size=(2, 224, 224, 3)).astype(np.float32)
+  ids = open_clip.get_tokenizer(arch)(["a dog", "a red car on a bridge"])
+  with torch.no_grad():
+    ref_img = reloaded.encode_image(torch.from_numpy(images.transpose(0, 3, 1, 2))).numpy()
+    ref_txt = reloaded.encode_text(ids).numpy()
+  img = model.apply({"params": params}, images, method=model.encode_image)
+  txt = model.apply({"params": params}, jnp.asarray(ids.numpy(), jnp.int32), method=model.encode_text)
+  assert rel_err(img, ref_img) < TOL and rel_err(txt, ref_txt) < TOL
+
+
+def test_nonstock_export_writes_openclip_config(tiny, tmp_path):
+  """A clipjax-only config and a longer text context both come with an open_clip JSON."""
+  model, params = tiny
+  json_path = export_openclip(params, TINY, tmp_path / "tiny_export.safetensors")
+  assert json_path == tmp_path / "tiny_export.json"
+  open_clip.add_model_config(json_path)
+  ref = open_clip.create_model("tiny_export", pretrained=str(tmp_path / "tiny_export.safetensors"))
+  ids = open_clip.get_tokenizer("ViT-B-32")(["a photo of a cat"])
+  with torch.no_grad():
+    ref_txt = ref.eval().encode_text(ids).numpy()
+  ours = model.apply({"params": params}, jnp.asarray(ids.numpy(), jnp.int32), method=model.encode_text)
+  assert rel_err(ours, ref_txt) < TOL
+
+  _, long_params = load_openclip(tmp_path / "tiny_export.safetensors", TINY, context_length=128)
+  long_json = export_openclip(long_params, TINY, tmp_path / "tiny_long.safetensors")
+  assert json.loads(long_json.read_text())["text_cfg"]["context_length"] == 128
+  open_clip.add_model_config(long_json)
+  long_ref = open_clip.create_model("tiny_long", pretrained=str(tmp_path / "tiny_long.safetensors"))
+  assert long_ref.positional_embedding.shape == (128, 64)
+
+
+@pytest.mark.parametrize("arch", [TINY, "ViT-B-32-quickgelu"])
+def test_hf_export_loads_without_missing_keys_and_agrees(tmp_path, arch):
+  from transformers import CLIPModel
+  ref = make_openclip_model(arch)
+  cfg = get_model_config(arch)
+  from clipjax.convert.openclip import state_dict_to_params
+  from clipjax.models import CLIP
+  params = state_dict_to_params(torch_state_dict(ref), cfg)
+  model = CLIP(cfg)
+  export_hf(params, arch, tmp_path / "hf")
+  hf, info = CLIPModel.from_pretrained(tmp_path / "hf", output_loading_info=True)
+  assert not any(info[k] for k in ("missing_keys", "unexpected_keys", "mismatched_keys")), info
+  size = cfg.vision.image_size
+  images = np.random.default_rng(0).normal(size=(2, size, size, 3)).astype(np.float32)
+  ids = open_clip.get_tokenizer("ViT-B-32")(["a photo of a cat", "two dogs in the snow"])
+  with torch.no_grad():
+    hf_img = hf.eval().get_image_features(
+        pixel_values=torch.from_numpy(images.transpose(0, 3, 1, 2))).pooler_output.numpy()
+    hf_txt = hf.get_text_features(input_ids=ids).pooler_output.numpy()
+  img = model.apply({"params": params}, images, method=model.encode_image)
+  txt = model.apply({"params": params}, jnp.asarray(ids.numpy(), jnp.int32), method=model.encode_text)
+  assert rel_err(img, hf_img) < TOL and rel_err(txt, hf_txt) < TOL
+  assert float(hf.logit_scale) == pytest.approx(float(params["logit_scale"]))
+
+
+def test_training_checkpoint_with_module_prefix(tiny, tmp_path):
+  _, params = tiny
+  sd = {f"module.{k}": torch.from_numpy(v) for k, v in params_to_state_dict(params).items()}
+  path = tmp_path / "epoch_3.pt"
+  torch.save({"epoch": 3, "name": "run", "state_dict": sd,
+              "optimizer": {"state": {}, "param_groups": [{"lr": 1e-3}]}}, path)
+  _, loaded = load_openclip(path, TINY)
+  _assert_params_identical(params, loaded)
+
+
+class _RunsCode:
+  def __reduce__(self):
+    return (os.system, ("touch pwned-by-checkpoint",))
+
+
+def test_pickle_that_runs_code_is_refused(tmp_path, monkeypatch):
+  monkeypatch.chdir(tmp_path)
+  path = tmp_path / "evil.pt"
+  torch.save({"state_dict": {"w": torch.zeros(1)}, "payload": _RunsCode()}, path)
+  with pytest.raises(CheckpointError, match="refusing to load .*could run code"):
+    load_state_dict(path)
+  assert not (tmp_path / "pwned-by-checkpoint").exists()
+  path.write_bytes(pickle.dumps(_RunsCode()))
+  with pytest.raises(CheckpointError, match="refusing"):
+    load_state_dict(path)
+
+
+def test_truncated_and_unknown_files(tiny, tmp_path):
+  _, params = tiny
+  for suffix in (".safetensors", ".pt"):
+    path = tmp_path / f"w{suffix}"
+    export_openclip(params, TINY, path)
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    with pytest.raises(CheckpointError, match="truncated or corrupt"):
+      load_state_dict(path)
+  with pytest.raises(CheckpointError, match="does not exist"):
+    load_state_dict(tmp_path / "nope.safetensors")
+  (tmp_path / "w.ckpt").write_bytes(b"x")
+  with pytest.raises(CheckpointError, match="unknown checkpoint type '.ckpt'"):
+    load_state_dict(tmp_path / "w.ckpt")
+
+
+def test_missing_extra_and_misshaped_tensors_are_named(tiny, tmp_path):
+  _, params = tiny
+  sd = params_to_state_dict(params)
+  bad = dict(sd)
+  del bad["visual.ln_post.weight"]
+  bad["visual.extra_head"] = np.zeros(3, np.float32)
+  save_state_dict(bad, tmp_path / "bad.safetensors")
+  with pytest.raises(CheckpointError, match=r"(?s)missing tensors: visual\.ln_post\.weight.*"
+                                            r"unexpected tensors: visual\.extra_head"):
+    load_openclip(tmp_path / "bad.safetensors", TINY)
+  bad = dict(sd)
+  bad["transformer.resblocks.1.mlp.c_fc.weight"] = np.zeros((255, 64), np.float32)
+  save_state_dict(bad, tmp_path / "bad2.safetensors")
+  with pytest.raises(CheckpointError, match=r"transformer\.resblocks\.1\.mlp\.c_fc\.weight: "
+                                            r"expected \(256, 64\), got \(255, 64\)"):
+    load_openclip(tmp_path / "bad2.safetensors", TINY)
+  with pytest.raises(CheckpointError, match="does not match architecture"):
+    load_openclip(tmp_path / "bad2.safetensors", "ViT-B-32")
+
+
+def test_architecture_inferred_from_shapes():
+  for arch in ("ViT-B-32", "ViT-L-14-336"):
+    from clipjax.convert.openclip import param_shapes
+    sd = {k: np.empty(v.shape, np.float32) for k, v in params_to_state_dict(
+        jax.tree.map(lambda s: np.empty(s.shape, np.float32), param_shapes(get_model_config(arch)))
+    ).items()}
+    assert infer_config(sd) == get_model_config(arch)
+
+
+def test_failed_export_leaves_no_partial_file(tiny, tmp_path, monkeypatch):
+  import safetensors.numpy
+  _, params = tiny
+
+  def write_half_then_fail(tensors, filename, metadata=None):
+    with open(filename, "wb") as f:
+      f.write(b"partial")
+    raise OSError("disk full")
+
+  monkeypatch.setattr(safetensors.numpy, "save_file", write_half_then_fail)
+  with pytest.raises(OSError, match="disk full"):
+    export_openclip(params, TINY, tmp_path / "out.safetensors")
+  assert list(tmp_path.iterdir()) == []
+
+
+def test_convert_cli(tiny, tmp_path):
+  _, params = tiny
+  src = tmp_path / "epoch_1.pt"
+  torch.save({"epoch": 1, "state_dict": {f"module.{k}": torch.from_numpy(v) for k, v in
+                                         params_to_state_dict(params).items()}}, src)
+  env = dict(os.environ, JAX_PLATFORMS="cpu")
+  for to, out in (("hf", tmp_path / "hf"), ("openclip", tmp_path / "out.safetensors")):
+    subprocess.run([sys.executable, str(REPO / "scripts/convert.py"), f"--input={src}",
+                    f"--arch={TINY}", f"--to={to}", f"--output={out}"], check=True, env=env,
+                   capture_output=True, timeout=300)
+  assert (tmp_path / "hf/config.json").exists() and (tmp_path / "hf/model.safetensors").exists()
+  _, loaded = load_openclip(tmp_path / "out.safetensors", TINY)
+  _assert_params_identical(params, loaded)
+  bad = subprocess.run([sys.executable, str(REPO / "scripts/convert.py"), f"--input={src}",
+                        "--arch=ViT-Q-1", f"--output={tmp_path / 'x.safetensors'}"], env=env,
+                       capture_output=True, text=True, timeout=300)
+  assert bad.returncode != 0 and "Unknown architecture 'ViT-Q-1'" in bad.stderr

@@ -1,0 +1,139 @@
+"""Our Flax towers against open_clip (PyTorch) with the same random weights, float32."""
+import jax
+import jax.numpy as jnp
+import numpy as np
+import open_clip
+import pytest
+import torch
+
+from clipjax.convert.openclip import resize_positional_embedding, state_dict_to_params
+from clipjax.models import CLIP, create_model, get_model_config, list_models
+from clipjax.models.registry import CLIPJAX_ONLY
+from conftest import make_openclip_model, rel_err, torch_state_dict
+
+# Observed ~2e-6 (ViT-B-32) to ~6e-6 (ViT-L-14): different matmul kernels and summation orders.
+TOL = 1e-5
+CAPTIONS = ["a photo of a cat", "Two dogs play in the snow, at night!", "",
+            "a very long caption " * 30, "naïve café 東京 🎉"]
+
+
+def _encode(model, params, images_nchw, ids):
+  images = jnp.asarray(images_nchw.transpose(0, 2, 3, 1))
+  img = jax.jit(lambda p, x: model.apply({"params": p}, x, method=model.encode_image))(params, images)
+  txt = jax.jit(lambda p, t: model.apply({"params": p}, t, method=model.encode_text))(
+      params, jnp.asarray(ids, jnp.int32))
+  return np.asarray(img), np.asarray(txt)
+
+
+@pytest.mark.parametrize("arch", ["ViT-T-16-test", "ViT-B-32", "ViT-B-32-quickgelu", "ViT-B-16",
+                                  "ViT-L-14"])
+def test_embeddings_and_logits_match_openclip(arch):
+  ref = make_openclip_model(arch)
+  cfg = get_model_config(arch)
+  params = state_dict_to_params(torch_state_dict(ref), cfg)
+  model = CLIP(cfg)
+  size = cfg.vision.image_size
+  images = np.random.default_rng(0).normal(size=(3, 3, size, size)).astype(np.float32)
+  ids = open_clip.get_tokenizer(arch)(CAPTIONS).numpy()
+  with torch.no_grad():
+    ref_img = ref.encode_image(torch.from_numpy(images)).numpy()
+    ref_txt = ref.encode_text(torch.from_numpy(ids)).numpy()
+    ref_logits, _ = ref.get_logits(torch.from_numpy(images), torch.from_numpy(ids))
+  img, txt = _encode(model, params, images, ids)
+  assert rel_err(img, ref_img) < TOL
+  assert rel_err(txt, ref_txt) < TOL
+  norm = lambda x: x / np.linalg.norm(x, axis=-1, keepdims=True)
+  logits = np.exp(float(params["logit_scale"])) * norm(img) @ norm(txt).T
+  assert rel_err(logits, ref_logits.numpy()) < TOL
+
+
+@pytest.mark.parametrize("arch", [a for a in list_models() if a not in CLIPJAX_ONLY])
+def test_registry_matches_openclip_configs(arch):
+  """Every registry entry has exactly the hyper-parameters of open_clip's JSON of that name."""
+  ours = get_model_config(arch).to_openclip_json()
+  theirs = open_clip.get_model_config(arch)
+  assert ours == {k: v for k, v in theirs.items() if k != "custom_text"}
+
+
+def test_mlp_and_head_widths_of_large_models():
+  """ViT-H/g/bigG use non-64 head widths and non-4 MLP ratios; shapes follow open_clip's int()."""
+  from clipjax.convert.openclip import param_shapes
+  for arch, heads, mlp in (("ViT-H-14", 16, 5120), ("ViT-g-14", 16, 6144), ("ViT-bigG-14", 16, 8192)):
+    cfg = get_model_config(arch)
+    assert (cfg.vision.heads, cfg.vision.mlp_width) == (heads, mlp)
+    shapes = param_shapes(cfg)
+    assert shapes["visual"]["transformer"]["resblocks_0"]["mlp"]["c_fc"]["kernel"].shape == (
+        cfg.vision.width, mlp)
+
+
+def test_unknown_architecture_is_a_clear_error():
+  with pytest.raises(ValueError, match="Unknown architecture 'ViT-X-99'.*ViT-B-32"):
+    create_model("ViT-X-99")
+
+
+def test_wrong_image_shape_is_a_clear_error():
+  model, params = create_model("ViT-T-16-test")
+  with pytest.raises(ValueError, match=r"\[N, 32, 32, 3\] \(NHWC\)"):
+    model.apply({"params": params}, jnp.zeros((1, 3, 32, 32)), method=model.encode_image)
+
+
+def test_remat_and_bfloat16_compute():
+  """Rematerialisation changes nothing numerically; bfloat16 compute stays close to float32
+  with float32 params and float32 outputs."""
+  model, params = create_model("ViT-T-16-test")
+  images = jax.random.normal(jax.random.key(1), (4, 32, 32, 3))
+  ids = jnp.asarray(open_clip.get_tokenizer("ViT-B-32")(CAPTIONS[:4]).numpy(), jnp.int32)
+
+  def loss(p, m):
+    img, txt, _ = m.apply({"params": p}, images, ids)
+    return jnp.sum(img @ txt.T)
+
+  grad = jax.jit(jax.grad(loss), static_argnums=1)
+  g_ref = grad(params, model)
+  g_remat = grad(params, CLIP(model.cfg, remat=True))
+  # Remat recomputes the forward inside the backward; XLA may fuse it differently, so equal up
+  # to float32 rounding relative to each gradient's scale.
+  errors = jax.tree.leaves(jax.tree.map(rel_err, g_remat, g_ref))
+  assert max(errors) < 1e-5
+  bf16 = CLIP(model.cfg, dtype=jnp.bfloat16)
+  out32 = jax.jit(model.apply)({"params": params}, images, ids)
+  out16 = jax.jit(bf16.apply)({"params": params}, images, ids)
+  assert out16[0].dtype == jnp.float32 and out16[1].dtype == jnp.float32
+  assert rel_err(out16[0], out32[0]) < 5e-2 and rel_err(out16[1], out32[1]) < 5e-2
+
+
+def test_long_context_matches_openclip_resize():
+  """A 77-position checkpoint loaded with context 248 (METHODS §5): positional embeddings
+  equal open_clip's resize_text_pos_embed, and the text tower equals open_clip's model built
+  with that context and loaded with the resized state_dict."""
+  ref77 = make_openclip_model("ViT-T-16-test")
+  sd = torch_state_dict(ref77)
+  cfg = get_model_config("ViT-T-16-test").replace(text={"context_length": 248})
+  ref248 = make_openclip_model(cfg, seed=1)
+  torch_sd = {k: torch.from_numpy(v) for k, v in sd.items()}
+  open_clip.model.resize_text_pos_embed(torch_sd, ref248)
+  ref248.load_state_dict(torch_sd, strict=True)
+  # Same float32 coordinate arithmetic as torch; a few weights still round differently
+  # (observed <= 3.2e-7 on entries of magnitude ~0.03).
+  np.testing.assert_allclose(resize_positional_embedding(sd["positional_embedding"], 248),
+                             torch_sd["positional_embedding"].numpy(), rtol=0, atol=1e-6)
+  params = state_dict_to_params(sd, cfg)
+  ids = open_clip.get_tokenizer("ViT-B-32", context_length=248)(CAPTIONS).numpy()
+  with torch.no_grad():
+    ref = ref248.encode_text(torch.from_numpy(ids)).numpy()
+  model = CLIP(cfg)
+  ours = model.apply({"params": params}, jnp.asarray(ids, jnp.int32), method=model.encode_text)
+  assert rel_err(ours, ref) < TOL
+
+
+def test_trim_padding_is_exact():
+  """Dropping columns after the batch's last end-of-text token leaves every embedding equal
+  (the causal mask hides later positions from the pooled one)."""
+  from clipjax.models.text import trim_padding
+  model, params = create_model("ViT-T-16-test")
+  ids = open_clip.get_tokenizer("ViT-B-32")(["a cat", "two dogs play in the snow at night"]).numpy()
+  trimmed = trim_padding(ids, multiple=8)
+  assert trimmed.shape == (2, 16)
+  enc = jax.jit(lambda p, t: model.apply({"params": p}, t, method=model.encode_text))
+  full = enc(params, jnp.asarray(ids, jnp.int32))
+  assert rel_err(enc(params, jnp.asarray(trimmed, jnp.int32)), full) < 1e-6
