@@ -1,0 +1,163 @@
+"""Contrastive losses over the global batch (METHODS §1, §2, §3 eq. 4.4.1, §4, §5, §6).
+
+Every loss takes embeddings whose leading dimension is the batch and an optional
+`axis_name`. With `axis_name=None` the inputs are the whole global batch on one device. Under
+`shard_map` (see `clipjax.parallel.mesh.on_mesh`) they are this device's rows: the other side
+is all-gathered (gradients flow back through the gather), each device computes the loss of
+its own query rows against every key, and the sum is psum-reduced to the global mean.
+
+Conventions: embeddings must be L2-normalised by the caller (as open_clip's losses expect);
+`logit_scale` is the multiplier s = exp(stored logit_scale), not its log; similarities are
+computed in float32 at HIGHEST matmul precision whatever the towers' compute dtype. A
+non-finite embedding makes the loss non-finite (never silently masked): the training loop
+checks the loss and refuses the step. `block_size` switches to the tiled path, which never
+holds more than a [b_local, block] tile of the logit matrix (forward or backward).
+"""
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+from clipjax.losses.tiled import HIGHEST, pick_block, tiled_row_cross_entropy
+from clipjax.parallel.collectives import AxisName, all_gather, psum, shard_offset
+
+
+def check_embeddings(**named: jax.Array) -> int:
+  """Validates [N, D] float embeddings of one batch; returns N."""
+  items = [(k, v) for k, v in named.items() if v is not None]
+  first_name, first = items[0]
+  for name, x in items:
+    if x.ndim != 2 or not jnp.issubdtype(x.dtype, jnp.floating):
+      raise ValueError(f"{name} must be a float [batch, dim] array, got {x.dtype}{list(x.shape)}")
+    if x.shape != first.shape:
+      raise ValueError(f"{name} has shape {list(x.shape)} but {first_name} has "
+                       f"{list(first.shape)}: the towers disagree")
+    if x.dtype != first.dtype:
+      raise ValueError(f"{name} is {x.dtype} but {first_name} is {first.dtype}: cast the "
+                       f"towers' outputs to one dtype (float32 for the loss)")
+  if first.shape[0] == 0:
+    raise ValueError("empty batch: the contrastive losses need at least one sample")
+  return first.shape[0]
+
+
+def _labels(local_n: int, labels, axis_name: AxisName):
+  """(query labels [b], key labels [B]): the global row index unless labels are given."""
+  if labels is None:
+    q = shard_offset(local_n, axis_name) + jnp.arange(local_n, dtype=jnp.int32)
+    return q, all_gather(q, axis_name)
+  labels = jnp.asarray(labels, jnp.int32)
+  if labels.shape != (local_n,):
+    raise ValueError(f"labels must have shape [{local_n}] (one per sample), got {labels.shape}")
+  return labels, all_gather(labels, axis_name)
+
+
+def row_cross_entropy(queries: jax.Array, keys: jax.Array, scale, *, bias=None, q_labels,
+                      k_labels, block_size: int | None = None) -> jax.Array:
+  """CE of each query row of softmax(scale·q kᵀ + bias) against the keys sharing its label
+  (uniform soft target; plain InfoNCE when labels are indices). [b, D], [B, D] -> [b]."""
+  q = queries.astype(jnp.float32)
+  k = keys.astype(jnp.float32)
+  scale = jnp.asarray(scale, jnp.float32)
+  bias = jnp.zeros((), jnp.float32) if bias is None else jnp.asarray(bias, jnp.float32)
+  if block_size:
+    return tiled_row_cross_entropy(q, k, scale, bias, q_labels, k_labels,
+                                   pick_block(k.shape[0], block_size))
+  logits = scale * jnp.dot(q, k.T, precision=HIGHEST) + bias
+  match = q_labels[:, None] == k_labels[None, :]
+  target = jnp.where(match, logits, 0.0).sum(axis=1) / match.sum(axis=1)
+  return jax.nn.logsumexp(logits, axis=1) - target
+
+
+def query_loss(queries: jax.Array, keys: jax.Array, scale, *, bias=None, labels=None,
+               bidirectional: bool = False, block_size: int | None = None,
+               axis_name: AxisName = None) -> jax.Array:
+  """Mean over the global batch of CE_rows(s · queries keysᵀ): queries pick their own key
+  among all keys of the global batch. With `bidirectional`, the mean of both directions.
+  queries, keys: [N, D] L2-normalised (this shard's rows under a mesh). Returns a scalar."""
+  n = check_embeddings(queries=queries, keys=keys)
+  q_lab, k_lab = _labels(n, labels, axis_name)
+  kw = dict(bias=bias, q_labels=q_lab, k_labels=k_lab, block_size=block_size)
+  total = row_cross_entropy(queries, all_gather(keys, axis_name), scale, **kw).sum()
+  if bidirectional:
+    total = 0.5 * (total + row_cross_entropy(keys, all_gather(queries, axis_name), scale,
+                                             **kw).sum())
+  return psum(total, axis_name) / psum(n, axis_name)
+
+
+def clip_loss(image_emb: jax.Array, text_emb: jax.Array, logit_scale, logit_bias=None, *,
+              labels=None, block_size: int | None = None, axis_name: AxisName = None) -> jax.Array:
+  """CLIP's symmetric InfoNCE, ½(CE(L) + CE(Lᵀ)) with L = s·I Tᵀ (+ bias) (METHODS §1).
+
+  image_emb, text_emb: [N, D] L2-normalised. logit_scale: the multiplier s. labels: optional
+  int [N]; samples with equal labels are positives of each other (UniCL targets, §4; pass image
+  ids to treat captions of the same image as positives). Returns a scalar.
+  """
+  return query_loss(image_emb, text_emb, logit_scale, bias=logit_bias, labels=labels,
+                    bidirectional=True, block_size=block_size, axis_name=axis_name)
+
+
+def unicl_loss(image_emb: jax.Array, text_emb: jax.Array, labels, logit_scale, *,
+               block_size: int | None = None, axis_name: AxisName = None) -> jax.Array:
+  """UniCL (METHODS §4): targets A_ij = 1[y_i = y_j], rows normalised, both directions averaged.
+  Samples without a class must carry a label unique across the global batch (and hosts)."""
+  return clip_loss(image_emb, text_emb, logit_scale, labels=labels, block_size=block_size,
+                   axis_name=axis_name)
+
+
+def three_tower_loss(image_emb: jax.Array, text_emb: jax.Array, dialogue_emb: jax.Array,
+                     logit_scale, a: float = 0.65, *, bidirectional: bool = False, labels=None,
+                     block_size: int | None = None, axis_name: AxisName = None) -> jax.Array:
+  """CLIP-3Modal, seed 001 eq. 4.3.1 (METHODS §2):
+  a·CE_rows(s·G(z) I(x)ᵀ) + (1−a)·CE_rows(s·G(z) T(y)ᵀ), dialogue rows as queries.
+  `bidirectional` averages each term with its transposed direction. All [N, D] normalised."""
+  kw = dict(bidirectional=bidirectional, labels=labels, block_size=block_size, axis_name=axis_name)
+  return (a * query_loss(dialogue_emb, image_emb, logit_scale, **kw)
+          + (1 - a) * query_loss(dialogue_emb, text_emb, logit_scale, **kw))
+
+
+def draft_contrastive_loss(image_emb: jax.Array, caption_emb: jax.Array, dialogue_emb: jax.Array,
+                           logit_scale, a: float = 0.65, *, bidirectional: bool = False,
+                           labels=None, block_size: int | None = None,
+                           axis_name: AxisName = None) -> jax.Array:
+  """DRAFT's L_con, seed 001 eq. 4.4.1 (METHODS §3): texts as queries against the images,
+  a·CE_rows(s·T(z) I(x)ᵀ) + (1−a)·CE_rows(s·T(y) I(x)ᵀ)."""
+  kw = dict(bidirectional=bidirectional, labels=labels, block_size=block_size, axis_name=axis_name)
+  return (a * query_loss(dialogue_emb, image_emb, logit_scale, **kw)
+          + (1 - a) * query_loss(caption_emb, image_emb, logit_scale, **kw))
+
+
+def mult_loss(image_emb: jax.Array, text_emb: jax.Array, fused_emb: jax.Array, logit_scale,
+              a: float, b: float, *, block_size: int | None = None,
+              axis_name: AxisName = None) -> jax.Array:
+  """MulT three-way loss (METHODS §6): a·CEsym(I,T) + b·CEsym(T,M) + (1−a−b)·CEsym(M,I)."""
+  if not (0 < a and 0 < b and a + b < 1):
+    raise ValueError(f"mult_loss needs 0 < a, 0 < b and a + b < 1, got a={a}, b={b}")
+  kw = dict(block_size=block_size, axis_name=axis_name)
+  return (a * clip_loss(image_emb, text_emb, logit_scale, **kw)
+          + b * clip_loss(text_emb, fused_emb, logit_scale, **kw)
+          + (1 - a - b) * clip_loss(fused_emb, image_emb, logit_scale, **kw))
+
+
+def text_infonce(q: jax.Array, p: jax.Array, negatives: jax.Array | None = None,
+                 tau: float = 0.05, *, axis_name: AxisName = None) -> jax.Array:
+  """jina-style text–text loss (METHODS §5) with cosine similarities over temperature τ.
+
+  pairs:     InfoNCE(q→p) + InfoNCE(p→q)  (summed, not averaged)
+  InfoNCE+:  with negatives [N, m, D], every hard negative of the global batch joins the
+             candidates of the q→p direction only.
+  q, p: [N, D] L2-normalised; negatives: [N, m, D] L2-normalised. Returns a scalar.
+  """
+  n = check_embeddings(q=q, p=p)
+  q_lab, p_lab = _labels(n, None, axis_name)
+  keys, key_labels = all_gather(p, axis_name), p_lab
+  if negatives is not None:
+    if negatives.ndim != 3 or negatives.shape[0] != n or negatives.shape[2] != q.shape[1]:
+      raise ValueError(f"negatives must be [{n}, m, {q.shape[1]}], got {list(negatives.shape)}")
+    neg = all_gather(negatives, axis_name).reshape(-1, q.shape[1]).astype(keys.dtype)
+    keys = jnp.concatenate([keys, neg])
+    key_labels = jnp.concatenate([key_labels, jnp.full((neg.shape[0],), -1, jnp.int32)])
+  inv_tau = 1.0 / tau
+  q_to_p = row_cross_entropy(q, keys, inv_tau, q_labels=q_lab, k_labels=key_labels).sum()
+  p_to_q = row_cross_entropy(p, all_gather(q, axis_name), inv_tau, q_labels=q_lab,
+                             k_labels=p_lab).sum()
+  return psum(q_to_p + p_to_q, axis_name) / psum(n, axis_name)

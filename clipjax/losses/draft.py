@@ -1,0 +1,33 @@
+"""The full DRAFT objective (seed 001 §4.4, METHODS §3): L_con + λ·L_MMD."""
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+from clipjax.losses.contrastive import check_embeddings, draft_contrastive_loss
+from clipjax.losses.mmd import MMDConfig, mmd2
+from clipjax.parallel.collectives import AxisName
+
+
+def draft_loss(image_emb: jax.Array, caption_emb: jax.Array, dialogue_emb: jax.Array,
+               logit_scale, *, key: jax.Array | None = None, a: float = 0.65,
+               mmd_weight: float = 1.0, mmd: MMDConfig = MMDConfig(),
+               bidirectional: bool = False, labels=None, block_size: int | None = None,
+               axis_name: AxisName = None):
+  """L = a·CE_rows(s·T(z)Iᵀ) + (1−a)·CE_rows(s·T(y)Iᵀ) + λ·L_MMD(S, D).
+
+  image_emb, caption_emb, dialogue_emb: [N, D] L2-normalised (this shard's rows on a mesh).
+  logit_scale: the multiplier s (frozen at the pretrained value in DRAFT: the caller passes it
+  without gradient). key: PRNG key shared by all devices (rff / subsample estimators).
+  L_MMD = sqrt(max(MMD², 0) + 1e-12), or MMD² when `mmd.squared`.
+  Returns (loss, aux) with aux = {"contrastive", "mmd2", "mmd", "sigma"} (global values).
+  """
+  check_embeddings(image_emb=image_emb, caption_emb=caption_emb, dialogue_emb=dialogue_emb)
+  contrastive = draft_contrastive_loss(image_emb, caption_emb, dialogue_emb, logit_scale, a,
+                                       bidirectional=bidirectional, labels=labels,
+                                       block_size=block_size, axis_name=axis_name)
+  value, sigmas = mmd2(caption_emb, dialogue_emb, image_emb, logit_scale, key=key, config=mmd,
+                       block_size=block_size, axis_name=axis_name)
+  mmd_term = value if mmd.squared else jnp.sqrt(jnp.maximum(value, 0.0) + 1e-12)
+  loss = contrastive + mmd_weight * mmd_term
+  return loss, {"contrastive": contrastive, "mmd2": value, "mmd": mmd_term, "sigma": sigmas[0]}

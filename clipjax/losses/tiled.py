@@ -1,0 +1,157 @@
+"""Blockwise (tiled) reductions over a query-shard x all-keys similarity matrix.
+
+`S = scale * Q Kᵀ (+ bias)` is [b, B] for b local queries and B keys (the global batch). The
+functions here never hold more than a [b, block] tile of it: the forward pass streams over
+column blocks keeping running sums (a running log-sum-exp for cross-entropy), and a
+`custom_vjp` backward recomputes each tile from the saved per-row statistics. Values and
+gradients equal the dense computation up to float32 rounding.
+"""
+from __future__ import annotations
+
+import functools
+import math
+
+import jax
+import jax.numpy as jnp
+
+HIGHEST = jax.lax.Precision.HIGHEST
+
+
+def pick_block(n: int, block: int) -> int:
+  """The largest divisor of n that is <= block (so blocks tile the keys exactly)."""
+  block = max(1, min(block, n))
+  while n % block:
+    block -= 1
+  return block
+
+
+def _blocks(x: jax.Array, block: int) -> jax.Array:
+  return x.reshape(x.shape[0] // block, block, *x.shape[1:])
+
+
+def _full(shape, value, ref):
+  """A float32 constant that varies over the same shard_map axes as `ref` (scan carries must
+  keep their type; `full_like` of a shard-local value inherits its varying axes)."""
+  return jnp.broadcast_to(jnp.full_like(ref.reshape(-1)[0], value, jnp.float32), shape)
+
+
+def _tile_logits(q, k_blk, scale, bias):
+  return scale * jnp.dot(q, k_blk.T, precision=HIGHEST) + bias
+
+
+# ---------------------------------------------------------------- soft-target cross-entropy
+
+def _as_varying(x, ref):
+  """Under shard_map, a replicated scalar entering a custom_vjp together with shard-local
+  arrays must vary like them; the implicit cast transposes to a psum of its gradient."""
+  return x + _full((), 0.0, ref)
+
+
+def tiled_row_cross_entropy(q, k, scale, bias, q_labels, k_labels, block: int):
+  """Per-row cross-entropy of softmax(scale q kᵀ + bias) against targets uniform over the keys
+  whose label equals the row's label. q: [b, D], k: [B, D], labels int [b] / [B] -> [b]."""
+  return _tiled_row_ce(q, k, _as_varying(scale, q), _as_varying(bias, q), q_labels, k_labels,
+                       block)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(6,))
+def _tiled_row_ce(q, k, scale, bias, q_labels, k_labels, block: int):
+  return _row_ce_forward(q, k, scale, bias, q_labels, k_labels, block)[0]
+
+
+def _row_ce_forward(q, k, scale, bias, q_labels, k_labels, block):
+  b = q.shape[0]
+
+  def step(carry, blk):
+    m, s, tsum, tcnt = carry
+    k_blk, kl_blk = blk
+    logits = _tile_logits(q, k_blk, scale, bias)
+    match = q_labels[:, None] == kl_blk[None, :]
+    m_new = jnp.maximum(m, logits.max(axis=1))
+    s = s * jnp.exp(m - m_new) + jnp.exp(logits - m_new[:, None]).sum(axis=1)
+    tsum = tsum + jnp.where(match, logits, 0.0).sum(axis=1)
+    tcnt = tcnt + match.sum(axis=1).astype(jnp.float32)
+    return (m_new, s, tsum, tcnt), None
+
+  init = (_full((b,), -jnp.inf, q), _full((b,), 0.0, q), _full((b,), 0.0, q),
+          _full((b,), 0.0, q))
+  (m, s, tsum, tcnt), _ = jax.lax.scan(step, init, (_blocks(k, block), _blocks(k_labels, block)))
+  lse = m + jnp.log(s)
+  return lse - tsum / tcnt, (lse, tcnt)
+
+
+def _row_ce_fwd(q, k, scale, bias, q_labels, k_labels, block):
+  loss, (lse, tcnt) = _row_ce_forward(q, k, scale, bias, q_labels, k_labels, block)
+  return loss, (q, k, scale, bias, q_labels, k_labels, lse, tcnt)
+
+
+def _row_ce_bwd(block, res, g):
+  q, k, scale, bias, q_labels, k_labels, lse, tcnt = res
+  coef = g / tcnt
+
+  def step(carry, blk):
+    dq, dscale, dbias = carry
+    k_blk, kl_blk = blk
+    dots = jnp.dot(q, k_blk.T, precision=HIGHEST)
+    p = jnp.exp(scale * dots + bias - lse[:, None])
+    grad_logits = g[:, None] * p - jnp.where(q_labels[:, None] == kl_blk[None, :], coef[:, None], 0.0)
+    dq = dq + scale * jnp.dot(grad_logits, k_blk, precision=HIGHEST)
+    dk_blk = scale * jnp.dot(grad_logits.T, q, precision=HIGHEST)
+    return (dq, dscale + jnp.sum(grad_logits * dots), dbias + jnp.sum(grad_logits)), dk_blk
+
+  init = (jnp.zeros_like(q), _full((), 0.0, q), _full((), 0.0, q))
+  (dq, dscale, dbias), dk = jax.lax.scan(step, init, (_blocks(k, block), _blocks(k_labels, block)))
+  return (dq, dk.reshape(k.shape), dscale.astype(jnp.result_type(scale)),
+          dbias.astype(jnp.result_type(bias)), None, None)
+
+
+_tiled_row_ce.defvjp(_row_ce_fwd, _row_ce_bwd)
+
+
+# ---------------------------------------------------------------- random Fourier features
+
+def rff(u: jax.Array, omega: jax.Array, phase: jax.Array, per_kernel: int) -> jax.Array:
+  """φ(u) = sqrt(2/R) cos(ω u + b) for scalars u [...] -> [..., F]."""
+  return math.sqrt(2.0 / per_kernel) * jnp.cos(u[..., None] * omega + phase)
+
+
+def tiled_rff_sum(q, k, scale, omega, phase, per_kernel: int, block: int):
+  """Σ_ij φ(scale q_i·k_j) over all entries of the [b, B] similarity matrix -> [F]."""
+  return _tiled_rff_sum(q, k, _as_varying(scale, q), omega, phase, per_kernel, block)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(5, 6))
+def _tiled_rff_sum(q, k, scale, omega, phase, per_kernel: int, block: int):
+  def step(acc, k_blk):
+    sims = scale * jnp.dot(q, k_blk.T, precision=HIGHEST)
+    return acc + rff(sims, omega, phase, per_kernel).sum(axis=(0, 1)), None
+
+  acc, _ = jax.lax.scan(step, _full(omega.shape, 0.0, q), _blocks(k, block))
+  return acc
+
+
+def _rff_fwd(q, k, scale, omega, phase, per_kernel, block):
+  return _tiled_rff_sum(q, k, scale, omega, phase, per_kernel, block), (q, k, scale, omega, phase)
+
+
+def _rff_bwd(per_kernel, block, res, g):
+  q, k, scale, omega, phase = res
+  amp = math.sqrt(2.0 / per_kernel)
+
+  def step(carry, k_blk):
+    dq, dscale = carry
+    dots = jnp.dot(q, k_blk.T, precision=HIGHEST)
+    sims = scale * dots
+    # d/du Σ_f g_f φ_f(u) = -amp Σ_f g_f ω_f sin(ω_f u + b_f)
+    grad_sims = -amp * jnp.sum(g * omega * jnp.sin(sims[..., None] * omega + phase), axis=-1)
+    dq = dq + scale * jnp.dot(grad_sims, k_blk, precision=HIGHEST)
+    dk_blk = scale * jnp.dot(grad_sims.T, q, precision=HIGHEST)
+    return (dq, dscale + jnp.sum(grad_sims * dots)), dk_blk
+
+  (dq, dscale), dk = jax.lax.scan(step, (jnp.zeros_like(q), _full((), 0.0, q)),
+                                  _blocks(k, block))
+  # ω and b are random draws, not parameters: no gradient flows to them.
+  return dq, dk.reshape(k.shape), dscale.astype(jnp.result_type(scale)), None, None
+
+
+_tiled_rff_sum.defvjp(_rff_fwd, _rff_bwd)
