@@ -63,6 +63,11 @@ def torch_state_dict(model) -> dict[str, np.ndarray]:
 
 
 def rel_err(ours, ref) -> float:
-  """max |ours - ref| / max |ref|: the error relative to the tensor's scale."""
+  """max |ours - ref| / max |ref|: the error relative to the tensor's scale (the absolute
+  error when ref is all zeros; inf when anything is non-finite, so a NaN never passes)."""
   ours, ref = np.asarray(ours, np.float64), np.asarray(ref, np.float64)
-  return float(np.abs(ours - ref).max() / np.abs(ref).max())
+  if ours.shape != ref.shape or not (np.isfinite(ours).all() and np.isfinite(ref).all()):
+    return float("inf")
+  err = float(np.abs(ours - ref).max(initial=0.0))
+  scale = float(np.abs(ref).max(initial=0.0))
+  return err / scale if scale > 0 else err

@@ -92,6 +92,7 @@ def clip_loss(image_emb: jax.Array, text_emb: jax.Array, logit_scale, logit_bias
   int [N]; samples with equal labels are positives of each other (UniCL targets, §4; pass image
   ids to treat captions of the same image as positives). Returns a scalar.
   """
+  check_embeddings(image_emb=image_emb, text_emb=text_emb)
   return query_loss(image_emb, text_emb, logit_scale, bias=logit_bias, labels=labels,
                     bidirectional=True, block_size=block_size, axis_name=axis_name)
 
@@ -110,6 +111,7 @@ def three_tower_loss(image_emb: jax.Array, text_emb: jax.Array, dialogue_emb: ja
   """CLIP-3Modal, seed 001 eq. 4.3.1 (METHODS §2):
   a·CE_rows(s·G(z) I(x)ᵀ) + (1−a)·CE_rows(s·G(z) T(y)ᵀ), dialogue rows as queries.
   `bidirectional` averages each term with its transposed direction. All [N, D] normalised."""
+  check_embeddings(image_emb=image_emb, text_emb=text_emb, dialogue_emb=dialogue_emb)
   kw = dict(bidirectional=bidirectional, labels=labels, block_size=block_size, axis_name=axis_name)
   return (a * query_loss(dialogue_emb, image_emb, logit_scale, **kw)
           + (1 - a) * query_loss(dialogue_emb, text_emb, logit_scale, **kw))
@@ -121,6 +123,7 @@ def draft_contrastive_loss(image_emb: jax.Array, caption_emb: jax.Array, dialogu
                            axis_name: AxisName = None) -> jax.Array:
   """DRAFT's L_con, seed 001 eq. 4.4.1 (METHODS §3): texts as queries against the images,
   a·CE_rows(s·T(z) I(x)ᵀ) + (1−a)·CE_rows(s·T(y) I(x)ᵀ)."""
+  check_embeddings(image_emb=image_emb, caption_emb=caption_emb, dialogue_emb=dialogue_emb)
   kw = dict(bidirectional=bidirectional, labels=labels, block_size=block_size, axis_name=axis_name)
   return (a * query_loss(dialogue_emb, image_emb, logit_scale, **kw)
           + (1 - a) * query_loss(caption_emb, image_emb, logit_scale, **kw))
@@ -132,6 +135,7 @@ def mult_loss(image_emb: jax.Array, text_emb: jax.Array, fused_emb: jax.Array, l
   """MulT three-way loss (METHODS §6): a·CEsym(I,T) + b·CEsym(T,M) + (1−a−b)·CEsym(M,I)."""
   if not (0 < a and 0 < b and a + b < 1):
     raise ValueError(f"mult_loss needs 0 < a, 0 < b and a + b < 1, got a={a}, b={b}")
+  check_embeddings(image_emb=image_emb, text_emb=text_emb, fused_emb=fused_emb)
   kw = dict(block_size=block_size, axis_name=axis_name)
   return (a * clip_loss(image_emb, text_emb, logit_scale, **kw)
           + b * clip_loss(text_emb, fused_emb, logit_scale, **kw)

@@ -4,7 +4,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from clipjax.losses.contrastive import check_embeddings, draft_contrastive_loss
+from clipjax.losses.contrastive import draft_contrastive_loss
 from clipjax.losses.mmd import MMDConfig, mmd2
 from clipjax.parallel.collectives import AxisName
 
@@ -22,7 +22,6 @@ def draft_loss(image_emb: jax.Array, caption_emb: jax.Array, dialogue_emb: jax.A
   L_MMD = sqrt(max(MMD², 0) + 1e-12), or MMD² when `mmd.squared`.
   Returns (loss, aux) with aux = {"contrastive", "mmd2", "mmd", "sigma"} (global values).
   """
-  check_embeddings(image_emb=image_emb, caption_emb=caption_emb, dialogue_emb=dialogue_emb)
   contrastive = draft_contrastive_loss(image_emb, caption_emb, dialogue_emb, logit_scale, a,
                                        bidirectional=bidirectional, labels=labels,
                                        block_size=block_size, axis_name=axis_name)

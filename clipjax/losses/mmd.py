@@ -18,7 +18,7 @@ import dataclasses
 import jax
 import jax.numpy as jnp
 
-from clipjax.losses.tiled import HIGHEST, pick_block, rff, tiled_rff_sum
+from clipjax.losses.tiled import HIGHEST, pick_block, tiled_rff_sum
 from clipjax.parallel.collectives import AxisName, all_gather, psum, shard_offset
 
 ESTIMATORS = ("rff", "subsample", "full")
@@ -96,20 +96,29 @@ def mmd2(s_queries: jax.Array, d_queries: jax.Array, keys: jax.Array, logit_scal
   return value, sigmas
 
 
+def rff_features(key: jax.Array, sigmas: jax.Array, num_features: int):
+  """ω ~ N(0, 1/σ_k²) and b ~ U[0, 2π), R per bandwidth -> (omega [K·R], phase [K·R])."""
+  k_omega, k_phase = jax.random.split(key)
+  omega = (jax.random.normal(k_omega, (sigmas.shape[0], num_features)) / sigmas[:, None])
+  phase = jax.random.uniform(k_phase, (sigmas.shape[0] * num_features,), maxval=2 * jnp.pi)
+  return omega.reshape(-1), phase
+
+
+def subsample_positions(key: jax.Array, m: int, n: int) -> jax.Array:
+  """Entries drawn for the subsample estimator: int [2 (S, D), 2 (row, col), m] in [0, n)."""
+  return jax.random.randint(key, (2, 2, m), 0, n)
+
+
 def _rff_mmd2(s_q, d_q, keys, scale, key, sigmas, config, block_size, axis_name):
   r = config.num_features
-  k_omega, k_phase = jax.random.split(key)
-  omega = (jax.random.normal(k_omega, (sigmas.shape[0], r)) / sigmas[:, None]).reshape(-1)
-  phase = jax.random.uniform(k_phase, (sigmas.shape[0] * r,), maxval=2 * jnp.pi)
+  omega, phase = rff_features(key, sigmas, r)
   count = psum(s_q.shape[0], axis_name) * keys.shape[0]
   scale = jnp.asarray(scale, jnp.float32)
 
+  block = pick_block(keys.shape[0], block_size) if block_size else keys.shape[0]
+
   def mean_features(q):
-    q = q.astype(jnp.float32)
-    if block_size:
-      total = tiled_rff_sum(q, keys, scale, omega, phase, r, pick_block(keys.shape[0], block_size))
-    else:
-      total = rff(_similarities(q, keys, scale), omega, phase, r).sum(axis=(0, 1))
+    total = tiled_rff_sum(q.astype(jnp.float32), keys, scale, omega, phase, r, block)
     return psum(total, axis_name) / count
 
   return jnp.sum(jnp.square(mean_features(s_q) - mean_features(d_q)))
@@ -122,15 +131,15 @@ def _subsample_mmd2(s_q, d_q, keys, scale, key, sigmas, m, axis_name):
   local = s_q.shape[0]
   offset = shard_offset(local, axis_name)
 
-  def sample(q, k):
-    rows, cols = jax.random.randint(k, (2, m), 0, n_global)
+  def sample(q, positions):
+    rows, cols = positions
     mine = (rows >= offset) & (rows < offset + local)
     q_rows = q.astype(jnp.float32)[jnp.clip(rows - offset, 0, local - 1)]
     vals = scale * jnp.sum(q_rows * keys[cols], axis=-1)
     return psum(jnp.where(mine, vals, 0.0), axis_name)  # each entry lives on one device
 
-  k_s, k_d = jax.random.split(key)
-  s, d = sample(s_q, k_s), sample(d_q, k_d)
+  positions = subsample_positions(key, m, n_global)
+  s, d = sample(s_q, positions[0]), sample(d_q, positions[1])
   off_diag = 1.0 - jnp.eye(m)
   k_ss = jnp.sum(_rbf(s[:, None], s[None, :], sigmas) * off_diag) / (m * (m - 1))
   k_dd = jnp.sum(_rbf(d[:, None], d[None, :], sigmas) * off_diag) / (m * (m - 1))

@@ -110,21 +110,23 @@ _tiled_row_ce.defvjp(_row_ce_fwd, _row_ce_bwd)
 
 # ---------------------------------------------------------------- random Fourier features
 
-def rff(u: jax.Array, omega: jax.Array, phase: jax.Array, per_kernel: int) -> jax.Array:
-  """φ(u) = sqrt(2/R) cos(ω u + b) for scalars u [...] -> [..., F]."""
-  return math.sqrt(2.0 / per_kernel) * jnp.cos(u[..., None] * omega + phase)
-
-
 def tiled_rff_sum(q, k, scale, omega, phase, per_kernel: int, block: int):
-  """Σ_ij φ(scale q_i·k_j) over all entries of the [b, B] similarity matrix -> [F]."""
+  """Σ_ij φ(scale q_i·k_j), φ(u) = sqrt(2/R) cos(ω u + b), over all entries of the [b, B]
+  similarity matrix -> [F].
+
+  Features are looped over inside each tile, so no [b, block, F] tensor exists; with
+  block = B this is the dense computation (one [b, B] tile)."""
   return _tiled_rff_sum(q, k, _as_varying(scale, q), omega, phase, per_kernel, block)
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(5, 6))
 def _tiled_rff_sum(q, k, scale, omega, phase, per_kernel: int, block: int):
+  amp = math.sqrt(2.0 / per_kernel)
+
   def step(acc, k_blk):
     sims = scale * jnp.dot(q, k_blk.T, precision=HIGHEST)
-    return acc + rff(sims, omega, phase, per_kernel).sum(axis=(0, 1)), None
+    per_feature = jax.lax.map(lambda wb: jnp.cos(sims * wb[0] + wb[1]).sum(), (omega, phase))
+    return acc + amp * per_feature, None
 
   acc, _ = jax.lax.scan(step, _full(omega.shape, 0.0, q), _blocks(k, block))
   return acc
@@ -142,8 +144,12 @@ def _rff_bwd(per_kernel, block, res, g):
     dq, dscale = carry
     dots = jnp.dot(q, k_blk.T, precision=HIGHEST)
     sims = scale * dots
-    # d/du Σ_f g_f φ_f(u) = -amp Σ_f g_f ω_f sin(ω_f u + b_f)
-    grad_sims = -amp * jnp.sum(g * omega * jnp.sin(sims[..., None] * omega + phase), axis=-1)
+
+    def add_feature(acc, gwb):  # d/du Σ_f g_f φ_f(u) = -amp Σ_f g_f ω_f sin(ω_f u + b_f)
+      g_f, w, ph = gwb
+      return acc - (amp * g_f * w) * jnp.sin(sims * w + ph), None
+
+    grad_sims, _ = jax.lax.scan(add_feature, jnp.zeros_like(sims), (g, omega, phase))
     dq = dq + scale * jnp.dot(grad_sims, k_blk, precision=HIGHEST)
     dk_blk = scale * jnp.dot(grad_sims.T, q, precision=HIGHEST)
     return (dq, dscale + jnp.sum(grad_sims * dots)), dk_blk
