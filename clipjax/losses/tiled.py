@@ -14,6 +14,8 @@ import math
 import jax
 import jax.numpy as jnp
 
+from clipjax.losses.fastmath import cos_sin
+
 HIGHEST = jax.lax.Precision.HIGHEST
 
 
@@ -125,7 +127,7 @@ def _tiled_rff_sum(q, k, scale, omega, phase, per_kernel: int, block: int):
 
   def step(acc, k_blk):
     sims = scale * jnp.dot(q, k_blk.T, precision=HIGHEST)
-    per_feature = jax.lax.map(lambda wb: jnp.cos(sims * wb[0] + wb[1]).sum(), (omega, phase))
+    per_feature = jax.lax.map(lambda wb: cos_sin(sims * wb[0] + wb[1])[0].sum(), (omega, phase))
     return acc + amp * per_feature, None
 
   acc, _ = jax.lax.scan(step, _full(omega.shape, 0.0, q), _blocks(k, block))
@@ -147,7 +149,7 @@ def _rff_bwd(per_kernel, block, res, g):
 
     def add_feature(acc, gwb):  # d/du Σ_f g_f φ_f(u) = -amp Σ_f g_f ω_f sin(ω_f u + b_f)
       g_f, w, ph = gwb
-      return acc - (amp * g_f * w) * jnp.sin(sims * w + ph), None
+      return acc - (amp * g_f * w) * cos_sin(sims * w + ph)[1], None
 
     grad_sims, _ = jax.lax.scan(add_feature, jnp.zeros_like(sims), (g, omega, phase))
     dq = dq + scale * jnp.dot(grad_sims, k_blk, precision=HIGHEST)

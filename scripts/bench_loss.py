@@ -1,0 +1,94 @@
+r"""Time and peak memory of the full DRAFT loss (two contrastive terms + RFF MMD, forward and
+backward, embedding dim 512) on 8 simulated CPU devices, dense vs tiled, in one run.
+
+  python scripts/bench_loss.py                          # global batch 4096, 16384, 65536
+  python scripts/bench_loss.py --batches=4096 --block=1024
+
+Each (batch, path) runs in a fresh subprocess so its peak RSS is its own. A dense
+configuration whose compiled per-device temporaries (memory_analysis) exceed --max_gb in
+total is reported as not fitting instead of being run.
+"""
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+
+from absl import app, flags
+
+flags.DEFINE_list("batches", ["4096", "16384", "65536"], "Global batch sizes.")
+flags.DEFINE_integer("block", 1024, "Column block of the tiled path.")
+flags.DEFINE_integer("dim", 512, "Embedding dimension.")
+flags.DEFINE_integer("repeats", 3, "Timed steps (1 at the largest batch).")
+flags.DEFINE_float("max_gb", 16.0, "Memory budget for running a configuration.")
+flags.DEFINE_string("worker", None, "Internal: 'batch,block' to measure in this process.")
+FLAGS = flags.FLAGS
+
+
+def measure(batch: int, block: int) -> dict:
+  import jax
+  import jax.numpy as jnp
+
+  from clipjax.losses import draft_loss
+  from clipjax.parallel.mesh import make_mesh, on_mesh
+
+  mesh = make_mesh()
+  keys = jax.random.split(jax.random.key(0), 3)
+  embs = [jax.random.normal(k, (batch, FLAGS.dim)) for k in keys]
+  embs = [e / jnp.linalg.norm(e, axis=-1, keepdims=True) for e in embs]
+  loss = on_mesh(lambda i, y, z, s, key, axis_name: draft_loss(
+      i, y, z, s, key=key, block_size=block or None, axis_name=axis_name)[0], mesh)
+  step = jax.jit(jax.value_and_grad(loss, argnums=(1, 2)))
+  args = (*embs, jnp.float32(100.0), jax.random.key(1))
+  compiled = step.lower(*args).compile()
+  mem = compiled.memory_analysis()
+  temp_gb = mem.temp_size_in_bytes * jax.device_count() / 1e9 if mem else float("nan")
+  result = dict(batch=batch, path="tiled" if block else "dense", temp_gb_all_devices=temp_gb)
+  if temp_gb > FLAGS.max_gb:
+    return dict(result, fits=False)
+  jax.block_until_ready(compiled(*args))
+  repeats = 1 if batch >= 65536 else FLAGS.repeats
+  times = []
+  for _ in range(repeats):
+    start = time.perf_counter()
+    jax.block_until_ready(compiled(*args))
+    times.append(time.perf_counter() - start)
+  peak_gb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6  # KiB on Linux -> ~GB
+  return dict(result, fits=True, seconds=min(times), peak_rss_gb=peak_gb)
+
+
+def main(argv):
+  del argv
+  if FLAGS.worker:
+    batch, block = (int(x) for x in FLAGS.worker.split(","))
+    print("RESULT " + json.dumps(measure(batch, block)), flush=True)
+    return
+  env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8", JAX_PLATFORMS="cpu")
+  rows = []
+  for batch in (int(b) for b in FLAGS.batches):
+    for block in (0, FLAGS.block):
+      cmd = [sys.executable, __file__, f"--worker={batch},{block}", f"--dim={FLAGS.dim}",
+             f"--repeats={FLAGS.repeats}", f"--max_gb={FLAGS.max_gb}"]
+      out = subprocess.run(cmd, env=env, capture_output=True, text=True)
+      lines = [l for l in out.stdout.splitlines() if l.startswith("RESULT ")]
+      row = json.loads(lines[0][7:]) if lines else dict(batch=batch, path="tiled" if block else
+                                                        "dense", error=out.stderr[-500:])
+      rows.append(row)
+      print(json.dumps(row), flush=True)
+  print(f"\nDRAFT loss fwd+bwd, dim {FLAGS.dim}, 8 simulated CPU devices, tiled block {FLAGS.block}")
+  print(f"{'batch':>7s} {'path':>6s} {'seconds':>9s} {'peak RSS GB':>12s} {'temp GB':>8s}  tiled/dense")
+  by_key = {(r["batch"], r["path"]): r for r in rows}
+  for r in rows:
+    secs = f"{r['seconds']:.2f}" if "seconds" in r else ("no fit" if r.get("fits") is False else "error")
+    rss = f"{r['peak_rss_gb']:.2f}" if "peak_rss_gb" in r else "-"
+    ratio = ""
+    dense = by_key.get((r["batch"], "dense"), {})
+    if r["path"] == "tiled" and "seconds" in r and "seconds" in dense:
+      ratio = f"{r['seconds'] / dense['seconds']:.2f}x"
+    print(f"{r['batch']:7d} {r['path']:>6s} {secs:>9s} {rss:>12s} "
+          f"{r.get('temp_gb_all_devices', float('nan')):8.2f}  {ratio}")
+
+
+if __name__ == "__main__":
+  app.run(main)
