@@ -1,0 +1,218 @@
+"""grain input pipelines: source -> global shuffle -> host shard -> repeat -> decode/augment/
+tokenize in worker processes -> skip-and-count bad records -> fixed-shape batches.
+
+Determinism: the shuffle, each record's augmentation RNG and the worker assignment are pure
+functions of (seed, index), so a restored iterator state reproduces the exact batches of an
+uninterrupted run. Every batch carries `bad_records` (int64 [len(BAD_REASONS)]): the records
+skipped since the previous batch of that worker, by reason, for the training logs.
+"""
+from __future__ import annotations
+
+import io
+import os
+from typing import Any, Sequence
+
+import grain
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from clipjax.data.records import BAD_REASONS, BadRecord, dialogue_text, format_qa
+from clipjax.data.transforms import image_transform
+
+
+class OneQAPerSample:
+  """`one_qa` dialogue mode (DRAFT default): record i of the source becomes `pairs` samples,
+  one per question–answer pair, so the dataset grows `pairs`-fold (METHODS §3)."""
+
+  def __init__(self, source, pairs: int = 3):
+    self.source, self.pairs = source, pairs
+
+  def __len__(self) -> int:
+    return len(self.source) * self.pairs
+
+  def __getitem__(self, index: int):
+    record = self.source[index // self.pairs]
+    if isinstance(record, BadRecord):
+      return record
+    dialogue = record.get("dialogue") or []
+    if len(dialogue) < self.pairs:
+      return BadRecord("missing_dialogue", f"record {index // self.pairs} has {len(dialogue)} "
+                                           f"QA pairs, expected {self.pairs}")
+    return dict(record, dialogue=[dialogue[index % self.pairs]])
+
+
+class PrepareExample:
+  """Decode + augment (train) or resize-crop (eval) + tokenize one record, in a worker.
+
+  Returns a dict of fixed-shape arrays, or a BadRecord (`strict=False`), or raises ValueError
+  naming the record (`strict=True`).
+  """
+
+  def __init__(self, image_size: int, train: bool, text_fields: Sequence[str] = ("caption",),
+               context_length: int = 77, strict: bool = False):
+    self.image_size, self.train, self.strict = image_size, train, strict
+    self.text_fields, self.context_length = tuple(text_fields), context_length
+    self._transform = image_transform(image_size, train=train)
+    self._tokenizer = None
+
+  def __getstate__(self):  # the tokenizer is rebuilt in each worker
+    return {k: v for k, v in self.__dict__.items() if k not in ("_tokenizer", "_transform")}
+
+  def __setstate__(self, state):
+    self.__dict__.update(state)
+    self._transform = image_transform(self.image_size, train=self.train)
+    self._tokenizer = None
+
+  def _bad(self, reason: str, detail: str):
+    if self.strict:
+      raise ValueError(f"bad record ({reason}): {detail}")
+    return BadRecord(reason, detail)
+
+  def _image(self, image) -> Image.Image | BadRecord:
+    if isinstance(image, np.ndarray):
+      return Image.fromarray(image)
+    try:
+      if isinstance(image, bytes):
+        pil = Image.open(io.BytesIO(image))
+      else:
+        if not os.path.exists(image) and "://" not in str(image):
+          return self._bad("missing_file", str(image))
+        from etils import epath
+        pil = Image.open(io.BytesIO(epath.Path(image).read_bytes()))
+      pil.load()  # decode now: truncated files fail here, not later
+      return pil
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
+      return self._bad("corrupt_image", f"{str(image)[:120]}: {e}")
+
+  def __call__(self, record, rng: np.random.Generator | None = None):
+    if isinstance(record, BadRecord):
+      if self.strict:
+        raise ValueError(f"bad record ({record.reason}): {record.detail}")
+      return record
+    if self._tokenizer is None:
+      from clipjax.text.tokenizer import Tokenizer
+      self._tokenizer = Tokenizer(self.context_length)
+    texts = {}
+    for field in self.text_fields:
+      if field == "dialogue":
+        dialogue = record.get("dialogue") or []
+        if not dialogue:
+          return self._bad("missing_dialogue", f"image_id {record.get('image_id')}")
+        texts[field] = format_qa(*dialogue[0]) if len(dialogue) == 1 else dialogue_text(dialogue)
+      else:
+        text = record.get(field) or ""
+        if not text.strip():
+          return self._bad("empty_caption", f"image_id {record.get('image_id')}: empty {field}")
+        texts[field] = text
+    pil = self._image(record["image"])
+    if isinstance(pil, BadRecord):
+      return pil
+    pixels = self._transform(pil, rng) if self.train else self._transform(pil)
+    tokens = self._tokenizer(list(texts.values())) if texts else np.zeros((0, self.context_length))
+    out = {"image": pixels, "image_id": np.int64(record.get("image_id", -1)),
+           "label": np.int64(record.get("label", -1) if record.get("label") is not None else -1)}
+    out.update({field: tokens[k] for k, field in enumerate(texts)})
+    return out
+
+
+class SkipCountBatch(grain.IterDataset):
+  """Batches good examples to a fixed size; counts skipped BadRecords by reason per batch.
+
+  Every batch has `mask` (bool [B], which rows are real) and `bad_records` (int64
+  [len(BAD_REASONS)], skipped since the previous batch). At the end of a finite stream one
+  last batch carries what is pending: the remaining examples padded and masked
+  (`pad_remainder=True`, for evaluation), or an all-masked batch whose counts include the
+  dropped remainder (`pad_remainder=False`), so nothing is dropped without being counted.
+  """
+
+  def __init__(self, parent: grain.IterDataset, batch_size: int, pad_remainder: bool = False):
+    super().__init__(parent)
+    self.batch_size, self.pad_remainder = batch_size, pad_remainder
+
+  def __iter__(self):
+    return _SkipCountBatchIterator(self._parent.__iter__(), self.batch_size, self.pad_remainder)
+
+
+class _SkipCountBatchIterator(grain.DatasetIterator):
+
+  def __init__(self, parent, batch_size: int, pad_remainder: bool):
+    super().__init__(parent)
+    self._batch_size, self._pad = batch_size, pad_remainder
+    self._template = None  # zeros shaped like an example, for padding
+    self._exhausted = False
+
+  def __next__(self) -> dict[str, np.ndarray]:
+    if self._exhausted:
+      raise StopIteration
+    good, bad = [], np.zeros(len(BAD_REASONS), np.int64)
+    while len(good) < self._batch_size:
+      try:
+        element = next(self._parent)
+      except StopIteration:
+        self._exhausted = True
+        if self._template is None and not good:
+          raise  # nothing was ever decoded here: no shapes to pad with
+        break
+      if isinstance(element, BadRecord):
+        bad[BAD_REASONS.index(element.reason)] += 1
+      else:
+        good.append(element)
+        if self._template is None:
+          self._template = {k: np.zeros_like(v) for k, v in element.items()}
+    if self._exhausted:
+      if not good and not bad.any():
+        raise StopIteration
+      if not self._pad:
+        bad[BAD_REASONS.index("remainder")] += len(good)
+        good = []
+    mask = np.zeros(self._batch_size, bool)
+    mask[:len(good)] = True
+    good += [self._template] * (self._batch_size - len(good))
+    batch = {k: np.stack([g[k] for g in good]) for k in self._template}
+    batch.update(mask=mask, bad_records=bad)
+    return batch
+
+  def get_state(self) -> dict[str, Any]:
+    return self._parent.get_state()
+
+  def set_state(self, state: dict[str, Any]) -> None:
+    self._parent.set_state(state)
+    self._exhausted = False
+
+
+def build_dataset(source, prepare: PrepareExample, *, batch_size: int, seed: int = 0,
+                  shuffle: bool = True, num_epochs: int | None = None, num_workers: int = 2,
+                  pad_remainder: bool = False, process_index: int | None = None,
+                  process_count: int | None = None) -> grain.IterDataset:
+  """The per-host dataset of batches of `batch_size` (this host's share of the global batch).
+
+  Hosts see disjoint strides of one global permutation per epoch (`jax.process_index()` /
+  `process_count()` by default). `num_epochs=None` repeats forever.
+  """
+  _ensure_flags_parsed()  # grain reads absl flags; outside an absl app nobody parsed them
+  if process_index is None or process_count is None:
+    import jax
+    process_index, process_count = jax.process_index(), jax.process_count()
+  ds = grain.MapDataset.source(source)
+  if shuffle:
+    ds = ds.shuffle(seed=seed)
+  ds = ds[process_index::process_count]
+  ds = ds.repeat(num_epochs)
+  ds = ds.random_map(prepare, seed=seed + 1) if prepare.train else ds.map(prepare)
+  ds = SkipCountBatch(ds.to_iter_dataset(), batch_size, pad_remainder)
+  if num_workers > 0:
+    ds = ds.mp_prefetch(grain.MultiprocessingOptions(num_workers=num_workers),
+                        worker_init_fn=_worker_init)
+  return ds
+
+
+def _ensure_flags_parsed() -> None:
+  from absl import flags
+  if not flags.FLAGS.is_parsed():
+    flags.FLAGS.mark_as_parsed()
+
+
+def _worker_init(worker_index: int, worker_count: int) -> None:
+  """grain workers parse no flags of their own; absl-using code in them needs this."""
+  del worker_index, worker_count
+  _ensure_flags_parsed()

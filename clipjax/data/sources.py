@@ -1,0 +1,145 @@
+"""Random-access record sources (grain data sources: `__len__` + `__getitem__`).
+
+Each returns records of the schema in `clipjax.data.records`, or a `BadRecord` for a record
+it cannot produce (an undecodable JSON line, an empty caption), which the pipeline skips and
+counts. Images stay encoded (bytes or a path) until the pipeline's decode step. Paths may be
+local or any `etils.epath` URL (`gs://...`).
+"""
+from __future__ import annotations
+
+import csv
+import io
+import json
+import tarfile
+from collections import defaultdict
+from typing import Any, Sequence
+
+from etils import epath
+
+from clipjax.data.records import BadRecord
+
+
+def _path(p) -> epath.Path:
+  return epath.Path(p)
+
+
+class ManifestSource:
+  """A JSONL or CSV manifest next to an image folder.
+
+  Each line/row: `image` (path relative to `image_root`, default the manifest's folder),
+  `caption`, and optionally `long_caption`, `dialogue` (JSONL: list of [q, a]; CSV: a JSON
+  string), `label`, `image_id`. A line that is not valid JSON becomes BadRecord("bad_json").
+  """
+
+  def __init__(self, manifest: str, image_root: str | None = None):
+    self.manifest = _path(manifest)
+    if not self.manifest.exists():
+      raise FileNotFoundError(f"manifest {self.manifest} does not exist")
+    self.image_root = _path(image_root) if image_root else self.manifest.parent
+    text = self.manifest.read_text()
+    if self.manifest.suffix == ".csv":
+      rows: list[Any] = list(csv.DictReader(io.StringIO(text)))
+      for row in rows:
+        if row.get("dialogue"):
+          row["dialogue"] = json.loads(row["dialogue"])
+    elif self.manifest.suffix in (".jsonl", ".json"):
+      rows = []
+      for number, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+          continue
+        try:
+          rows.append(json.loads(line))
+        except json.JSONDecodeError as e:
+          rows.append(BadRecord("bad_json", f"{self.manifest}:{number}: {e}"))
+    else:
+      raise ValueError(f"manifest {self.manifest} must be .jsonl or .csv")
+    self._rows = rows
+
+  def __len__(self) -> int:
+    return len(self._rows)
+
+  def __getitem__(self, index: int):
+    row = self._rows[index]
+    if isinstance(row, BadRecord):
+      return row
+    record = dict(row)
+    record["image"] = str(self.image_root / row["image"])
+    record.setdefault("image_id", index)
+    if "label" in record and record["label"] not in (None, ""):
+      record["label"] = int(record["label"])
+    return record
+
+
+class CocoCaptionsSource:
+  """COCO-format captions (`captions_*.json`) + image folder: one record per caption, with
+  `image_id` so retrieval can group the (usually five) captions of an image."""
+
+  def __init__(self, annotations: str, image_root: str):
+    self.annotations, self.image_root = _path(annotations), _path(image_root)
+    data = json.loads(self.annotations.read_text())
+    files = {im["id"]: im["file_name"] for im in data["images"]}
+    missing = [a["image_id"] for a in data["annotations"] if a["image_id"] not in files]
+    if missing:
+      raise ValueError(f"{self.annotations}: captions refer to unknown image ids {missing[:5]}")
+    self._items = [(a["image_id"], files[a["image_id"]], a["caption"]) for a in data["annotations"]]
+    self.image_ids = sorted(files)
+
+  def __len__(self) -> int:
+    return len(self._items)
+
+  def __getitem__(self, index: int) -> dict:
+    image_id, file_name, caption = self._items[index]
+    return dict(image=str(self.image_root / file_name), caption=caption, image_id=image_id)
+
+
+_IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".webp")
+
+
+class WebDatasetSource:
+  """WebDataset / img2dataset `.tar` shards (`key.jpg` + `key.txt` + optional `key.json`).
+
+  Shards are indexed once (member names, offsets, sizes) and members are read by offset into
+  memory: nothing is ever extracted to disk by the member's own path.
+  """
+
+  def __init__(self, shards: Sequence[str]):
+    self.shards = [_path(s) for s in shards]
+    self._index: list[tuple[int, dict[str, tuple[int, int]]]] = []
+    for shard_id, shard in enumerate(self.shards):
+      groups: dict[str, dict[str, tuple[int, int]]] = defaultdict(dict)
+      with shard.open("rb") as f, tarfile.open(fileobj=f, mode="r:") as tar:
+        for member in tar:
+          if not member.isfile():
+            continue
+          stem, _, ext = member.name.rpartition(".")
+          groups[stem]["." + ext.lower()] = (member.offset_data, member.size)
+      for stem in sorted(groups):
+        self._index.append((shard_id, groups[stem]))
+
+  def __len__(self) -> int:
+    return len(self._index)
+
+  def _read(self, shard_id: int, where: tuple[int, int]) -> bytes:
+    offset, size = where
+    with self.shards[shard_id].open("rb") as f:
+      f.seek(offset)
+      return f.read(size)
+
+  def __getitem__(self, index: int):
+    shard_id, parts = self._index[index]
+    image_ext = next((e for e in _IMAGE_EXTS if e in parts), None)
+    record: dict[str, Any] = {"image_id": index}
+    if image_ext is None:
+      return BadRecord("missing_file", f"{self.shards[shard_id]}: sample {index} has no image")
+    record["image"] = self._read(shard_id, parts[image_ext])
+    if ".txt" in parts:
+      record["caption"] = self._read(shard_id, parts[".txt"]).decode("utf-8", "replace")
+    if ".json" in parts:
+      try:
+        meta = json.loads(self._read(shard_id, parts[".json"]))
+      except json.JSONDecodeError as e:
+        return BadRecord("bad_json", f"{self.shards[shard_id]} sample {index}: {e}")
+      for key in ("caption", "long_caption", "dialogue", "label"):
+        if key in meta and key not in record:
+          record[key] = meta[key]
+    return record

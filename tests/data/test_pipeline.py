@@ -1,0 +1,178 @@
+"""grain pipelines with real worker processes: every source, bad records, resume, sharding."""
+import io
+import json
+import tarfile
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from clipjax.data.pipeline import OneQAPerSample, PrepareExample, build_dataset
+from clipjax.data.records import BAD_REASONS
+from clipjax.data.sources import CocoCaptionsSource, ManifestSource, WebDatasetSource
+from clipjax.data.synthetic import SyntheticScenes
+from clipjax.data.transforms import image_transform
+
+
+def _jpeg(rng, size=(40, 30)) -> bytes:
+  buf = io.BytesIO()
+  Image.fromarray(rng.integers(0, 256, (*size[::-1], 3), dtype=np.uint8)).save(buf, "JPEG")
+  return buf.getvalue()
+
+
+def _batches(ds, n):
+  it = iter(ds)
+  try:
+    return [next(it) for _ in range(n)]
+  finally:
+    it.close()
+
+
+@pytest.fixture
+def messy_manifest(tmp_path):
+  """8 good records and one of each kind of bad record."""
+  rng = np.random.default_rng(0)
+  lines = []
+  for k in range(8):
+    (tmp_path / f"good{k}.jpg").write_bytes(_jpeg(rng))
+    lines.append(json.dumps({"image": f"good{k}.jpg", "caption": f"picture number {k}", "label": k}))
+  (tmp_path / "corrupt.jpg").write_bytes(b"this is not a jpeg")
+  (tmp_path / "truncated.jpg").write_bytes(_jpeg(rng, (200, 200))[:300])
+  lines += [json.dumps({"image": "missing.jpg", "caption": "gone"}),
+            json.dumps({"image": "corrupt.jpg", "caption": "garbage"}),
+            json.dumps({"image": "truncated.jpg", "caption": "cut short"}),
+            json.dumps({"image": "good0.jpg", "caption": "   "}),
+            '{"image": "good1.jpg", "caption": "unterminated']
+  manifest = tmp_path / "manifest.jsonl"
+  manifest.write_text("\n".join(lines) + "\n")
+  return manifest
+
+
+def test_bad_records_are_skipped_and_counted(messy_manifest):
+  ds = build_dataset(ManifestSource(str(messy_manifest)), PrepareExample(32, train=False),
+                     batch_size=4, shuffle=False, num_epochs=1, num_workers=2,
+                     process_index=0, process_count=1)
+  batches = list(ds)  # finite: every worker ends with an all-masked batch carrying its counts
+  counts = dict(zip(BAD_REASONS, sum(b["bad_records"] for b in batches)))
+  assert counts == {"missing_file": 1, "corrupt_image": 2, "empty_caption": 1, "bad_json": 1,
+                    "missing_dialogue": 0, "remainder": 0}
+  labels = np.concatenate([b["label"][b["mask"]] for b in batches])
+  assert sorted(labels.tolist()) == list(range(8))
+
+
+def test_dropped_remainder_is_counted(tmp_path):
+  source = SyntheticScenes(10, 32)
+  ds = build_dataset(source, PrepareExample(32, False), batch_size=4, shuffle=False,
+                     num_epochs=1, num_workers=0, process_index=0, process_count=1)
+  batches = list(ds)
+  assert [int(b["mask"].sum()) for b in batches] == [4, 4, 0]
+  assert batches[-1]["bad_records"][BAD_REASONS.index("remainder")] == 2
+
+
+def test_strict_mode_fails_naming_the_record(messy_manifest):
+  prepare = PrepareExample(32, train=False, strict=True)
+  source = ManifestSource(str(messy_manifest))
+  with pytest.raises(ValueError, match=r"bad record \(missing_file\): .*missing\.jpg"):
+    prepare(source[8])
+  with pytest.raises(ValueError, match=r"bad record \(bad_json\): .*manifest\.jsonl:13"):
+    prepare(source[12])
+
+
+def test_csv_manifest_and_eval_padding(tmp_path):
+  rng = np.random.default_rng(1)
+  rows = ["image,caption,label,dialogue"]
+  for k in range(5):
+    (tmp_path / f"{k}.png").write_bytes(_jpeg(rng))
+    rows.append(f'{k}.png,caption {k},{k},"[[""what?"", ""thing {k}""]]"')
+  (tmp_path / "m.csv").write_text("\n".join(rows))
+  source = ManifestSource(str(tmp_path / "m.csv"))
+  assert source[2]["dialogue"] == [["what?", "thing 2"]]
+  ds = build_dataset(source, PrepareExample(32, False, ("caption", "dialogue")), batch_size=4,
+                     shuffle=False, num_epochs=1, num_workers=0, pad_remainder=True,
+                     process_index=0, process_count=1)
+  first, second = _batches(ds, 2)
+  assert first["mask"].all() and second["mask"].tolist() == [True, False, False, False]
+  assert second["image"][1:].sum() == 0 and second["dialogue"].shape == (4, 77)
+
+
+def test_coco_captions_on_the_real_sample(coco_sample):
+  source = CocoCaptionsSource(str(coco_sample / "captions_coco_format.json"),
+                              str(coco_sample / "images"))
+  assert len(source) == 145 and len(source.image_ids) == 29
+  prepare = PrepareExample(224, train=False)
+  ds = build_dataset(source, prepare, batch_size=29, shuffle=False, num_epochs=1, num_workers=2,
+                     pad_remainder=True, process_index=0, process_count=1)
+  batches = list(ds)
+  ids = np.concatenate([b["image_id"][b["mask"]] for b in batches])
+  assert len(ids) == 145 and sorted(np.unique(ids).tolist()) == source.image_ids
+  record = source[0]
+  expected = image_transform(224)(Image.open(record["image"]))
+  np.testing.assert_array_equal(batches[0]["image"][0], expected)
+  assert not sum(b["bad_records"] for b in batches).any()
+
+
+def test_webdataset_shards_read_in_memory(tmp_path):
+  rng = np.random.default_rng(2)
+  images = {}
+  for shard in range(2):
+    with tarfile.open(tmp_path / f"shard-{shard:05d}.tar", "w") as tar:
+      for k in range(3):
+        key = f"{shard:05d}{k:04d}"
+        images[key] = _jpeg(rng)
+        members = {f"{key}.jpg": images[key], f"{key}.txt": f"caption {key}".encode(),
+                   f"{key}.json": json.dumps({"label": k}).encode()}
+        # a hostile member name: read by offset, never extracted, so it cannot escape
+        members[f"../../escape{key}.txt"] = b"x"
+        for name, data in members.items():
+          info = tarfile.TarInfo(name)
+          info.size = len(data)
+          tar.addfile(info, io.BytesIO(data))
+  source = WebDatasetSource([str(tmp_path / f"shard-{s:05d}.tar") for s in range(2)])
+  records = [r for r in (source[i] for i in range(len(source))) if isinstance(r, dict)]
+  assert len(records) == 6
+  for r in records:
+    key = r["caption"].split()[-1]
+    assert r["image"] == images[key] and r["label"] == int(key[-1])
+  assert not list(tmp_path.parent.glob("escape*"))
+
+
+def test_exact_resume_mid_epoch_with_workers():
+  source = OneQAPerSample(SyntheticScenes(60, 32))
+  make = lambda: build_dataset(source, PrepareExample(32, True, ("caption", "dialogue")),
+                               batch_size=8, seed=3, num_workers=2, process_index=0,
+                               process_count=1)
+  it = iter(make())
+  try:
+    for _ in range(5):  # crosses the 180-sample epoch boundary later on
+      next(it)
+    state = it.get_state()
+    json.dumps(state)  # the state is plain data, storable in a checkpoint
+    want = [next(it) for _ in range(25)]
+  finally:
+    it.close()
+  restored = iter(make())
+  try:
+    restored.set_state(state)
+    got = [next(restored) for _ in range(25)]
+  finally:
+    restored.close()
+  for a, b in zip(want, got):
+    for k in a:
+      np.testing.assert_array_equal(a[k], b[k])
+
+
+def test_hosts_get_disjoint_shards_covering_the_data():
+  source = SyntheticScenes(48, 32)
+  seen = []
+  for host in range(2):
+    ds = build_dataset(source, PrepareExample(32, False), batch_size=8, seed=0, num_epochs=1,
+                       num_workers=0, process_index=host, process_count=2)
+    seen.append(np.concatenate([b["image_id"] for b in _batches(ds, 3)]).tolist())
+  assert not set(seen[0]) & set(seen[1])
+  assert sorted(seen[0] + seen[1]) == list(range(48))
+
+
+def test_one_qa_triples_the_dataset():
+  source = OneQAPerSample(SyntheticScenes(4, 32), pairs=3)
+  assert len(source) == 12
+  assert [source[i]["dialogue"][0] for i in range(3)] == [tuple(q) for q in SyntheticScenes(4, 32)[0]["dialogue"]]
