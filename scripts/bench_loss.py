@@ -19,6 +19,9 @@ from absl import app, flags
 
 flags.DEFINE_list("batches", ["4096", "16384", "65536"], "Global batch sizes.")
 flags.DEFINE_integer("block", 1024, "Column block of the tiled path.")
+flags.DEFINE_list("paths", ["dense", "tiled"], "Which paths to measure.")
+flags.DEFINE_integer("num_features", 64, "RFF features per bandwidth (peak memory does not "
+                     "depend on it: features are looped inside each tile; time is ~linear).")
 flags.DEFINE_integer("dim", 512, "Embedding dimension.")
 flags.DEFINE_integer("repeats", 3, "Timed steps (1 at the largest batch).")
 flags.DEFINE_float("max_gb", 16.0, "Memory budget for running a configuration.")
@@ -30,7 +33,7 @@ def measure(batch: int, block: int) -> dict:
   import jax
   import jax.numpy as jnp
 
-  from clipjax.losses import draft_loss
+  from clipjax.losses import MMDConfig, draft_loss
   from clipjax.parallel.mesh import make_mesh, on_mesh
 
   mesh = make_mesh()
@@ -38,7 +41,8 @@ def measure(batch: int, block: int) -> dict:
   embs = [jax.random.normal(k, (batch, FLAGS.dim)) for k in keys]
   embs = [e / jnp.linalg.norm(e, axis=-1, keepdims=True) for e in embs]
   loss = on_mesh(lambda i, y, z, s, key, axis_name: draft_loss(
-      i, y, z, s, key=key, block_size=block or None, axis_name=axis_name)[0], mesh)
+      i, y, z, s, key=key, mmd=MMDConfig(num_features=FLAGS.num_features),
+      block_size=block or None, axis_name=axis_name)[0], mesh)
   step = jax.jit(jax.value_and_grad(loss, argnums=(1, 2)))
   args = (*embs, jnp.float32(100.0), jax.random.key(1))
   compiled = step.lower(*args).compile()
@@ -67,16 +71,18 @@ def main(argv):
   env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8", JAX_PLATFORMS="cpu")
   rows = []
   for batch in (int(b) for b in FLAGS.batches):
-    for block in (0, FLAGS.block):
+    for block in [0 if p == "dense" else FLAGS.block for p in FLAGS.paths]:
       cmd = [sys.executable, __file__, f"--worker={batch},{block}", f"--dim={FLAGS.dim}",
-             f"--repeats={FLAGS.repeats}", f"--max_gb={FLAGS.max_gb}"]
+             f"--repeats={FLAGS.repeats}", f"--max_gb={FLAGS.max_gb}",
+             f"--num_features={FLAGS.num_features}"]
       out = subprocess.run(cmd, env=env, capture_output=True, text=True)
       lines = [l for l in out.stdout.splitlines() if l.startswith("RESULT ")]
       row = json.loads(lines[0][7:]) if lines else dict(batch=batch, path="tiled" if block else
                                                         "dense", error=out.stderr[-500:])
       rows.append(row)
       print(json.dumps(row), flush=True)
-  print(f"\nDRAFT loss fwd+bwd, dim {FLAGS.dim}, 8 simulated CPU devices, tiled block {FLAGS.block}")
+  print(f"\nDRAFT loss fwd+bwd, dim {FLAGS.dim}, RFF features {FLAGS.num_features}, "
+        f"8 simulated CPU devices, tiled block {FLAGS.block}")
   print(f"{'batch':>7s} {'path':>6s} {'seconds':>9s} {'peak RSS GB':>12s} {'temp GB':>8s}  tiled/dense")
   by_key = {(r["batch"], r["path"]): r for r in rows}
   for r in rows:

@@ -193,7 +193,7 @@ def build_dataset(source, prepare: PrepareExample, *, batch_size: int, seed: int
   if process_index is None or process_count is None:
     import jax
     process_index, process_count = jax.process_index(), jax.process_count()
-  ds = grain.MapDataset.source(source)
+  ds = source if isinstance(source, grain.MapDataset) else grain.MapDataset.source(source)
   if shuffle:
     ds = ds.shuffle(seed=seed)
   ds = ds[process_index::process_count]
@@ -204,6 +204,29 @@ def build_dataset(source, prepare: PrepareExample, *, batch_size: int, seed: int
     ds = ds.mp_prefetch(grain.MultiprocessingOptions(num_workers=num_workers),
                         worker_init_fn=_worker_init)
   return ds
+
+
+def global_batches(iterator, mesh, prefetch: int = 2):
+  """Host batches -> globally sharded jax.Arrays, `prefetch` steps ahead on a thread so the
+  host-to-device copy overlaps the training step. Yields dicts of jax.Arrays, except
+  `bad_records`, which stays this host's numpy counter (the loop aggregates it for logs)."""
+  import collections
+  import concurrent.futures
+
+  from clipjax.parallel.mesh import host_batch_to_global
+
+  def put(batch):
+    rows = {k: v for k, v in batch.items() if k != "bad_records"}
+    return dict(host_batch_to_global(rows, mesh), bad_records=batch["bad_records"])
+
+  with concurrent.futures.ThreadPoolExecutor(1) as pool:
+    pending = collections.deque()
+    for batch in iterator:
+      pending.append(pool.submit(put, batch))
+      if len(pending) > prefetch:
+        yield pending.popleft().result()
+    while pending:
+      yield pending.popleft().result()
 
 
 def _ensure_flags_parsed() -> None:

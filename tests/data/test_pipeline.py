@@ -176,3 +176,34 @@ def test_one_qa_triples_the_dataset():
   source = OneQAPerSample(SyntheticScenes(4, 32), pairs=3)
   assert len(source) == 12
   assert [source[i]["dialogue"][0] for i in range(3)] == [tuple(q) for q in SyntheticScenes(4, 32)[0]["dialogue"]]
+
+
+def test_unicl_mix_is_balanced_with_unique_text_labels():
+  from clipjax.data.mixing import balanced_unicl_source
+  from clipjax.data.synthetic import CLASS_NAMES
+  labelled, captioned = SyntheticScenes(30, 32, seed=1), SyntheticScenes(50, 32, seed=2)
+  mixed = balanced_unicl_source(labelled, CLASS_NAMES, captioned)
+  records = [mixed[i] for i in range(len(mixed))]
+  prompts = [r for r in records if r["label"] < len(CLASS_NAMES)]
+  pairs = [r for r in records if r["label"] >= len(CLASS_NAMES)]
+  assert len(records) == 100 and len(prompts) == len(pairs) == 50
+  assert all(r["caption"] == f"a photo of a {CLASS_NAMES[r['label']]}." for r in prompts)
+  assert len({r["label"] for r in pairs}) == 50  # every image-text pair its own class
+  ds = build_dataset(mixed, PrepareExample(32, True), batch_size=10, num_workers=0,
+                     process_index=0, process_count=1)
+  batch = _batches(ds, 1)[0]
+  assert batch["label"].shape == (10,) and batch["mask"].all()
+
+
+def test_global_batches_are_sharded_over_the_mesh():
+  import jax
+  from clipjax.data.pipeline import global_batches
+  from clipjax.parallel.mesh import batch_sharding, make_mesh
+  mesh = make_mesh()
+  ds = build_dataset(SyntheticScenes(64, 32), PrepareExample(32, False), batch_size=16,
+                     shuffle=False, num_epochs=1, num_workers=0, process_index=0, process_count=1)
+  out = list(global_batches(iter(ds), mesh))
+  assert len(out) == 4
+  assert out[0]["image"].sharding == batch_sharding(mesh) and out[0]["image"].shape == (16, 32, 32, 3)
+  assert sorted(np.concatenate([np.asarray(b["image_id"]) for b in out]).tolist()) == list(range(64))
+  assert isinstance(out[0]["caption"], jax.Array)
