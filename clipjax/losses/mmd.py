@@ -53,7 +53,8 @@ def bandwidths(s_queries, d_queries, keys, scale, multi_kernel: bool, axis_name:
   for q in (s_queries, d_queries):
     total = total + jnp.dot(q.sum(0), k_sum, precision=HIGHEST)
     sq_total = sq_total + jnp.sum(jnp.dot(q.T, q, precision=HIGHEST) * k_gram)
-  count = 2 * psum(s_queries.shape[0], axis_name) * keys.shape[0]  # entries of S and D
+  # entries of S and D: 2·B², in float (B = 65,536 gives 8.6e9, past int32)
+  count = 2.0 * psum(float(s_queries.shape[0]), axis_name) * keys.shape[0]
   mean = scale * psum(total, axis_name) / count
   var = jnp.maximum(scale ** 2 * psum(sq_total, axis_name) / count - mean ** 2, 1e-12)
   exps = jnp.arange(-2, 3, dtype=jnp.float32) if multi_kernel else jnp.zeros((1,), jnp.float32)
@@ -112,7 +113,7 @@ def subsample_positions(key: jax.Array, m: int, n: int) -> jax.Array:
 def _rff_mmd2(s_q, d_q, keys, scale, key, sigmas, config, block_size, axis_name):
   r = config.num_features
   omega, phase = rff_features(key, sigmas, r)
-  count = psum(s_q.shape[0], axis_name) * keys.shape[0]
+  count = psum(float(s_q.shape[0]), axis_name) * keys.shape[0]  # B², float: past int32 at 65,536
   scale = jnp.asarray(scale, jnp.float32)
 
   block = pick_block(keys.shape[0], block_size) if block_size else keys.shape[0]

@@ -263,3 +263,13 @@ def test_non_finite_embeddings_give_a_non_finite_loss():
   i, t = (jnp.asarray(x, jnp.float32) for x in _embeddings(2))
   assert np.isnan(float(losses.clip_loss(i.at[3, 0].set(jnp.nan), t, SCALE)))
   assert np.isnan(float(losses.clip_loss(i, t.at[0, 0].set(jnp.inf), SCALE, block_size=4)))
+
+
+def test_draft_loss_lowers_at_65536(mesh):
+  """Entry counts reach 2·B² = 8.6e9 at this size (past int32); lowering with abstract inputs
+  (no memory used) traces every count, so an integer overflow fails here."""
+  emb = jax.ShapeDtypeStruct((65536, 512), jnp.float32)
+  f = on_mesh(lambda i, y, z, s, key, axis_name: losses.draft_loss(
+      i, y, z, s, key=key, block_size=1024, axis_name=axis_name)[0], mesh)
+  jax.jit(jax.value_and_grad(f, argnums=(1, 2))).lower(
+      emb, emb, emb, jax.ShapeDtypeStruct((), jnp.float32), jax.random.key(0))
