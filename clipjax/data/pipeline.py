@@ -115,6 +115,58 @@ class PrepareExample:
     return out
 
 
+class PrepareText:
+  """Tokenizes a text record (`query`, `positive`, optional `negatives` list) for the jina-style
+  text–text stream: int32 [L] ids, and [m, L] for negatives (a fixed m per dataset)."""
+  train = False
+
+  def __init__(self, context_length: int = 77, num_negatives: int = 0):
+    self.context_length, self.num_negatives = context_length, num_negatives
+    self._tokenizer = None
+
+  def __getstate__(self):
+    return {k: v for k, v in self.__dict__.items() if k != "_tokenizer"}
+
+  def __setstate__(self, state):
+    self.__dict__.update(state, _tokenizer=None)
+
+  def __call__(self, record):
+    if isinstance(record, BadRecord):
+      return record
+    if self._tokenizer is None:
+      from clipjax.text.tokenizer import Tokenizer
+      self._tokenizer = Tokenizer(self.context_length)
+    negatives = list(record.get("negatives") or [])[:self.num_negatives]
+    texts = [record.get("query") or "", record.get("positive") or "", *negatives]
+    if not all(t.strip() for t in texts) or len(negatives) < self.num_negatives:
+      return BadRecord("empty_caption", f"text record {record.get('query', '')[:60]!r}")
+    ids = self._tokenizer(texts)
+    out = {"query": ids[0], "positive": ids[1]}
+    if self.num_negatives:
+      out["negatives"] = ids[2:]
+    return out
+
+
+def synthetic_text_records(scenes):
+  """Text pairs/triplets of the synthetic scenes: caption, its paraphrase, and the caption with
+  one attribute of the main object swapped as the hard negative."""
+  from clipjax.data.mixing import MapRecords
+  return MapRecords(scenes, _scene_text_record)
+
+
+def _scene_text_record(record: dict, index: int) -> dict:
+  del index
+  return {"query": record["caption"], "positive": record["paraphrase"],
+          "negatives": [record["hard_negative"]]}
+
+
+def two_streams(text_batches, image_batches):
+  """jina-style step input: a text-pair batch and an image–caption batch, each from its own
+  pipeline with its own batch size, consumed together."""
+  for text, image in zip(text_batches, image_batches):
+    yield {"text": text, "image_text": image}
+
+
 class SkipCountBatch(grain.IterDataset):
   """Batches good examples to a fixed size; counts skipped BadRecords by reason per batch.
 
