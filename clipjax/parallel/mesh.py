@@ -7,7 +7,6 @@ different slice of it), parameters can be sharded over `fsdp`.
 """
 from __future__ import annotations
 
-import functools
 import inspect
 from typing import Any, Callable
 
