@@ -56,7 +56,7 @@ class CLIPConfig:
 
   def replace(self, **kw: Any) -> "CLIPConfig":
     """Returns a copy; `vision=`/`text=` accept dicts of field overrides."""
-    for key, cls in (("vision", VisionConfig), ("text", TextConfig)):
+    for key in ("vision", "text"):
       if isinstance(kw.get(key), dict):
         kw[key] = dataclasses.replace(getattr(self, key), **kw[key])
     return dataclasses.replace(self, **kw)
