@@ -143,3 +143,55 @@ class WebDatasetSource:
         if key in meta and key not in record:
           record[key] = meta[key]
     return record
+
+
+class TfdsSource:
+  """A TFDS dataset prepared in a local (or gs://) `data_dir` in array_record format, read with
+  `tfds` random access (no TensorFlow needed). Never downloads: a missing dataset is an error
+  saying how to prepare it.
+
+  Fields map to the schema: `image_key` (uint8 array or encoded image), `caption_key` (text;
+  a list of captions gives `captions` too, the first as `caption`), `label_key` (ClassLabel;
+  its names become `class_names`), `id_key`.
+  """
+
+  def __init__(self, name: str, split: str, data_dir: str, image_key: str = "image",
+               caption_key: str | None = None, label_key: str | None = "label",
+               id_key: str | None = None):
+    import tensorflow_datasets as tfds
+    hint = (f"prepare it on a machine with internet access with `tfds build {name.split('/')[0]} "
+            f"--data_dir={data_dir} --file_format=array_record` and copy that folder here")
+    try:
+      builder = tfds.builder(name, data_dir=data_dir, try_gcs=False)
+    except Exception as e:  # unknown name, or a config that does not exist
+      raise FileNotFoundError(f"TFDS dataset {name!r} is not available in {data_dir}: {e}; "
+                              f"{hint}") from e
+    if not epath.Path(builder.data_dir).exists():
+      raise FileNotFoundError(f"TFDS dataset {name!r} is not prepared in {data_dir} (no "
+                              f"{builder.data_dir}); {hint}")
+    if str(builder.info.file_format.value) not in ("array_record", "parquet"):
+      raise ValueError(f"TFDS dataset {name!r} in {data_dir} is stored as "
+                       f"{builder.info.file_format.value}, which has no random access; {hint}")
+    self._source = builder.as_data_source(split=split)
+    self.image_key, self.caption_key, self.label_key, self.id_key = (image_key, caption_key,
+                                                                     label_key, id_key)
+    features = builder.info.features
+    label_feature = features[label_key] if label_key and label_key in features.keys() else None
+    self.class_names = list(label_feature.names) if hasattr(label_feature, "names") else None
+
+  def __len__(self) -> int:
+    return len(self._source)
+
+  def __getitem__(self, index: int) -> dict:
+    example = self._source[index]
+    text = lambda v: v.decode("utf-8", "replace") if isinstance(v, bytes) else str(v)
+    record: dict[str, Any] = {"image": example[self.image_key],
+                              "image_id": int(example[self.id_key]) if self.id_key else index}
+    if self.caption_key:
+      value = example[self.caption_key]
+      captions = [text(v) for v in value] if isinstance(value, (list, tuple)) or getattr(
+          value, "ndim", 0) else [text(value)]
+      record.update(caption=captions[0] if captions else "", captions=captions)
+    if self.label_key:
+      record["label"] = int(example[self.label_key])
+    return record

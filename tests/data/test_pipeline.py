@@ -246,3 +246,45 @@ def test_text_triplets_and_two_independent_streams():
   assert step["text"]["query"].shape == (16, 77) and step["text"]["negatives"].shape == (16, 1, 77)
   assert step["image_text"]["image"].shape == (4, 32, 32, 3)
   assert not np.array_equal(step["text"]["positive"], step["text"]["negatives"][:, 0])
+
+
+def _tiny_tfds(data_dir):
+  """A TFDS dataset built locally in array_record format (raw-tensor images: encoding Image
+  features needs TensorFlow, which the project does not install)."""
+  import tensorflow_datasets as tfds
+
+  class TinyScenes(tfds.core.GeneratorBasedBuilder):
+    VERSION = tfds.core.Version("1.0.0")
+
+    def _info(self):
+      return tfds.core.DatasetInfo(builder=self, features=tfds.features.FeaturesDict({
+          "image": tfds.features.Tensor(shape=(40, 40, 3), dtype=np.uint8),
+          "label": tfds.features.ClassLabel(names=["red", "green", "blue"]),
+          "caption": tfds.features.Text()}))
+
+    def _split_generators(self, dl_manager):
+      del dl_manager
+      return {"train": self._generate_examples()}
+
+    def _generate_examples(self):
+      for i in range(9):
+        yield i, {"image": np.full((40, 40, 3), 20 * i, np.uint8), "label": i % 3,
+                  "caption": f"scene number {i}"}
+
+  TinyScenes(data_dir=str(data_dir), file_format="array_record").download_and_prepare()
+
+
+def test_tfds_source_reads_local_array_record_and_never_downloads(tmp_path):
+  from clipjax.data.sources import TfdsSource
+  _tiny_tfds(tmp_path)
+  source = TfdsSource("tiny_scenes", "train", str(tmp_path), caption_key="caption")
+  assert len(source) == 9 and source.class_names == ["red", "green", "blue"]
+  records = [source[i] for i in range(9)]
+  for r in records:
+    k = int(r["caption"].split()[-1])
+    assert r["label"] == k % 3 and int(r["image"][0, 0, 0]) == 20 * k
+  ds = build_dataset(source, PrepareExample(32, False), batch_size=3, shuffle=False, num_epochs=1,
+                     num_workers=0, process_index=0, process_count=1)
+  assert sum(int(b["mask"].sum()) for b in ds) == 9
+  with pytest.raises(FileNotFoundError, match=r"not prepared in .*tfds build cifar10"):
+    TfdsSource("cifar10", "test", str(tmp_path / "empty"))
