@@ -108,10 +108,11 @@ class PrepareExample:
     if isinstance(pil, BadRecord):
       return pil
     pixels = self._transform(pil, rng) if self.train else self._transform(pil)
-    tokens = self._tokenizer(list(texts.values())) if texts else np.zeros((0, self.context_length))
+    label = record.get("label")
     out = {"image": pixels, "image_id": np.int64(record.get("image_id", -1)),
-           "label": np.int64(record.get("label", -1) if record.get("label") is not None else -1)}
-    out.update({field: tokens[k] for k, field in enumerate(texts)})
+           "label": np.int64(-1 if label is None else label)}
+    if texts:
+      out.update(zip(texts, self._tokenizer(list(texts.values()))))
     return out
 
 
