@@ -78,7 +78,7 @@ def main(argv):
       out = subprocess.run(cmd, env=env, capture_output=True, text=True)
       lines = [l for l in out.stdout.splitlines() if l.startswith("RESULT ")]
       row = json.loads(lines[0][7:]) if lines else dict(batch=batch, path="tiled" if block else
-                                                        "dense", error=out.stderr[-500:])
+                                                        "dense", error=out.stderr[-4000:])
       rows.append(row)
       print(json.dumps(row), flush=True)
   print(f"\nDRAFT loss fwd+bwd, dim {FLAGS.dim}, RFF features {FLAGS.num_features}, "
