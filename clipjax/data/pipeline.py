@@ -9,7 +9,6 @@ skipped since the previous batch of that worker, by reason, for the training log
 from __future__ import annotations
 
 import io
-import os
 from typing import Any, Sequence
 
 import grain
@@ -74,13 +73,15 @@ class PrepareExample:
     try:
       if isinstance(image, bytes):
         pil = Image.open(io.BytesIO(image))
-      else:
-        if not os.path.exists(image) and "://" not in str(image):
-          return self._bad("missing_file", str(image))
+      elif "://" in str(image):  # cloud paths go through etils; local files open directly
         from etils import epath
         pil = Image.open(io.BytesIO(epath.Path(image).read_bytes()))
+      else:
+        pil = Image.open(image)
       pil.load()  # decode now: truncated files fail here, not later
       return pil
+    except FileNotFoundError:
+      return self._bad("missing_file", str(image))
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
       return self._bad("corrupt_image", f"{str(image)[:120]}: {e}")
 
