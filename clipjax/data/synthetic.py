@@ -26,6 +26,8 @@ BACKGROUNDS = {"gray": (128, 128, 128), "beige": (225, 210, 180), "sky blue": (1
 SIZES = ("small", "large")
 NUMBERS = ("zero", "one", "two", "three")
 CLASS_NAMES = tuple(f"{c} {s}" for c in COLOURS for s in SHAPES)
+# Zero-shot prompts for the synthetic classes, in the style of the captions.
+PROMPT_TEMPLATES = ("a {c}.", "a small {c} on a plain background.", "a large {c} in the picture.")
 SPLITS = {"train": 0, "eval": 1, "vqa": 2}  # disjoint random streams: vqa scenes are held out
 
 

@@ -1,0 +1,128 @@
+"""Embedding functions of a model and batched embedding of sources and text lists.
+
+Evaluation code only sees `Encoders`: images and texts in, unit-norm float32 numpy out, so
+any tower pair (CLIP, DRAFT's adapted text tower, CLIP-3Modal's dialogue tower, a blend) is
+evaluated by the same functions.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+from typing import Any, Callable, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from tqdm.auto import tqdm
+
+from clipjax.data.records import BAD_REASONS
+
+
+@dataclasses.dataclass(frozen=True)
+class Encoders:
+  """encode_images: float32 [B, H, W, 3] -> [B, D]; encode_texts: list of n str -> [n, D]
+  (both unit-norm numpy). `key` names the model and its weights (caches, ANN indexes)."""
+  encode_images: Callable[[np.ndarray], np.ndarray]
+  encode_texts: Callable[[Sequence[str]], np.ndarray]
+  image_size: int
+  embed_dim: int
+  key: str
+
+
+def params_fingerprint(params: Any) -> str:
+  """sha256 over parameter paths, shapes and bytes (16 hex digits)."""
+  h = hashlib.sha256()
+  for path, leaf in jax.tree_util.tree_flatten_with_path(params)[0]:
+    leaf = np.asarray(leaf)
+    h.update(f"{jax.tree_util.keystr(path)}{leaf.shape}{leaf.dtype}".encode())
+    h.update(leaf.tobytes())
+  return h.hexdigest()[:16]
+
+
+def _unit(x: jax.Array) -> jax.Array:
+  return x / jnp.linalg.norm(x, axis=-1, keepdims=True)
+
+
+def make_encoders(image_fn: Callable[[jax.Array], jax.Array],
+                  text_fn: Callable[[jax.Array], jax.Array], *, image_size: int, embed_dim: int,
+                  key: str, context_length: int = 77, batch_size: int = 256) -> Encoders:
+  """Encoders from jittable image_fn(pixels [B,H,W,3]) and text_fn(ids int32 [B, L]).
+
+  Texts are tokenized, cut to the longest sequence of the batch (rounded up to 8; exact under
+  the causal mask) and padded to `batch_size` rows so only a few shapes compile.
+  """
+  from clipjax.models.text import trim_padding
+  from clipjax.text.tokenizer import Tokenizer
+  tokenizer = Tokenizer(context_length)
+  image_jit = jax.jit(lambda x: _unit(image_fn(x)))
+  text_jit = jax.jit(lambda ids: _unit(text_fn(ids)))
+
+  def padded(fn, rows: np.ndarray) -> np.ndarray:
+    out = []
+    for start in range(0, len(rows), batch_size):
+      chunk = rows[start:start + batch_size]
+      fill = batch_size - len(chunk)
+      full = np.concatenate([chunk, np.zeros((fill, *chunk.shape[1:]), chunk.dtype)])
+      out.append(np.asarray(fn(full))[:len(chunk)])
+    return np.concatenate(out) if out else np.zeros((0, embed_dim), np.float32)
+
+  def encode_texts(texts: Sequence[str]) -> np.ndarray:
+    ids = tokenizer(list(texts))
+    chunks = [padded(text_jit, trim_padding(ids[s:s + batch_size]))
+              for s in range(0, len(ids), batch_size)]
+    return np.concatenate(chunks) if chunks else np.zeros((0, embed_dim), np.float32)
+
+  return Encoders(lambda x: padded(image_jit, np.asarray(x, np.float32)), encode_texts,
+                  image_size, embed_dim, key)
+
+
+def clip_encoders(model, params: Any, batch_size: int = 256) -> Encoders:
+  """Encoders of a clipjax CLIP model and its parameters."""
+  cfg = model.cfg
+  arch = hashlib.sha256(repr(cfg).encode()).hexdigest()[:8]
+  return make_encoders(
+      lambda x: model.apply({"params": params}, x, method=model.encode_image),
+      lambda ids: model.apply({"params": params}, ids, method=model.encode_text),
+      image_size=cfg.vision.image_size, embed_dim=cfg.embed_dim,
+      key=f"clip-{arch}-{params_fingerprint(params)}", context_length=cfg.text.context_length,
+      batch_size=batch_size)
+
+
+def embed_images(encoders: Encoders, source, *, batch_size: int = 64, num_workers: int = 2,
+                 desc: str = "embedding images") -> dict[str, np.ndarray]:
+  """Every image of a grain-compatible source, in source order, through worker processes.
+
+  Returns `embeddings` [N_ok, D], `index` [N_ok] (source position of each row), `label`
+  [N_ok] (-1 when absent) and `bad_records` [len(BAD_REASONS)]: unreadable images are skipped
+  and counted, never silently dropped.
+  """
+  from clipjax.data.mixing import MapRecords
+  from clipjax.data.pipeline import PrepareExample, build_dataset
+  if len(source) == 0:
+    raise ValueError(f"no images to embed in {source!r}")
+  indexed = MapRecords(source, _with_position)
+  prepare = PrepareExample(encoders.image_size, train=False, text_fields=())
+  ds = build_dataset(indexed, prepare, batch_size=batch_size, shuffle=False, num_epochs=1,
+                     num_workers=num_workers, pad_remainder=True, process_index=0,
+                     process_count=1)
+  embeddings, index, labels = [], [], []
+  bad = np.zeros(len(BAD_REASONS), np.int64)
+  with tqdm(total=len(source), desc=desc, unit="img", leave=False) as bar:
+    for batch in ds:
+      mask = batch["mask"]
+      bad += batch["bad_records"]
+      if mask.any():
+        embeddings.append(encoders.encode_images(batch["image"][mask]))
+        index.append(batch["image_id"][mask])
+        labels.append(batch["label"][mask])
+      bar.update(int(mask.sum() + batch["bad_records"].sum()))
+  if not embeddings:
+    raise ValueError(f"none of the {len(source)} images of {source!r} could be read: "
+                     f"{dict(zip(BAD_REASONS, bad.tolist()))}")
+  return {"embeddings": np.concatenate(embeddings), "index": np.concatenate(index),
+          "label": np.concatenate(labels), "bad_records": bad}
+
+
+def _with_position(record: dict, index: int) -> dict:
+  # The pipeline returns image_id; evaluation needs the source position to align captions.
+  return {"image": record["image"], "image_id": index, "label": record.get("label")}

@@ -1,0 +1,154 @@
+"""Evaluation tasks on a source: retrieval, zero-shot classification, VQA-as-retrieval, and
+their embedding-blending sweeps. Shared by `python -m clipjax.evaluate` and the training loop.
+
+Each image is embedded once (through the grain pipeline, with worker processes); each text
+tower embeds the texts once; a blending sweep then only mixes embeddings. Records that cannot
+be read are counted in the result (`skipped`), never silently dropped.
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+
+from clipjax.data.records import BAD_REASONS, BadRecord
+from clipjax.evaluate.blending import blend_embeddings
+from clipjax.evaluate.embed import Encoders, embed_images
+from clipjax.evaluate.retrieval import retrieval_metrics
+from clipjax.evaluate.vqa import vqa_accuracy, vqa_predict
+from clipjax.evaluate.zeroshot import per_class_recall, zero_shot_classifier, zero_shot_metrics
+
+
+class _Subset:
+  def __init__(self, source, indices: Sequence[int]):
+    self.source, self.indices = source, list(indices)
+
+  def __len__(self) -> int:
+    return len(self.indices)
+
+  def __getitem__(self, i: int):
+    return self.source[self.indices[i]]
+
+  def __repr__(self) -> str:
+    return f"{len(self.indices)} images of {self.source!r}"
+
+
+def _skipped(bad: np.ndarray) -> dict[str, int]:
+  return {r: int(n) for r, n in zip(BAD_REASONS, bad) if n}
+
+
+def _unique_images(records: list) -> tuple[list[int], dict]:
+  """Source positions of the first record of each image_id, and image_id -> image row."""
+  first, row = [], {}
+  for i, r in enumerate(records):
+    if isinstance(r, BadRecord):
+      continue
+    key = r.get("image_id", i)
+    if key not in row:
+      row[key] = len(first)
+      first.append(i)
+  return first, row
+
+
+def _embed_unique_images(encoders: Encoders, source, records, batch_size, num_workers):
+  first, row = _unique_images(records)
+  if not first:
+    raise ValueError(f"{source!r} has no readable records")
+  out = embed_images(encoders, _Subset(source, first), batch_size=batch_size,
+                     num_workers=num_workers)
+  ok = np.full(len(first), -1)
+  ok[out["index"]] = np.arange(len(out["index"]))  # image row -> embedding row (-1: unreadable)
+  bad = out["bad_records"] + np.bincount(
+      [BAD_REASONS.index(r.reason) for r in records if isinstance(r, BadRecord)],
+      minlength=len(BAD_REASONS))
+  return out, ok, row, bad
+
+
+def _read_all(source) -> list:
+  return [source[i] for i in range(len(source))]
+
+
+def retrieval(text_towers: Sequence[Encoders], source, *, text_field: str = "caption",
+              betas: Sequence[float] | None = None, batch_size: int = 64, num_workers: int = 2,
+              ks: Sequence[int] = (1, 5, 10)) -> dict:
+  """R@k / MRR of the first tower's images against captions; with two text towers and `betas`,
+  one row per β of `normalise(β·T0 + (1−β)·T1)` (METHODS §2 blending)."""
+  records = _read_all(source)
+  out, ok, row, bad = _embed_unique_images(text_towers[0], source, records, batch_size,
+                                           num_workers)
+  captions, t2i = [], []
+  for i, r in enumerate(records):
+    if isinstance(r, BadRecord):
+      continue
+    image_row = ok[row[r.get("image_id", i)]]
+    texts = r.get("captions") or [r.get(text_field) or ""]
+    if image_row < 0:
+      continue  # its image was unreadable and is counted in `skipped`
+    captions += texts
+    t2i += [image_row] * len(texts)
+  t2i = np.asarray(t2i)
+  text_emb = [t.encode_texts(captions) for t in text_towers]
+  result = {"num_images": int(len(out["embeddings"])), "num_texts": len(captions),
+            "skipped": _skipped(bad)}
+  if betas is None:
+    result["metrics"] = retrieval_metrics(out["embeddings"], text_emb[0], t2i, ks=ks)
+  else:
+    result["sweep"] = [{"beta": b, **retrieval_metrics(
+        out["embeddings"], blend_embeddings(text_emb[0], text_emb[1], b), t2i, ks=ks)}
+                       for b in betas]
+  return result
+
+
+def zero_shot(encoders: Encoders, source, classnames: Sequence[str], templates, *,
+              cache_path: str | None = None, batch_size: int = 64,
+              num_workers: int = 2) -> dict:
+  """top-1 / top-5 / mean per-class recall, plus the per-class recalls for the plot."""
+  classifier = zero_shot_classifier(encoders.encode_texts, classnames, templates,
+                                    cache_path=cache_path, cache_key=encoders.key)
+  out = embed_images(encoders, source, batch_size=batch_size, num_workers=num_workers)
+  if (out["label"] < 0).any():
+    raise ValueError(f"zero-shot evaluation needs a label on every record of {source!r}")
+  metrics = zero_shot_metrics(out["embeddings"], classifier, out["label"])
+  logits = out["embeddings"] @ classifier
+  recall = per_class_recall(np.argmax(logits, 1), out["label"], len(classnames))
+  return {"metrics": metrics, "num_images": int(len(out["label"])),
+          "skipped": _skipped(out["bad_records"]),
+          "per_class_recall": {c: (None if np.isnan(v) else float(v))
+                               for c, v in zip(classnames, recall)}}
+
+
+def vqa(text_towers: Sequence[Encoders], source, *, betas: Sequence[float] | None = None,
+        batch_size: int = 64, num_workers: int = 2) -> dict:
+  """Multiple-choice (and official, when human answers exist) VQA accuracy; a β sweep with
+  two text towers."""
+  records = _read_all(source)
+  out, ok, row, bad = _embed_unique_images(text_towers[0], source, records, batch_size,
+                                           num_workers)
+  usable = [r for i, r in enumerate(records) if not isinstance(r, BadRecord)
+            and ok[row[r.get("image_id", i)]] >= 0]
+  if not usable:
+    raise ValueError(f"no VQA question of {source!r} has a readable image")
+  sizes = {len(r["candidate_texts"]) for r in usable}
+  if len(sizes) != 1:
+    raise ValueError(f"VQA questions must all have the same number of candidates, got {sizes}")
+  q2i = np.asarray([ok[row[r.get("image_id")]] for r in usable])
+  flat = [t for r in usable for t in r["candidate_texts"]]
+  answer = np.asarray([r.get("answer", -1) for r in usable])
+  humans = [r.get("human_answers") or [] for r in usable]
+  has_humans = all(humans)
+  n_cand = sizes.pop()
+  cand_emb = [t.encode_texts(flat).reshape(len(usable), n_cand, -1) for t in text_towers]
+
+  def score(emb):
+    chosen = vqa_predict(out["embeddings"], emb, q2i)
+    return vqa_accuracy(chosen, answer if (answer >= 0).all() else None,
+                        [r["candidates"] for r in usable], humans if has_humans else None)
+
+  result = {"num_questions": len(usable), "skipped": _skipped(bad)}
+  if betas is None:
+    result["metrics"] = score(cand_emb[0])
+  else:
+    result["sweep"] = [{"beta": b, **score(blend_embeddings(
+        cand_emb[0].reshape(len(flat), -1), cand_emb[1].reshape(len(flat), -1), b).reshape(
+            cand_emb[0].shape))} for b in betas]
+  return result

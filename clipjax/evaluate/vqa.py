@@ -1,0 +1,154 @@
+"""VQA as retrieval (METHODS §8): embed `format_qa(question, candidate)` for every candidate,
+pick the one closest to the image; multiple-choice accuracy, and the official VQA accuracy
+when ten human answers exist.
+
+The official accuracy follows the VQA evaluation script (vqaEval.py, VQA v1/v2): answers are
+trimmed; when the humans disagree, their answers get the punctuation rule and the prediction
+gets punctuation + number words + articles + contractions; then for each of the ten
+leave-one-annotator-out subsets, min(#matching answers among the other nine / 3, 1), averaged.
+"""
+from __future__ import annotations
+
+import json
+import re
+from typing import Sequence
+
+import numpy as np
+from etils import epath
+
+from clipjax.data.records import format_qa
+
+_PUNCT = [";", "/", "[", "]", '"', "{", "}", "(", ")", "=", "+", "\\", "_", "-", ">", "<", "@",
+          "`", ",", "?", "!"]
+_PERIOD_STRIP = re.compile(r"(?!<=\d)(\.)(?!\d)")
+_COMMA_STRIP = re.compile(r"(\d)(,)(\d)")
+_NUMBERS = {"none": "0", "zero": "0", "one": "1", "two": "2", "three": "3", "four": "4",
+            "five": "5", "six": "6", "seven": "7", "eight": "8", "nine": "9", "ten": "10"}
+_ARTICLES = {"a", "an", "the"}
+# The evaluator restores apostrophes of common contractions typed without them.
+_CONTRACTIONS = {
+    "aint": "ain't", "arent": "aren't", "cant": "can't", "couldve": "could've", "couldnt":
+    "couldn't", "didnt": "didn't", "doesnt": "doesn't", "dont": "don't", "hadnt": "hadn't",
+    "hasnt": "hasn't", "havent": "haven't", "hed": "he'd", "hes": "he's", "howd": "how'd",
+    "howll": "how'll", "hows": "how's", "Im": "I'm", "Ive": "I've", "isnt": "isn't", "itd":
+    "it'd", "itll": "it'll", "let's": "let's", "maam": "ma'am", "mightnt": "mightn't",
+    "mightve": "might've", "mustnt": "mustn't", "mustve": "must've", "neednt": "needn't",
+    "notve": "not've", "oclock": "o'clock", "shant": "shan't", "shed": "she'd", "shes": "she's",
+    "shouldve": "should've", "shouldnt": "shouldn't", "somebodys": "somebody's", "someones":
+    "someone's", "thats": "that's", "thered": "there'd", "theres": "there's", "theyd": "they'd",
+    "theyll": "they'll", "theyre": "they're", "theyve": "they've", "wasnt": "wasn't", "weve":
+    "we've", "werent": "weren't", "whats": "what's", "whered": "where'd", "wheres": "where's",
+    "whos": "who's", "whove": "who've", "whys": "why's", "wont": "won't", "wouldve": "would've",
+    "wouldnt": "wouldn't", "yall": "y'all", "youd": "you'd", "youll": "you'll", "youre":
+    "you're", "youve": "you've"}
+
+
+def _punctuation(text: str) -> str:
+  out = text
+  for p in _PUNCT:
+    if (p + " " in text or " " + p in text) or _COMMA_STRIP.search(text) is not None:
+      out = out.replace(p, "")
+    else:
+      out = out.replace(p, " ")
+  return _PERIOD_STRIP.sub("", out)
+
+
+def _digits_articles(text: str) -> str:
+  words = [_NUMBERS.get(w, w) for w in text.lower().split() if w not in _ARTICLES]
+  return " ".join(_CONTRACTIONS.get(w, w) for w in words)
+
+
+def normalize_answer(answer: str) -> str:
+  """The evaluator's full normalisation of a predicted answer."""
+  answer = answer.replace("\n", " ").replace("\t", " ").strip()
+  return _digits_articles(_punctuation(answer))
+
+
+def official_vqa_accuracy(prediction: str, human_answers: Sequence[str]) -> float:
+  """VQA accuracy of one predicted answer against the (ten) human answers."""
+  humans = [a.replace("\n", " ").replace("\t", " ").strip() for a in human_answers]
+  if not humans:
+    raise ValueError("official VQA accuracy needs the human answers of the question")
+  pred = prediction.replace("\n", " ").replace("\t", " ").strip()
+  if len(set(humans)) > 1:
+    humans = [_punctuation(a) for a in humans]
+    pred = normalize_answer(pred)
+  scores = [min(1.0, sum(h == pred for j, h in enumerate(humans) if j != i) / 3)
+            for i in range(len(humans))]
+  return float(np.mean(scores))
+
+
+def vqa_predict(image_emb: np.ndarray, candidate_emb: np.ndarray,
+                question_to_image: np.ndarray) -> np.ndarray:
+  """Index of the chosen candidate per question.
+
+  Args: image_emb [N_images, D]; candidate_emb [Q, C, D] (question + each answer, embedded);
+    question_to_image int [Q]. Returns int [Q].
+  """
+  image_emb = np.asarray(image_emb, np.float32)
+  image_emb = image_emb / np.linalg.norm(image_emb, axis=-1, keepdims=True)
+  cand = np.asarray(candidate_emb, np.float32)
+  cand = cand / np.linalg.norm(cand, axis=-1, keepdims=True)
+  if cand.ndim != 3 or cand.shape[-1] != image_emb.shape[-1]:
+    raise ValueError(f"candidate_emb must be [Q, C, {image_emb.shape[-1]}], got {cand.shape}")
+  scores = np.einsum("qcd,qd->qc", cand, image_emb[np.asarray(question_to_image)])
+  return np.argmax(scores, axis=1)
+
+
+def vqa_accuracy(chosen: np.ndarray, answer: np.ndarray | None = None,
+                 candidates: Sequence[Sequence[str]] | None = None,
+                 human_answers: Sequence[Sequence[str]] | None = None) -> dict[str, float]:
+  """`multiple_choice_accuracy` (chosen == answer index) and, given the candidate strings and
+  the human answers, `vqa_accuracy` (official). Values in [0, 1]."""
+  chosen = np.asarray(chosen)
+  metrics = {}
+  if answer is not None:
+    metrics["multiple_choice_accuracy"] = float(np.mean(chosen == np.asarray(answer)))
+  if human_answers is not None:
+    if candidates is None:
+      raise ValueError("official VQA accuracy needs the candidate answer strings")
+    metrics["vqa_accuracy"] = float(np.mean([
+        official_vqa_accuracy(c[k], h) for c, k, h in zip(candidates, chosen, human_answers)]))
+  return metrics
+
+
+class VQAv1Source:
+  """VQA v1 multiple-choice JSON files + COCO (or abstract-scene) image folder.
+
+  questions: `{"questions": [{"question_id", "image_id", "question", "multiple_choices"}]}`;
+  annotations (optional): `{"annotations": [{"question_id", "multiple_choice_answer",
+  "answers": [{"answer"}...]}]}`. `image_pattern` names an image from its id, e.g.
+  `COCO_val2014_{image_id:012d}.jpg` or `abstract_v002_val2015_{image_id:012d}.png`.
+  Records: image, image_id, question, candidates, candidate_texts, answer (index or -1),
+  human_answers.
+  """
+
+  def __init__(self, questions: str, image_root: str, annotations: str | None = None,
+               image_pattern: str = "COCO_val2014_{image_id:012d}.jpg"):
+    qpath = epath.Path(questions)
+    if not qpath.exists():
+      raise FileNotFoundError(f"VQA questions file {questions} does not exist")
+    self._questions = json.loads(qpath.read_text())["questions"]
+    missing = [q["question_id"] for q in self._questions if not q.get("multiple_choices")]
+    if missing:
+      raise ValueError(f"{questions}: {len(missing)} questions have no `multiple_choices` (e.g. "
+                       f"{missing[0]}); multiple-choice evaluation needs the MC questions file")
+    self._answers = {}
+    if annotations:
+      for a in json.loads(epath.Path(annotations).read_text())["annotations"]:
+        self._answers[a["question_id"]] = a
+    self.image_root, self.image_pattern = epath.Path(image_root), image_pattern
+
+  def __len__(self) -> int:
+    return len(self._questions)
+
+  def __getitem__(self, index: int) -> dict:
+    q = self._questions[index]
+    candidates = list(q["multiple_choices"])
+    ann = self._answers.get(q["question_id"])
+    answer = candidates.index(ann["multiple_choice_answer"]) if (
+        ann and ann["multiple_choice_answer"] in candidates) else -1
+    return dict(image=str(self.image_root / self.image_pattern.format(image_id=q["image_id"])),
+                image_id=q["image_id"], question=q["question"], candidates=candidates,
+                candidate_texts=[format_qa(q["question"], c) for c in candidates], answer=answer,
+                human_answers=[a["answer"] for a in ann["answers"]] if ann else [])

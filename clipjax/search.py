@@ -1,0 +1,100 @@
+r"""Text-to-image search over a folder of your own photos with an ANN (FAISS HNSW) index.
+
+  python -m clipjax.search --index=~/photo-index --images=~/Pictures [--arch=ViT-B-32 \
+      --checkpoint=open_clip_model.safetensors]
+  python -m clipjax.search --index=~/photo-index --query="a red car" [--k=5]
+
+Building embeds every image under --images (recursively; .jpg/.jpeg/.png/.webp) with a
+progress bar; unreadable files are skipped and counted. The index remembers the model
+(architecture + weight fingerprint), and querying with another model is an error.
+"""
+from absl import app, flags
+
+flags.DEFINE_string("index", None, "Index directory (written by --images, read by --query).",
+                    required=True)
+flags.DEFINE_string("images", None, "Folder of images to index.")
+flags.DEFINE_multi_string("query", None, "Text query (repeatable).")
+flags.DEFINE_integer("k", 5, "Results per query.")
+flags.DEFINE_string("arch", "ViT-B-32", "open_clip architecture name.")
+flags.DEFINE_string("checkpoint", None, "OpenCLIP checkpoint; random weights if unset.")
+flags.DEFINE_integer("batch_size", 64, "Images per embedding batch.")
+flags.DEFINE_integer("num_workers", 2, "Image decoding worker processes.")
+flags.DEFINE_integer("ef_search", 128, "HNSW search beam width (recall vs speed).")
+FLAGS = flags.FLAGS
+
+_EXTS = (".jpg", ".jpeg", ".png", ".webp")
+
+
+class _Folder:
+  def __init__(self, paths):
+    self.paths = paths
+
+  def __len__(self):
+    return len(self.paths)
+
+  def __getitem__(self, i):
+    return {"image": self.paths[i], "image_id": i}
+
+  def __repr__(self):
+    return f"{len(self.paths)} images"
+
+
+def _encoders():
+  import clipjax
+  from clipjax.evaluate.embed import clip_encoders
+  if FLAGS.checkpoint:
+    model, params = clipjax.load_openclip(FLAGS.checkpoint, arch=FLAGS.arch)
+  else:
+    from absl import logging
+    logging.warning("no --checkpoint: random %s weights, the ranking is meaningless", FLAGS.arch)
+    model, params = clipjax.create_model(FLAGS.arch)
+  return clip_encoders(model, params)
+
+
+def build(folder: str, index_dir: str) -> None:
+  import pathlib
+
+  from clipjax.evaluate.ann import AnnIndex
+  from clipjax.evaluate.embed import embed_images
+  root = pathlib.Path(folder).expanduser()  # a local folder of photos
+  if not root.is_dir():
+    raise FileNotFoundError(f"--images={folder} is not a folder")
+  paths = sorted(str(p) for p in root.rglob("*") if p.suffix.lower() in _EXTS)
+  if not paths:
+    raise FileNotFoundError(f"no {'/'.join(_EXTS)} images under {folder}")
+  encoders = _encoders()
+  out = embed_images(encoders, _Folder(paths), batch_size=FLAGS.batch_size,
+                     num_workers=FLAGS.num_workers)
+  index = AnnIndex(encoders.embed_dim, encoders.key)
+  index.add(out["embeddings"], [paths[i] for i in out["index"]])
+  index.save(index_dir)
+  skipped = int(out["bad_records"].sum())
+  print(f"indexed {len(index)} images into {index_dir}"
+        + (f"; skipped {skipped} unreadable files" if skipped else ""))
+
+
+def query(index_dir: str, texts: list[str]) -> None:
+  from clipjax.evaluate.ann import AnnIndex
+  index = AnnIndex.load(index_dir)
+  encoders = _encoders()
+  scores, rows = index.search(encoders.encode_texts(texts), k=FLAGS.k, ef_search=FLAGS.ef_search,
+                              model_key=encoders.key)
+  for text, s, r in zip(texts, scores, rows):
+    print(f"{text!r}:")
+    for score, row in zip(s, r):
+      if row >= 0:
+        print(f"  {score:.4f}  {index.items[row]}")
+
+
+def main(argv):
+  del argv
+  if bool(FLAGS.images) == bool(FLAGS.query):
+    raise app.UsageError("give either --images (build the index) or --query (search it)")
+  if FLAGS.images:
+    build(FLAGS.images, FLAGS.index)
+  else:
+    query(FLAGS.index, FLAGS.query)
+
+
+if __name__ == "__main__":
+  app.run(main)

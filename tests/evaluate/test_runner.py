@@ -1,0 +1,126 @@
+"""End to end: evaluation tasks on sources with a real (tiny) clipjax model, the
+`python -m clipjax.evaluate` CLI, and the `python -m clipjax.search` CLI on real photos."""
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import ml_collections
+import numpy as np
+import pytest
+
+import clipjax
+from clipjax.evaluate import tasks
+from clipjax.evaluate.embed import clip_encoders
+from clipjax.evaluate.runner import run_evaluation
+from conftest import REPO
+
+
+def _env():
+  return dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS="", PYTHONPATH=str(REPO))
+
+
+@pytest.fixture(scope="module")
+def two_models():
+  model, base = clipjax.create_model("ViT-T-16-test", seed=0)
+  _, other = clipjax.create_model("ViT-T-16-test", seed=1)
+  other = dict(other, visual=base["visual"])  # an adapted text tower, the same image tower
+  return clip_encoders(model, base), clip_encoders(model, other)
+
+
+def _synthetic(size, split="eval"):
+  return dict(kind="synthetic", size=size, resolution=32, seed=0, split=split)
+
+
+def test_run_evaluation_tasks_and_blend_sweep(two_models, tmp_path):
+  base, other = two_models
+  cfg = ml_collections.ConfigDict(dict(
+      batch_size=16, num_workers=0, betas=[1.0, 0.5, 0.0],
+      retrieval=dict(source=_synthetic(24)),
+      zeroshot=dict(source=_synthetic(24), classnames="source", templates="synthetic"),
+      vqa=dict(source=_synthetic(12, "vqa"))))
+  res = run_evaluation(cfg, {"base": base, "other": other}, str(tmp_path),
+                       blend=("base", "other"))
+  sweep = res["retrieval"]["blend"]["sweep"]
+  # β = 1 is the original tower alone, β = 0 the adapted one alone.
+  assert {k: v for k, v in sweep[0].items() if k != "beta"} == res["retrieval"]["base"]["metrics"]
+  assert {k: v for k, v in sweep[-1].items() if k != "beta"} == res["retrieval"]["other"]["metrics"]
+  vqa_sweep = res["vqa"]["blend"]["sweep"]
+  assert vqa_sweep[0]["multiple_choice_accuracy"] == res["vqa"]["base"]["metrics"][
+      "multiple_choice_accuracy"]
+  assert res["retrieval"]["base"]["num_texts"] == 24
+  assert set(res["zeroshot"]["base"]["metrics"]) == {"top1", "top5", "mean_per_class_recall"}
+  saved = json.loads((tmp_path / "results.json").read_text())
+  assert saved["vqa"]["base"]["num_questions"] == 12
+  for png in ("retrieval_beta_sweep.png", "vqa_beta_sweep.png", "zeroshot_per_class_base.png"):
+    assert (tmp_path / png).read_bytes()[:4] == b"\x89PNG"
+  assert list((tmp_path / "cache").glob("zeroshot-*.npz"))  # text embeddings cached
+
+
+def test_retrieval_on_coco_groups_captions_and_counts_bad_images(two_models, coco_sample,
+                                                                 tmp_path):
+  from clipjax.data.sources import CocoCaptionsSource
+  images = tmp_path / "images"
+  shutil.copytree(coco_sample / "images", images)
+  data = json.loads((coco_sample / "captions_coco_format.json").read_text())
+  broken = data["images"][0]["file_name"]
+  (images / broken).write_bytes(b"not a jpeg")
+  source = CocoCaptionsSource(str(coco_sample / "captions_coco_format.json"), str(images))
+  res = tasks.retrieval([two_models[0]], source, batch_size=8, num_workers=2)
+  n_img = len(data["images"])
+  n_cap_broken = sum(a["image_id"] == data["images"][0]["id"] for a in data["annotations"])
+  assert res["num_images"] == n_img - 1
+  assert res["num_texts"] == len(data["annotations"]) - n_cap_broken
+  assert res["skipped"] == {"corrupt_image": 1}
+
+
+def test_evaluate_cli_weight_blending(tmp_path):
+  _, params = clipjax.create_model("ViT-T-16-test", seed=0)
+  _, adapted = clipjax.create_model("ViT-T-16-test", seed=1)
+  clipjax.export_openclip(params, "ViT-T-16-test", str(tmp_path / "base.safetensors"))
+  clipjax.export_openclip(adapted, "ViT-T-16-test", str(tmp_path / "adapted.safetensors"))
+  out = subprocess.run(
+      [sys.executable, "-m", "clipjax.evaluate", f"--config={REPO}/configs/eval.py",
+       f"--workdir={tmp_path}/out", "--config.model.arch=ViT-T-16-test",
+       f"--config.model.checkpoint={tmp_path}/base.safetensors",
+       f"--config.model.adapted={tmp_path}/adapted.safetensors", "--config.model.blend=weights",
+       "--config.eval.betas=(1.0,0.0)", "--config.eval.num_workers=0",
+       "--config.eval.tasks=retrieval",
+       "--config.eval.retrieval.source.size=16", "--config.eval.retrieval.source.resolution=32"],
+      env=_env(), capture_output=True, text=True, timeout=600)
+  assert out.returncode == 0, out.stderr[-3000:]
+  res = json.loads((tmp_path / "out/results.json").read_text())["retrieval"]
+  # WiSE-FT at β = 1 is the base model, at β = 0 the adapted one.
+  assert res["wise_beta=1.0"]["metrics"] == res["base"]["metrics"]
+  assert res["wise_beta=0.0"]["metrics"] == res["adapted"]["metrics"]
+  assert "image_retrieval_recall@1" in out.stdout
+
+
+def test_evaluate_cli_rejects_unknown_field(tmp_path):
+  out = subprocess.run(
+      [sys.executable, "-m", "clipjax.evaluate", f"--config={REPO}/configs/eval.py",
+       f"--workdir={tmp_path}", "--config.eval.no_such_field=1"],
+      env=_env(), capture_output=True, text=True, timeout=300)
+  assert out.returncode != 0 and "no_such_field" in out.stderr
+
+
+def test_search_cli_on_photos(coco_sample, tmp_path):
+  photos = tmp_path / "photos"
+  shutil.copytree(coco_sample / "images", photos)
+  (photos / "broken.jpg").write_bytes(b"\xff\xd8 truncated")
+  common = [sys.executable, "-m", "clipjax.search", f"--index={tmp_path}/index",
+            "--arch=ViT-T-16-test"]
+  built = subprocess.run(common + [f"--images={photos}", "--num_workers=2"], env=_env(),
+                         capture_output=True, text=True, timeout=600)
+  assert built.returncode == 0, built.stderr[-3000:]
+  n = len(list((coco_sample / "images").iterdir()))
+  assert f"indexed {n} images" in built.stdout and "skipped 1 unreadable" in built.stdout
+  found = subprocess.run(common + ["--query=a red car", "--k=3"], env=_env(),
+                         capture_output=True, text=True, timeout=300)
+  assert found.returncode == 0, found.stderr[-3000:]
+  lines = [l for l in found.stdout.splitlines() if l.startswith("  ")]
+  assert len(lines) == 3 and all(str(photos) in l for l in lines)
+  other = subprocess.run(common[:-1] + ["--arch=ViT-S-16-tiny", "--query=a red car"], env=_env(),
+                         capture_output=True, text=True, timeout=300)
+  assert other.returncode != 0 and "rebuild the index" in other.stderr
