@@ -1,0 +1,123 @@
+r"""Train any method of clipjax end to end.
+
+  python -m clipjax.main --config=configs/draft.py [--workdir=DIR] [--config.total_steps=500]
+
+Rerunning the same command resumes from the work dir's latest checkpoint. At the end the
+model is evaluated (config.eval) and exported as open_clip and Hugging Face files under
+`WORKDIR/export`. Multi-host: set config.distributed.* or the JAX_COORDINATOR_ADDRESS /
+JAX_NUM_PROCESSES / JAX_PROCESS_ID variables (Cloud TPU needs neither); see docs/tpu.md.
+"""
+from __future__ import annotations
+
+import os
+
+from absl import app, flags, logging
+from ml_collections import config_flags
+
+_CONFIG = config_flags.DEFINE_config_file("config", None, "Training config file.",
+                                          lock_config=True)
+_WORKDIR = flags.DEFINE_string("workdir", None, "Work dir (default: ./workdirs/<method>).")
+
+
+def _export(cfg, model, params, out_dir: str) -> dict[str, str]:
+  """open_clip (+ HF) files of CLIP params; gathered to host memory, written by process 0."""
+  import jax
+
+  import clipjax
+  written = {}
+  if jax.process_index() != 0:
+    return written
+  if cfg.export.openclip:
+    path = os.path.join(out_dir, "open_clip_model.safetensors")
+    clipjax.export_openclip(params, model.cfg, path)
+    written["open_clip"] = path
+  if cfg.export.hf:
+    written["hf"] = str(clipjax.export_hf(params, model.cfg, os.path.join(out_dir, "hf")))
+  return written
+
+
+def run(cfg, workdir: str) -> dict:
+  """Base pretraining (if needed), training, export and evaluation. Returns the results."""
+  import jax
+
+  from clipjax.evaluate.blending import blend_params
+  from clipjax.evaluate.embed import clip_encoders
+  from clipjax.evaluate.runner import run_evaluation
+  from clipjax.train.loop import train
+
+  base_params = None
+  if cfg.method in ("draft", "three_tower") and not cfg.model.checkpoint:
+    if cfg.base is None:
+      raise ValueError(f"{cfg.method} adapts a pretrained CLIP: set config.model.checkpoint to "
+                       f"an OpenCLIP file (or config.base to pretrain a small one)")
+    logging.info("no model.checkpoint: pretraining the base CLIP in %s/base", workdir)
+    base_cfg = cfg.base
+    base_cfg.model = cfg.model
+    base = train(base_cfg, os.path.join(workdir, "base"))
+    base_path = _export(base_cfg, base["model"], base["params"]["clip"],
+                        os.path.join(workdir, "base", "export")).get("open_clip")
+    base_params = base["params"]["clip"]
+    with cfg.unlocked():
+      cfg.model.checkpoint = base_path or ""
+    if jax.process_count() > 1:  # the other hosts did not write the file; use the params
+      raise NotImplementedError("base pretraining runs single-host; pass model.checkpoint")
+  result = train(cfg, workdir)
+  model, params = result["model"], result["params"]
+  export_dir = os.path.join(workdir, "export")
+  exports = _export(cfg, model, params["clip"], export_dir)
+  if base_params is None and cfg.method in ("draft", "three_tower"):
+    import clipjax
+    base_params = clipjax.load_openclip(cfg.model.checkpoint, arch=cfg.model.arch or None)[1]
+
+  models, blend = {}, None
+  if cfg.method == "draft":
+    wise = blend_params(base_params, params["clip"], cfg.export.wise_beta)
+    exports.update({f"wise_{k}": v for k, v in _export(
+        cfg, model, wise, os.path.join(export_dir, f"wise_beta{cfg.export.wise_beta}")).items()})
+    models = {"base": clip_encoders(model, base_params), "draft": clip_encoders(model, params["clip"]),
+              f"wise_beta={cfg.export.wise_beta}": clip_encoders(model, wise)}
+    blend = ("base", "draft")
+  elif cfg.method == "three_tower":
+    # The third tower as a standalone CLIP: the base image tower + G as its text tower.
+    third = dict(base_params, **params["dialogue"])
+    exports.update({f"third_tower_{k}": v for k, v in _export(
+        cfg, model, third, os.path.join(export_dir, "third_tower")).items()})
+    models = {"base": clip_encoders(model, base_params), "third": clip_encoders(model, third)}
+    blend = ("base", "third")
+  else:
+    models = {cfg.method: clip_encoders(model, params["clip"])}
+  results = {}
+  if cfg.eval and jax.process_index() == 0:
+    results = run_evaluation(cfg.eval, models, os.path.join(workdir, "eval"), blend=blend)
+  if exports:
+    print("\nexported:")
+    for name, path in exports.items():
+      print(f"  {name}: {path}")
+    if "open_clip" in exports:
+      print(f"load in PyTorch: model, _, preprocess = open_clip.create_model_and_transforms("
+            f"'{cfg.model.arch}', pretrained='{exports['open_clip']}')  (for a clipjax-only "
+            f"architecture, first open_clip.add_model_config() with the .json written next to it)")
+  return results
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments {argv[1:]}")
+  cfg = _CONFIG.value
+  from clipjax.parallel.mesh import initialize_distributed
+  if cfg.get("distributed") and cfg.distributed.num_processes > 1:
+    initialize_distributed(cfg.distributed.coordinator_address or None,
+                           cfg.distributed.num_processes, cfg.distributed.process_id)
+  elif os.environ.get("JAX_COORDINATOR_ADDRESS"):
+    initialize_distributed()
+  workdir = _WORKDIR.value or os.path.join("workdirs", cfg.method)
+  from clipjax.train.loop import TrainingError
+  try:
+    run(cfg, workdir)
+  except TrainingError as e:
+    logging.error("%s", e)
+    raise SystemExit(f"error: {e}") from None
+
+
+if __name__ == "__main__":
+  app.run(main)

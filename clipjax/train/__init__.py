@@ -1,0 +1,1 @@
+"""Training: optimizer, per-method losses, the loop, checkpoints (`python -m clipjax.main`)."""

@@ -1,0 +1,75 @@
+"""orbax checkpoints of the train state and the grain iterator, plus preemption handling.
+
+A checkpoint holds params, optimizer state, step and RNG key (`state`) and every host's
+data-iterator position (`data`, one JSON per process), so a restarted run continues with
+exactly the batches an uninterrupted run would have seen. orbax writes each step into a
+temporary directory and renames it when complete: a crash never leaves a half-written
+checkpoint that a restart would pick up.
+"""
+from __future__ import annotations
+
+import signal
+from typing import Any
+
+import grain
+import jax
+import numpy as np
+import orbax.checkpoint as ocp
+from jax.experimental import multihost_utils
+
+
+class Checkpointer:
+
+  def __init__(self, directory: str, every: int, keep: int):
+    self.every = every
+    self.manager = ocp.CheckpointManager(
+        directory, options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True))
+
+  def latest_step(self) -> int | None:
+    return self.manager.latest_step()
+
+  def restore(self, state_template: Any, iterator) -> Any:
+    """Restores the latest checkpoint into `state_template`'s structure/shardings and moves
+    `iterator` to the saved position. Returns the state."""
+    step = self.manager.latest_step()
+    abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, state_template)
+    restored = self.manager.restore(step, args=ocp.args.Composite(
+        state=ocp.args.StandardRestore(abstract), data=grain.checkpoint.CheckpointRestore(iterator)))
+    return restored.state
+
+  def save(self, step: int, state: Any, iterator, force: bool = False) -> bool:
+    if not force and (self.every <= 0 or step % self.every):
+      return False
+    self.manager.save(step, args=ocp.args.Composite(
+        state=ocp.args.StandardSave(state), data=grain.checkpoint.CheckpointSave(iterator)),
+        force=True)
+    return True
+
+  def wait(self) -> None:
+    self.manager.wait_until_finished()
+
+  def close(self) -> None:
+    self.manager.wait_until_finished()
+    self.manager.close()
+
+
+class PreemptionFlag:
+  """Set by SIGTERM (what Cloud TPU / Kubernetes / SLURM send before preemption). `seen()` is
+  agreed on by every host (an all-gather of the flags), so all hosts save at the same step."""
+
+  def __init__(self):
+    self._flag = False
+    self._previous = signal.signal(signal.SIGTERM, self._handler)
+
+  def _handler(self, signum, frame):
+    del signum, frame
+    self._flag = True
+
+  def seen(self) -> bool:
+    if jax.process_count() == 1:
+      return self._flag
+    flags = multihost_utils.process_allgather(np.asarray(self._flag))
+    return bool(np.any(flags))
+
+  def restore_handler(self) -> None:
+    signal.signal(signal.SIGTERM, self._previous)

@@ -1,0 +1,57 @@
+"""Shared defaults of the training configs in configs/ (each file overrides what its method
+needs). Every field is documented here once."""
+from __future__ import annotations
+
+import ml_collections
+
+
+def synthetic(size: int, split: str = "train", resolution: int = 64) -> dict:
+  return dict(kind="synthetic", size=size, resolution=resolution, seed=0, split=split)
+
+
+def eval_block(size: int = 256, tasks: str = "retrieval,zeroshot,vqa") -> dict:
+  """Evaluation on held-out synthetic scenes (`config.eval`; see clipjax/evaluate/runner.py)."""
+  return dict(tasks=tasks, batch_size=64, num_workers=2,
+              betas=(1.0, 0.95, 0.9, 0.8, 0.6, 0.0),
+              retrieval=dict(source=synthetic(size, "eval"), text_field="caption"),
+              zeroshot=dict(source=synthetic(size, "eval"), classnames="source",
+                            templates="synthetic"),
+              vqa=dict(source=synthetic(size, "vqa")))
+
+
+def base_config(method: str) -> ml_collections.ConfigDict:
+  c = ml_collections.ConfigDict()
+  c.method = method            # clip | lit | siglip | unicl | draft | three_tower
+  c.seed = 0
+  # arch: an open_clip name (or clipjax test config); checkpoint: an OpenCLIP file to start
+  # from (empty: random init, or for draft/three_tower the base CLIP pretrained by `base`).
+  c.model = dict(arch="ViT-S-16-tiny", checkpoint="", dtype="float32", remat=False)
+  c.data = dict(train=synthetic(20_000), dialogue_mode="one_qa", augment=False, num_workers=2)
+  c.batch_size = 64            # global, over all hosts and devices
+  c.total_steps = 300
+  c.optim = dict(lr=5e-4, warmup_steps=30, weight_decay=0.2, b1=0.9, b2=0.98, eps=1e-6,
+                 grad_clip_norm=1.0)
+  c.freeze = ()                # regexes on parameter paths (e.g. "^clip/visual/")
+  c.loss = dict(a=0.65, bidirectional=False, mmd_weight=1.0, same_image_positives=False,
+                block_size=0,  # > 0: the tiled loss path with this many keys per tile
+                mmd=dict(estimator="rff", squared=False, num_features=64, subsample_size=4096,
+                         multi_kernel=False))
+  c.mesh = dict(data=-1, fsdp=1)
+  # Multi-host without a TPU's auto-discovery (GPU clusters, local processes).
+  c.distributed = dict(coordinator_address="", num_processes=1, process_id=0)
+  c.checkpoint = dict(every=100, keep=2)
+  c.log_every = 10
+  c.eval = eval_block()
+  c.export = dict(openclip=True, hf=True, wise_beta=0.9)
+  c.base = None                # draft / three_tower: how to pretrain the base CLIP
+  return c
+
+
+def base_clip_block(steps: int = 400) -> ml_collections.ConfigDict:
+  """The small base CLIP that draft / three_tower adapt when no checkpoint is given."""
+  c = base_config("clip")
+  c.total_steps = steps
+  c.optim.lr = 1e-3
+  c.eval = None
+  c.export.hf = False
+  return c

@@ -1,0 +1,198 @@
+"""The training loop: data -> jitted step on the mesh -> logs, checkpoints, evaluation, export.
+
+Resume is automatic: rerunning the same command with the same work dir continues from the
+latest checkpoint (params, optimizer, step, RNG, data position), bitwise identical to an
+uninterrupted run on the same machine.
+"""
+from __future__ import annotations
+
+import json
+import math
+import time
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from absl import logging
+from etils import epath
+from tqdm.auto import tqdm
+
+from clipjax.data.records import BAD_REASONS
+from clipjax.train import methods
+from clipjax.train.checkpoint import Checkpointer, PreemptionFlag
+from clipjax.train.optim import make_optimizer
+
+LOGIT_SCALE_MAX = math.log(100)  # open_clip clamps the learnable scale to [0, ln 100]
+
+
+class TrainingError(RuntimeError):
+  """A run that must stop with a non-zero exit (NaN loss)."""
+
+
+def _model_and_params(cfg) -> tuple[Any, dict]:
+  import clipjax
+  dtype = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}[cfg.model.dtype]
+  kw = dict(dtype=dtype, remat=cfg.model.remat)
+  if cfg.model.checkpoint:
+    model, clip = clipjax.load_openclip(cfg.model.checkpoint, arch=cfg.model.arch or None, **kw)
+  else:
+    model, clip = clipjax.create_model(cfg.model.arch, seed=cfg.seed, **kw)
+  params = {"clip": clip}
+  if cfg.method == "three_tower":
+    params["dialogue"] = methods.init_dialogue_params(clip)
+  return model, params
+
+
+def _dataset(cfg, image_size: int, context_length: int):
+  from clipjax.data.builder import make_source
+  from clipjax.data.pipeline import OneQAPerSample, PrepareExample, build_dataset
+  source = make_source(cfg.data.train)
+  fields = methods.TEXT_FIELDS[cfg.method]
+  if "dialogue" in fields and cfg.data.dialogue_mode == "one_qa":
+    source = OneQAPerSample(source)
+  elif "dialogue" in fields and cfg.data.dialogue_mode != "concat":
+    raise ValueError(f"data.dialogue_mode must be one_qa or concat, got {cfg.data.dialogue_mode!r}")
+  if cfg.batch_size % jax.process_count():
+    raise ValueError(f"batch_size {cfg.batch_size} does not divide over "
+                     f"{jax.process_count()} hosts")
+  prepare = PrepareExample(image_size, train=cfg.data.augment, text_fields=fields,
+                           context_length=context_length)
+  return build_dataset(source, prepare, batch_size=cfg.batch_size // jax.process_count(),
+                       seed=cfg.seed, num_workers=cfg.data.num_workers), len(source)
+
+
+def make_train_step(loss_fn, tx, frozen: Any, clamp_scale: bool):
+  """jitted (state, batch) -> (state, metrics). Gradients are taken w.r.t. trainable leaves
+  only, so frozen towers run forward only; frozen leaves are carried over bitwise."""
+  frozen_leaves = jax.tree.leaves(frozen)
+  trainable = [i for i, f in enumerate(frozen_leaves) if not f]
+
+  def step(state, batch):
+    leaves, treedef = jax.tree.flatten(state["params"])
+    key = jax.random.fold_in(jax.random.wrap_key_data(state["rng"]), state["step"])
+
+    def objective(train_leaves):
+      full = list(leaves)
+      for j, i in enumerate(trainable):
+        full[i] = train_leaves[j]
+      return loss_fn(treedef.unflatten(full), batch, key)
+
+    (loss, aux), g = jax.value_and_grad(objective, has_aux=True)([leaves[i] for i in trainable])
+    grads = [jnp.zeros_like(x) for x in leaves]
+    for j, i in enumerate(trainable):
+      grads[i] = g[j]
+    grads = treedef.unflatten(grads)
+    updates, opt_state = tx.update(grads, state["opt_state"], state["params"])
+    new = jax.tree.leaves(optax.apply_updates(state["params"], updates))
+    new = [new[i] if not f else leaves[i] for i, f in enumerate(frozen_leaves)]
+    params = treedef.unflatten(new)
+    if clamp_scale:
+      clip = dict(params["clip"], logit_scale=jnp.clip(params["clip"]["logit_scale"], 0,
+                                                       LOGIT_SCALE_MAX))
+      params = dict(params, clip=clip)
+    metrics = {"loss": loss, "grad_norm": optax.global_norm(g), **aux}
+    return dict(state, params=params, opt_state=opt_state, step=state["step"] + 1), metrics
+
+  return jax.jit(step, donate_argnums=(0,))
+
+
+class _Logs:
+  """JSONL + TensorBoard event files (process 0), and the progress bar."""
+
+  def __init__(self, workdir: epath.Path, start: int, total: int, batch_size: int):
+    self.main = jax.process_index() == 0
+    self.batch_size, self.last_time, self.last_step = batch_size, time.perf_counter(), start
+    self.bar = tqdm(total=total, initial=start, desc="train", unit="step", disable=not self.main)
+    if self.main:
+      from tensorboardX import SummaryWriter
+      self.tb = SummaryWriter(str(workdir / "tensorboard"))
+      self.jsonl = (workdir / "metrics.jsonl").open("a")
+
+  def write(self, step: int, values: dict[str, float]) -> None:
+    now = time.perf_counter()
+    rate = (step - self.last_step) * self.batch_size / max(now - self.last_time, 1e-9)
+    self.last_time, self.last_step = now, step
+    values = dict(values, samples_per_sec=rate)
+    self.bar.set_postfix({k: f"{v:.4g}" for k, v in values.items()
+                          if k in ("loss", "mmd", "contrastive", "samples_per_sec")})
+    if self.main:
+      for k, v in values.items():
+        self.tb.add_scalar(f"train/{k}", v, step)
+      self.jsonl.write(json.dumps({"step": step, **values}) + "\n")
+      self.jsonl.flush()
+
+  def close(self) -> None:
+    self.bar.close()
+    if self.main:
+      self.tb.close()
+      self.jsonl.close()
+
+
+def train(cfg, workdir: str) -> dict:
+  """Trains `cfg.method` to `cfg.total_steps` in `workdir` (resuming if it holds a checkpoint).
+  Returns {"model", "params", "bad_records", "steps_run"}."""
+  from clipjax.parallel.mesh import make_mesh, replicated
+  workdir = epath.Path(workdir)
+  workdir.mkdir(parents=True, exist_ok=True)
+  mesh = make_mesh(cfg.mesh.data, cfg.mesh.fsdp)
+  if cfg.batch_size % mesh.size:
+    raise ValueError(f"batch_size {cfg.batch_size} must be a multiple of the {mesh.size} devices")
+  model, params = _model_and_params(cfg)
+  tx, frozen = make_optimizer(
+      params, lr=cfg.optim.lr, total_steps=cfg.total_steps, warmup_steps=cfg.optim.warmup_steps,
+      weight_decay=cfg.optim.weight_decay, b1=cfg.optim.b1, b2=cfg.optim.b2, eps=cfg.optim.eps,
+      grad_clip_norm=cfg.optim.grad_clip_norm, freeze=tuple(cfg.freeze))
+  state = {"params": params, "opt_state": tx.init(params), "step": jnp.zeros((), jnp.int32),
+           "rng": jax.random.key_data(jax.random.key(cfg.seed))}
+  state = jax.device_put(state, replicated(mesh))
+  dataset, n_samples = _dataset(cfg, model.cfg.vision.image_size, model.cfg.text.context_length)
+  iterator = iter(dataset)
+  ckpt = Checkpointer(str(workdir / "checkpoints"), cfg.checkpoint.every, cfg.checkpoint.keep)
+  if ckpt.latest_step() is not None:
+    state = ckpt.restore(state, iterator)
+    logging.info("resumed from %s at step %d", workdir / "checkpoints", int(state["step"]))
+  start = int(state["step"])
+  loss_fn = methods.make_loss_fn(cfg.method, model, mesh, cfg.loss)
+  step_fn = make_train_step(loss_fn, tx, frozen, clamp_scale=not frozen["clip"]["logit_scale"])
+  bad = np.zeros(len(BAD_REASONS), np.int64)
+  logs = _Logs(workdir, start, cfg.total_steps, cfg.batch_size)
+  preempt = PreemptionFlag()
+  logging.info("%s: %d samples per epoch, global batch %d, steps %d..%d, mesh %s", cfg.method,
+               n_samples, cfg.batch_size, start, cfg.total_steps, dict(mesh.shape))
+  from clipjax.parallel.mesh import host_batch_to_global
+  last_saved = start if start else None
+  try:
+    for step in range(start, cfg.total_steps):
+      batch = next(iterator)
+      bad += batch.pop("bad_records")
+      batch.pop("mask")
+      state, metrics = step_fn(state, host_batch_to_global(batch, mesh))
+      done = step + 1
+      logs.bar.update(1)
+      if done % cfg.log_every == 0 or done == cfg.total_steps:
+        values = {k: float(v) for k, v in metrics.items()}
+        if not math.isfinite(values["loss"]):
+          raise TrainingError(
+              f"loss is {values['loss']} at step {done}; the last good checkpoint is step "
+              f"{last_saved} in {workdir / 'checkpoints'} (lower optim.lr or enable "
+              f"optim.grad_clip_norm, then rerun to resume from it)")
+        values.update({f"bad_records/{r}": float(n) for r, n in zip(BAD_REASONS, bad) if n})
+        logs.write(done, values)
+      if preempt.seen():
+        ckpt.save(done, state, iterator, force=True)
+        ckpt.wait()
+        logging.warning("SIGTERM: saved step %d; rerun the same command to resume", done)
+        raise SystemExit(143)
+      if ckpt.save(done, state, iterator, force=done == cfg.total_steps):
+        last_saved = done
+  finally:
+    logs.close()
+    preempt.restore_handler()
+    ckpt.close()
+    iterator.close() if hasattr(iterator, "close") else None
+  if bad.any():
+    logging.warning("skipped records: %s", {r: int(n) for r, n in zip(BAD_REASONS, bad) if n})
+  return {"model": model, "params": jax.device_get(state["params"]), "bad_records": bad,
+          "steps_run": cfg.total_steps - start}

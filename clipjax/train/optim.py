@@ -1,0 +1,75 @@
+"""Optimizer: AdamW with open_clip's warmup + cosine schedule, open_clip's weight-decay
+exclusions, gradient clipping, and freezing by regex on parameter paths.
+
+Parameter paths are "/"-joined Flax paths (`visual/transformer/resblocks_0/ln_1/scale`); a
+dialogue tower nests under its own prefix. Weight decay follows open_clip's trainer exactly by
+deciding on the open_clip *name* of each parameter: no decay when ndim < 2 or the name
+contains `bn`, `ln`, `bias` or `logit_scale` (embeddings are decayed).
+"""
+from __future__ import annotations
+
+import math
+import re
+from typing import Any, Sequence
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from clipjax.convert.openclip import torch_key
+
+
+def param_paths(params: Any) -> Any:
+  """The tree of "/"-joined path strings, same structure as params."""
+  return jax.tree_util.tree_map_with_path(
+      lambda p, _: "/".join(str(getattr(k, "key", k)) for k in p), params)
+
+
+def frozen_mask(params: Any, patterns: Sequence[str]) -> Any:
+  """True for leaves whose path matches any regex (re.search). Every pattern must match
+  something, so a typo cannot silently train a tower that was meant to be frozen."""
+  compiled = [re.compile(p) for p in patterns]
+  paths = param_paths(params)
+  for pattern in compiled:
+    if not any(pattern.search(p) for p in jax.tree.leaves(paths)):
+      raise ValueError(f"freeze pattern {pattern.pattern!r} matches no parameter; paths look "
+                       f"like {jax.tree.leaves(paths)[:3]}")
+  return jax.tree.map(lambda p: any(c.search(p) for c in compiled), paths)
+
+
+def decay_mask(params: Any) -> Any:
+  """open_clip's rule on open_clip names: decay iff ndim >= 2 and no bn/ln/bias/logit_scale."""
+  def decays(path, leaf):
+    keys = tuple(str(getattr(k, "key", k)) for k in path)
+    name = torch_key(keys)[0]
+    return leaf.ndim >= 2 and not any(s in name for s in ("bn", "ln", "bias", "logit_scale"))
+  return jax.tree_util.tree_map_with_path(decays, params)
+
+
+def cosine_schedule(base_lr: float, warmup_steps: int, total_steps: int):
+  """open_clip's cosine_lr: lr·(step+1)/warmup during warmup, then a half cosine to 0."""
+  def schedule(step):
+    step = jnp.asarray(step, jnp.float32)
+    warm = base_lr * (step + 1) / max(warmup_steps, 1)
+    e = step - warmup_steps
+    es = max(total_steps - warmup_steps, 1)
+    cos = 0.5 * (1 + jnp.cos(math.pi * e / es)) * base_lr
+    return jnp.where(step < warmup_steps, warm, cos)
+  return schedule
+
+
+def make_optimizer(params: Any, *, lr: float, total_steps: int, warmup_steps: int = 0,
+                   weight_decay: float = 0.2, b1: float = 0.9, b2: float = 0.98,
+                   eps: float = 1e-6, grad_clip_norm: float | None = None,
+                   freeze: Sequence[str] = ()) -> tuple[optax.GradientTransformation, Any]:
+  """Returns (optimizer, frozen mask). Frozen leaves get `set_to_zero` (no optimizer state)
+  and the train step keeps them bitwise unchanged."""
+  frozen = frozen_mask(params, freeze)
+  if all(jax.tree.leaves(frozen)):
+    raise ValueError(f"freeze patterns {list(freeze)} freeze every parameter: nothing to train")
+  adamw = optax.adamw(cosine_schedule(lr, warmup_steps, total_steps), b1=b1, b2=b2, eps=eps,
+                      weight_decay=weight_decay, mask=decay_mask)
+  if grad_clip_norm:
+    adamw = optax.chain(optax.clip_by_global_norm(grad_clip_norm), adamw)
+  labels = jax.tree.map(lambda f: "frozen" if f else "train", frozen)
+  return optax.multi_transform({"train": adamw, "frozen": optax.set_to_zero()}, labels), frozen
