@@ -38,7 +38,13 @@ def _model_and_params(cfg) -> tuple[Any, dict]:
   if cfg.model.checkpoint:
     model, clip = clipjax.load_openclip(cfg.model.checkpoint, arch=cfg.model.arch or None, **kw)
   else:
-    model, clip = clipjax.create_model(cfg.model.arch, seed=cfg.seed, **kw)
+    from clipjax.models.registry import get_model_config
+    arch = get_model_config(cfg.model.arch)
+    if cfg.model.get("init_logit_bias") is not None:  # SigLIP: a learnable bias, init −10
+      arch = arch.replace(init_logit_bias=cfg.model.init_logit_bias)
+    model, clip = clipjax.create_model(arch, seed=cfg.seed, **kw)
+    if cfg.model.get("init_logit_scale") is not None:  # SigLIP: t' = log 10
+      clip = dict(clip, logit_scale=jnp.full((), cfg.model.init_logit_scale, jnp.float32))
   params = {"clip": clip}
   if cfg.method == "three_tower":
     params["dialogue"] = methods.init_dialogue_params(clip)
@@ -92,7 +98,7 @@ def make_train_step(loss_fn, tx, frozen: Any, clamp_scale: bool):
       clip = dict(params["clip"], logit_scale=jnp.clip(params["clip"]["logit_scale"], 0,
                                                        LOGIT_SCALE_MAX))
       params = dict(params, clip=clip)
-    metrics = {"loss": loss, "grad_norm": optax.global_norm(g), **aux}
+    metrics = {"loss": loss, "grad_norm": optax.tree.norm(g), **aux}
     return dict(state, params=params, opt_state=opt_state, step=state["step"] + 1), metrics
 
   return jax.jit(step, donate_argnums=(0,))

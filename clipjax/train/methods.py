@@ -36,8 +36,11 @@ def dialogue_tower(model: CLIP) -> TextTransformer:
 
 
 def init_dialogue_params(clip_params: dict) -> dict:
-  """G starts as a copy of the text tower T: every top-level entry but `visual` and logits."""
-  return {k: v for k, v in clip_params.items() if k not in ("visual", "logit_scale", "logit_bias")}
+  """G starts as a copy of the text tower T: every top-level entry but `visual` and logits.
+  Real copies: the train step donates its state, and a buffer shared by two leaves would be
+  donated twice."""
+  text = {k: v for k, v in clip_params.items() if k not in ("visual", "logit_scale", "logit_bias")}
+  return jax.tree.map(lambda x: jnp.array(x, copy=True), text)
 
 
 def make_loss_fn(method: str, model: CLIP, mesh: Mesh, cfg: Any) -> LossFn:

@@ -1,0 +1,17 @@
+r"""CLIP (METHODS §1): symmetric InfoNCE over the global batch with a learnable logit scale.
+
+  python -m clipjax.main --config=configs/clip.py                # from scratch, synthetic data
+  python -m clipjax.main --config=configs/clip.py:arch=ViT-B-32 \
+      --config.model.checkpoint=open_clip_model.safetensors --config.optim.lr=1e-5   # fine-tune
+"""
+from clipjax.train.config import base_config
+
+
+def get_config(arg=None):
+  args = dict(a.split("=", 1) for a in arg.split(",")) if arg else {}
+  c = base_config("clip")
+  c.optim.lr = 1e-3
+  c.total_steps = 300
+  c.loss.same_image_positives = False  # true: captions of the same image are positives
+  c.model.arch = args.get("arch", c.model.arch)
+  return c
