@@ -87,7 +87,7 @@ def run(cfg, workdir: str) -> dict:
   else:
     models = {cfg.method: clip_encoders(model, params["clip"])}
   results = {}
-  if cfg.eval and jax.process_index() == 0:
+  if cfg.eval and cfg.eval.tasks and jax.process_index() == 0:
     results = run_evaluation(cfg.eval, models, os.path.join(workdir, "eval"), blend=blend)
   if exports:
     print("\nexported:")
