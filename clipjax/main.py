@@ -50,7 +50,8 @@ def run(cfg, workdir: str) -> dict:
     if cfg.base is None:
       raise ValueError(f"{cfg.method} adapts a pretrained CLIP: set config.model.checkpoint to "
                        f"an OpenCLIP file (or config.base to pretrain a small one)")
-    logging.info("no model.checkpoint: pretraining the base CLIP in %s/base", workdir)
+    print(f"no model.checkpoint: pretraining (or reusing) the base CLIP in {workdir}/base",
+          flush=True)
     base_cfg = cfg.base
     base_cfg.model = cfg.model
     base = train(base_cfg, os.path.join(workdir, "base"))
@@ -104,6 +105,8 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments {argv[1:]}")
   cfg = _CONFIG.value
+  if not flags.FLAGS["verbosity"].present:  # keep the progress bar readable; -v 0 for INFO
+    logging.set_verbosity(logging.WARNING)
   from clipjax.parallel.mesh import initialize_distributed
   if cfg.get("distributed") and cfg.distributed.num_processes > 1:
     initialize_distributed(cfg.distributed.coordinator_address or None,

@@ -16,7 +16,7 @@ def get_config(arg=None):
   args = dict(a.split("=", 1) for a in arg.split(",")) if arg else {}
   c = base_config("draft")
   c.freeze = ("^clip/visual/", "^clip/logit_scale$")  # only the text tower trains
-  c.total_steps = 150
+  c.total_steps = 80
   c.optim.lr = 1e-4
   c.optim.warmup_steps = 10
   c.loss.a = 0.65

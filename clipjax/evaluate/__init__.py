@@ -6,3 +6,8 @@ from clipjax.evaluate.vqa import (VQAv1Source, normalize_answer, official_vqa_ac
                                   vqa_accuracy, vqa_predict)
 from clipjax.evaluate.zeroshot import (load_templates, standard_classnames, standard_templates,
                                        zero_shot_classifier, zero_shot_metrics)
+
+__all__ = ["VQAv1Source", "beta_sweep", "blend_embeddings", "blend_params", "load_templates",
+           "normalize_answer", "official_vqa_accuracy", "retrieval_metrics", "retrieval_ranks",
+           "standard_classnames", "standard_templates", "vqa_accuracy", "vqa_predict",
+           "zero_shot_classifier", "zero_shot_metrics"]

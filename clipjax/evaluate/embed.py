@@ -27,6 +27,7 @@ class Encoders:
   image_size: int
   embed_dim: int
   key: str
+  image_key: str = ""  # names the image tower alone: equal keys share image embeddings
 
 
 def params_fingerprint(params: Any) -> str:
@@ -45,7 +46,8 @@ def _unit(x: jax.Array) -> jax.Array:
 
 def make_encoders(image_fn: Callable[[jax.Array], jax.Array],
                   text_fn: Callable[[jax.Array], jax.Array], *, image_size: int, embed_dim: int,
-                  key: str, context_length: int = 77, batch_size: int = 256) -> Encoders:
+                  key: str, image_key: str = "", context_length: int = 77,
+                  batch_size: int = 256) -> Encoders:
   """Encoders from jittable image_fn(pixels [B,H,W,3]) and text_fn(ids int32 [B, L]).
 
   Texts are tokenized, cut to the longest sequence of the batch (rounded up to 8; exact under
@@ -73,7 +75,7 @@ def make_encoders(image_fn: Callable[[jax.Array], jax.Array],
     return np.concatenate(chunks) if chunks else np.zeros((0, embed_dim), np.float32)
 
   return Encoders(lambda x: padded(image_jit, np.asarray(x, np.float32)), encode_texts,
-                  image_size, embed_dim, key)
+                  image_size, embed_dim, key, image_key or key)
 
 
 def clip_encoders(model, params: Any, batch_size: int = 256) -> Encoders:
@@ -84,7 +86,9 @@ def clip_encoders(model, params: Any, batch_size: int = 256) -> Encoders:
       lambda x: model.apply({"params": params}, x, method=model.encode_image),
       lambda ids: model.apply({"params": params}, ids, method=model.encode_text),
       image_size=cfg.vision.image_size, embed_dim=cfg.embed_dim,
-      key=f"clip-{arch}-{params_fingerprint(params)}", context_length=cfg.text.context_length,
+      key=f"clip-{arch}-{params_fingerprint(params)}",
+      image_key=f"visual-{arch}-{params_fingerprint(params['visual'])}",
+      context_length=cfg.text.context_length,
       batch_size=batch_size)
 
 

@@ -103,7 +103,10 @@ def retrieval_ranks(image_emb: np.ndarray, text_emb: np.ndarray, text_to_image: 
   for start in range(0, len(text_emb), bt):
     stop = min(start + bt, len(text_emb))
     fill = bt - (stop - start)  # the last block is padded to keep one compiled shape
-    block = lambda a, v: np.concatenate([a[start:stop], np.full((fill, *a.shape[1:]), v, a.dtype)])
+
+    def block(a, v, start=start, stop=stop, fill=fill):
+      return np.concatenate([a[start:stop], np.full((fill, *a.shape[1:]), v, a.dtype)])
+
     counts, image_counts = counter(images, best_pos, block(text_emb, 0), block(text_to_image, -1),
                                    block(pos, np.inf), np.arange(bt) < stop - start, image_counts)
     text_counts.append(np.asarray(counts)[:stop - start])

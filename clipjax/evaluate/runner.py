@@ -47,7 +47,8 @@ def run_evaluation(cfg: Mapping[str, Any], models: Mapping[str, Encoders], out_d
   Returns {task: {model or "blend": result}}.
   """
   from clipjax.data.builder import make_source
-  kw = dict(batch_size=cfg.get("batch_size", 64), num_workers=cfg.get("num_workers", 2))
+  kw = dict(batch_size=cfg.get("batch_size", 64), num_workers=cfg.get("num_workers", 2),
+            cache={})  # image embeddings shared by models with the same image tower
   results: dict[str, Any] = {}
   selected = [t.strip() for t in cfg.get("tasks", "retrieval,zeroshot,vqa").split(",") if t.strip()]
   unknown = set(selected) - {"retrieval", "zeroshot", "vqa"}

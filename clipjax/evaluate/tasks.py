@@ -50,12 +50,23 @@ def _unique_images(records: list) -> tuple[list[int], dict]:
   return first, row
 
 
-def _embed_unique_images(encoders: Encoders, source, records, batch_size, num_workers):
+def _cached_images(encoders: Encoders, source, cache: dict | None, **kw) -> dict:
+  """embed_images, reused across models that share an image tower (`Encoders.image_key`)."""
+  key = (encoders.image_key, repr(source))
+  if cache is not None and key in cache:
+    return cache[key]
+  out = embed_images(encoders, source, **kw)
+  if cache is not None:
+    cache[key] = out
+  return out
+
+
+def _embed_unique_images(encoders: Encoders, source, records, batch_size, num_workers, cache):
   first, row = _unique_images(records)
   if not first:
     raise ValueError(f"{source!r} has no readable records")
-  out = embed_images(encoders, _Subset(source, first), batch_size=batch_size,
-                     num_workers=num_workers)
+  out = _cached_images(encoders, _Subset(source, first), cache, batch_size=batch_size,
+                       num_workers=num_workers)
   ok = np.full(len(first), -1)
   ok[out["index"]] = np.arange(len(out["index"]))  # image row -> embedding row (-1: unreadable)
   bad = out["bad_records"] + np.bincount(
@@ -70,12 +81,12 @@ def _read_all(source) -> list:
 
 def retrieval(text_towers: Sequence[Encoders], source, *, text_field: str = "caption",
               betas: Sequence[float] | None = None, batch_size: int = 64, num_workers: int = 2,
-              ks: Sequence[int] = (1, 5, 10)) -> dict:
+              ks: Sequence[int] = (1, 5, 10), cache: dict | None = None) -> dict:
   """R@k / MRR of the first tower's images against captions; with two text towers and `betas`,
   one row per β of `normalise(β·T0 + (1−β)·T1)` (METHODS §2 blending)."""
   records = _read_all(source)
   out, ok, row, bad = _embed_unique_images(text_towers[0], source, records, batch_size,
-                                           num_workers)
+                                           num_workers, cache)
   captions, t2i = [], []
   for i, r in enumerate(records):
     if isinstance(r, BadRecord):
@@ -101,11 +112,11 @@ def retrieval(text_towers: Sequence[Encoders], source, *, text_field: str = "cap
 
 def zero_shot(encoders: Encoders, source, classnames: Sequence[str], templates, *,
               cache_path: str | None = None, batch_size: int = 64,
-              num_workers: int = 2) -> dict:
+              num_workers: int = 2, cache: dict | None = None) -> dict:
   """top-1 / top-5 / mean per-class recall, plus the per-class recalls for the plot."""
   classifier = zero_shot_classifier(encoders.encode_texts, classnames, templates,
                                     cache_path=cache_path, cache_key=encoders.key)
-  out = embed_images(encoders, source, batch_size=batch_size, num_workers=num_workers)
+  out = _cached_images(encoders, source, cache, batch_size=batch_size, num_workers=num_workers)
   if (out["label"] < 0).any():
     raise ValueError(f"zero-shot evaluation needs a label on every record of {source!r}")
   metrics = zero_shot_metrics(out["embeddings"], classifier, out["label"])
@@ -118,12 +129,12 @@ def zero_shot(encoders: Encoders, source, classnames: Sequence[str], templates, 
 
 
 def vqa(text_towers: Sequence[Encoders], source, *, betas: Sequence[float] | None = None,
-        batch_size: int = 64, num_workers: int = 2) -> dict:
+        batch_size: int = 64, num_workers: int = 2, cache: dict | None = None) -> dict:
   """Multiple-choice (and official, when human answers exist) VQA accuracy; a β sweep with
   two text towers."""
   records = _read_all(source)
   out, ok, row, bad = _embed_unique_images(text_towers[0], source, records, batch_size,
-                                           num_workers)
+                                           num_workers, cache)
   usable = [r for i, r in enumerate(records) if not isinstance(r, BadRecord)
             and ok[row[r.get("image_id", i)]] >= 0]
   if not usable:

@@ -47,7 +47,7 @@ def base_config(method: str) -> ml_collections.ConfigDict:
   return c
 
 
-def base_clip_block(steps: int = 400) -> ml_collections.ConfigDict:
+def base_clip_block(steps: int = 150) -> ml_collections.ConfigDict:
   """The small base CLIP that draft / three_tower adapt when no checkpoint is given."""
   c = base_config("clip")
   c.total_steps = steps

@@ -158,15 +158,16 @@ def train(cfg, workdir: str) -> dict:
   ckpt = Checkpointer(str(workdir / "checkpoints"), cfg.checkpoint.every, cfg.checkpoint.keep)
   if ckpt.latest_step() is not None:
     state = ckpt.restore(state, iterator)
-    logging.info("resumed from %s at step %d", workdir / "checkpoints", int(state["step"]))
+    print(f"resumed from {workdir / 'checkpoints'} at step {int(state['step'])}", flush=True)
   start = int(state["step"])
   loss_fn = methods.make_loss_fn(cfg.method, model, mesh, cfg.loss)
   step_fn = make_train_step(loss_fn, tx, frozen, clamp_scale=not frozen["clip"]["logit_scale"])
   bad = np.zeros(len(BAD_REASONS), np.int64)
   logs = _Logs(workdir, start, cfg.total_steps, cfg.batch_size)
   preempt = PreemptionFlag()
-  logging.info("%s: %d samples per epoch, global batch %d, steps %d..%d, mesh %s", cfg.method,
-               n_samples, cfg.batch_size, start, cfg.total_steps, dict(mesh.shape))
+  if jax.process_index() == 0:
+    print(f"{cfg.method}: {n_samples} samples per epoch, global batch {cfg.batch_size}, steps "
+          f"{start}..{cfg.total_steps}, mesh {dict(mesh.shape)}, work dir {workdir}", flush=True)
   from clipjax.parallel.mesh import host_batch_to_global
   last_saved = start if start else None
   try:
@@ -200,5 +201,7 @@ def train(cfg, workdir: str) -> dict:
     iterator.close() if hasattr(iterator, "close") else None
   if bad.any():
     logging.warning("skipped records: %s", {r: int(n) for r, n in zip(BAD_REASONS, bad) if n})
-  return {"model": model, "params": jax.device_get(state["params"]), "bad_records": bad,
+  # Parameters are replicated: every host holds a full copy on its own devices.
+  params = jax.tree.map(lambda x: np.asarray(x.addressable_data(0)), state["params"])
+  return {"model": model, "params": params, "bad_records": bad,
           "steps_run": cfg.total_steps - start}

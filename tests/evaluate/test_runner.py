@@ -7,7 +7,6 @@ import subprocess
 import sys
 
 import ml_collections
-import numpy as np
 import pytest
 
 import clipjax
