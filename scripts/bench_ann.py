@@ -14,7 +14,7 @@ flags.DEFINE_integer("dim", 64, "Embedding size.")
 flags.DEFINE_integer("queries", 1000, "Number of queries.")
 flags.DEFINE_integer("m", 16, "HNSW M.")
 flags.DEFINE_integer("ef_construction", 40, "HNSW efConstruction.")
-flags.DEFINE_multi_integer("ef_search", [256, 512, 1024], "HNSW efSearch values.")
+flags.DEFINE_multi_integer("ef_search", [32, 64, 128, 256], "HNSW efSearch values.")
 FLAGS = flags.FLAGS
 
 
