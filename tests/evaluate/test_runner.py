@@ -7,6 +7,7 @@ import subprocess
 import sys
 
 import ml_collections
+import numpy as np
 import pytest
 
 import clipjax
@@ -123,3 +124,45 @@ def test_search_cli_on_photos(coco_sample, tmp_path):
   other = subprocess.run(common[:-1] + ["--arch=ViT-S-16-tiny", "--query=a red car"], env=_env(),
                          capture_output=True, text=True, timeout=300)
   assert other.returncode != 0 and "rebuild the index" in other.stderr
+
+
+def test_vqav1_files_end_to_end(two_models, tmp_path):
+  """VQA v1 multiple-choice JSON + an image folder: records, MC accuracy and the official
+  accuracy from the ten human answers, against a direct computation on the same embeddings."""
+  from PIL import Image
+
+  from clipjax.evaluate import official_vqa_accuracy, vqa_predict
+  from clipjax.evaluate.vqa import VQAv1Source
+  rng = np.random.default_rng(0)
+  for image_id in (7, 9):
+    Image.fromarray(rng.integers(0, 255, (40, 48, 3), dtype=np.uint8)).save(
+        tmp_path / f"COCO_val2014_{image_id:012d}.jpg")
+  choices = ["red", "blue", "two", "3", "yes", "no"]
+  questions = [dict(question_id=i, image_id=(7, 9, 7)[i], question=q, multiple_choices=choices)
+               for i, q in enumerate(["What color?", "How many?", "Is it day?"])]
+  humans = [["red"] * 6 + ["blue"] * 4, ["2"] * 5 + ["two"] * 2 + ["3"] * 3, ["yes"] * 10]
+  annotations = [dict(question_id=i, image_id=q["image_id"], multiple_choice_answer=h[0],
+                      answers=[{"answer": a, "answer_id": j + 1} for j, a in enumerate(h)])
+                 for i, (q, h) in enumerate(zip(questions, humans))]
+  (tmp_path / "q.json").write_text(json.dumps({"questions": questions}))
+  (tmp_path / "a.json").write_text(json.dumps({"annotations": annotations}))
+  source = VQAv1Source(str(tmp_path / "q.json"), str(tmp_path), str(tmp_path / "a.json"))
+  assert source[0]["candidate_texts"][0] == "Q: What color? A: red"
+  assert source[1]["answer"] == -1  # "2" is not among the choices
+  res = tasks.vqa([two_models[0]], source, batch_size=4, num_workers=0)
+  assert res["num_questions"] == 3 and "multiple_choice_accuracy" not in res["metrics"]
+  enc = two_models[0]
+  images = {}
+  for i in range(3):
+    r = source[i]
+    if r["image_id"] not in images:
+      from clipjax.data.transforms import image_transform
+      images[r["image_id"]] = enc.encode_images(image_transform(enc.image_size)(Image.open(r["image"]))[None])[0]
+  keys = sorted(images)
+  cands = np.stack([enc.encode_texts(source[i]["candidate_texts"]) for i in range(3)])
+  chosen = vqa_predict(np.stack([images[k] for k in keys]), cands,
+                       np.array([keys.index(source[i]["image_id"]) for i in range(3)]))
+  expected = np.mean([official_vqa_accuracy(choices[c], h) for c, h in zip(chosen, humans)])
+  assert res["metrics"]["vqa_accuracy"] == pytest.approx(expected, abs=1e-9)
+  with pytest.raises(FileNotFoundError, match="questions file"):
+    VQAv1Source(str(tmp_path / "missing.json"), str(tmp_path))
