@@ -12,12 +12,9 @@ from typing import Any, Callable, Sequence
 import jax
 import numpy as np
 
+from clipjax.evaluate.embed import unit_rows as _unit
+
 THESIS_BETAS = (1.0, 0.95, 0.9, 0.8, 0.6, 0.0)
-
-
-def _unit(x: np.ndarray) -> np.ndarray:
-  x = np.asarray(x, np.float32)
-  return x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-12)
 
 
 def _check_beta(beta: float) -> None:

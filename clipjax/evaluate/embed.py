@@ -40,6 +40,12 @@ def params_fingerprint(params: Any) -> str:
   return h.hexdigest()[:16]
 
 
+def unit_rows(x) -> np.ndarray:
+  """float32 rows scaled to unit L2 norm (zero rows stay zero)."""
+  x = np.asarray(x, np.float32)
+  return x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-12)
+
+
 def _unit(x: jax.Array) -> jax.Array:
   return x / jnp.linalg.norm(x, axis=-1, keepdims=True)
 

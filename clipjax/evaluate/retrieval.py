@@ -18,12 +18,9 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
+from clipjax.evaluate.embed import unit_rows
+
 _AXIS = "gallery"
-
-
-def _normalise(x: np.ndarray) -> np.ndarray:
-  x = np.asarray(x, np.float32)
-  return x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-12)
 
 
 def _check(image_emb: np.ndarray, text_emb: np.ndarray, text_to_image: np.ndarray) -> None:
@@ -82,7 +79,7 @@ def retrieval_ranks(image_emb: np.ndarray, text_emb: np.ndarray, text_to_image: 
     (text_ranks [N_texts] for text->image, image_ranks [N_images] for image->text), int64.
   """
   text_to_image = np.asarray(text_to_image, np.int64)
-  image_emb, text_emb = _normalise(image_emb), _normalise(text_emb)
+  image_emb, text_emb = unit_rows(image_emb), unit_rows(text_emb)
   _check(image_emb, text_emb, text_to_image)
   if mesh is None:
     mesh = Mesh(np.asarray(jax.local_devices()), (_AXIS,))

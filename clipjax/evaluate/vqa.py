@@ -17,6 +17,7 @@ import numpy as np
 from etils import epath
 
 from clipjax.data.records import format_qa
+from clipjax.evaluate.embed import unit_rows
 
 _PUNCT = [";", "/", "[", "]", '"', "{", "}", "(", ")", "=", "+", "\\", "_", "-", ">", "<", "@",
           "`", ",", "?", "!"]
@@ -85,10 +86,7 @@ def vqa_predict(image_emb: np.ndarray, candidate_emb: np.ndarray,
   Args: image_emb [N_images, D]; candidate_emb [Q, C, D] (question + each answer, embedded);
     question_to_image int [Q]. Returns int [Q].
   """
-  image_emb = np.asarray(image_emb, np.float32)
-  image_emb = image_emb / np.linalg.norm(image_emb, axis=-1, keepdims=True)
-  cand = np.asarray(candidate_emb, np.float32)
-  cand = cand / np.linalg.norm(cand, axis=-1, keepdims=True)
+  image_emb, cand = unit_rows(image_emb), unit_rows(candidate_emb)
   if cand.ndim != 3 or cand.shape[-1] != image_emb.shape[-1]:
     raise ValueError(f"candidate_emb must be [Q, C, {image_emb.shape[-1]}], got {cand.shape}")
   scores = np.einsum("qcd,qd->qc", cand, image_emb[np.asarray(question_to_image)])

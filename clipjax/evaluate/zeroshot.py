@@ -13,6 +13,8 @@ from typing import Callable, Mapping, Sequence
 import numpy as np
 from etils import epath
 
+from clipjax.evaluate.embed import unit_rows
+
 Templates = Sequence[str] | Mapping[str, Sequence[str]]
 TextEncodeFn = Callable[[list[str]], np.ndarray]
 
@@ -86,8 +88,7 @@ def zero_shot_classifier(text_encode_fn: TextEncodeFn, classnames: Sequence[str]
         if str(cached["digest"]) == digest:
           return cached["weights"]
   flat = [p for ps in prompts for p in ps]
-  emb = np.asarray(text_encode_fn(flat), np.float32)
-  emb /= np.linalg.norm(emb, axis=-1, keepdims=True)
+  emb = unit_rows(text_encode_fn(flat))
   bounds = np.cumsum([0] + [len(ps) for ps in prompts])
   weights = np.stack([emb[a:b].mean(0) for a, b in zip(bounds[:-1], bounds[1:])], axis=1)
   weights /= np.linalg.norm(weights, axis=0, keepdims=True)
@@ -100,8 +101,7 @@ def zero_shot_classifier(text_encode_fn: TextEncodeFn, classnames: Sequence[str]
 
 def zero_shot_logits(image_emb: np.ndarray, classifier: np.ndarray) -> np.ndarray:
   """[N, C] = 100 · normalise(image_emb) @ classifier."""
-  image_emb = np.asarray(image_emb, np.float32)
-  image_emb = image_emb / np.linalg.norm(image_emb, axis=-1, keepdims=True)
+  image_emb = unit_rows(image_emb)
   if image_emb.shape[1] != classifier.shape[0]:
     raise ValueError(f"image embeddings have size {image_emb.shape[1]} but the classifier was "
                      f"built with size {classifier.shape[0]} (another model?)")
