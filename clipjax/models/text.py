@@ -57,10 +57,14 @@ def trim_padding(ids: np.ndarray, multiple: int = 8) -> np.ndarray:
   encoder compiles at most context_length / multiple shapes. ids: int [N, L] (host array).
   """
   ids = np.asarray(ids)
-  if ids.size == 0:
-    return ids
-  needed = int(ids.argmax(axis=-1).max()) + 1
-  return ids[:, :min(ids.shape[1], -(-needed // multiple) * multiple)]
+  return ids if ids.size == 0 else ids[:, :padded_length(ids, multiple)]
+
+
+def padded_length(ids: np.ndarray, multiple: int = 8) -> int:
+  """Columns `trim_padding` keeps: through the last end-of-text token, rounded up to
+  `multiple`, at most the full width."""
+  needed = int(np.asarray(ids).argmax(axis=-1).max()) + 1
+  return min(ids.shape[1], -(-needed // multiple) * multiple)
 
 
 class TextTransformer(nn.Module):

@@ -69,6 +69,19 @@ def _dataset(cfg, image_size: int, context_length: int):
                        seed=cfg.seed, num_workers=cfg.data.num_workers), len(source)
 
 
+def trim_text_padding(batch: dict, fields) -> dict:
+  """Drops padding columns of the token-id fields (exact: causal towers read the end-of-text
+  token). Every host cuts to the same length, so the global arrays stay rectangular; lengths
+  are multiples of 8, so the step compiles for at most context/8 shapes."""
+  from clipjax.models.text import padded_length
+  present = [f for f in fields if f in batch]
+  lengths = np.asarray([padded_length(batch[f]) for f in present], np.int32)
+  if jax.process_count() > 1:
+    from jax.experimental import multihost_utils
+    lengths = np.asarray(multihost_utils.process_allgather(lengths)).max(axis=0)
+  return dict(batch, **{f: batch[f][:, :int(n)] for f, n in zip(present, lengths)})
+
+
 def make_train_step(loss_fn, tx, frozen: Any, clamp_scale: bool):
   """jitted (state, batch) -> (state, metrics). Gradients are taken w.r.t. trainable leaves
   only, so frozen towers run forward only; frozen leaves are carried over bitwise."""
@@ -175,6 +188,8 @@ def train(cfg, workdir: str) -> dict:
       batch = next(iterator)
       bad += batch.pop("bad_records")
       batch.pop("mask")
+      if cfg.data.get("trim_text", True):
+        batch = trim_text_padding(batch, methods.TEXT_FIELDS[cfg.method])
       state, metrics = step_fn(state, host_batch_to_global(batch, mesh))
       done = step + 1
       logs.bar.update(1)
