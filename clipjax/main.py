@@ -52,16 +52,16 @@ def run(cfg, workdir: str) -> dict:
                        f"an OpenCLIP file (or config.base to pretrain a small one)")
     print(f"no model.checkpoint: pretraining (or reusing) the base CLIP in {workdir}/base",
           flush=True)
+    if jax.process_count() > 1:  # only process 0 would write the base export
+      raise ValueError("multi-host runs of draft/three_tower need config.model.checkpoint "
+                       "(the built-in base pretraining is for single-host demos)")
     base_cfg = cfg.base
     base_cfg.model = cfg.model
     base = train(base_cfg, os.path.join(workdir, "base"))
-    base_path = _export(base_cfg, base["model"], base["params"]["clip"],
-                        os.path.join(workdir, "base", "export")).get("open_clip")
     base_params = base["params"]["clip"]
     with cfg.unlocked():
-      cfg.model.checkpoint = base_path or ""
-    if jax.process_count() > 1:  # the other hosts did not write the file; use the params
-      raise NotImplementedError("base pretraining runs single-host; pass model.checkpoint")
+      cfg.model.checkpoint = _export(base_cfg, base["model"], base_params,
+                                     os.path.join(workdir, "base", "export"))["open_clip"]
   result = train(cfg, workdir)
   model, params = result["model"], result["params"]
   export_dir = os.path.join(workdir, "export")
