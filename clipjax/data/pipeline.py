@@ -44,14 +44,16 @@ class PrepareExample:
   """Decode + augment (train) or resize-crop (eval) + tokenize one record, in a worker.
 
   Returns a dict of fixed-shape arrays, or a BadRecord (`strict=False`), or raises ValueError
-  naming the record (`strict=True`).
+  naming the record (`strict=True`). `image` is uint8 [S, S, 3] by default (normalised on the
+  device by `transforms.normalize_on_device`: a quarter of the bytes through worker IPC, which
+  doubled grain's throughput here); `uint8=False` gives normalised float32.
   """
 
   def __init__(self, image_size: int, train: bool, text_fields: Sequence[str] = ("caption",),
-               context_length: int = 77, strict: bool = False):
-    self.image_size, self.train, self.strict = image_size, train, strict
+               context_length: int = 77, strict: bool = False, uint8: bool = True):
+    self.image_size, self.train, self.strict, self.uint8 = image_size, train, strict, uint8
     self.text_fields, self.context_length = tuple(text_fields), context_length
-    self._transform = image_transform(image_size, train=train)
+    self._transform = image_transform(image_size, train=train, uint8=uint8)
     self._tokenizer = None
 
   def __getstate__(self):  # the tokenizer is rebuilt in each worker
@@ -59,7 +61,7 @@ class PrepareExample:
 
   def __setstate__(self, state):
     self.__dict__.update(state)
-    self._transform = image_transform(self.image_size, train=self.train)
+    self._transform = image_transform(self.image_size, train=self.train, uint8=self.uint8)
     self._tokenizer = None
 
   def _bad(self, reason: str, detail: str):

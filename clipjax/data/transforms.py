@@ -85,19 +85,37 @@ def random_resized_crop_params(width: int, height: int, rng: np.random.Generator
   return (height - h) // 2, (width - w) // 2, h, w
 
 
-def normalize(image: Image.Image, mean=OPENAI_MEAN, std=OPENAI_STD) -> np.ndarray:
-  """RGB PIL image -> float32 [H, W, 3], (x / 255 - mean) / std in float32 as torchvision."""
+def normalize(image, mean=OPENAI_MEAN, std=OPENAI_STD) -> np.ndarray:
+  """RGB PIL image or uint8 [..., 3] -> float32, (x / 255 - mean) / std in float32 as
+  torchvision."""
   x = np.asarray(image, np.uint8).astype(np.float32) / np.float32(255)
   return (x - np.asarray(mean, np.float32)) / np.asarray(std, np.float32)
 
 
+def normalize_on_device(x, mean=OPENAI_MEAN, std=OPENAI_STD):
+  """`normalize` for uint8 batches inside a jitted function, bitwise equal to it: a lookup
+  in the 256 x 3 table of normalised values (XLA would turn the divisions into reciprocal
+  multiplications, 1 ulp off). Input pipelines ship uint8 pixels, a quarter of the bytes
+  through worker IPC; float inputs are taken as already normalised and returned unchanged."""
+  import jax.numpy as jnp
+  if x.dtype != jnp.uint8:
+    return x
+  table = jnp.asarray(normalize(np.repeat(np.arange(256, dtype=np.uint8)[:, None], 3, 1),
+                                mean, std))  # [256, 3]
+  return jnp.stack([table[:, c][x[..., c]] for c in range(3)], axis=-1)
+
+
 def image_transform(arch_or_size: str | int = "ViT-B-32", train: bool = False,
                     mean=OPENAI_MEAN, std=OPENAI_STD, scale=(0.9, 1.0),
-                    ratio=(3 / 4, 4 / 3)) -> Callable[..., np.ndarray]:
+                    ratio=(3 / 4, 4 / 3), uint8: bool = False) -> Callable[..., np.ndarray]:
   """open_clip's preprocessing as a function of a PIL image (and, for train, a Generator).
 
-  Returns `f(image) -> float32 [S, S, 3]` (eval) or `f(image, rng) -> float32 [S, S, 3]`.
+  Returns `f(image) -> float32 [S, S, 3]` (eval) or `f(image, rng) -> float32 [S, S, 3]`;
+  with `uint8=True` the resized, cropped RGB pixels before normalisation (uint8 [S, S, 3]),
+  to be normalised later with `normalize` / `normalize_on_device`.
   """
+  finish = (lambda im: np.asarray(im, np.uint8)) if uint8 else (
+      lambda im: normalize(im, mean, std))
   if isinstance(arch_or_size, str):
     from clipjax.models.registry import get_model_config
     size = get_model_config(arch_or_size).vision.image_size
@@ -106,12 +124,12 @@ def image_transform(arch_or_size: str | int = "ViT-B-32", train: bool = False,
 
   def eval_transform(image) -> np.ndarray:
     image = center_crop(resize_shorter_side(to_pil(image), size), size)
-    return normalize(image.convert("RGB"), mean, std)
+    return finish(image.convert("RGB"))
 
   def train_transform(image, rng: np.random.Generator) -> np.ndarray:
     image = to_pil(image)
     top, left, h, w = random_resized_crop_params(*image.size, rng, scale, ratio)
     image = image.crop((left, top, left + w, top + h)).resize((size, size), Image.BICUBIC)
-    return normalize(image.convert("RGB"), mean, std)
+    return finish(image.convert("RGB"))
 
   return train_transform if train else eval_transform

@@ -16,11 +16,12 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from clipjax.data.records import BAD_REASONS
+from clipjax.data.transforms import normalize_on_device
 
 
 @dataclasses.dataclass(frozen=True)
 class Encoders:
-  """encode_images: float32 [B, H, W, 3] -> [B, D]; encode_texts: list of n str -> [n, D]
+  """encode_images: [B, H, W, 3] uint8 pixels or normalised float32 -> [B, D]; encode_texts: list of n str -> [n, D]
   (both unit-norm numpy). `key` names the model and its weights (caches, ANN indexes)."""
   encode_images: Callable[[np.ndarray], np.ndarray]
   encode_texts: Callable[[Sequence[str]], np.ndarray]
@@ -62,7 +63,7 @@ def make_encoders(image_fn: Callable[[jax.Array], jax.Array],
   from clipjax.models.text import trim_padding
   from clipjax.text.tokenizer import Tokenizer
   tokenizer = Tokenizer(context_length)
-  image_jit = jax.jit(lambda x: _unit(image_fn(x)))
+  image_jit = jax.jit(lambda x: _unit(image_fn(normalize_on_device(x))))
   text_jit = jax.jit(lambda ids: _unit(text_fn(ids)))
 
   def padded(fn, rows: np.ndarray) -> np.ndarray:
@@ -80,7 +81,7 @@ def make_encoders(image_fn: Callable[[jax.Array], jax.Array],
               for s in range(0, len(ids), batch_size)]
     return np.concatenate(chunks) if chunks else np.zeros((0, embed_dim), np.float32)
 
-  return Encoders(lambda x: padded(image_jit, np.asarray(x, np.float32)), encode_texts,
+  return Encoders(lambda x: padded(image_jit, np.asarray(x)), encode_texts,
                   image_size, embed_dim, key, image_key or key)
 
 

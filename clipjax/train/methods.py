@@ -14,6 +14,7 @@ import jax.numpy as jnp
 from jax.sharding import Mesh
 
 from clipjax import losses
+from clipjax.data.transforms import normalize_on_device
 from clipjax.models import CLIP, TextTransformer
 from clipjax.parallel.mesh import on_mesh
 
@@ -56,7 +57,8 @@ def make_loss_fn(method: str, model: CLIP, mesh: Mesh, cfg: Any) -> LossFn:
 
   def towers(params, batch):
     clip = params["clip"]
-    image = _unit(apply(clip, batch["image"], model.encode_image))
+    pixels = normalize_on_device(batch["image"])  # uint8 from the pipeline
+    image = _unit(apply(clip, pixels, model.encode_image))
     caption = _unit(apply(clip, batch["caption"], model.encode_text))
     return clip, image, caption
 

@@ -97,3 +97,14 @@ def test_normalize_matches_torchvision():
   im = Image.fromarray(np.random.default_rng(0).integers(0, 256, (7, 9, 3), dtype=np.uint8))
   ref = TF.normalize(TF.to_tensor(im), open_clip.OPENAI_DATASET_MEAN, open_clip.OPENAI_DATASET_STD)
   np.testing.assert_array_equal(normalize(im), ref.numpy().transpose(1, 2, 0))
+
+
+def test_normalize_on_device_equals_host_normalize():
+  """Batches travel as uint8 and are normalised inside jit: the same float32 arithmetic."""
+  import jax
+  from clipjax.data.transforms import normalize, normalize_on_device
+  x = np.random.default_rng(0).integers(0, 256, size=(4, 8, 8, 3), dtype=np.uint8)
+  on_device = np.asarray(jax.jit(normalize_on_device)(x))
+  np.testing.assert_array_equal(on_device, normalize(x))  # bitwise
+  floats = normalize(x)
+  assert jax.jit(normalize_on_device)(floats).dtype == np.float32  # floats pass unchanged
