@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import time
 from typing import Any
 
@@ -153,6 +154,8 @@ def train(cfg, workdir: str) -> dict:
   """Trains `cfg.method` to `cfg.total_steps` in `workdir` (resuming if it holds a checkpoint).
   Returns {"model", "params", "bad_records", "steps_run"}."""
   from clipjax.parallel.mesh import make_mesh, replicated
+  if "://" not in str(workdir):  # orbax needs absolute paths; gs:// etc. already are
+    workdir = os.path.abspath(os.path.expanduser(workdir))
   workdir = epath.Path(workdir)
   workdir.mkdir(parents=True, exist_ok=True)
   mesh = make_mesh(cfg.mesh.data, cfg.mesh.fsdp)
