@@ -37,13 +37,14 @@ class Checkpointer:
         state=ocp.args.StandardRestore(abstract), data=grain.checkpoint.CheckpointRestore(iterator)))
     return restored.state
 
-  def save(self, step: int, state: Any, iterator, force: bool = False) -> bool:
-    if not force and (self.every <= 0 or step % self.every):
-      return False
+  def due(self, step: int) -> bool:
+    """Whether the `every N steps` schedule saves at `step`."""
+    return self.every > 0 and step % self.every == 0
+
+  def save(self, step: int, state: Any, iterator) -> None:
     self.manager.save(step, args=ocp.args.Composite(
         state=ocp.args.StandardSave(state), data=grain.checkpoint.CheckpointSave(iterator)),
         force=True)
-    return True
 
   def wait(self) -> None:
     self.manager.wait_until_finished()

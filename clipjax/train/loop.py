@@ -153,7 +153,7 @@ class _Logs:
 def train(cfg, workdir: str) -> dict:
   """Trains `cfg.method` to `cfg.total_steps` in `workdir` (resuming if it holds a checkpoint).
   Returns {"model", "params", "bad_records", "steps_run"}."""
-  from clipjax.parallel.mesh import make_mesh, replicated
+  from clipjax.parallel.mesh import host_batch_to_global, make_mesh, replicated
   if "://" not in str(workdir):  # orbax needs absolute paths; gs:// etc. already are
     workdir = os.path.abspath(os.path.expanduser(workdir))
   workdir = epath.Path(workdir)
@@ -184,7 +184,6 @@ def train(cfg, workdir: str) -> dict:
   if jax.process_index() == 0:
     print(f"{cfg.method}: {n_samples} samples per epoch, global batch {cfg.batch_size}, steps "
           f"{start}..{cfg.total_steps}, mesh {dict(mesh.shape)}, work dir {workdir}", flush=True)
-  from clipjax.parallel.mesh import host_batch_to_global
   last_saved = start if start else None
   try:
     for step in range(start, cfg.total_steps):
@@ -196,7 +195,9 @@ def train(cfg, workdir: str) -> dict:
       state, metrics = step_fn(state, host_batch_to_global(batch, mesh))
       done = step + 1
       logs.bar.update(1)
-      if done % cfg.log_every == 0 or done == cfg.total_steps:
+      preempted = preempt.seen()
+      saving = preempted or ckpt.due(done) or done == cfg.total_steps
+      if done % cfg.log_every == 0 or saving:  # never checkpoint a NaN state
         values = {k: float(v) for k, v in metrics.items()}
         if not math.isfinite(values["loss"]):
           raise TrainingError(
@@ -205,18 +206,19 @@ def train(cfg, workdir: str) -> dict:
               f"optim.grad_clip_norm, then rerun to resume from it)")
         values.update({f"bad_records/{r}": float(n) for r, n in zip(BAD_REASONS, bad) if n})
         logs.write(done, values)
-      if preempt.seen():
-        ckpt.save(done, state, iterator, force=True)
+      if saving:
+        ckpt.save(done, state, iterator)
+        last_saved = done
+      if preempted:
         ckpt.wait()
         logging.warning("SIGTERM: saved step %d; rerun the same command to resume", done)
         raise SystemExit(143)
-      if ckpt.save(done, state, iterator, force=done == cfg.total_steps):
-        last_saved = done
   finally:
     logs.close()
     preempt.restore_handler()
     ckpt.close()
-    iterator.close() if hasattr(iterator, "close") else None
+    if hasattr(iterator, "close"):
+      iterator.close()
   if bad.any():
     logging.warning("skipped records: %s", {r: int(n) for r, n in zip(BAD_REASONS, bad) if n})
   # Parameters are replicated: every host holds a full copy on its own devices.
