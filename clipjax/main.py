@@ -36,6 +36,25 @@ def _export(cfg, model, params, out_dir: str) -> dict[str, str]:
   return written
 
 
+def _train_base(cfg, workdir: str):
+  """Trains `cfg.base` in WORKDIR/base (reusing a finished run there; its own base first, so
+  stages chain) and points cfg.model.checkpoint at its open_clip export. Returns its params."""
+  from clipjax.train.loop import train
+  base_cfg, base_dir = cfg.base, os.path.join(workdir, "base")
+  for field in ("arch", "dtype", "remat"):  # the same architecture; its own context length
+    base_cfg.model[field] = cfg.model[field]
+  if base_cfg.get("base") is not None and not base_cfg.model.checkpoint:
+    _train_base(base_cfg, base_dir)
+  print(f"no model.checkpoint: training (or reusing) the {base_cfg.method} base in {base_dir}",
+        flush=True)
+  base = train(base_cfg, base_dir)
+  exported = _export(base_cfg, base["model"], base["params"]["clip"],
+                     os.path.join(base_dir, "export"))
+  with cfg.unlocked():
+    cfg.model.checkpoint = exported["open_clip"]
+  return base["params"]["clip"]
+
+
 def run(cfg, workdir: str) -> dict:
   """Base pretraining (if needed), training, export and evaluation. Returns the results."""
   import jax
@@ -46,22 +65,14 @@ def run(cfg, workdir: str) -> dict:
   from clipjax.train.loop import train
 
   base_params = None
-  if cfg.method in ("draft", "three_tower") and not cfg.model.checkpoint:
-    if cfg.base is None:
-      raise ValueError(f"{cfg.method} adapts a pretrained CLIP: set config.model.checkpoint to "
-                       f"an OpenCLIP file (or config.base to pretrain a small one)")
-    print(f"no model.checkpoint: pretraining (or reusing) the base CLIP in {workdir}/base",
-          flush=True)
+  if cfg.method in ("draft", "three_tower") and not cfg.model.checkpoint and cfg.base is None:
+    raise ValueError(f"{cfg.method} adapts a pretrained CLIP: set config.model.checkpoint to "
+                     f"an OpenCLIP file (or config.base to pretrain a small one)")
+  if cfg.get("base") is not None and not cfg.model.checkpoint:
     if jax.process_count() > 1:  # only process 0 would write the base export
-      raise ValueError("multi-host runs of draft/three_tower need config.model.checkpoint "
-                       "(the built-in base pretraining is for single-host demos)")
-    base_cfg = cfg.base
-    base_cfg.model = cfg.model
-    base = train(base_cfg, os.path.join(workdir, "base"))
-    base_params = base["params"]["clip"]
-    with cfg.unlocked():
-      cfg.model.checkpoint = _export(base_cfg, base["model"], base_params,
-                                     os.path.join(workdir, "base", "export"))["open_clip"]
+      raise ValueError("multi-host runs need config.model.checkpoint (the built-in base "
+                       "pretraining is for single-host demos)")
+    base_params = _train_base(cfg, workdir)
   result = train(cfg, workdir)
   model, params = result["model"], result["params"]
   export_dir = os.path.join(workdir, "export")

@@ -66,7 +66,7 @@ def main(argv):
   from clipjax.parallel.mesh import make_mesh
   from clipjax.train import methods
   from clipjax.train.config import base_config
-  from clipjax.train.loop import make_train_step
+  from clipjax.train.step import make_train_step
   from clipjax.train.optim import make_optimizer
 
   torch.manual_seed(0)
@@ -88,16 +88,16 @@ def main(argv):
 
   cfg = base_config("draft")
   mesh = make_mesh()
-  loss_fn = methods.make_loss_fn("draft", model, mesh, cfg.loss)
+  method = methods.make_method("draft", model, mesh, cfg.loss)
   tx, frozen = make_optimizer(params, lr=1e-5, total_steps=100,
                               freeze=("^clip/visual/", "^clip/logit_scale$"))
-  step = make_train_step(loss_fn, tx, frozen, clamp_scale=False)
+  step = make_train_step(method, tx, frozen, mesh, clamp_scale=False)
   state = {"params": params, "opt_state": tx.init(params), "step": np.int32(0),
            "rng": jax.random.key_data(jax.random.key(0))}
   batch = {"image": pixels, "caption": ids[0], "dialogue": ids[1],
            "image_id": np.arange(n), "label": np.zeros(n, np.int64)}
   if FLAGS.trim:
-    batch = trim_text_padding(batch, ("caption", "dialogue"))
+    batch = trim_text_padding(batch, methods.TEXT_FIELDS["draft"])
 
   def ours():
     nonlocal state

@@ -46,12 +46,15 @@ class PrepareExample:
   Returns a dict of fixed-shape arrays, or a BadRecord (`strict=False`), or raises ValueError
   naming the record (`strict=True`). `image` is uint8 [S, S, 3] by default (normalised on the
   device by `transforms.normalize_on_device`: a quarter of the bytes through worker IPC, which
-  doubled grain's throughput here); `uint8=False` gives normalised float32.
+  doubled grain's throughput here); `uint8=False` gives normalised float32. `with_image=False`
+  leaves images undecoded and out of the batch (their embeddings are cached).
   """
 
   def __init__(self, image_size: int, train: bool, text_fields: Sequence[str] = ("caption",),
-               context_length: int = 77, strict: bool = False, uint8: bool = True):
+               context_length: int = 77, strict: bool = False, uint8: bool = True,
+               with_image: bool = True):
     self.image_size, self.train, self.strict, self.uint8 = image_size, train, strict, uint8
+    self.with_image = with_image
     self.text_fields, self.context_length = tuple(text_fields), context_length
     self._transform = image_transform(image_size, train=train, uint8=uint8)
     self._tokenizer = None
@@ -107,13 +110,14 @@ class PrepareExample:
         if not text.strip():
           return self._bad("empty_caption", f"image_id {record.get('image_id')}: empty {field}")
         texts[field] = text
-    pil = self._image(record["image"])
-    if isinstance(pil, BadRecord):
-      return pil
-    pixels = self._transform(pil, rng) if self.train else self._transform(pil)
     label = record.get("label")
-    out = {"image": pixels, "image_id": np.int64(record.get("image_id", -1)),
+    out = {"image_id": np.int64(record.get("image_id", -1)),
            "label": np.int64(-1 if label is None else label)}
+    if self.with_image:
+      pil = self._image(record["image"])
+      if isinstance(pil, BadRecord):
+        return pil
+      out["image"] = self._transform(pil, rng) if self.train else self._transform(pil)
     if texts:
       out.update(zip(texts, self._tokenizer(list(texts.values()))))
     return out
@@ -164,11 +168,38 @@ def _scene_text_record(record: dict, index: int) -> dict:
           "negatives": [record["hard_negative"]]}
 
 
-def two_streams(text_batches, image_batches):
-  """jina-style step input: a text-pair batch and an image–caption batch, each from its own
-  pipeline with its own batch size, consumed together."""
-  for text, image in zip(text_batches, image_batches):
-    yield {"text": text, "image_text": image}
+class TwoStreams(grain.IterDataset):
+  """jina-style step input: `{"text": text batch, "image_text": image–caption batch}`, each
+  from its own pipeline (own source, batch size, workers). The iterator state holds both
+  positions, so a checkpoint resumes both streams exactly."""
+
+  def __init__(self, text: grain.IterDataset, image_text: grain.IterDataset):
+    super().__init__([text, image_text])
+
+  def __iter__(self):
+    return _TwoStreamsIterator([p.__iter__() for p in self._parents])
+
+
+class _TwoStreamsIterator(grain.DatasetIterator):
+  NAMES = ("text", "image_text")
+
+  def __next__(self) -> dict[str, dict[str, np.ndarray]]:
+    text, image_text = (next(p) for p in self._parents)
+    bad = text.pop("bad_records") + image_text.pop("bad_records")
+    text.pop("mask"), image_text.pop("mask")
+    return {"text": text, "image_text": image_text, "bad_records": bad}
+
+  def get_state(self) -> dict[str, Any]:
+    return {n: p.get_state() for n, p in zip(self.NAMES, self._parents)}
+
+  def set_state(self, state: dict[str, Any]) -> None:
+    for n, p in zip(self.NAMES, self._parents):
+      p.set_state(state[n])
+
+  def close(self) -> None:
+    for p in self._parents:
+      if hasattr(p, "close"):
+        p.close()
 
 
 class SkipCountBatch(grain.IterDataset):

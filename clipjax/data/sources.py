@@ -63,7 +63,8 @@ class ManifestSource:
     if isinstance(row, BadRecord):
       return row
     record = dict(row)
-    record["image"] = str(self.image_root / row["image"])
+    if "image" in row:  # text-only manifests (query/positive/negatives) have none
+      record["image"] = str(self.image_root / row["image"])
     record.setdefault("image_id", index)
     if "label" in record and record["label"] not in (None, ""):
       record["label"] = int(record["label"])

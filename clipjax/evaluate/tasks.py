@@ -19,7 +19,7 @@ from clipjax.evaluate.vqa import vqa_accuracy, vqa_predict
 from clipjax.evaluate.zeroshot import per_class_recall, zero_shot_classifier, zero_shot_metrics
 
 
-class _Subset:
+class Subset:
   def __init__(self, source, indices: Sequence[int]):
     self.source, self.indices = source, list(indices)
 
@@ -65,7 +65,7 @@ def _embed_unique_images(encoders: Encoders, source, records, batch_size, num_wo
   first, row = _unique_images(records)
   if not first:
     raise ValueError(f"{source!r} has no readable records")
-  out = _cached_images(encoders, _Subset(source, first), cache, batch_size=batch_size,
+  out = _cached_images(encoders, Subset(source, first), cache, batch_size=batch_size,
                        num_workers=num_workers)
   ok = np.full(len(first), -1)
   ok[out["index"]] = np.arange(len(out["index"]))  # image row -> embedding row (-1: unreadable)

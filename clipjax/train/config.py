@@ -21,22 +21,29 @@ def eval_block(size: int = 256, tasks: str = "retrieval,zeroshot,vqa") -> dict:
 
 def base_config(method: str) -> ml_collections.ConfigDict:
   c = ml_collections.ConfigDict()
-  c.method = method            # clip | lit | siglip | unicl | draft | three_tower
+  c.method = method  # clip | lit | siglip | unicl | draft | three_tower | multitask
   c.seed = 0
   # arch: an open_clip name (or clipjax test config); checkpoint: an OpenCLIP file to start
   # from (empty: random init, or for draft/three_tower the base CLIP pretrained by `base`).
-  c.model = dict(arch="ViT-S-16-tiny", checkpoint="", dtype="float32", remat=False)
+  # context_length: 0 = the architecture's; longer interpolates the checkpoint's positions.
+  c.model = dict(arch="ViT-S-16-tiny", checkpoint="", dtype="float32", remat=False,
+                 context_length=0)
   # trim_text: cut token ids after the batch's last end-of-text token (exact, and 2-4x less
   # text-tower work for real captions of ~15 of 77 tokens).
+  # caption_field: the record field trained as the caption (e.g. long_caption).
+  # cache_frozen: embed each image once with a frozen, unaugmented image tower and skip image
+  # decoding afterwards (lit, draft, three_tower; clipjax/train/frozen_cache.py).
   c.data = dict(train=synthetic(20_000), dialogue_mode="one_qa", augment=False, num_workers=2,
-                trim_text=True)
+                trim_text=True, caption_field="caption", cache_frozen=False)
   c.batch_size = 64            # global, over all hosts and devices
   c.total_steps = 300
   c.optim = dict(lr=5e-4, warmup_steps=30, weight_decay=0.2, b1=0.9, b2=0.98, eps=1e-6,
-                 grad_clip_norm=1.0)
+                 grad_clip_norm=1.0,
+                 accum_steps=1)  # > 1: GradCache sub-batches, every negative kept (step.py)
   c.freeze = ()                # regexes on parameter paths (e.g. "^clip/visual/")
   c.loss = dict(a=0.65, bidirectional=False, mmd_weight=1.0, same_image_positives=False,
                 block_size=0,  # > 0: the tiled loss path with this many keys per tile
+                tau=0.05,      # multitask: the text–text temperature
                 mmd=dict(estimator="rff", squared=False, num_features=64, subsample_size=4096,
                          multi_kernel=False))
   c.mesh = dict(data=-1, fsdp=1)

@@ -15,7 +15,6 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 from absl import logging
 from etils import epath
 from tqdm.auto import tqdm
@@ -24,8 +23,7 @@ from clipjax.data.records import BAD_REASONS
 from clipjax.train import methods
 from clipjax.train.checkpoint import Checkpointer, PreemptionFlag
 from clipjax.train.optim import make_optimizer
-
-LOGIT_SCALE_MAX = math.log(100)  # open_clip clamps the learnable scale to [0, ln 100]
+from clipjax.train.step import make_train_step
 
 
 class TrainingError(RuntimeError):
@@ -36,11 +34,16 @@ def _model_and_params(cfg) -> tuple[Any, dict]:
   import clipjax
   dtype = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}[cfg.model.dtype]
   kw = dict(dtype=dtype, remat=cfg.model.remat)
+  # A longer text context than the checkpoint's interpolates its positional embeddings.
+  context = cfg.model.get("context_length") or None
   if cfg.model.checkpoint:
-    model, clip = clipjax.load_openclip(cfg.model.checkpoint, arch=cfg.model.arch or None, **kw)
+    model, clip = clipjax.load_openclip(cfg.model.checkpoint, arch=cfg.model.arch or None,
+                                        context_length=context, **kw)
   else:
     from clipjax.models.registry import get_model_config
     arch = get_model_config(cfg.model.arch)
+    if context:
+      arch = arch.replace(text={"context_length": context})
     if cfg.model.get("init_logit_bias") is not None:  # SigLIP: a learnable bias, init −10
       arch = arch.replace(init_logit_bias=cfg.model.init_logit_bias)
     model, clip = clipjax.create_model(arch, seed=cfg.seed, **kw)
@@ -52,70 +55,88 @@ def _model_and_params(cfg) -> tuple[Any, dict]:
   return model, params
 
 
-def _dataset(cfg, image_size: int, context_length: int):
+def _caption_from(field: str, record: dict, index: int) -> dict:
+  del index
+  return dict(record, caption=record.get(field) or "")
+
+
+def _dataset(cfg, model, params, frozen, workdir):
+  """The per-host iterator dataset, the epoch size and the frozen-tower cache (or None)."""
+  import functools
+
   from clipjax.data.builder import make_source
-  from clipjax.data.pipeline import OneQAPerSample, PrepareExample, build_dataset
+  from clipjax.data.mixing import MapRecords
+  from clipjax.data.pipeline import (
+    OneQAPerSample,
+    PrepareExample,
+    PrepareText,
+    TwoStreams,
+    build_dataset,
+    synthetic_text_records,
+  )
+
+  def per_host(batch_size: int, name: str) -> int:
+    if batch_size % jax.process_count():
+      raise ValueError(f"{name} {batch_size} does not divide over {jax.process_count()} hosts")
+    return batch_size // jax.process_count()
+
+  context = model.cfg.text.context_length
   source = make_source(cfg.data.train)
+  if cfg.data.caption_field != "caption":  # e.g. long captions (jina-style stages 2-3)
+    source = MapRecords(source, functools.partial(_caption_from, cfg.data.caption_field))
+  cache = None
+  if cfg.data.cache_frozen:
+    if (cfg.method not in methods.CACHEABLE_IMAGE_TOWER or cfg.data.augment
+        or not all(jax.tree.leaves(frozen["clip"]["visual"]))):
+      raise ValueError(f"data.cache_frozen needs a frozen image tower without augmentation "
+                       f"(methods {methods.CACHEABLE_IMAGE_TOWER}, data.augment=False)")
+    from clipjax.train.frozen_cache import CachedImagesOnly, build_image_cache
+    cache = build_image_cache(model, params["clip"], source, cfg.data.train, workdir,
+                              num_workers=cfg.data.num_workers)
+    source = CachedImagesOnly(source, cache.ids)
   fields = methods.TEXT_FIELDS[cfg.method]
-  if "dialogue" in fields and cfg.data.dialogue_mode == "one_qa":
-    source = OneQAPerSample(source)
-  elif "dialogue" in fields and cfg.data.dialogue_mode != "concat":
-    raise ValueError(f"data.dialogue_mode must be one_qa or concat, got {cfg.data.dialogue_mode!r}")
-  if cfg.batch_size % jax.process_count():
-    raise ValueError(f"batch_size {cfg.batch_size} does not divide over "
-                     f"{jax.process_count()} hosts")
-  prepare = PrepareExample(image_size, train=cfg.data.augment, text_fields=fields,
-                           context_length=context_length)
-  return build_dataset(source, prepare, batch_size=cfg.batch_size // jax.process_count(),
-                       seed=cfg.seed, num_workers=cfg.data.num_workers), len(source)
+  if "dialogue" in fields.get("", ()):
+    if cfg.data.dialogue_mode == "one_qa":
+      source = OneQAPerSample(source)
+    elif cfg.data.dialogue_mode != "concat":
+      raise ValueError(f"data.dialogue_mode must be one_qa or concat, got "
+                       f"{cfg.data.dialogue_mode!r}")
+  prepare = PrepareExample(model.cfg.vision.image_size, train=cfg.data.augment,
+                           text_fields=fields.get("", fields.get("image_text")),
+                           context_length=context, with_image=cache is None)
+  images = build_dataset(source, prepare, batch_size=per_host(cfg.batch_size, "batch_size"),
+                         seed=cfg.seed, num_workers=cfg.data.num_workers)
+  if cfg.method != "multitask":
+    return images, len(source), cache
+  text_source = make_source(cfg.data.text)
+  if cfg.data.text.kind == "synthetic":
+    text_source = synthetic_text_records(text_source)
+  texts = build_dataset(text_source, PrepareText(context, cfg.data.num_negatives),
+                        batch_size=per_host(cfg.data.text_batch_size, "data.text_batch_size"),
+                        seed=cfg.seed + 1, num_workers=cfg.data.num_workers)
+  return TwoStreams(texts, images), len(source), None
 
 
-def trim_text_padding(batch: dict, fields) -> dict:
+def trim_text_padding(batch: dict, fields: dict[str, Any]) -> dict:
   """Drops padding columns of the token-id fields (exact: causal towers read the end-of-text
-  token). Every host cuts to the same length, so the global arrays stay rectangular; lengths
-  are multiples of 8, so the step compiles for at most context/8 shapes."""
+  token). `fields`: stream name ("" = the batch itself) -> token fields. The fields of a
+  stream share one length, a multiple of 8, agreed by every host (global arrays stay
+  rectangular), so the step compiles for at most (context/8)^streams shapes."""
   from clipjax.models.text import padded_length
-  present = [f for f in fields if f in batch]
-  lengths = np.asarray([padded_length(batch[f]) for f in present], np.int32)
+  streams = [(s, [f for f in names if f in (batch[s] if s else batch)])
+             for s, names in fields.items()]
+  lengths = np.asarray([max(padded_length(x.reshape(-1, x.shape[-1]))
+                            for x in ((batch[s] if s else batch)[f] for f in names))
+                        for s, names in streams], np.int32)
   if jax.process_count() > 1:
     from jax.experimental import multihost_utils
     lengths = np.asarray(multihost_utils.process_allgather(lengths)).max(axis=0)
-  return dict(batch, **{f: batch[f][:, :int(n)] for f, n in zip(present, lengths)})
-
-
-def make_train_step(loss_fn, tx, frozen: Any, clamp_scale: bool):
-  """jitted (state, batch) -> (state, metrics). Gradients are taken w.r.t. trainable leaves
-  only, so frozen towers run forward only; frozen leaves are carried over bitwise."""
-  frozen_leaves = jax.tree.leaves(frozen)
-  trainable = [i for i, f in enumerate(frozen_leaves) if not f]
-
-  def step(state, batch):
-    leaves, treedef = jax.tree.flatten(state["params"])
-    key = jax.random.fold_in(jax.random.wrap_key_data(state["rng"]), state["step"])
-
-    def objective(train_leaves):
-      full = list(leaves)
-      for j, i in enumerate(trainable):
-        full[i] = train_leaves[j]
-      return loss_fn(treedef.unflatten(full), batch, key)
-
-    (loss, aux), g = jax.value_and_grad(objective, has_aux=True)([leaves[i] for i in trainable])
-    grads = [jnp.zeros_like(x) for x in leaves]
-    for j, i in enumerate(trainable):
-      grads[i] = g[j]
-    grads = treedef.unflatten(grads)
-    updates, opt_state = tx.update(grads, state["opt_state"], state["params"])
-    new = jax.tree.leaves(optax.apply_updates(state["params"], updates))
-    new = [new[i] if not f else leaves[i] for i, f in enumerate(frozen_leaves)]
-    params = treedef.unflatten(new)
-    if clamp_scale:
-      clip = dict(params["clip"], logit_scale=jnp.clip(params["clip"]["logit_scale"], 0,
-                                                       LOGIT_SCALE_MAX))
-      params = dict(params, clip=clip)
-    metrics = {"loss": loss, "grad_norm": optax.tree.norm(g), **aux}
-    return dict(state, params=params, opt_state=opt_state, step=state["step"] + 1), metrics
-
-  return jax.jit(step, donate_argnums=(0,))
+  out = {k: dict(v) if isinstance(v, dict) else v for k, v in batch.items()}
+  for (s, names), n in zip(streams, lengths):
+    target = out[s] if s else out
+    for f in names:
+      target[f] = target[f][..., :int(n)]
+  return out
 
 
 class _Logs:
@@ -169,15 +190,16 @@ def train(cfg, workdir: str) -> dict:
   state = {"params": params, "opt_state": tx.init(params), "step": jnp.zeros((), jnp.int32),
            "rng": jax.random.key_data(jax.random.key(cfg.seed))}
   state = jax.device_put(state, replicated(mesh))
-  dataset, n_samples = _dataset(cfg, model.cfg.vision.image_size, model.cfg.text.context_length)
+  dataset, n_samples, cache = _dataset(cfg, model, params, frozen, workdir)
   iterator = iter(dataset)
   ckpt = Checkpointer(str(workdir / "checkpoints"), cfg.checkpoint.every, cfg.checkpoint.keep)
   if ckpt.latest_step() is not None:
     state = ckpt.restore(state, iterator)
     print(f"resumed from {workdir / 'checkpoints'} at step {int(state['step'])}", flush=True)
   start = int(state["step"])
-  loss_fn = methods.make_loss_fn(cfg.method, model, mesh, cfg.loss)
-  step_fn = make_train_step(loss_fn, tx, frozen, clamp_scale=not frozen["clip"]["logit_scale"])
+  method = methods.make_method(cfg.method, model, mesh, cfg.loss)
+  step_fn = make_train_step(method, tx, frozen, mesh, accum_steps=cfg.optim.accum_steps,
+                            clamp_scale=not frozen["clip"]["logit_scale"])
   bad = np.zeros(len(BAD_REASONS), np.int64)
   logs = _Logs(workdir, start, cfg.total_steps, cfg.batch_size)
   preempt = PreemptionFlag()
@@ -189,7 +211,9 @@ def train(cfg, workdir: str) -> dict:
     for step in range(start, cfg.total_steps):
       batch = next(iterator)
       bad += batch.pop("bad_records")
-      batch.pop("mask")
+      batch.pop("mask", None)
+      if cache is not None:
+        batch["image_embedding"] = cache.lookup(batch["image_id"])
       if cfg.data.get("trim_text", True):
         batch = trim_text_padding(batch, methods.TEXT_FIELDS[cfg.method])
       state, metrics = step_fn(state, host_batch_to_global(batch, mesh))

@@ -1,12 +1,25 @@
-"""Per-method embedding + loss of one global batch (METHODS §1–5, §7).
+"""Per-method embeddings + loss of one global batch (METHODS §1–5, §7).
 
-Parameters are `{"clip": CLIP params}` plus, for CLIP-3Modal, `{"dialogue": text-tower
-params}` (the third tower G, initialised from the text tower). Towers run under `jit` on the
-batch-sharded global arrays; the loss runs under `shard_map` (`on_mesh`) with all-gathered
-negatives, so every device sees the whole global batch.
+Every method is split in two so that gradient accumulation can keep all negatives
+(GradCache, see `clipjax.train.step`):
+  embed(params, batch) -> embeddings   row-wise: output row i depends on input row i only;
+                                        a pytree shaped like the batch's streams;
+  loss(params, embeddings, batch, key) -> (scalar, logged terms)
+                                        the global-batch loss; reads only scalars (logit
+                                        scale / bias) from params and labels from the batch.
+
+Parameters are `{"clip": CLIP params}` plus, for CLIP-3Modal, `{"dialogue": text-tower params}`
+(the third tower G, initialised from the text tower). Towers run under `jit` on batch-sharded
+global arrays; losses run under `shard_map` (`on_mesh`) with all-gathered negatives.
+
+Batches: image–text methods read `{"image", "caption", ["dialogue"], "image_id", "label"}`;
+a precomputed `image_embedding` (unit rows; the frozen-tower cache) replaces `image`. The
+jina-style `multitask` reads two streams, `{"text": {"query", "positive", ["negatives"]},
+"image_text": {"image", "caption", ...}}`, each with its own batch size.
 """
 from __future__ import annotations
 
+import dataclasses
 from typing import Any, Callable
 
 import jax
@@ -18,13 +31,28 @@ from clipjax.data.transforms import normalize_on_device
 from clipjax.models import CLIP, TextTransformer
 from clipjax.parallel.mesh import on_mesh
 
-METHODS = ("clip", "lit", "siglip", "unicl", "draft", "three_tower")
-# The dataset text fields each method reads (besides the image).
-TEXT_FIELDS = {"clip": ("caption",), "lit": ("caption",), "siglip": ("caption",),
-               "unicl": ("caption",), "draft": ("caption", "dialogue"),
-               "three_tower": ("caption", "dialogue")}
+METHODS = ("clip", "lit", "siglip", "unicl", "draft", "three_tower", "multitask")
+# The token-id fields of each method's batch, per stream ("" = the batch itself).
+TEXT_FIELDS = {"clip": {"": ("caption",)}, "lit": {"": ("caption",)},
+               "siglip": {"": ("caption",)}, "unicl": {"": ("caption",)},
+               "draft": {"": ("caption", "dialogue")},
+               "three_tower": {"": ("caption", "dialogue")},
+               "multitask": {"text": ("query", "positive", "negatives"),
+                             "image_text": ("caption",)}}
+# Frozen towers whose embeddings can be computed once per image (data.cache_frozen).
+CACHEABLE_IMAGE_TOWER = ("lit", "draft", "three_tower")
 
-LossFn = Callable[[Any, dict[str, jax.Array], jax.Array], tuple[jax.Array, dict[str, jax.Array]]]
+Embeddings = dict[str, Any]
+
+
+@dataclasses.dataclass(frozen=True)
+class Method:
+  embed: Callable[[Any, dict], Embeddings]
+  loss: Callable[[Any, Embeddings, dict, jax.Array], tuple[jax.Array, dict[str, jax.Array]]]
+
+  def loss_fn(self, params, batch, key):
+    """The whole objective: loss(params, embed(params, batch), batch, key)."""
+    return self.loss(params, self.embed(params, batch), batch, key)
 
 
 def _unit(x: jax.Array) -> jax.Array:
@@ -44,54 +72,81 @@ def init_dialogue_params(clip_params: dict) -> dict:
   return jax.tree.map(lambda x: jnp.array(x, copy=True), text)
 
 
-def make_loss_fn(method: str, model: CLIP, mesh: Mesh, cfg: Any) -> LossFn:
-  """loss_fn(params, batch, key) -> (scalar loss, dict of logged terms).
-
-  cfg: the `loss` config block (a, bidirectional, mmd settings, same_image_positives,
-  block_size).
-  """
+def make_method(method: str, model: CLIP, mesh: Mesh, cfg: Any) -> Method:
+  """cfg: the `loss` config block (a, bidirectional, mmd settings, same_image_positives,
+  block_size, tau)."""
   if method not in METHODS:
     raise ValueError(f"unknown method {method!r}; expected one of {METHODS}")
   block = cfg.get("block_size") or None
   apply = lambda p, x, fn: model.apply({"params": p}, x, method=fn)
 
-  def towers(params, batch):
-    clip = params["clip"]
-    pixels = normalize_on_device(batch["image"])  # uint8 from the pipeline
-    image = _unit(apply(clip, pixels, model.encode_image))
-    caption = _unit(apply(clip, batch["caption"], model.encode_text))
-    return clip, image, caption
+  def encode_text(params, ids):
+    return _unit(apply(params["clip"], ids, model.encode_text))
 
-  def labels(batch):
-    return batch["image_id"].astype(jnp.int32) if cfg.get("same_image_positives") else None
+  def image_text(params, batch) -> Embeddings:
+    if "image_embedding" in batch:  # cached output of the frozen image tower
+      image = batch["image_embedding"]
+    else:
+      pixels = normalize_on_device(batch["image"])  # uint8 from the pipeline
+      image = _unit(apply(params["clip"], pixels, model.encode_image))
+    return {"image": image, "caption": encode_text(params, batch["caption"])}
 
-  def loss_fn(params, batch, key):
-    clip, image, caption = towers(params, batch)
-    scale = jnp.exp(clip["logit_scale"])
-    if method in ("clip", "lit"):
-      kw = {"labels": labels(batch)} if cfg.get("same_image_positives") else {}
-      loss = on_mesh(losses.clip_loss, mesh)(image, caption, scale, block_size=block, **kw)
-      return loss, {"scale": scale}
-    if method == "siglip":
-      loss = on_mesh(losses.siglip_loss, mesh)(image, caption, scale, clip["logit_bias"])
-      return loss, {"scale": scale, "bias": clip["logit_bias"]}
-    if method == "unicl":
-      loss = on_mesh(losses.unicl_loss, mesh)(image, caption, batch["label"].astype(jnp.int32),
-                                              scale, block_size=block)
-      return loss, {"scale": scale}
+  def embed(params, batch) -> Embeddings:
+    if method == "multitask":
+      text = batch["text"]
+      out = {"query": encode_text(params, text["query"]),
+             "positive": encode_text(params, text["positive"])}
+      if "negatives" in text:
+        n, m, length = text["negatives"].shape
+        out["negatives"] = encode_text(params, text["negatives"].reshape(n * m, length)
+                                       ).reshape(n, m, -1)
+      return {"text": out, "image_text": image_text(params, batch["image_text"])}
+    out = image_text(params, batch)
     if method == "draft":
-      dialogue = _unit(apply(clip, batch["dialogue"], model.encode_text))
-      mmd = losses.MMDConfig(**cfg.mmd)
-      kw = {"labels": labels(batch)} if cfg.get("same_image_positives") else {}
-      loss, aux = on_mesh(losses.draft_loss, mesh)(
-          image, caption, dialogue, scale, key=key, a=cfg.a, mmd_weight=cfg.mmd_weight, mmd=mmd,
-          bidirectional=cfg.bidirectional, block_size=block, **kw)
-      return loss, dict(aux)
-    # three_tower: frozen I and T; G = the dialogue tower.
-    dialogue = _unit(dialogue_tower(model).apply({"params": params["dialogue"]}, batch["dialogue"]))
-    loss = on_mesh(losses.three_tower_loss, mesh)(image, caption, dialogue, scale, a=cfg.a,
-                                                  bidirectional=cfg.bidirectional,
-                                                  block_size=block)
-    return loss, {}
+      out["dialogue"] = encode_text(params, batch["dialogue"])
+    elif method == "three_tower":
+      out["dialogue"] = _unit(dialogue_tower(model).apply({"params": params["dialogue"]},
+                                                          batch["dialogue"]))
+    return out
 
-  return loss_fn
+  def same_image(batch):
+    if not cfg.get("same_image_positives"):
+      return {}
+    return {"labels": batch["image_id"].astype(jnp.int32)}
+
+  def loss(params, emb, batch, key):
+    clip = params["clip"]
+    scale = jnp.exp(clip["logit_scale"])
+    if method == "multitask":  # METHODS §5: text–text (fixed τ) + CLIP, one backward pass
+      text, pairs = emb["text"], emb["image_text"]
+      negatives = {"negatives": text["negatives"]} if "negatives" in text else {}
+      tt = on_mesh(losses.text_infonce, mesh)(text["query"], text["positive"], tau=cfg.tau,
+                                              **negatives)
+      ti = on_mesh(losses.clip_loss, mesh)(pairs["image"], pairs["caption"], scale,
+                                           block_size=block, **same_image(batch["image_text"]))
+      return tt + ti, {"text_text": tt, "text_image": ti, "scale": scale}
+    image, caption = emb["image"], emb["caption"]
+    if method in ("clip", "lit"):
+      out = on_mesh(losses.clip_loss, mesh)(image, caption, scale, block_size=block,
+                                            **same_image(batch))
+      return out, {"scale": scale}
+    if method == "siglip":
+      out = on_mesh(losses.siglip_loss, mesh)(image, caption, scale, clip["logit_bias"])
+      return out, {"scale": scale, "bias": clip["logit_bias"]}
+    if method == "unicl":
+      out = on_mesh(losses.unicl_loss, mesh)(image, caption, batch["label"].astype(jnp.int32),
+                                             scale, block_size=block)
+      return out, {"scale": scale}
+    if method == "draft":
+      out, aux = on_mesh(losses.draft_loss, mesh)(
+          image, caption, emb["dialogue"], scale, key=key, a=cfg.a, mmd_weight=cfg.mmd_weight,
+          mmd=losses.MMDConfig(**cfg.mmd), bidirectional=cfg.bidirectional, block_size=block,
+          **same_image(batch))
+      return out, dict(aux)
+    # three_tower: frozen I and T; G = the dialogue tower.
+    out = on_mesh(losses.three_tower_loss, mesh)(image, caption, emb["dialogue"], scale, a=cfg.a,
+                                                 bidirectional=cfg.bidirectional,
+                                                 block_size=block)
+    return out, {}
+
+  return Method(embed, loss)

@@ -237,16 +237,34 @@ def test_array_record_round_trip_and_cli(tmp_path, messy_manifest):
 
 
 def test_text_triplets_and_two_independent_streams():
-  from clipjax.data.pipeline import PrepareText, synthetic_text_records, two_streams
+  from clipjax.data.pipeline import PrepareText, TwoStreams, synthetic_text_records
   scenes = SyntheticScenes(40, 32)
-  texts = build_dataset(synthetic_text_records(scenes), PrepareText(num_negatives=1),
-                        batch_size=16, num_workers=0, process_index=0, process_count=1)
-  images = build_dataset(scenes, PrepareExample(32, True), batch_size=4, num_workers=0,
-                         process_index=0, process_count=1)
-  step = next(two_streams(iter(texts), iter(images)))
+
+  def streams():
+    texts = build_dataset(synthetic_text_records(scenes), PrepareText(num_negatives=1),
+                          batch_size=16, num_workers=0, process_index=0, process_count=1)
+    images = build_dataset(scenes, PrepareExample(32, True), batch_size=4, num_workers=0,
+                           process_index=0, process_count=1)
+    return iter(TwoStreams(texts, images))
+
+  it = streams()
+  step = next(it)
   assert step["text"]["query"].shape == (16, 77) and step["text"]["negatives"].shape == (16, 1, 77)
   assert step["image_text"]["image"].shape == (4, 32, 32, 3)
+  assert step["bad_records"].shape == (len(BAD_REASONS),)
   assert not np.array_equal(step["text"]["positive"], step["text"]["negatives"][:, 0])
+  # resume: both positions are in the state (the streams advance at different rates)
+  for _ in range(3):
+    next(it)
+  state = it.get_state()
+  expected = [next(it) for _ in range(3)]
+  resumed = streams()
+  resumed.set_state(state)
+  for want in expected:
+    got = next(resumed)
+    for stream in ("text", "image_text"):
+      for k in want[stream]:
+        np.testing.assert_array_equal(got[stream][k], want[stream][k])
 
 
 def _tiny_tfds(data_dir):

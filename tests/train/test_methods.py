@@ -115,11 +115,59 @@ def test_trimmed_text_gives_the_same_loss():
            "caption": tok([s["caption"] for s in scenes]),
            "dialogue": tok([f"Q: {q} A: {a}" for s in scenes for q, a in s["dialogue"][:1]]),
            "image_id": np.arange(16)}
-  trimmed = trim_text_padding(batch, ("caption", "dialogue"))
+  trimmed = trim_text_padding(batch, methods.TEXT_FIELDS["draft"])
   assert trimmed["caption"].shape[1] < 77 and trimmed["caption"].shape[1] % 8 == 0
   cfg = load_config("draft").loss
-  loss_fn = jax.jit(methods.make_loss_fn("draft", model, make_mesh(), cfg))
+  loss_fn = jax.jit(methods.make_method("draft", model, make_mesh(), cfg).loss_fn)
   key = jax.random.key(0)
   full, _ = loss_fn({"clip": clip}, batch, key)
   cut, _ = loss_fn({"clip": clip}, trimmed, key)
   np.testing.assert_allclose(float(cut), float(full), rtol=1e-5)
+
+
+def test_multitask_stages_learn(tmp_path):
+  """jina-style stage 1 (text pairs + captions) from scratch, then stage 3 (triplets + long
+  captions, text context 128 interpolated from stage 1's 77) from its export."""
+  import json
+  cfg = load_config("multitask", total_steps=40, **{"data.text_batch_size": 64})
+  cfg.data.text = cfg.data.train
+  stage1 = train(cfg, str(tmp_path / "stage1"))
+  assert held_out_r1(stage1["model"], stage1["params"]["clip"]) >= 3 * CHANCE
+  path = tmp_path / "stage1.safetensors"
+  clipjax.export_openclip(stage1["params"]["clip"], "ViT-T-16-test", path)
+  spec = importlib.util.spec_from_file_location("mt", REPO / "configs" / "multitask.py")
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  stage3 = module.get_config("stage=3")
+  assert stage3.data.num_negatives == 1 and stage3.data.caption_field == "long_caption"
+  cfg = load_config("multitask", total_steps=15, **{
+      "data.text_batch_size": 64, "data.num_negatives": 1, "data.caption_field": "long_caption",
+      "model.context_length": 128, "model.checkpoint": str(path)})
+  cfg.data.text = cfg.data.train
+  result = train(cfg, str(tmp_path / "stage3"))
+  model, clip = result["model"], result["params"]["clip"]
+  assert model.cfg.text.context_length == 128 and clip["positional_embedding"].shape[0] == 128
+  assert held_out_r1(model, clip) >= 3 * CHANCE
+  logged = [json.loads(line) for line in (tmp_path / "stage3" / "metrics.jsonl").open()]
+  assert {"text_text", "text_image"} <= set(logged[-1])
+
+
+def test_frozen_image_cache_matches_the_tower(base_clip, tmp_path):
+  """data.cache_frozen: DRAFT on cached image embeddings follows the same loss curve as DRAFT
+  running its frozen image tower (float32 rounding: rtol 1e-4), and the table is reused."""
+  import json
+  _, checkpoint = base_clip
+  curves = {}
+  for cached in (False, True):
+    cfg = load_config("draft", **{"model.checkpoint": checkpoint, "total_steps": 6,
+                                  "log_every": 1, "data.cache_frozen": cached})
+    train(cfg, str(tmp_path / str(cached)))
+    curves[cached] = [json.loads(line)["loss"]
+                      for line in (tmp_path / str(cached) / "metrics.jsonl").open()]
+  np.testing.assert_allclose(curves[True], curves[False], rtol=1e-4)
+  tables = list((tmp_path / "True" / "frozen_cache").glob("images-*.npz"))
+  assert len(tables) == 1
+  data = np.load(tables[0])
+  assert data["embeddings"].shape == (4096, 64)  # one row per unique image of the source
+  with pytest.raises(ValueError, match="cache_frozen needs a frozen image tower"):
+    train(load_config("clip", **{"data.cache_frozen": True}), str(tmp_path / "clip"))
