@@ -123,6 +123,8 @@ def main(argv):
     initialize_distributed(cfg.distributed.coordinator_address or None,
                            cfg.distributed.num_processes, cfg.distributed.process_id)
   elif os.environ.get("JAX_COORDINATOR_ADDRESS"):
+    if os.environ["JAX_COORDINATOR_ADDRESS"] == "auto":  # clipjax's switch, not an address:
+      del os.environ["JAX_COORDINATOR_ADDRESS"]          # let JAX discover the TPU slice
     initialize_distributed()
   workdir = _WORKDIR.value or os.path.join("workdirs", cfg.method)
   from clipjax.train.loop import TrainingError

@@ -46,7 +46,9 @@ def base_config(method: str) -> ml_collections.ConfigDict:
                 tau=0.05,      # multitask: the text–text temperature
                 mmd=dict(estimator="rff", squared=False, num_features=64, subsample_size=4096,
                          multi_kernel=False))
-  c.mesh = dict(data=-1, fsdp=1)
+  # fsdp > 1 splits parameters (and optimizer state) matching fsdp_rules with at least
+  # fsdp_min_size elements over that many devices (clipjax/parallel/sharding.py).
+  c.mesh = dict(data=-1, fsdp=1, fsdp_rules=(".*",), fsdp_min_size=2**14)
   # Multi-host without a TPU's auto-discovery (GPU clusters, local processes).
   c.distributed = dict(coordinator_address="", num_processes=1, process_id=0)
   c.checkpoint = dict(every=100, keep=2)

@@ -174,7 +174,8 @@ class _Logs:
 def train(cfg, workdir: str) -> dict:
   """Trains `cfg.method` to `cfg.total_steps` in `workdir` (resuming if it holds a checkpoint).
   Returns {"model", "params", "bad_records", "steps_run"}."""
-  from clipjax.parallel.mesh import host_batch_to_global, make_mesh, replicated
+  from clipjax.parallel.mesh import host_batch_to_global, make_mesh
+  from clipjax.parallel.sharding import param_shardings, state_shardings
   if "://" not in str(workdir):  # orbax needs absolute paths; gs:// etc. already are
     workdir = os.path.abspath(os.path.expanduser(workdir))
   workdir = epath.Path(workdir)
@@ -189,7 +190,9 @@ def train(cfg, workdir: str) -> dict:
       grad_clip_norm=cfg.optim.grad_clip_norm, freeze=tuple(cfg.freeze))
   state = {"params": params, "opt_state": tx.init(params), "step": jnp.zeros((), jnp.int32),
            "rng": jax.random.key_data(jax.random.key(cfg.seed))}
-  state = jax.device_put(state, replicated(mesh))
+  sharding = state_shardings(state, tx, mesh, param_shardings(
+      params, mesh, cfg.mesh.get("fsdp_rules", (".*",)), cfg.mesh.get("fsdp_min_size", 2**14)))
+  state = jax.device_put(state, sharding)
   dataset, n_samples, cache = _dataset(cfg, model, params, frozen, workdir)
   iterator = iter(dataset)
   ckpt = Checkpointer(str(workdir / "checkpoints"), cfg.checkpoint.every, cfg.checkpoint.keep)
@@ -199,7 +202,8 @@ def train(cfg, workdir: str) -> dict:
   start = int(state["step"])
   method = methods.make_method(cfg.method, model, mesh, cfg.loss)
   step_fn = make_train_step(method, tx, frozen, mesh, accum_steps=cfg.optim.accum_steps,
-                            clamp_scale=not frozen["clip"]["logit_scale"])
+                            clamp_scale=not frozen["clip"]["logit_scale"],
+                            state_sharding=sharding)
   bad = np.zeros(len(BAD_REASONS), np.int64)
   logs = _Logs(workdir, start, cfg.total_steps, cfg.batch_size)
   preempt = PreemptionFlag()
@@ -245,7 +249,8 @@ def train(cfg, workdir: str) -> dict:
       iterator.close()
   if bad.any():
     logging.warning("skipped records: %s", {r: int(n) for r, n in zip(BAD_REASONS, bad) if n})
-  # Parameters are replicated: every host holds a full copy on its own devices.
-  params = jax.tree.map(lambda x: np.asarray(x.addressable_data(0)), state["params"])
+  # Every host gets the full parameters (FSDP shards live on several hosts' devices).
+  from jax.experimental import multihost_utils
+  params = jax.tree.map(np.asarray, multihost_utils.process_allgather(state["params"], tiled=True))
   return {"model": model, "params": params, "bad_records": bad,
           "steps_run": cfg.total_steps - start}

@@ -101,8 +101,9 @@ def make_grad_fn(method: Method, frozen: Any, mesh: Mesh, accum_steps: int = 1):
 
 
 def make_train_step(method: Method, tx: optax.GradientTransformation, frozen: Any, mesh: Mesh,
-                    *, clamp_scale: bool, accum_steps: int = 1):
-  """jitted (state, batch) -> (state, metrics); frozen leaves are carried over bitwise."""
+                    *, clamp_scale: bool, accum_steps: int = 1, state_sharding: Any = None):
+  """jitted (state, batch) -> (state, metrics); frozen leaves are carried over bitwise.
+  state_sharding: keeps the new state in the given layout (FSDP; parallel/sharding.py)."""
   frozen_leaves = jax.tree.leaves(frozen)
   grad_fn = make_grad_fn(method, frozen, mesh, accum_steps)
 
@@ -121,6 +122,9 @@ def make_train_step(method: Method, tx: optax.GradientTransformation, frozen: An
                                                        LOGIT_SCALE_MAX))
       params = dict(params, clip=clip)
     metrics = {"loss": loss, "grad_norm": optax.tree.norm(g), **aux}
-    return dict(state, params=params, opt_state=opt_state, step=state["step"] + 1), metrics
+    new_state = dict(state, params=params, opt_state=opt_state, step=state["step"] + 1)
+    if state_sharding is not None:
+      new_state = jax.lax.with_sharding_constraint(new_state, state_sharding)
+    return new_state, metrics
 
   return jax.jit(step, donate_argnums=(0,))

@@ -54,3 +54,51 @@ def test_two_hosts_match_one_host(tmp_path):
   assert len(one) == len(two) == 3
   assert two == pytest.approx(one, rel=1e-5)
   assert (tmp_path / "two/export/open_clip_model.safetensors").exists()
+
+
+def _two_hosts(workdir, *extra):
+  port = portpicker.pick_unused_port()
+  return [subprocess.Popen(
+      _cmd(workdir, f"--config.distributed.coordinator_address=localhost:{port}",
+           "--config.distributed.num_processes=2", f"--config.distributed.process_id={i}",
+           *extra),
+      env=_env(4), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for i in range(2)]
+
+
+def _finish(procs, timeout=400):
+  try:
+    return [p.communicate(timeout=timeout) for p in procs]
+  finally:
+    for p in procs:
+      p.kill()
+
+
+@pytest.mark.timeout(600)
+def test_preemption_of_one_host_saves_on_all_hosts(tmp_path):
+  """SIGTERM reaches only process 1: both processes agree on it, save the same step, exit 143
+  (no deadlock), and the same command resumes both to the end."""
+  import re
+  import signal
+  import time
+  procs = _two_hosts(tmp_path, "--config.total_steps=400")
+  metrics = tmp_path / "metrics.jsonl"
+  deadline = time.time() + 300
+  while time.time() < deadline and not (metrics.exists() and
+                                        len(metrics.read_text().splitlines()) >= 2):
+    assert all(p.poll() is None for p in procs), [p.communicate()[1][-2000:] for p in procs]
+    time.sleep(0.2)
+  procs[1].send_signal(signal.SIGTERM)
+  results = _finish(procs)
+  saved = []
+  for p, (_, err) in zip(procs, results):
+    assert p.returncode == 143, err[-3000:]
+    saved += re.findall(r"SIGTERM: saved step (\d+)", err)
+  assert len(saved) == 2 and saved[0] == saved[1], saved
+  step = int(saved[0])
+  assert 2 <= step < 400 and (tmp_path / "checkpoints" / str(step)).is_dir()
+  resumed = _two_hosts(tmp_path, "--config.total_steps=" + str(step + 2))
+  for p, (out, err) in zip(resumed, _finish(resumed)):
+    assert p.returncode == 0, err[-3000:]
+    assert f"at step {step}" in out, out[-2000:]
+  logged = [json.loads(l)["step"] for l in metrics.read_text().splitlines()]
+  assert logged[-1] == step + 2

@@ -1,0 +1,46 @@
+"""Parameter sharding by regex rules (FSDP over the mesh's `fsdp` axis).
+
+A leaf whose "/"-joined path matches one of `rules` and has at least `min_size` elements is
+split over `fsdp` on its largest dimension that the axis divides; everything else (small
+leaves, LayerNorms, the logit scale) is replicated. Optimizer state follows its parameters.
+With `mesh.fsdp=1` every leaf is replicated: plain data parallelism.
+"""
+from __future__ import annotations
+
+import re
+from typing import Any, Sequence
+
+import jax
+import optax
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+
+from clipjax.parallel.mesh import FSDP
+
+
+def param_shardings(params: Any, mesh: Mesh, rules: Sequence[str] = (".*",),
+                    min_size: int = 2**14) -> Any:
+  """A NamedSharding per leaf of `params` (arrays or ShapeDtypeStructs)."""
+  n = mesh.shape[FSDP]
+  compiled = [re.compile(r) for r in rules]
+
+  def sharding(path, leaf):
+    name = "/".join(str(getattr(k, "key", k)) for k in path)
+    spec = [None] * leaf.ndim
+    if n > 1 and leaf.size >= min_size and any(c.search(name) for c in compiled):
+      dims = [d for d in sorted(range(leaf.ndim), key=lambda d: -leaf.shape[d])
+              if leaf.shape[d] % n == 0]
+      if dims:
+        spec[dims[0]] = FSDP
+    return NamedSharding(mesh, P(*spec))
+
+  return jax.tree_util.tree_map_with_path(sharding, params)
+
+
+def state_shardings(state: Any, tx: optax.GradientTransformation, mesh: Mesh,
+                    params_sharding: Any) -> Any:
+  """Shardings of the train state {params, opt_state, step, rng}: optimizer moments as their
+  parameters, everything else replicated."""
+  replicated = NamedSharding(mesh, P())
+  opt = optax.tree_map_params(tx, lambda _, s: s, state["opt_state"], params_sharding,
+                              transform_non_params=lambda _: replicated)
+  return {k: replicated for k in state} | {"params": params_sharding, "opt_state": opt}
