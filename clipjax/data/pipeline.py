@@ -113,6 +113,8 @@ class PrepareExample:
     label = record.get("label")
     out = {"image_id": np.int64(record.get("image_id", -1)),
            "label": np.int64(-1 if label is None else label)}
+    if "record_index" in record:  # key of a cached caption embedding
+      out["record_index"] = np.int64(record["record_index"])
     if self.with_image:
       pil = self._image(record["image"])
       if isinstance(pil, BadRecord):

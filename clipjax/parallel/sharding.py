@@ -41,6 +41,8 @@ def state_shardings(state: Any, tx: optax.GradientTransformation, mesh: Mesh,
   """Shardings of the train state {params, opt_state, step, rng}: optimizer moments as their
   parameters, everything else replicated."""
   replicated = NamedSharding(mesh, P())
-  opt = optax.tree_map_params(tx, lambda _, s: s, state["opt_state"], params_sharding,
-                              transform_non_params=lambda _: replicated)
+  masked = lambda x: isinstance(x, optax.MaskedNode)  # e.g. weight decay's excluded leaves
+  opt = optax.tree_map_params(tx, lambda x, s: x if masked(x) else s, state["opt_state"],
+                              params_sharding, transform_non_params=lambda _: replicated,
+                              is_leaf=masked)
   return {k: replicated for k in state} | {"params": params_sharding, "opt_state": opt}

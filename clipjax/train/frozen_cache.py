@@ -1,11 +1,13 @@
-"""Embeddings of a frozen image tower, computed once per image and reused every step.
+"""Embeddings of frozen towers, computed once and reused every step.
 
 DRAFT, LiT and CLIP-3Modal never update the image tower, and without augmentation its output
 for an image never changes; DRAFT's `one_qa` mode even shows every image three times per
-epoch. With `data.cache_frozen=True` the loop embeds each unique `image_id` of the training
-source once (through the evaluation's image pipeline), saves the table in the work dir keyed
-by the tower's weights and the data, and the workers then skip decoding images altogether:
-batches carry `image_id`, the host looks up `image_embedding` rows.
+epoch. CLIP-3Modal's caption tower is frozen too. With `data.cache_frozen=True` the loop embeds
+each unique `image_id` of the training source once (through the evaluation's image pipeline),
+and for CLIP-3Modal every record's caption, saves the tables in the work dir keyed by the
+towers' weights and the data, and the workers then skip decoding images (and tokenising
+captions): batches carry `image_id` / `record_index`, the host looks up `image_embedding` /
+`caption_embedding` rows.
 """
 from __future__ import annotations
 
@@ -42,12 +44,15 @@ class ImageEmbeddingCache:
     return self.embeddings[rows]
 
 
-class CachedImagesOnly:
-  """The training source with images replaced by their cache key: records whose image could
-  not be embedded become BadRecord("corrupt_image"), counted like any other bad record."""
+class CachedInputs:
+  """The training source with cached inputs replaced by their keys: images by `image_id`
+  and, with `captions=True`, captions by `record_index` (the source position). Records whose
+  image could not be embedded become BadRecord("corrupt_image"), empty cached captions
+  BadRecord("empty_caption"): counted like any other bad record."""
 
-  def __init__(self, source, cached_ids: np.ndarray):
+  def __init__(self, source, cached_ids: np.ndarray, captions: bool = False):
     self.source, self.cached = source, {int(i) for i in cached_ids}
+    self.captions = captions
 
   def __len__(self) -> int:
     return len(self.source)
@@ -59,14 +64,76 @@ class CachedImagesOnly:
     image_id = int(record.get("image_id", index))
     if image_id not in self.cached:
       return BadRecord("corrupt_image", f"image_id {image_id}: unreadable when caching")
-    return dict({k: v for k, v in record.items() if k != "image"}, image_id=image_id)
+    out = dict({k: v for k, v in record.items() if k != "image"}, image_id=image_id)
+    if self.captions:
+      if not (record.get("caption") or "").strip():
+        return BadRecord("empty_caption", f"image_id {image_id}: empty caption")
+      out = dict({k: v for k, v in out.items() if k != "caption"}, record_index=index)
+    return out
 
 
-def _key(visual_params: Any, source_spec: dict, image_size: int) -> str:
+class FrozenEmbeddings:
+  """Adds the cached rows to a host batch (`image_embedding`, and `caption_embedding` when
+  captions are cached)."""
+
+  def __init__(self, images: ImageEmbeddingCache, captions: np.ndarray | None = None):
+    self.images, self.captions = images, captions
+
+  @property
+  def ids(self) -> np.ndarray:
+    return self.images.ids
+
+  def add_to(self, batch: dict) -> dict:
+    batch = dict(batch, image_embedding=self.images.lookup(batch["image_id"]))
+    if self.captions is not None:
+      batch["caption_embedding"] = self.captions[batch.pop("record_index")]
+    return batch
+
+
+def _key(params: Any, source_spec: dict, size: int) -> str:
   from clipjax.evaluate.embed import params_fingerprint
-  text = json.dumps({"visual": params_fingerprint(visual_params), "source": source_spec,
-                     "image_size": image_size}, sort_keys=True, default=str)
+  text = json.dumps({"params": params_fingerprint(params), "source": source_spec, "size": size},
+                    sort_keys=True, default=str)
   return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def _load(path: epath.Path) -> dict[str, np.ndarray] | None:
+  if not path.exists():
+    return None
+  with path.open("rb") as f:
+    data = np.load(f)
+    return {k: data[k] for k in data.files}
+
+
+def _save(path: epath.Path, **arrays: np.ndarray) -> None:
+  import jax
+  path.parent.mkdir(parents=True, exist_ok=True)
+  tmp = path.parent / f"{path.name}.tmp{jax.process_index()}"  # hosts may share the work dir
+  with tmp.open("wb") as f:
+    np.savez(f, **arrays)
+  tmp.rename(path)  # never leave a half-written table under the final name
+
+
+def build_caption_cache(model, clip_params: dict, source, source_spec: dict,
+                        workdir: epath.Path, *, batch_size: int = 256) -> np.ndarray:
+  """[len(source), D] unit caption embeddings by source position (zeros for bad records and
+  empty captions, which the pipeline skips), or the table a previous run saved."""
+  from clipjax.evaluate.embed import clip_encoders
+  text_params = {k: v for k, v in clip_params.items() if k != "visual"}
+  key = _key(text_params, dict(source_spec), model.cfg.text.context_length)
+  path = workdir / "frozen_cache" / f"captions-{key}.npz"
+  cached = _load(path)
+  if cached is not None:
+    return cached["embeddings"]
+  captions = [r.get("caption") or "" if not isinstance(r, BadRecord) else ""
+              for r in (source[i] for i in range(len(source)))]
+  keep = [i for i, c in enumerate(captions) if c.strip()]
+  table = np.zeros((len(captions), model.cfg.embed_dim), np.float32)
+  if keep:
+    table[keep] = clip_encoders(model, clip_params, batch_size).encode_texts(
+        [captions[i] for i in keep])
+  _save(path, embeddings=table)
+  return table
 
 
 def build_image_cache(model, clip_params: dict, source, source_spec: dict, workdir: epath.Path,
@@ -77,10 +144,9 @@ def build_image_cache(model, clip_params: dict, source, source_spec: dict, workd
   from clipjax.evaluate.tasks import Subset
   key = _key(clip_params["visual"], dict(source_spec), model.cfg.vision.image_size)
   path = workdir / "frozen_cache" / f"images-{key}.npz"
-  if path.exists():
-    with path.open("rb") as f:
-      data = np.load(f)
-      return ImageEmbeddingCache(data["ids"], data["embeddings"])
+  cached = _load(path)
+  if cached is not None:
+    return ImageEmbeddingCache(cached["ids"], cached["embeddings"])
   first: dict[int, int] = {}
   for i in range(len(source)):
     record = source[i]
@@ -95,10 +161,5 @@ def build_image_cache(model, clip_params: dict, source, source_spec: dict, workd
   if skipped:
     logging.warning("frozen-tower cache: %d unreadable images; their records are skipped and "
                     "counted as corrupt_image", skipped)
-  path.parent.mkdir(parents=True, exist_ok=True)
-  import jax
-  tmp = path.parent / f"{path.name}.tmp{jax.process_index()}"  # hosts may share the work dir
-  with tmp.open("wb") as f:
-    np.savez(f, ids=ids, embeddings=out["embeddings"].astype(np.float32))
-  tmp.rename(path)  # never leave a half-written table under the final name
+  _save(path, ids=ids, embeddings=out["embeddings"].astype(np.float32))
   return ImageEmbeddingCache(ids, out["embeddings"].astype(np.float32))

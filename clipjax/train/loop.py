@@ -85,16 +85,24 @@ def _dataset(cfg, model, params, frozen, workdir):
   if cfg.data.caption_field != "caption":  # e.g. long captions (jina-style stages 2-3)
     source = MapRecords(source, functools.partial(_caption_from, cfg.data.caption_field))
   cache = None
+  fields = dict(methods.TEXT_FIELDS[cfg.method])
   if cfg.data.cache_frozen:
     if (cfg.method not in methods.CACHEABLE_IMAGE_TOWER or cfg.data.augment
         or not all(jax.tree.leaves(frozen["clip"]["visual"]))):
       raise ValueError(f"data.cache_frozen needs a frozen image tower without augmentation "
                        f"(methods {methods.CACHEABLE_IMAGE_TOWER}, data.augment=False)")
-    from clipjax.train.frozen_cache import CachedImagesOnly, build_image_cache
-    cache = build_image_cache(model, params["clip"], source, cfg.data.train, workdir,
-                              num_workers=cfg.data.num_workers)
-    source = CachedImagesOnly(source, cache.ids)
-  fields = methods.TEXT_FIELDS[cfg.method]
+    from clipjax.train import frozen_cache
+    images = frozen_cache.build_image_cache(model, params["clip"], source, cfg.data.train,
+                                            workdir, num_workers=cfg.data.num_workers)
+    text_frozen = all(f for path, f in jax.tree_util.tree_leaves_with_path(frozen["clip"])
+                      if getattr(path[0], "key", None) != "visual")
+    captions = None
+    if cfg.method == "three_tower" and text_frozen:  # CLIP-3Modal: T is frozen as well
+      spec = dict(cfg.data.train, caption_field=cfg.data.caption_field)
+      captions = frozen_cache.build_caption_cache(model, params["clip"], source, spec, workdir)
+      fields[""] = tuple(f for f in fields[""] if f != "caption")
+    cache = frozen_cache.FrozenEmbeddings(images, captions)
+    source = frozen_cache.CachedInputs(source, cache.ids, captions=captions is not None)
   if "dialogue" in fields.get("", ()):
     if cfg.data.dialogue_mode == "one_qa":
       source = OneQAPerSample(source)
@@ -217,7 +225,7 @@ def train(cfg, workdir: str) -> dict:
       bad += batch.pop("bad_records")
       batch.pop("mask", None)
       if cache is not None:
-        batch["image_embedding"] = cache.lookup(batch["image_id"])
+        batch = cache.add_to(batch)
       if cfg.data.get("trim_text", True):
         batch = trim_text_padding(batch, methods.TEXT_FIELDS[cfg.method])
       state, metrics = step_fn(state, host_batch_to_global(batch, mesh))

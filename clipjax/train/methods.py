@@ -13,8 +13,8 @@ Parameters are `{"clip": CLIP params}` plus, for CLIP-3Modal, `{"dialogue": text
 global arrays; losses run under `shard_map` (`on_mesh`) with all-gathered negatives.
 
 Batches: image–text methods read `{"image", "caption", ["dialogue"], "image_id", "label"}`;
-a precomputed `image_embedding` (unit rows; the frozen-tower cache) replaces `image`. The
-jina-style `multitask` reads two streams, `{"text": {"query", "positive", ["negatives"]},
+precomputed `image_embedding` / `caption_embedding` rows (unit; the frozen-tower cache)
+replace `image` / `caption`. The jina-style `multitask` reads two streams, `{"text": {"query", "positive", ["negatives"]},
 "image_text": {"image", "caption", ...}}`, each with its own batch size.
 """
 from __future__ import annotations
@@ -84,12 +84,16 @@ def make_method(method: str, model: CLIP, mesh: Mesh, cfg: Any) -> Method:
     return _unit(apply(params["clip"], ids, model.encode_text))
 
   def image_text(params, batch) -> Embeddings:
-    if "image_embedding" in batch:  # cached output of the frozen image tower
+    if "caption_embedding" in batch:  # cached outputs of frozen towers (float32, as the
+      caption = batch["caption_embedding"]  # towers' outputs in every compute dtype)
+    else:
+      caption = encode_text(params, batch["caption"])
+    if "image_embedding" in batch:
       image = batch["image_embedding"]
     else:
       pixels = normalize_on_device(batch["image"])  # uint8 from the pipeline
       image = _unit(apply(params["clip"], pixels, model.encode_image))
-    return {"image": image, "caption": encode_text(params, batch["caption"])}
+    return {"image": image, "caption": caption}
 
   def embed(params, batch) -> Embeddings:
     if method == "multitask":

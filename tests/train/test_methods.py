@@ -4,13 +4,13 @@ import importlib.util
 
 import numpy as np
 import pytest
+from conftest import REPO
 
 import clipjax
 import clipjax.data.builder
 from clipjax.evaluate import tasks
 from clipjax.evaluate.embed import clip_encoders
 from clipjax.train.loop import train
-from conftest import REPO
 
 HELD_OUT = 256
 CHANCE = 1 / HELD_OUT
@@ -103,6 +103,7 @@ def jax_leaves(tree):
 def test_trimmed_text_gives_the_same_loss():
   """Cutting the padding columns (the loop's default) is exact: same DRAFT loss."""
   import jax
+
   from clipjax.data.synthetic import SyntheticScenes
   from clipjax.parallel.mesh import make_mesh
   from clipjax.text.tokenizer import Tokenizer
@@ -152,22 +153,30 @@ def test_multitask_stages_learn(tmp_path):
   assert {"text_text", "text_image"} <= set(logged[-1])
 
 
-def test_frozen_image_cache_matches_the_tower(base_clip, tmp_path):
-  """data.cache_frozen: DRAFT on cached image embeddings follows the same loss curve as DRAFT
-  running its frozen image tower (float32 rounding: rtol 1e-4), and the table is reused."""
+@pytest.mark.parametrize("name", ["draft", "three_tower"])
+def test_frozen_tower_cache_matches_the_towers(base_clip, tmp_path, name):
+  """data.cache_frozen: DRAFT (cached image tower) and CLIP-3Modal (cached image and caption
+  towers) follow the same loss curve as running the frozen towers (float32 rounding: rtol
+  1e-4), with one table row per unique image / record."""
   import json
   _, checkpoint = base_clip
   curves = {}
   for cached in (False, True):
-    cfg = load_config("draft", **{"model.checkpoint": checkpoint, "total_steps": 6,
-                                  "log_every": 1, "data.cache_frozen": cached})
+    cfg = load_config(name, **{"model.checkpoint": checkpoint, "total_steps": 4,
+                               "log_every": 1, "data.cache_frozen": cached})
     train(cfg, str(tmp_path / str(cached)))
     curves[cached] = [json.loads(line)["loss"]
                       for line in (tmp_path / str(cached) / "metrics.jsonl").open()]
   np.testing.assert_allclose(curves[True], curves[False], rtol=1e-4)
-  tables = list((tmp_path / "True" / "frozen_cache").glob("images-*.npz"))
-  assert len(tables) == 1
-  data = np.load(tables[0])
-  assert data["embeddings"].shape == (4096, 64)  # one row per unique image of the source
+  tables = {p.name.split("-")[0]: np.load(p)
+            for p in (tmp_path / "True" / "frozen_cache").glob("*.npz")}
+  assert tables["images"]["embeddings"].shape == (4096, 64)  # one row per unique image
+  if name == "three_tower":
+    assert tables["captions"]["embeddings"].shape == (4096, 64)  # one row per record
+  else:
+    assert "captions" not in tables  # DRAFT trains its text tower
+
+
+def test_cache_frozen_needs_a_frozen_image_tower(tmp_path):
   with pytest.raises(ValueError, match="cache_frozen needs a frozen image tower"):
-    train(load_config("clip", **{"data.cache_frozen": True}), str(tmp_path / "clip"))
+    train(load_config("clip", **{"data.cache_frozen": True}), str(tmp_path))
