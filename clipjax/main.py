@@ -62,6 +62,7 @@ def run(cfg, workdir: str) -> dict:
   from clipjax.evaluate.blending import blend_params
   from clipjax.evaluate.embed import clip_encoders
   from clipjax.evaluate.runner import run_evaluation
+  from clipjax.train import methods
   from clipjax.train.loop import train
 
   base_params = None
@@ -91,7 +92,7 @@ def run(cfg, workdir: str) -> dict:
     blend = ("base", "draft")
   elif cfg.method == "three_tower":
     # The third tower as a standalone CLIP: the base image tower + G as its text tower.
-    third = dict(base_params, **params["dialogue"])
+    third = methods.dialogue_as_text_tower(base_params, params["dialogue"])
     exports.update({f"third_tower_{k}": v for k, v in _export(
         cfg, model, third, os.path.join(export_dir, "third_tower")).items()})
     models = {"base": clip_encoders(model, base_params), "third": clip_encoders(model, third)}

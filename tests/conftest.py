@@ -38,7 +38,8 @@ def _register_openclip_config(arch: str) -> None:
 
 def make_openclip_model(arch, seed: int = 0):
   """An open_clip model with random weights, every parameter (LayerNorms, biases, logit
-  scale included) perturbed so that no tensor keeps a trivial init value.
+  scale included) and BatchNorm statistic perturbed so that no tensor keeps a trivial init
+  value.
 
   arch: an open_clip name, or a clipjax CLIPConfig built through open_clip's own CLIP class
   from its open_clip JSON.
@@ -55,6 +56,11 @@ def make_openclip_model(arch, seed: int = 0):
   with torch.no_grad():
     for p in model.parameters():
       p.add_(torch.randn_like(p) * 0.02)
+    for name, b in model.named_buffers():  # ResNet BatchNorm statistics (used in eval mode)
+      if name.endswith("running_mean"):
+        b.copy_(torch.randn_like(b) * 0.1)
+      elif name.endswith("running_var"):
+        b.copy_(torch.rand_like(b) + 0.5)
   return model
 
 
@@ -71,3 +77,35 @@ def rel_err(ours, ref) -> float:
   err = float(np.abs(ours - ref).max(initial=0.0))
   scale = float(np.abs(ref).max(initial=0.0))
   return err / scale if scale > 0 else err
+
+
+def write_hf_text_dir(path, model_type: str, corpus: list[str]):
+  """A tiny random HF text model directory (config.json + a tokenizer trained on `corpus`):
+  model_type roberta / xlm-roberta (byte-level BPE) or t5 / mt5 (unigram). No hub."""
+  import transformers
+  from tokenizers import ByteLevelBPETokenizer, SentencePieceUnigramTokenizer
+  if model_type in ("roberta", "xlm-roberta"):
+    bpe = ByteLevelBPETokenizer()
+    bpe.train_from_iterator(corpus * 5, vocab_size=400, min_frequency=1,
+                            special_tokens=["<s>", "<pad>", "</s>", "<unk>", "<mask>"])
+    tok = transformers.RobertaTokenizerFast(
+        tokenizer_object=bpe._tokenizer, bos_token="<s>", eos_token="</s>", pad_token="<pad>",
+        unk_token="<unk>", mask_token="<mask>", cls_token="<s>", sep_token="</s>")
+    config = (transformers.XLMRobertaConfig if model_type == "xlm-roberta"
+              else transformers.RobertaConfig)(
+        vocab_size=len(tok), hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
+        intermediate_size=96, max_position_embeddings=80, pad_token_id=tok.pad_token_id,
+        type_vocab_size=1, layer_norm_eps=1e-5)
+  else:
+    sp = SentencePieceUnigramTokenizer()
+    sp.train_from_iterator(corpus * 5, vocab_size=200, unk_token="<unk>",
+                           special_tokens=["<pad>", "</s>", "<unk>"])
+    tok = transformers.T5TokenizerFast(tokenizer_object=sp._tokenizer, pad_token="<pad>",
+                                       eos_token="</s>", unk_token="<unk>", extra_ids=0)
+    config = (transformers.MT5Config if model_type == "mt5" else transformers.T5Config)(
+        vocab_size=len(tok), d_model=64, d_kv=16, d_ff=96, num_layers=2, num_heads=4,
+        relative_attention_max_distance=20, pad_token_id=tok.pad_token_id,
+        feed_forward_proj="gated-gelu" if model_type == "mt5" else "relu")
+  tok.save_pretrained(path)
+  config.save_pretrained(path)
+  return path

@@ -7,12 +7,11 @@ for our tokenizer's output). LayerNorm eps and both activations map one to one.
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
-from clipjax.convert.io import CheckpointError
+from clipjax.convert.io import CheckpointError, save_hf_dir
 from clipjax.convert.openclip import Params, config_for_params, params_to_state_dict
 from clipjax.models.registry import CLIPConfig
 from clipjax.text.tokenizer import EOT_ID, PAD_ID, SOT_ID
@@ -91,14 +90,8 @@ def export_hf(params: Params, arch: str | CLIPConfig, out_dir: str | os.PathLike
   Files are written in a temporary folder and moved into `out_dir` one by one with atomic
   renames, weights first, so an interrupted export never leaves a truncated file.
   """
-  from safetensors.numpy import save_file
   cfg = config_for_params(arch, params)
-  tensors = state_dict_to_hf(params_to_state_dict(params))
-  out_dir = Path(out_dir)
-  out_dir.mkdir(parents=True, exist_ok=True)
-  with tempfile.TemporaryDirectory(prefix=".export-", dir=out_dir) as tmp:
-    save_file(tensors, os.path.join(tmp, "model.safetensors"), metadata={"format": "pt"})
-    hf_config(cfg).save_pretrained(tmp)
-    for name in ("model.safetensors", "config.json"):
-      os.replace(os.path.join(tmp, name), out_dir / name)
-  return out_dir
+  if cfg.vision.is_resnet:
+    raise CheckpointError(f"Hugging Face CLIPModel has no ResNet image tower; export {arch} "
+                          f"with export_openclip instead")
+  return save_hf_dir(state_dict_to_hf(params_to_state_dict(params)), hf_config(cfg), out_dir)

@@ -118,3 +118,18 @@ def save_state_dict(sd: Mapping[str, np.ndarray], path: str | os.PathLike) -> No
       torch.save({k: torch.from_numpy(v) for k, v in arrays.items()}, tmp)
   else:
     raise CheckpointError(f"{path}: unknown output type {path.suffix!r}; use .safetensors or .pt")
+
+
+def save_hf_dir(tensors: Mapping[str, np.ndarray], config, out_dir: str | os.PathLike) -> Path:
+  """Writes `model.safetensors` and `config.json` (a transformers config object) into
+  `out_dir`: both are written in a temporary folder there and renamed into place one by one,
+  weights first, so an interrupted export never leaves a truncated file."""
+  from safetensors.numpy import save_file
+  out_dir = Path(out_dir)
+  out_dir.mkdir(parents=True, exist_ok=True)
+  with tempfile.TemporaryDirectory(prefix=".export-", dir=out_dir) as tmp:
+    save_file(dict(tensors), os.path.join(tmp, "model.safetensors"), metadata={"format": "pt"})
+    config.save_pretrained(tmp)
+    for name in ("model.safetensors", "config.json"):
+      os.replace(os.path.join(tmp, name), out_dir / name)
+  return out_dir

@@ -1,9 +1,12 @@
 """OpenCLIP state_dict <-> clipjax params.
 
 Flax paths mirror open_clip keys, so the mapping is a rule, not a table: `/` becomes `.`,
-`resblocks_3` becomes `resblocks.3`, Dense `kernel` is the transposed torch `weight`, the
-patchify Conv kernel is HWIO vs torch's OIHW, LayerNorm `scale` is `weight`, Embed `embedding`
-is `weight`, and the fused attention input projection is torch's `in_proj_weight`/`_bias`.
+`resblocks_3` becomes `resblocks.3` (likewise ResNet `layer2_0`, `downsample_1`; HF text
+towers `layer_3`, `block_0`, `proj_2`), Dense `kernel` is the transposed torch `weight`, Conv
+kernels are HWIO vs torch's OIHW, LayerNorm `scale` is `weight`, Embed `embedding` is `weight`,
+and the fused attention input projection is torch's `in_proj_weight`/`_bias`. BatchNorm leaves
+carry torch's names; its `num_batches_tracked` counter (unused at inference) is dropped on load
+and written as 0 on export.
 Every load checks the full key set and every shape against the architecture and names what
 differs.
 """
@@ -21,8 +24,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from clipjax.convert.io import CheckpointError, atomic_path, load_state_dict, save_state_dict
-from clipjax.models.registry import (CLIPJAX_ONLY, MODEL_CONFIGS, CLIPConfig, TextConfig,
-                                     VisionConfig, get_model_config)
+from clipjax.models.registry import (CLIPJAX_ONLY, MODEL_CONFIGS, CLIPConfig, HFTextConfig,
+                                     TextConfig, VisionConfig, get_model_config)
 
 Params = dict[str, Any]
 log = logging.getLogger(__name__)
@@ -31,12 +34,14 @@ log = logging.getLogger(__name__)
 def torch_key(path: tuple[str, ...]) -> tuple[str, str]:
   """Flax param path -> (open_clip key, kind), kind in {'linear', 'conv', 'plain'}."""
   *mods, leaf = path
-  names = [re.sub(r"^resblocks_(\d+)$", r"resblocks.\1", m) for m in mods]
+  names = [re.sub(r"^(resblocks|layer\d?|downsample|block|proj)_(\d+)$", r"\1.\2", m)
+           for m in mods]
   if mods and mods[-1] == "in_proj":
     return ".".join(names[:-1] + [f"in_proj_{'weight' if leaf == 'kernel' else 'bias'}"]), \
         "linear" if leaf == "kernel" else "plain"
   if leaf == "kernel":
-    return ".".join(names + ["weight"]), "conv" if mods[-1] == "conv1" else "linear"
+    conv = re.fullmatch(r"conv\d|downsample_0", mods[-1])
+    return ".".join(names + ["weight"]), "conv" if conv else "linear"
   if leaf in ("scale", "embedding"):
     return ".".join(names + ["weight"]), "plain"
   return ".".join(names + [leaf]), "plain"
@@ -72,12 +77,17 @@ def _unflat(flat: dict[tuple[str, ...], Any]) -> Params:
   return out
 
 
+_BN_COUNTER = ".num_batches_tracked"
+
+
 def params_to_state_dict(params: Params) -> dict[str, np.ndarray]:
   """clipjax params -> open_clip state_dict (numpy float32, torch layouts)."""
   sd = {}
   for path, v in _flat(params).items():
     key, kind = torch_key(path)
     sd[key] = np.array(_to_torch_layout(np.asarray(v, np.float32), kind), order="C")
+    if path[-1] == "running_var":
+      sd[key[:-len(".running_var")] + _BN_COUNTER] = np.zeros((), np.int64)
   return sd
 
 
@@ -122,6 +132,7 @@ def state_dict_to_params(sd: dict[str, np.ndarray], cfg: CLIPConfig,
   """
   shapes = _flat(param_shapes(cfg))
   by_key = {key: (kind, p) for p in shapes for key, kind in [torch_key(p)]}
+  sd = {k: v for k, v in sd.items() if not k.endswith(_BN_COUNTER)}
   missing = set(by_key) - set(sd)
   extra = set(sd) - set(by_key)
   if missing or extra:
@@ -155,29 +166,39 @@ def infer_config(sd: dict[str, np.ndarray]) -> CLIPConfig:
   entry with the same shapes (plain GELU is chosen over `-quickgelu`, which shapes cannot tell)."""
   try:
     conv = sd["visual.conv1.weight"].shape
-    vis = VisionConfig(
-        image_size=int(round((sd["visual.positional_embedding"].shape[0] - 1) ** 0.5)) * conv[2],
-        patch_size=conv[2], width=conv[0],
-        layers=_count_blocks(sd, "visual.transformer.resblocks."),
-        mlp_ratio=sd["visual.transformer.resblocks.0.mlp.c_fc.weight"].shape[0] / conv[0])
+    if "visual.attnpool.positional_embedding" in sd:  # ModifiedResNet: 32x downsampling
+      grid = int(round((sd["visual.attnpool.positional_embedding"].shape[0] - 1) ** 0.5))
+      vis = VisionConfig(image_size=grid * 32, patch_size=None, width=conv[0] * 2,
+                         layers=tuple(_count_blocks(sd, f"visual.layer{i}.") for i in range(1, 5)))
+      embed_dim = sd["visual.attnpool.c_proj.weight"].shape[0]
+    else:
+      vis = VisionConfig(
+          image_size=int(round((sd["visual.positional_embedding"].shape[0] - 1) ** 0.5)) * conv[2],
+          patch_size=conv[2], width=conv[0],
+          layers=_count_blocks(sd, "visual.transformer.resblocks."),
+          mlp_ratio=sd["visual.transformer.resblocks.0.mlp.c_fc.weight"].shape[0] / conv[0])
+      embed_dim = sd["visual.proj"].shape[1]
     tok = sd["token_embedding.weight"].shape
     txt = TextConfig(context_length=sd["positional_embedding"].shape[0], vocab_size=tok[0],
                      width=tok[1], heads=max(tok[1] // 64, 1),
                      layers=_count_blocks(sd, "transformer.resblocks."),
                      mlp_ratio=sd["transformer.resblocks.0.mlp.c_fc.weight"].shape[0] / tok[1])
-    embed_dim = sd["visual.proj"].shape[1]
   except KeyError as e:
     raise CheckpointError(f"cannot infer the architecture: tensor {e} is missing (is this an "
-                          f"open_clip ViT checkpoint? pass arch= explicitly)") from None
+                          f"open_clip ViT or ResNet checkpoint? pass arch= explicitly)") from None
   bias = float(np.asarray(sd["logit_bias"])) if "logit_bias" in sd else None
   for name, cfg in MODEL_CONFIGS.items():
     if cfg.quick_gelu or name in CLIPJAX_ONLY:
       continue
     v, t = cfg.vision, cfg.text
-    if (cfg.embed_dim, v.image_size, v.patch_size, v.width, v.layers, v.mlp_width) == (
+    if isinstance(t, HFTextConfig):
+      continue
+    same_vision = (cfg.embed_dim, v.image_size, v.patch_size, v.width, v.layers, v.mlp_width) == (
         embed_dim, vis.image_size, vis.patch_size, vis.width, vis.layers,
-        int(round(vis.mlp_ratio * vis.width))) and (t.vocab_size, t.width, t.layers, t.mlp_width) == (
-        txt.vocab_size, txt.width, txt.layers, int(round(txt.mlp_ratio * txt.width))):
+        int(round(vis.mlp_ratio * vis.width)))
+    same_text = (t.vocab_size, t.width, t.layers, t.mlp_width) == (
+        txt.vocab_size, txt.width, txt.layers, int(round(txt.mlp_ratio * txt.width)))
+    if same_vision and same_text:
       log.info("inferred architecture %s (pass arch='%s-quickgelu' for OpenAI-trained weights)",
                name, name)
       return cfg.replace(text={"context_length": txt.context_length}, init_logit_bias=bias)
@@ -192,7 +213,8 @@ def _count_blocks(sd, prefix: str) -> int:
 def config_for_params(arch: str | CLIPConfig, params: Params) -> CLIPConfig:
   """The registry config of `arch`, with the text context length taken from the params."""
   cfg = get_model_config(arch)
-  ctx = params["positional_embedding"].shape[0]
+  ctx = params["positional_embedding"].shape[0] if "positional_embedding" in params else \
+      cfg.text.context_length  # HF text towers have no CLIP positional table
   if ctx != cfg.text.context_length:
     cfg = cfg.replace(text={"context_length": ctx})
   if ("logit_bias" in params) != (cfg.init_logit_bias is not None):

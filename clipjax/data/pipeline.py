@@ -40,6 +40,15 @@ class OneQAPerSample:
     return dict(record, dialogue=[dialogue[index % self.pairs]])
 
 
+def make_tokenizer(context_length: int, hf_tokenizer: str | None = None):
+  """The CLIP BPE tokenizer, or the HF tokenizer saved in the directory `hf_tokenizer`."""
+  if hf_tokenizer:
+    from clipjax.text.hf_tokenizer import HFTokenizer
+    return HFTokenizer(hf_tokenizer, context_length)
+  from clipjax.text.tokenizer import Tokenizer
+  return Tokenizer(context_length)
+
+
 class PrepareExample:
   """Decode + augment (train) or resize-crop (eval) + tokenize one record, in a worker.
 
@@ -52,9 +61,9 @@ class PrepareExample:
 
   def __init__(self, image_size: int, train: bool, text_fields: Sequence[str] = ("caption",),
                context_length: int = 77, strict: bool = False, uint8: bool = True,
-               with_image: bool = True):
+               with_image: bool = True, hf_tokenizer: str | None = None):
     self.image_size, self.train, self.strict, self.uint8 = image_size, train, strict, uint8
-    self.with_image = with_image
+    self.with_image, self.hf_tokenizer = with_image, hf_tokenizer
     self.text_fields, self.context_length = tuple(text_fields), context_length
     self._transform = image_transform(image_size, train=train, uint8=uint8)
     self._tokenizer = None
@@ -96,8 +105,7 @@ class PrepareExample:
         raise ValueError(f"bad record ({record.reason}): {record.detail}")
       return record
     if self._tokenizer is None:
-      from clipjax.text.tokenizer import Tokenizer
-      self._tokenizer = Tokenizer(self.context_length)
+      self._tokenizer = make_tokenizer(self.context_length, self.hf_tokenizer)
     texts = {}
     for field in self.text_fields:
       if field == "dialogue":
@@ -130,8 +138,10 @@ class PrepareText:
   text–text stream: int32 [L] ids, and [m, L] for negatives (a fixed m per dataset)."""
   train = False
 
-  def __init__(self, context_length: int = 77, num_negatives: int = 0):
+  def __init__(self, context_length: int = 77, num_negatives: int = 0,
+               hf_tokenizer: str | None = None):
     self.context_length, self.num_negatives = context_length, num_negatives
+    self.hf_tokenizer = hf_tokenizer
     self._tokenizer = None
 
   def __getstate__(self):
@@ -144,8 +154,7 @@ class PrepareText:
     if isinstance(record, BadRecord):
       return record
     if self._tokenizer is None:
-      from clipjax.text.tokenizer import Tokenizer
-      self._tokenizer = Tokenizer(self.context_length)
+      self._tokenizer = make_tokenizer(self.context_length, self.hf_tokenizer)
     negatives = list(record.get("negatives") or [])[:self.num_negatives]
     texts = [record.get("query") or "", record.get("positive") or "", *negatives]
     if not all(t.strip() for t in texts) or len(negatives) < self.num_negatives:
@@ -272,11 +281,18 @@ class _SkipCountBatchIterator(grain.DatasetIterator):
 def build_dataset(source, prepare: PrepareExample, *, batch_size: int, seed: int = 0,
                   shuffle: bool = True, num_epochs: int | None = None, num_workers: int = 2,
                   pad_remainder: bool = False, process_index: int | None = None,
-                  process_count: int | None = None) -> grain.IterDataset:
+                  process_count: int | None = None,
+                  read_threads: int | None = None) -> grain.IterDataset:
   """The per-host dataset of batches of `batch_size` (this host's share of the global batch).
 
   Hosts see disjoint strides of one global permutation per epoch (`jax.process_index()` /
   `process_count()` by default). `num_epochs=None` repeats forever.
+
+  `read_threads`: threads reading + preparing records inside each process (grain's
+  `ReadOptions.num_threads`, prefetching `2 * batch_size` records). `None` picks 0 when
+  `num_workers > 0` (the worker processes are the parallelism; grain's default of 16 threads
+  with a 500-record buffer costs more in bookkeeping than the work itself, scripts/bench_data.py)
+  and 16 otherwise. Raise it for high-latency storage (gs://).
   """
   _ensure_flags_parsed()  # grain reads absl flags; outside an absl app nobody parsed them
   if process_index is None or process_count is None:
@@ -288,7 +304,11 @@ def build_dataset(source, prepare: PrepareExample, *, batch_size: int, seed: int
   ds = ds[process_index::process_count]
   ds = ds.repeat(num_epochs)
   ds = ds.random_map(prepare, seed=seed + 1) if prepare.train else ds.map(prepare)
-  ds = SkipCountBatch(ds.to_iter_dataset(), batch_size, pad_remainder)
+  if read_threads is None:
+    read_threads = 0 if num_workers > 0 else 16
+  read = grain.ReadOptions(num_threads=read_threads,
+                           prefetch_buffer_size=2 * batch_size if read_threads else 0)
+  ds = SkipCountBatch(ds.to_iter_dataset(read), batch_size, pad_remainder)
   if num_workers > 0:
     ds = ds.mp_prefetch(grain.MultiprocessingOptions(num_workers=num_workers),
                         worker_init_fn=_worker_init)

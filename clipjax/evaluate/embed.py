@@ -54,15 +54,17 @@ def _unit(x: jax.Array) -> jax.Array:
 def make_encoders(image_fn: Callable[[jax.Array], jax.Array],
                   text_fn: Callable[[jax.Array], jax.Array], *, image_size: int, embed_dim: int,
                   key: str, image_key: str = "", context_length: int = 77,
-                  batch_size: int = 256) -> Encoders:
+                  batch_size: int = 256, hf_tokenizer: str | None = None) -> Encoders:
   """Encoders from jittable image_fn(pixels [B,H,W,3]) and text_fn(ids int32 [B, L]).
 
-  Texts are tokenized, cut to the longest sequence of the batch (rounded up to 8; exact under
-  the causal mask) and padded to `batch_size` rows so only a few shapes compile.
+  Texts are tokenized (the CLIP BPE, or the HF tokenizer in the directory `hf_tokenizer`),
+  cut to the longest sequence of the batch (rounded up to 8; exact, see
+  `models.text.trim_padding`) and padded to `batch_size` rows so only a few shapes compile.
   """
+  from clipjax.data.pipeline import make_tokenizer
   from clipjax.models.text import trim_padding
-  from clipjax.text.tokenizer import Tokenizer
-  tokenizer = Tokenizer(context_length)
+  tokenizer = make_tokenizer(context_length, hf_tokenizer)
+  pad_id = getattr(tokenizer, "pad_token_id", 0)
   image_jit = jax.jit(lambda x: _unit(image_fn(normalize_on_device(x))))
   text_jit = jax.jit(lambda ids: _unit(text_fn(ids)))
 
@@ -77,7 +79,7 @@ def make_encoders(image_fn: Callable[[jax.Array], jax.Array],
 
   def encode_texts(texts: Sequence[str]) -> np.ndarray:
     ids = tokenizer(list(texts))
-    chunks = [padded(text_jit, trim_padding(ids[s:s + batch_size]))
+    chunks = [padded(text_jit, trim_padding(ids[s:s + batch_size], pad_id=pad_id))
               for s in range(0, len(ids), batch_size)]
     return np.concatenate(chunks) if chunks else np.zeros((0, embed_dim), np.float32)
 
@@ -96,7 +98,7 @@ def clip_encoders(model, params: Any, batch_size: int = 256) -> Encoders:
       key=f"clip-{arch}-{params_fingerprint(params)}",
       image_key=f"visual-{arch}-{params_fingerprint(params['visual'])}",
       context_length=cfg.text.context_length,
-      batch_size=batch_size)
+      batch_size=batch_size, hf_tokenizer=getattr(cfg.text, "tokenizer_dir", None))
 
 
 def embed_images(encoders: Encoders, source, *, batch_size: int = 64, num_workers: int = 2,

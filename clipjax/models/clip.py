@@ -8,7 +8,9 @@ import jax
 import jax.numpy as jnp
 
 from clipjax.models.layers import Dtype
-from clipjax.models.registry import CLIPConfig
+from clipjax.models.hf_text import HFTextTower
+from clipjax.models.registry import CLIPConfig, HFTextConfig
+from clipjax.models.resnet import ModifiedResNet
 from clipjax.models.text import attach_text_tower, run_text_tower
 from clipjax.models.vision import VisionTransformer
 
@@ -16,8 +18,9 @@ from clipjax.models.vision import VisionTransformer
 class CLIP(nn.Module):
   """`encode_image` / `encode_text` return unnormalised projections, like open_clip's.
 
-  Params: `visual/...`, the text tower at the top level, `logit_scale` (a log, init
-  log(1/0.07)) and, when `cfg.init_logit_bias` is set, `logit_bias`.
+  Params: `visual/...`, the text tower at the top level (an HF text tower under `text/`, as
+  open_clip's CustomTextCLIP), `logit_scale` (a log, init log(1/0.07)) and, when
+  `cfg.init_logit_bias` is set, `logit_bias`.
   """
   cfg: CLIPConfig
   dtype: Dtype = jnp.float32
@@ -25,9 +28,15 @@ class CLIP(nn.Module):
 
   def setup(self):
     cfg = self.cfg
-    self.visual = VisionTransformer(cfg.vision, cfg.embed_dim, cfg.quick_gelu, self.dtype,
-                                    self.remat)
-    attach_text_tower(self, cfg.text, cfg.embed_dim, cfg.quick_gelu, self.dtype, self.remat)
+    if cfg.vision.is_resnet:
+      self.visual = ModifiedResNet(cfg.vision, cfg.embed_dim, self.dtype, self.remat)
+    else:
+      self.visual = VisionTransformer(cfg.vision, cfg.embed_dim, cfg.quick_gelu, self.dtype,
+                                      self.remat)
+    if isinstance(cfg.text, HFTextConfig):  # open_clip's CustomTextCLIP: params under `text/`
+      self.text = HFTextTower(cfg.text, cfg.embed_dim, self.dtype, self.remat)
+    else:
+      attach_text_tower(self, cfg.text, cfg.embed_dim, cfg.quick_gelu, self.dtype, self.remat)
     self.logit_scale = self.param("logit_scale", nn.initializers.constant(math.log(1 / 0.07)), ())
     if cfg.init_logit_bias is not None:
       self.logit_bias = self.param("logit_bias", nn.initializers.constant(cfg.init_logit_bias), ())
@@ -38,6 +47,8 @@ class CLIP(nn.Module):
 
   def encode_text(self, ids: jax.Array) -> jax.Array:
     """ids: int [N, L] -> [N, embed_dim] float32."""
+    if isinstance(self.cfg.text, HFTextConfig):
+      return self.text(ids)
     return run_text_tower(self, ids, self.cfg.text, self.dtype)
 
   def __call__(self, images: jax.Array, ids: jax.Array):

@@ -15,6 +15,13 @@ import jax.numpy as jnp
 Dtype = Any
 
 
+def check_images(images: jax.Array, size: int, tower: str) -> None:
+  """Raises a ValueError naming the expected [N, size, size, 3] (NHWC) shape."""
+  if images.ndim != 4 or images.shape[1:] != (size, size, 3):
+    raise ValueError(f"{tower} expects images of shape [N, {size}, {size}, 3] (NHWC), "
+                     f"got {images.shape}")
+
+
 def quick_gelu(x: jax.Array) -> jax.Array:
   """OpenAI CLIP's activation, `x * sigmoid(1.702 x)` (the `-quickgelu` models)."""
   return x * jax.nn.sigmoid(1.702 * x)
@@ -28,6 +35,7 @@ def exact_gelu(x: jax.Array) -> jax.Array:
 class LayerNorm(nn.Module):
   """LayerNorm over the last axis in float32; params `scale`/`bias` (torch `weight`/`bias`)."""
   dtype: Dtype = jnp.float32
+  eps: float = 1e-5
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
@@ -38,7 +46,7 @@ class LayerNorm(nn.Module):
     mean = jnp.mean(x32, axis=-1, keepdims=True)
     centred = x32 - mean
     var = jnp.mean(jnp.square(centred), axis=-1, keepdims=True)
-    return (centred * jax.lax.rsqrt(var + 1e-5) * scale + bias).astype(self.dtype)
+    return (centred * jax.lax.rsqrt(var + self.eps) * scale + bias).astype(self.dtype)
 
 
 class MultiheadAttention(nn.Module):

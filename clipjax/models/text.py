@@ -49,21 +49,26 @@ def run_text_tower(module: nn.Module, ids: jax.Array, cfg: TextConfig, dtype: Dt
   return jnp.dot(pooled, module.text_projection, precision=jax.lax.Precision.HIGHEST)
 
 
-def trim_padding(ids: np.ndarray, multiple: int = 8) -> np.ndarray:
-  """Drops the padding columns after the batch's last end-of-text token.
+def trim_padding(ids: np.ndarray, multiple: int = 8, pad_id: int = 0) -> np.ndarray:
+  """Drops the padding columns after the batch's last real token.
 
-  Exact for these towers: the causal mask means no position attends to a later one, and the
-  output is read at the end-of-text token. Lengths are rounded up to `multiple` so a jitted
-  encoder compiles at most context_length / multiple shapes. ids: int [N, L] (host array).
+  Exact for every clipjax text tower: the CLIP towers are causal and read the end-of-text
+  token (the last non-padding id), the HF towers mask padding out of attention and pooling.
+  Lengths are rounded up to `multiple` so a jitted encoder compiles at most
+  context_length / multiple shapes. ids: int [N, L] (host array); `pad_id`: the tokenizer's
+  padding id (0 for the CLIP BPE).
   """
   ids = np.asarray(ids)
-  return ids if ids.size == 0 else ids[:, :padded_length(ids, multiple)]
+  return ids if ids.size == 0 else ids[:, :padded_length(ids, multiple, pad_id)]
 
 
-def padded_length(ids: np.ndarray, multiple: int = 8) -> int:
-  """Columns `trim_padding` keeps: through the last end-of-text token, rounded up to
+def padded_length(ids: np.ndarray, multiple: int = 8, pad_id: int = 0) -> int:
+  """Columns `trim_padding` keeps: through the batch's last non-padding token, rounded up to
   `multiple`, at most the full width."""
-  needed = int(np.asarray(ids).argmax(axis=-1).max()) + 1
+  real = np.asarray(ids) != pad_id
+  if not real.any():
+    return min(ids.shape[1], multiple)
+  needed = real.shape[1] - int(real[:, ::-1].argmax(axis=1)[real.any(axis=1)].min())
   return min(ids.shape[1], -(-needed // multiple) * multiple)
 
 

@@ -6,7 +6,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from clipjax.models.layers import Dtype, LayerNorm, Transformer, exact_gelu, quick_gelu
+from clipjax.models.layers import (Dtype, LayerNorm, Transformer, check_images, exact_gelu,
+                                   quick_gelu)
 from clipjax.models.registry import VisionConfig
 
 
@@ -21,9 +22,7 @@ class VisionTransformer(nn.Module):
   def __call__(self, images: jax.Array) -> jax.Array:
     """images: [N, H, W, 3] normalised pixels -> [N, embed_dim] (not L2-normalised)."""
     cfg = self.cfg
-    if images.ndim != 4 or images.shape[1:] != (cfg.image_size, cfg.image_size, 3):
-      raise ValueError(f"VisionTransformer expects images of shape [N, {cfg.image_size}, "
-                       f"{cfg.image_size}, 3] (NHWC), got {images.shape}")
+    check_images(images, cfg.image_size, "VisionTransformer")
     scale = cfg.width ** -0.5
     x = nn.Conv(cfg.width, (cfg.patch_size,) * 2, strides=(cfg.patch_size,) * 2, padding="VALID",
                 use_bias=False, dtype=self.dtype, name="conv1")(images.astype(self.dtype))

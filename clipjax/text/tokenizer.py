@@ -38,13 +38,14 @@ def default_bpe_path():
       "bpe_simple_vocab_16e6.txt.gz"
 
 
-def clean_text(text: str) -> str:
-  """open_clip's `_clean_lower`: ftfy, double html-unescape, whitespace collapse, lower case."""
+def clean_text(text: str, lower: bool = True) -> str:
+  """open_clip's `_clean_lower` (`lower=False`: `_clean_whitespace`, its HF tokenizers'): ftfy,
+  double html-unescape, whitespace collapse, lower case."""
   if _NEEDS_FTFY.search(text):
     import ftfy  # slow to import and rarely needed
     text = ftfy.fix_text(text)
-  text = html.unescape(html.unescape(text)).strip()
-  return " ".join(text.split()).lower()
+  text = " ".join(html.unescape(html.unescape(text)).strip().split())
+  return text.lower() if lower else text
 
 
 @functools.lru_cache(maxsize=1)
@@ -146,7 +147,12 @@ class Tokenizer:
     return out
 
 
-def get_tokenizer(arch: str = "ViT-B-32", context_length: int | None = None) -> Tokenizer:
-  """The tokenizer of an architecture (all clipjax ViT models share the CLIP BPE)."""
-  from clipjax.models.registry import get_model_config
-  return Tokenizer(context_length or get_model_config(arch).text.context_length)
+def get_tokenizer(arch="ViT-B-32", context_length: int | None = None):
+  """The tokenizer of an architecture (name or CLIPConfig): the CLIP BPE, or for an HF text
+  tower its HF tokenizer from the local directory the config names."""
+  from clipjax.models.registry import HFTextConfig, get_model_config
+  text = get_model_config(arch).text
+  if isinstance(text, HFTextConfig):
+    from clipjax.text.hf_tokenizer import HFTokenizer
+    return HFTokenizer(text.tokenizer_dir, context_length or text.context_length)
+  return Tokenizer(context_length or text.context_length)

@@ -33,8 +33,10 @@ def base_config(method: str) -> ml_collections.ConfigDict:
   # caption_field: the record field trained as the caption (e.g. long_caption).
   # cache_frozen: embed each image once with a frozen, unaugmented image tower and skip image
   # decoding afterwards (lit, draft, three_tower; clipjax/train/frozen_cache.py).
+  # read_threads: threads per worker process reading + preparing records; -1 = 0 with workers
+  # (fastest for local files), more for high-latency storage such as gs://.
   c.data = dict(train=synthetic(20_000), dialogue_mode="one_qa", augment=False, num_workers=2,
-                trim_text=True, caption_field="caption", cache_frozen=False)
+                read_threads=-1, trim_text=True, caption_field="caption", cache_frozen=False)
   c.batch_size = 64            # global, over all hosts and devices
   c.total_steps = 300
   c.optim = dict(lr=5e-4, warmup_steps=30, weight_decay=0.2, b1=0.9, b2=0.98, eps=1e-6,

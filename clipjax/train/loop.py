@@ -111,29 +111,38 @@ def _dataset(cfg, model, params, frozen, workdir):
                        f"{cfg.data.dialogue_mode!r}")
   prepare = PrepareExample(model.cfg.vision.image_size, train=cfg.data.augment,
                            text_fields=fields.get("", fields.get("image_text")),
-                           context_length=context, with_image=cache is None)
+                           context_length=context, with_image=cache is None,
+                           hf_tokenizer=getattr(model.cfg.text, "tokenizer_dir", None))
   images = build_dataset(source, prepare, batch_size=per_host(cfg.batch_size, "batch_size"),
-                         seed=cfg.seed, num_workers=cfg.data.num_workers)
+                         seed=cfg.seed, num_workers=cfg.data.num_workers,
+                         read_threads=_read_threads(cfg))
   if cfg.method != "multitask":
     return images, len(source), cache
   text_source = make_source(cfg.data.text)
   if cfg.data.text.kind == "synthetic":
     text_source = synthetic_text_records(text_source)
-  texts = build_dataset(text_source, PrepareText(context, cfg.data.num_negatives),
+  texts = build_dataset(text_source, PrepareText(context, cfg.data.num_negatives,
+                                                 getattr(model.cfg.text, "tokenizer_dir", None)),
                         batch_size=per_host(cfg.data.text_batch_size, "data.text_batch_size"),
-                        seed=cfg.seed + 1, num_workers=cfg.data.num_workers)
+                        seed=cfg.seed + 1, num_workers=cfg.data.num_workers,
+                        read_threads=_read_threads(cfg))
   return TwoStreams(texts, images), len(source), None
 
 
-def trim_text_padding(batch: dict, fields: dict[str, Any]) -> dict:
-  """Drops padding columns of the token-id fields (exact: causal towers read the end-of-text
-  token). `fields`: stream name ("" = the batch itself) -> token fields. The fields of a
+def _read_threads(cfg) -> int | None:
+  threads = cfg.data.get("read_threads", -1)
+  return None if threads is None or threads < 0 else threads
+
+
+def trim_text_padding(batch: dict, fields: dict[str, Any], pad_id: int = 0) -> dict:
+  """Drops padding columns of the token-id fields (exact, see `models.text.trim_padding`).
+  `fields`: stream name ("" = the batch itself) -> token fields. The fields of a
   stream share one length, a multiple of 8, agreed by every host (global arrays stay
   rectangular), so the step compiles for at most (context/8)^streams shapes."""
   from clipjax.models.text import padded_length
   streams = [(s, [f for f in names if f in (batch[s] if s else batch)])
              for s, names in fields.items()]
-  lengths = np.asarray([max(padded_length(x.reshape(-1, x.shape[-1]))
+  lengths = np.asarray([max(padded_length(x.reshape(-1, x.shape[-1]), pad_id=pad_id)
                             for x in ((batch[s] if s else batch)[f] for f in names))
                         for s, names in streams], np.int32)
   if jax.process_count() > 1:
@@ -227,7 +236,8 @@ def train(cfg, workdir: str) -> dict:
       if cache is not None:
         batch = cache.add_to(batch)
       if cfg.data.get("trim_text", True):
-        batch = trim_text_padding(batch, methods.TEXT_FIELDS[cfg.method])
+        batch = trim_text_padding(batch, methods.TEXT_FIELDS[cfg.method],
+                                  getattr(model.cfg.text, "pad_token_id", 0))
       state, metrics = step_fn(state, host_batch_to_global(batch, mesh))
       done = step + 1
       logs.bar.update(1)

@@ -22,6 +22,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Callable
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 from jax.sharding import Mesh
@@ -29,6 +30,8 @@ from jax.sharding import Mesh
 from clipjax import losses
 from clipjax.data.transforms import normalize_on_device
 from clipjax.models import CLIP, TextTransformer
+from clipjax.models.hf_text import HFTextTower
+from clipjax.models.registry import HFTextConfig
 from clipjax.parallel.mesh import on_mesh
 
 METHODS = ("clip", "lit", "siglip", "unicl", "draft", "three_tower", "multitask")
@@ -59,17 +62,28 @@ def _unit(x: jax.Array) -> jax.Array:
   return x / jnp.linalg.norm(x, axis=-1, keepdims=True)
 
 
-def dialogue_tower(model: CLIP) -> TextTransformer:
+def dialogue_tower(model: CLIP) -> nn.Module:
   cfg = model.cfg
+  if isinstance(cfg.text, HFTextConfig):
+    return HFTextTower(cfg.text, cfg.embed_dim, model.dtype, model.remat)
   return TextTransformer(cfg.text, cfg.embed_dim, cfg.quick_gelu, model.dtype, model.remat)
 
 
 def init_dialogue_params(clip_params: dict) -> dict:
-  """G starts as a copy of the text tower T: every top-level entry but `visual` and logits.
-  Real copies: the train step donates its state, and a buffer shared by two leaves would be
-  donated twice."""
+  """G starts as a copy of the text tower T: every top-level entry but `visual` and logits
+  (an HF tower: the `text` subtree). Real copies: the train step donates its state, and a
+  buffer shared by two leaves would be donated twice."""
   text = {k: v for k, v in clip_params.items() if k not in ("visual", "logit_scale", "logit_bias")}
+  if set(text) == {"text"}:
+    text = text["text"]
   return jax.tree.map(lambda x: jnp.array(x, copy=True), text)
+
+
+def dialogue_as_text_tower(clip_params: dict, dialogue_params: dict) -> dict:
+  """CLIP params with G in place of the text tower (the inverse of `init_dialogue_params`)."""
+  if "text" in clip_params:  # HF text tower
+    return dict(clip_params, text=dialogue_params)
+  return dict(clip_params, **dialogue_params)
 
 
 def make_method(method: str, model: CLIP, mesh: Mesh, cfg: Any) -> Method:

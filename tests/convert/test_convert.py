@@ -51,10 +51,11 @@ def test_round_trip_is_bit_identical(tiny, tmp_path, suffix):
   _assert_params_identical(params, loaded)
 
 
-@pytest.mark.parametrize("suffix", [".safetensors", ".pt"])
-def test_openclip_loads_export_strictly_and_agrees(tmp_path, suffix):
-  """open_clip.create_model(arch, pretrained=path) uses strict key matching."""
-  arch = "ViT-B-32"
+@pytest.mark.parametrize("suffix,arch", [(".safetensors", "ViT-B-32"), (".pt", "ViT-B-32"),
+                                         (".safetensors", "RN50")])
+def test_openclip_loads_export_strictly_and_agrees(tmp_path, suffix, arch):
+  """open_clip.create_model(arch, pretrained=path) uses strict key matching (for RN50 that
+  includes every BatchNorm's running statistics and `num_batches_tracked`)."""
   ref = make_openclip_model(arch)
   sd_path = tmp_path / "ref.safetensors"
   save_state_dict(torch_state_dict(ref), sd_path)
@@ -64,6 +65,9 @@ def test_openclip_loads_export_strictly_and_agrees(tmp_path, suffix):
   reloaded = open_clip.create_model(arch, pretrained=str(out)).eval()
   images = np.random.default_rng(0).normal(size=(2, 224, 224, 3)).astype(np.float32)
   ids = open_clip.get_tokenizer(arch)(["a dog", "a red car on a bridge"])
+  sd = reloaded.state_dict()
+  assert all(torch.equal(sd[k], v) for k, v in ref.state_dict().items()
+             if not k.endswith("num_batches_tracked"))
   with torch.no_grad():
     ref_img = reloaded.encode_image(torch.from_numpy(images.transpose(0, 3, 1, 2))).numpy()
     ref_txt = reloaded.encode_text(ids).numpy()
@@ -182,7 +186,7 @@ def test_missing_extra_and_misshaped_tensors_are_named(tiny, tmp_path):
 
 
 def test_architecture_inferred_from_shapes():
-  for arch in ("ViT-B-32", "ViT-L-14-336"):
+  for arch in ("ViT-B-32", "ViT-L-14-336", "RN50", "RN50x4"):
     from clipjax.convert.openclip import param_shapes
     sd = {k: np.empty(v.shape, np.float32) for k, v in params_to_state_dict(
         jax.tree.map(lambda s: np.empty(s.shape, np.float32), param_shapes(get_model_config(arch)))

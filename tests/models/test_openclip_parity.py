@@ -26,7 +26,7 @@ def _encode(model, params, images_nchw, ids):
 
 
 @pytest.mark.parametrize("arch", ["ViT-T-16-test", "ViT-B-32", "ViT-B-32-quickgelu", "ViT-B-16",
-                                  "ViT-L-14"])
+                                  "ViT-L-14", "RN-T-test", "RN50"])
 def test_embeddings_and_logits_match_openclip(arch):
   ref = make_openclip_model(arch)
   cfg = get_model_config(arch)

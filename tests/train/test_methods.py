@@ -11,6 +11,7 @@ import clipjax.data.builder
 from clipjax.evaluate import tasks
 from clipjax.evaluate.embed import clip_encoders
 from clipjax.train.loop import train
+from clipjax.train.methods import dialogue_as_text_tower
 
 HELD_OUT = 256
 CHANCE = 1 / HELD_OUT
@@ -90,9 +91,36 @@ def test_three_tower_learns(base_clip, tmp_path):
   _, base = clipjax.load_openclip(checkpoint, arch="ViT-T-16-test")
   for a, b in zip(jax_leaves(base), jax_leaves(params["clip"])):
     assert np.array_equal(a, b)  # I and T frozen
-  third = dict(params["clip"], **params["dialogue"])  # G as the text tower
+  third = dialogue_as_text_tower(params["clip"], params["dialogue"])  # G as the text tower
   assert not np.array_equal(third["text_projection"], base["text_projection"])
   assert held_out_r1(result["model"], third) >= 3 * CHANCE
+
+
+def test_hf_text_tower_trains_in_three_tower(tmp_path):
+  """An HF (RoBERTa) text tower through the whole loop: its tokenizer in grain workers, padding
+  trimmed by its pad id, G copied from it and trained while I and T stay frozen."""
+  import json
+
+  from clipjax.data.synthetic import SyntheticScenes
+  from conftest import write_hf_text_dir
+  scenes = SyntheticScenes(64, 32, seed=0)
+  corpus = [scenes[i][k] for i in range(64) for k in ("caption", "long_caption")]
+  hf_dir = write_hf_text_dir(tmp_path / "roberta", "roberta", corpus)
+  arch = tmp_path / "roberta-ViT-T.json"
+  arch.write_text(json.dumps(dict(
+      embed_dim=64, vision_cfg=dict(image_size=32, layers=2, width=64, patch_size=16),
+      text_cfg=dict(hf_model_name=str(hf_dir), hf_pooler_type="mean_pooler"))))
+  cfg = load_config("three_tower", **{"model.arch": str(arch), "total_steps": 6,
+                                      "batch_size": 32, "data.num_workers": 1})
+  result = train(cfg, str(tmp_path / "run"))
+  params = result["params"]
+  assert set(params["dialogue"]) == {"transformer", "proj_0", "proj_2"}
+  _, init = clipjax.create_model(str(arch), seed=cfg.seed)
+  for a, b in zip(jax_leaves(init), jax_leaves(params["clip"])):
+    assert np.array_equal(a, b)  # I and T frozen
+  third = dialogue_as_text_tower(params["clip"], params["dialogue"])
+  assert not np.array_equal(third["text"]["proj_2"]["kernel"], init["text"]["proj_2"]["kernel"])
+  assert np.isfinite(held_out_r1(result["model"], third))
 
 
 def jax_leaves(tree):
