@@ -21,7 +21,7 @@ def eval_block(size: int = 256, tasks: str = "retrieval,zeroshot,vqa") -> dict:
 
 def base_config(method: str) -> ml_collections.ConfigDict:
   c = ml_collections.ConfigDict()
-  c.method = method  # clip | lit | siglip | unicl | draft | three_tower | multitask
+  c.method = method  # clip | lit | siglip | unicl | draft | three_tower | multitask | mult
   c.seed = 0
   # arch: an open_clip name (or clipjax test config); checkpoint: an OpenCLIP file to start
   # from (empty: random init, or for draft/three_tower the base CLIP pretrained by `base`).

@@ -52,6 +52,8 @@ def _model_and_params(cfg) -> tuple[Any, dict]:
   params = {"clip": clip}
   if cfg.method == "three_tower":
     params["dialogue"] = methods.init_dialogue_params(clip)
+  elif cfg.method == "mult":
+    params["mult"] = methods.init_mult_params(model, cfg.loss, cfg.seed)
   return model, params
 
 

@@ -31,15 +31,17 @@ from clipjax import losses
 from clipjax.data.transforms import normalize_on_device
 from clipjax.models import CLIP, TextTransformer
 from clipjax.models.hf_text import HFTextTower
+from clipjax.models.mult import MulTConfig, MulTFusion
 from clipjax.models.registry import HFTextConfig
 from clipjax.parallel.mesh import on_mesh
 
-METHODS = ("clip", "lit", "siglip", "unicl", "draft", "three_tower", "multitask")
+METHODS = ("clip", "lit", "siglip", "unicl", "draft", "three_tower", "multitask", "mult")
 # The token-id fields of each method's batch, per stream ("" = the batch itself).
 TEXT_FIELDS = {"clip": {"": ("caption",)}, "lit": {"": ("caption",)},
                "siglip": {"": ("caption",)}, "unicl": {"": ("caption",)},
                "draft": {"": ("caption", "dialogue")},
                "three_tower": {"": ("caption", "dialogue")},
+               "mult": {"": ("caption",)},
                "multitask": {"text": ("query", "positive", "negatives"),
                              "image_text": ("caption",)}}
 # Frozen towers whose embeddings can be computed once per image (data.cache_frozen).
@@ -77,6 +79,23 @@ def init_dialogue_params(clip_params: dict) -> dict:
   if set(text) == {"text"}:
     text = text["text"]
   return jax.tree.map(lambda x: jnp.array(x, copy=True), text)
+
+
+def mult_tower(model: CLIP, loss_cfg: Any) -> nn.Module:
+  """The MulT fusion tower of the `mult` method; its size comes from `loss.mult`."""
+  text = model.cfg.text
+  mult_cfg = MulTConfig(**dict(loss_cfg.get("mult") or {}),
+                        vocab_size=text.vocab_size, context_length=text.context_length,
+                        pad_id=getattr(text, "pad_token_id", 0))
+  return MulTFusion(mult_cfg, model.cfg.embed_dim, model.dtype)
+
+
+def init_mult_params(model: CLIP, loss_cfg: Any, seed: int) -> dict:
+  size = model.cfg.vision.image_size
+  tower = mult_tower(model, loss_cfg)
+  images = jnp.zeros((1, size, size, 3), jnp.float32)
+  ids = jnp.zeros((1, tower.cfg.context_length), jnp.int32)
+  return jax.jit(tower.init)(jax.random.key(seed + 7), images, ids)["params"]
 
 
 def dialogue_as_text_tower(clip_params: dict, dialogue_params: dict) -> dict:
@@ -125,6 +144,9 @@ def make_method(method: str, model: CLIP, mesh: Mesh, cfg: Any) -> Method:
     elif method == "three_tower":
       out["dialogue"] = _unit(dialogue_tower(model).apply({"params": params["dialogue"]},
                                                           batch["dialogue"]))
+    elif method == "mult":  # the fused view M of each image–caption pair
+      out["fused"] = _unit(mult_tower(model, cfg).apply(
+          {"params": params["mult"]}, normalize_on_device(batch["image"]), batch["caption"]))
     return out
 
   def same_image(batch):
@@ -161,6 +183,10 @@ def make_method(method: str, model: CLIP, mesh: Mesh, cfg: Any) -> Method:
           mmd=losses.MMDConfig(**cfg.mmd), bidirectional=cfg.bidirectional, block_size=block,
           **same_image(batch))
       return out, dict(aux)
+    if method == "mult":  # METHODS §6: a·CE(I,T) + b·CE(T,M) + (1−a−b)·CE(M,I)
+      out = on_mesh(losses.mult_loss, mesh)(image, caption, emb["fused"], scale, a=cfg.a,
+                                            b=cfg.b, block_size=block)
+      return out, {"scale": scale}
     # three_tower: frozen I and T; G = the dialogue tower.
     out = on_mesh(losses.three_tower_loss, mesh)(image, caption, emb["dialogue"], scale, a=cfg.a,
                                                  bidirectional=cfg.bidirectional,

@@ -62,12 +62,16 @@ def test_clip_learns(base_clip):
   assert result["steps_run"] == 40 and not result["bad_records"].any()
 
 
-@pytest.mark.parametrize("name", ["lit", "siglip", "unicl"])
+@pytest.mark.parametrize("name", ["lit", "siglip", "unicl", "mult"])
 def test_from_scratch_methods_learn(name, tmp_path):
   cfg = load_config(name, total_steps=60)
   result = train(cfg, str(tmp_path))
   r1 = held_out_r1(result["model"], result["params"]["clip"])
   assert r1 >= 3 * CHANCE, (name, r1)
+  if name == "mult":  # the fusion tower M trained with I and T
+    from clipjax.train.methods import init_mult_params
+    init = init_mult_params(result["model"], cfg.loss, cfg.seed)
+    assert not np.array_equal(init["proj"]["kernel"], result["params"]["mult"]["proj"]["kernel"])
 
 
 def test_draft_learns_and_keeps_image_tower(base_clip, tmp_path):
