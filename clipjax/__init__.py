@@ -11,6 +11,8 @@ _API = {
     "list_models": "clipjax.models",
     "get_model_config": "clipjax.models",
     "load_openclip": "clipjax.convert.openclip",
+    "create_model_and_transforms": "clipjax.convert.openclip",
+    "list_pretrained": "clipjax.convert.pretrained",
     "export_openclip": "clipjax.convert.openclip",
     "export_hf": "clipjax.convert.hf",
     "get_tokenizer": "clipjax.text.tokenizer",

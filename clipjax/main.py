@@ -11,8 +11,11 @@ from __future__ import annotations
 
 import os
 
-from absl import app, flags, logging
+from absl import flags, logging
 from ml_collections import config_flags
+
+from clipjax import cli
+from clipjax.errors import ConfigError
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Training config file.",
                                           lock_config=True)
@@ -40,6 +43,7 @@ def _train_base(cfg, workdir: str):
   """Trains `cfg.base` in WORKDIR/base (reusing a finished run there; its own base first, so
   stages chain) and points cfg.model.checkpoint at its open_clip export. Returns its params."""
   from clipjax.train.loop import train
+  from clipjax.train.validate import check_workdir_config
   base_cfg, base_dir = cfg.base, os.path.join(workdir, "base")
   for field in ("arch", "dtype", "remat"):  # the same architecture; its own context length
     base_cfg.model[field] = cfg.model[field]
@@ -47,6 +51,7 @@ def _train_base(cfg, workdir: str):
     _train_base(base_cfg, base_dir)
   print(f"no model.checkpoint: training (or reusing) the {base_cfg.method} base in {base_dir}",
         flush=True)
+  check_workdir_config(base_cfg, base_dir)
   base = train(base_cfg, base_dir)
   exported = _export(base_cfg, base["model"], base["params"]["clip"],
                      os.path.join(base_dir, "export"))
@@ -65,10 +70,10 @@ def run(cfg, workdir: str) -> dict:
   from clipjax.train import methods
   from clipjax.train.loop import train
 
+  from clipjax.train.validate import check_workdir_config, validate
+  validate(cfg)  # seconds, before any model init, cache or base pretraining
+  check_workdir_config(cfg, workdir)
   base_params = None
-  if cfg.method in ("draft", "three_tower") and not cfg.model.checkpoint and cfg.base is None:
-    raise ValueError(f"{cfg.method} adapts a pretrained CLIP: set config.model.checkpoint to "
-                     f"an OpenCLIP file (or config.base to pretrain a small one)")
   if cfg.get("base") is not None and not cfg.model.checkpoint:
     if jax.process_count() > 1:  # only process 0 would write the base export
       raise ValueError("multi-host runs need config.model.checkpoint (the built-in base "
@@ -80,7 +85,8 @@ def run(cfg, workdir: str) -> dict:
   exports = _export(cfg, model, params["clip"], export_dir)
   if base_params is None and cfg.method in ("draft", "three_tower"):
     import clipjax
-    base_params = clipjax.load_openclip(cfg.model.checkpoint, arch=cfg.model.arch or None)[1]
+    base_params = clipjax.load_openclip(cfg.model.checkpoint, cfg.model.get("pretrained") or None,
+                                        arch=cfg.model.arch or None)[1]
 
   models, blend = {}, None
   if cfg.method == "draft":
@@ -107,16 +113,17 @@ def run(cfg, workdir: str) -> dict:
     for name, path in exports.items():
       print(f"  {name}: {path}")
     if "open_clip" in exports:
-      print(f"load in PyTorch: model, _, preprocess = open_clip.create_model_and_transforms("
-            f"'{cfg.model.arch}', pretrained='{exports['open_clip']}')  (for a clipjax-only "
-            f"architecture, first open_clip.add_model_config() with the .json written next to it)")
+      from clipjax.convert.openclip import pytorch_load_line
+      print(f"load in PyTorch:\n  {pytorch_load_line(exports['open_clip'], model.cfg)}")
   return results
 
 
 def main(argv):
   if len(argv) > 1:
-    raise app.UsageError(f"unexpected arguments {argv[1:]}")
+    raise ConfigError(f"unexpected arguments {argv[1:]} (flags are --name=value)")
   cfg = _CONFIG.value
+  if cfg is None:
+    raise ConfigError("--config is required, e.g. --config=configs/draft.py")
   if not flags.FLAGS["verbosity"].present:  # keep the progress bar readable; -v 0 for INFO
     logging.set_verbosity(logging.WARNING)
   from clipjax.parallel.mesh import initialize_distributed
@@ -137,4 +144,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  cli.run(main)

@@ -12,8 +12,10 @@ from typing import Iterator, Mapping
 
 import numpy as np
 
+from clipjax.errors import UserError
 
-class CheckpointError(ValueError):
+
+class CheckpointError(UserError, ValueError):
   """A checkpoint file that cannot be used: unreadable, unsafe, or not matching the model."""
 
 

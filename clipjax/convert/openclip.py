@@ -25,7 +25,7 @@ import numpy as np
 
 from clipjax.convert.io import CheckpointError, atomic_path, load_state_dict, save_state_dict
 from clipjax.models.registry import (CLIPJAX_ONLY, MODEL_CONFIGS, CLIPConfig, HFTextConfig,
-                                     TextConfig, VisionConfig, get_model_config)
+                                     get_model_config)
 
 Params = dict[str, Any]
 log = logging.getLogger(__name__)
@@ -161,53 +161,58 @@ def state_dict_to_params(sd: dict[str, np.ndarray], cfg: CLIPConfig,
   return _unflat(flat)
 
 
-def infer_config(sd: dict[str, np.ndarray]) -> CLIPConfig:
-  """Architecture from tensor shapes; head counts and the activation come from the registry
-  entry with the same shapes (plain GELU is chosen over `-quickgelu`, which shapes cannot tell)."""
+def _candidate_prefilter(cfg: CLIPConfig, sd: dict[str, np.ndarray]) -> bool:
+  """Cheap necessary conditions (a few tensor shapes) before the full shape comparison."""
+  if isinstance(cfg.text, HFTextConfig):
+    return False  # HF text towers are loaded with their JSON (arch=path.json)
   try:
-    conv = sd["visual.conv1.weight"].shape
-    if "visual.attnpool.positional_embedding" in sd:  # ModifiedResNet: 32x downsampling
-      grid = int(round((sd["visual.attnpool.positional_embedding"].shape[0] - 1) ** 0.5))
-      vis = VisionConfig(image_size=grid * 32, patch_size=None, width=conv[0] * 2,
-                         layers=tuple(_count_blocks(sd, f"visual.layer{i}.") for i in range(1, 5)))
-      embed_dim = sd["visual.attnpool.c_proj.weight"].shape[0]
-    else:
-      vis = VisionConfig(
-          image_size=int(round((sd["visual.positional_embedding"].shape[0] - 1) ** 0.5)) * conv[2],
-          patch_size=conv[2], width=conv[0],
-          layers=_count_blocks(sd, "visual.transformer.resblocks."),
-          mlp_ratio=sd["visual.transformer.resblocks.0.mlp.c_fc.weight"].shape[0] / conv[0])
-      embed_dim = sd["visual.proj"].shape[1]
+    if cfg.vision.is_resnet != ("visual.attnpool.positional_embedding" in sd):
+      return False
     tok = sd["token_embedding.weight"].shape
-    txt = TextConfig(context_length=sd["positional_embedding"].shape[0], vocab_size=tok[0],
-                     width=tok[1], heads=max(tok[1] // 64, 1),
-                     layers=_count_blocks(sd, "transformer.resblocks."),
-                     mlp_ratio=sd["transformer.resblocks.0.mlp.c_fc.weight"].shape[0] / tok[1])
-  except KeyError as e:
-    raise CheckpointError(f"cannot infer the architecture: tensor {e} is missing (is this an "
-                          f"open_clip ViT or ResNet checkpoint? pass arch= explicitly)") from None
+    return tok == (cfg.text.vocab_size, cfg.text.width) and (
+        sd["text_projection"].shape[1] == cfg.embed_dim)
+  except KeyError:
+    return False
+
+
+def _shapes_match(cfg: CLIPConfig, sd: dict[str, np.ndarray]) -> bool:
+  cfg = cfg.replace(text={"context_length": sd["positional_embedding"].shape[0]})
+  want = {torch_key(p)[0]: (torch_key(p)[1], v.shape) for p, v in _flat(param_shapes(cfg)).items()}
+  keys = {k for k in sd if not k.endswith(_BN_COUNTER) and k != "logit_bias"}
+  if keys != set(want):
+    return False
+  return all(_to_torch_layout(np.empty(shape), kind).shape == tuple(np.shape(sd[k]))
+             for k, (kind, shape) in want.items())
+
+
+def infer_config(sd: dict[str, np.ndarray]) -> CLIPConfig:
+  """The registered architecture whose every tensor shape equals the checkpoint's (test and
+  demo configs included). Architectures that differ only in the activation cannot be told
+  apart by shapes: plain GELU is chosen over `-quickgelu`, with a warning. Raises
+  CheckpointError listing the candidates when the shapes match none, or several that differ
+  in more than the activation (e.g. head counts)."""
+  if "token_embedding.weight" not in sd or "text_projection" not in sd:
+    raise CheckpointError("cannot infer the architecture: not an open_clip CLIP state dict "
+                          "(no token_embedding / text_projection); pass arch= explicitly")
   bias = float(np.asarray(sd["logit_bias"])) if "logit_bias" in sd else None
-  for name, cfg in MODEL_CONFIGS.items():
-    if cfg.quick_gelu or name in CLIPJAX_ONLY:
-      continue
-    v, t = cfg.vision, cfg.text
-    if isinstance(t, HFTextConfig):
-      continue
-    same_vision = (cfg.embed_dim, v.image_size, v.patch_size, v.width, v.layers, v.mlp_width) == (
-        embed_dim, vis.image_size, vis.patch_size, vis.width, vis.layers,
-        int(round(vis.mlp_ratio * vis.width)))
-    same_text = (t.vocab_size, t.width, t.layers, t.mlp_width) == (
-        txt.vocab_size, txt.width, txt.layers, int(round(txt.mlp_ratio * txt.width)))
-    if same_vision and same_text:
-      log.info("inferred architecture %s (pass arch='%s-quickgelu' for OpenAI-trained weights)",
-               name, name)
-      return cfg.replace(text={"context_length": txt.context_length}, init_logit_bias=bias)
-  log.warning("checkpoint matches no registered architecture; assuming 64-wide heads and GELU")
-  return CLIPConfig(embed_dim, vis, txt, init_logit_bias=bias)
-
-
-def _count_blocks(sd, prefix: str) -> int:
-  return len({k[len(prefix):].split(".")[0] for k in sd if k.startswith(prefix)})
+  near = [n for n, c in MODEL_CONFIGS.items() if _candidate_prefilter(c, sd)]
+  matches = [n for n in near if _shapes_match(MODEL_CONFIGS[n], sd)]
+  plain = [n for n in matches if not MODEL_CONFIGS[n].quick_gelu]
+  if len(plain) == 1 or (not plain and len(matches) == 1):
+    name = (plain or matches)[0]
+    if f"{name}-quickgelu" in matches:
+      log.warning("inferred architecture %s from tensor shapes; pass arch='%s-quickgelu' for "
+                  "weights trained with QuickGELU (OpenAI, MetaCLIP, DFN)", name, name)
+    ctx = sd["positional_embedding"].shape[0]
+    return MODEL_CONFIGS[name].replace(text={"context_length": ctx}, init_logit_bias=bias)
+  if len(plain) > 1:
+    raise CheckpointError(f"the tensor shapes fit several architectures ({', '.join(plain)}); "
+                          f"pass arch= (--arch) to choose")
+  raise CheckpointError(
+      "the tensor shapes match no registered architecture"
+      + (f" (same text tower as {', '.join(near)})" if near else "")
+      + "; pass arch= (--arch) with a name from clipjax.list_models() or an open_clip model "
+        "JSON file")
 
 
 def config_for_params(arch: str | CLIPConfig, params: Params) -> CLIPConfig:
@@ -229,25 +234,87 @@ def config_for_params(arch: str | CLIPConfig, params: Params) -> CLIPConfig:
   return cfg
 
 
-def load_openclip(path: str | os.PathLike, arch: str | CLIPConfig | None = None, *,
-                  context_length: int | None = None, dtype=jnp.float32, remat: bool = False):
-  """Loads an OpenCLIP checkpoint. Returns (model, params); params are float32.
+def _json_next_to(path: Path) -> CLIPConfig | None:
+  """The architecture written next to a checkpoint: clipjax's `<stem>.json` (open_clip model
+  config) or open_clip's hub-style `open_clip_config.json` (`{"model_cfg": ...}`)."""
+  from clipjax.models.registry import config_from_openclip_json
+  for candidate in (path.with_suffix(".json"), path.parent / "open_clip_config.json"):
+    if candidate.is_file() and candidate != path:
+      try:
+        data = json.loads(candidate.read_text())
+        return config_from_openclip_json(data.get("model_cfg", data))
+      except (ValueError, KeyError, TypeError) as e:
+        raise CheckpointError(f"{candidate} (next to the checkpoint) is not an open_clip model "
+                              f"config: {e}") from None
+  return None
 
-  arch: open_clip architecture name (or CLIPConfig); None infers it from the tensor shapes.
+
+def resolve_architecture(sd: dict[str, np.ndarray], resolved, arch=None) -> CLIPConfig:
+  """In order: `arch`, what the name says (tag, hub config, the JSON next to the file), or
+  shape inference. A logit bias in the checkpoint is carried into the config."""
+  from clipjax.models.registry import config_from_openclip_json
+  if arch is not None:
+    cfg = get_model_config(arch)
+  elif isinstance(resolved.arch, dict):
+    cfg = config_from_openclip_json(resolved.arch)
+  elif resolved.arch is not None:
+    cfg = get_model_config(resolved.arch)
+  else:
+    cfg = _json_next_to(resolved.path) or infer_config(sd)
+  if "logit_bias" in sd:
+    cfg = cfg.replace(init_logit_bias=float(np.asarray(sd["logit_bias"])))
+  return cfg
+
+
+def load_checkpoint(name: str | os.PathLike, pretrained=None, *, arch=None,
+                    context_length: int | None = None, cache_dir: str | None = None):
+  """Resolves a name (`clipjax.convert.pretrained.resolve`) and reads it. Returns
+  (CLIPConfig, params, Resolved)."""
+  from clipjax.convert.pretrained import resolve
+  resolved = resolve(name, pretrained, cache_dir=cache_dir)
+  sd = load_state_dict(resolved.path)
+  cfg = resolve_architecture(sd, resolved, arch)
+  if context_length:
+    cfg = cfg.replace(text={"context_length": context_length})
+  return cfg, state_dict_to_params(sd, cfg, source=resolved.description), resolved
+
+
+def describe_checkpoint(name: str | os.PathLike, arch=None, pretrained=None) -> CLIPConfig:
+  """The architecture of a checkpoint, after checking every tensor against it."""
+  return load_checkpoint(name, pretrained, arch=arch)[0]
+
+
+def load_openclip(name: str | os.PathLike, pretrained: str | os.PathLike | None = None, *,
+                  arch: str | CLIPConfig | None = None, context_length: int | None = None,
+                  dtype=jnp.float32, remat: bool = False, cache_dir: str | None = None):
+  """Loads OpenCLIP weights by any name open_clip users write. Returns (model, params);
+  params are float32.
+
+  name: a file (.safetensors/.pt/.bin/.pth), a directory or `local-dir:DIR`, `hf-hub:ORG/REPO`,
+    or an architecture with `pretrained=TAG` (open_clip's tag table) or `pretrained=PATH`.
+  arch: open_clip architecture name (or CLIPConfig, or model JSON path); None takes it from
+    the name (tag, hub config, the JSON next to the file) or infers it from tensor shapes.
   context_length: build a text tower with this context, interpolating positional embeddings.
   """
   from clipjax.models.clip import CLIP
-  sd = load_state_dict(path)
-  if arch is None:
-    cfg = infer_config(sd)
-  else:
-    cfg = get_model_config(arch)
-    if "logit_bias" in sd:
-      cfg = cfg.replace(init_logit_bias=float(np.asarray(sd["logit_bias"])))
-  if context_length:
-    cfg = cfg.replace(text={"context_length": context_length})
-  params = state_dict_to_params(sd, cfg, source=str(path))
+  cfg, params, _ = load_checkpoint(name, pretrained, arch=arch, context_length=context_length,
+                                   cache_dir=cache_dir)
   return CLIP(cfg, dtype=dtype, remat=remat), params
+
+
+def create_model_and_transforms(name: str | os.PathLike, pretrained=None, **kwargs):
+  """open_clip's entry point: (model, params, train_transform, eval_transform). The transforms
+  use the preprocessing the weights were trained with (mean, std, interpolation, resize mode
+  from the tag table or the hub config); keyword arguments go to `load_openclip`."""
+  from clipjax.data.transforms import image_transform
+  from clipjax.models.clip import CLIP
+  dtype, remat = kwargs.pop("dtype", jnp.float32), kwargs.pop("remat", False)
+  cfg, params, resolved = load_checkpoint(name, pretrained, **kwargs)
+  pre = {k: resolved.preprocess[k] for k in ("mean", "std", "interpolation", "resize_mode")
+         if k in resolved.preprocess}
+  size = cfg.vision.image_size
+  return (CLIP(cfg, dtype=dtype, remat=remat), params, image_transform(size, train=True, **pre),
+          image_transform(size, train=False, **pre))
 
 
 def export_openclip(params: Params, arch: str | CLIPConfig, path: str | os.PathLike) -> Path:
@@ -267,3 +334,18 @@ def export_openclip(params: Params, arch: str | CLIPConfig, path: str | os.PathL
   with atomic_path(json_path) as tmp:
     Path(tmp).write_text(json.dumps(cfg.to_openclip_json(), indent=2))
   return json_path
+
+
+def pytorch_load_line(weights: str | os.PathLike, arch: str | CLIPConfig) -> str:
+  """A Python line that loads exported weights in open_clip, verbatim: by the stock
+  architecture name, or first registering the JSON `export_openclip` wrote next to them."""
+  weights = Path(weights).resolve()
+  cfg = get_model_config(arch)
+  stock = [n for n, c in MODEL_CONFIGS.items() if c == cfg and n not in CLIPJAX_ONLY]
+  json_path = weights.with_suffix(".json")
+  if stock and not json_path.exists():
+    return (f"import open_clip; model, _, preprocess = open_clip.create_model_and_transforms("
+            f"{stock[0]!r}, pretrained={str(weights)!r})")
+  return (f"import open_clip; open_clip.add_model_config({str(json_path)!r}); "
+          f"model, _, preprocess = open_clip.create_model_and_transforms({json_path.stem!r}, "
+          f"pretrained={str(weights)!r})")

@@ -1,57 +1,139 @@
-"""Sources from config: `make_source({"kind": ..., **arguments})`, the one place configs turn
-into data. Kinds: synthetic, manifest, coco, wds, tfds, array_record, vqav1."""
+"""Sources from config: `make_source(spec)`, the one place configs turn into data.
+
+A spec is a dict (`{"kind": "coco", "annotations": ..., "image_root": ...}`), a JSON object
+string, or the command-line form `KIND:key=value,key=value`
+(`manifest:manifest=data/train.jsonl,image_root=data`). Kinds: synthetic, manifest, coco, wds,
+tfds, array_record, vqav1. `check_source_spec` validates a spec (kind, fields, that its paths
+exist) without reading any data, so a typo fails before a model is built.
+"""
 from __future__ import annotations
 
+import dataclasses
+import difflib
+import json
 from typing import Any, Mapping
 
 from etils import epath
 
+from clipjax.errors import ConfigError
 
-def _glob(pattern: str) -> list[str]:
+
+@dataclasses.dataclass(frozen=True)
+class _Kind:
+  required: tuple[str, ...]
+  optional: tuple[str, ...] = ()
+  paths: tuple[str, ...] = ()  # fields naming files or folders that must exist
+  globs: tuple[str, ...] = ()  # fields holding a glob pattern that must match
+  ints: tuple[str, ...] = ()   # fields parsed as integers from a spec string
+
+
+_KINDS = {
+    "synthetic": _Kind((), ("size", "resolution", "seed", "split"),
+                       ints=("size", "resolution", "seed")),
+    "manifest": _Kind(("manifest",), ("image_root",), paths=("manifest", "image_root")),
+    "coco": _Kind(("annotations", "image_root"), paths=("annotations", "image_root")),
+    "wds": _Kind(("shards",), globs=("shards",)),
+    "tfds": _Kind(("name", "split", "data_dir"), ("image_key", "caption_key", "label_key",
+                                                   "id_key"), paths=("data_dir",)),
+    "array_record": _Kind(("paths",), globs=("paths",)),
+    "vqav1": _Kind(("questions", "image_root"), ("annotations", "image_pattern"),
+                   paths=("questions", "image_root", "annotations")),
+}
+SOURCE_KINDS = tuple(_KINDS)
+
+
+def _suggest(word: str, choices) -> str:
+  close = difflib.get_close_matches(word, list(choices), n=1)
+  return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def parse_source_spec(spec: Any) -> dict[str, Any]:
+  """A source spec in any accepted form -> a plain dict with `kind` (not yet checked)."""
+  if isinstance(spec, Mapping) or hasattr(spec, "to_dict"):
+    return dict(spec.to_dict() if hasattr(spec, "to_dict") else spec)
+  if not isinstance(spec, str) or not spec.strip():
+    raise ConfigError(f"a data source must be a dict or a 'KIND:key=value,...' string, got "
+                      f"{spec!r}")
+  text = spec.strip()
+  if text.startswith("{"):
+    try:
+      value = json.loads(text)
+    except json.JSONDecodeError as e:
+      raise ConfigError(f"data source {text!r} is not valid JSON: {e}") from None
+    return parse_source_spec(value)
+  kind, _, rest = text.partition(":")
+  out: dict[str, Any] = {"kind": kind}
+  for item in filter(None, (p.strip() for p in rest.split(","))):
+    key, eq, value = item.partition("=")
+    if not eq:
+      raise ConfigError(f"data source {text!r}: {item!r} is not key=value")
+    out[key.strip()] = value.strip()
+  for key in _KINDS.get(kind, _Kind(())).ints:
+    if isinstance(out.get(key), str):
+      try:
+        out[key] = int(out[key])
+      except ValueError:
+        raise ConfigError(f"data source {text!r}: {key} must be an integer, got "
+                          f"{out[key]!r}") from None
+  return out
+
+
+def check_source_spec(spec: Any, name: str = "data source") -> dict[str, Any]:
+  """Validates kind, fields and paths; returns the spec as a dict. Reads no data."""
+  spec = parse_source_spec(spec)
+  kind = spec.get("kind")
+  if kind not in _KINDS:
+    raise ConfigError(f"{name}: unknown kind {kind!r}{_suggest(str(kind), _KINDS)}; expected one "
+                      f"of {', '.join(_KINDS)}")
+  rule = _KINDS[kind]
+  for field in set(spec) - {"kind", *rule.required, *rule.optional}:
+    raise ConfigError(f"{name} ({kind}): unknown field {field!r}"
+                      f"{_suggest(field, rule.required + rule.optional)}; it takes "
+                      f"{list(rule.required)} and optionally {list(rule.optional)}")
+  missing = [k for k in rule.required if spec.get(k) in (None, "")]
+  if missing:
+    raise ConfigError(f"{name} ({kind}) needs {missing}, e.g. "
+                      f"{kind}:" + ",".join(f"{k}=..." for k in rule.required))
+  for field in rule.paths:
+    if spec.get(field) and not epath.Path(spec[field]).exists():
+      hint = (f" (prepare it with `tfds build {spec.get('name')} --data_dir={spec[field]} "
+              f"--file_format=array_record`)" if kind == "tfds" else "")
+      raise ConfigError(f"{name} ({kind}): {field}={spec[field]} does not exist{hint}")
+  for field in rule.globs:
+    _glob(spec[field], f"{name} ({kind}): {field}")
+  return spec
+
+
+def _glob(pattern: str, what: str = "pattern") -> list[str]:
   path = epath.Path(pattern)
-  matches = sorted(str(p) for p in path.parent.glob(path.name))
+  matches = sorted(str(p) for p in path.parent.glob(path.name)) if path.parent.exists() else []
   if not matches:
-    raise FileNotFoundError(f"no files match {pattern}")
+    raise ConfigError(f"{what}={pattern} matches no files")
   return matches
 
 
-def _args(spec: Mapping[str, Any], required: tuple[str, ...], optional: tuple[str, ...]):
-  kind = spec["kind"]
-  unknown = set(spec) - {"kind", *required, *optional}
-  if unknown:
-    raise ValueError(f"data source {kind!r}: unknown fields {sorted(unknown)}; it takes "
-                     f"{list(required)} and optionally {list(optional)}")
-  missing = [k for k in required if spec.get(k) in (None, "")]
-  if missing:
-    raise ValueError(f"data source {kind!r} needs {missing}")
-  return {k: spec[k] for k in (*required, *optional) if k in spec and spec[k] is not None}
-
-
-def make_source(spec: Mapping[str, Any]):
-  """A random-access source (len + getitem of schema records) from a config dict."""
-  spec = dict(spec)
-  kind = spec.get("kind")
+def make_source(spec: Any):
+  """A random-access source (len + getitem of schema records) from a spec."""
+  spec = check_source_spec(spec)
+  kind = spec.pop("kind")
+  args = {k: v for k, v in spec.items() if v is not None}
   if kind == "synthetic":
     from clipjax.data.synthetic import SyntheticScenes
-    return SyntheticScenes(**_args(spec, (), ("size", "resolution", "seed", "split")))
+    return SyntheticScenes(**args)
   if kind == "manifest":
     from clipjax.data.sources import ManifestSource
-    return ManifestSource(**_args(spec, ("manifest",), ("image_root",)))
+    return ManifestSource(**args)
   if kind == "coco":
     from clipjax.data.sources import CocoCaptionsSource
-    return CocoCaptionsSource(**_args(spec, ("annotations", "image_root"), ()))
+    return CocoCaptionsSource(**args)
   if kind == "wds":
     from clipjax.data.sources import WebDatasetSource
-    return WebDatasetSource(_glob(_args(spec, ("shards",), ())["shards"]))
+    return WebDatasetSource(_glob(args["shards"]))
   if kind == "tfds":
     from clipjax.data.sources import TfdsSource
-    return TfdsSource(**_args(spec, ("name", "split", "data_dir"),
-                              ("image_key", "caption_key", "label_key", "id_key")))
+    return TfdsSource(**args)
   if kind == "array_record":
     from clipjax.data.array_record import ArrayRecordSource
-    return ArrayRecordSource(_glob(_args(spec, ("paths",), ())["paths"]))
-  if kind == "vqav1":
-    from clipjax.evaluate.vqa import VQAv1Source
-    return VQAv1Source(**_args(spec, ("questions", "image_root"), ("annotations", "image_pattern")))
-  raise ValueError(f"unknown data source kind {kind!r}; expected one of synthetic, manifest, "
-                   f"coco, wds, tfds, array_record, vqav1")
+    return ArrayRecordSource(_glob(args["paths"]))
+  from clipjax.evaluate.vqa import VQAv1Source
+  return VQAv1Source(**args)

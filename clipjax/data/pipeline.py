@@ -17,6 +17,7 @@ from PIL import Image, UnidentifiedImageError
 
 from clipjax.data.records import BAD_REASONS, BadRecord, dialogue_text, format_qa
 from clipjax.data.transforms import image_transform
+from clipjax.errors import DataError
 
 
 class OneQAPerSample:
@@ -107,16 +108,17 @@ class PrepareExample:
     if self._tokenizer is None:
       self._tokenizer = make_tokenizer(self.context_length, self.hf_tokenizer)
     texts = {}
+    where = record.get("where") or f"image_id {record.get('image_id')}"
     for field in self.text_fields:
       if field == "dialogue":
         dialogue = record.get("dialogue") or []
         if not dialogue:
-          return self._bad("missing_dialogue", f"image_id {record.get('image_id')}")
+          return self._bad("missing_dialogue", f"{where}: no dialogue")
         texts[field] = format_qa(*dialogue[0]) if len(dialogue) == 1 else dialogue_text(dialogue)
       else:
         text = record.get(field) or ""
         if not text.strip():
-          return self._bad("empty_caption", f"image_id {record.get('image_id')}: empty {field}")
+          return self._bad("empty_caption", f"{where}: empty {field}")
         texts[field] = text
     label = record.get("label")
     out = {"image_id": np.int64(record.get("image_id", -1)),
@@ -126,7 +128,8 @@ class PrepareExample:
     if self.with_image:
       pil = self._image(record["image"])
       if isinstance(pil, BadRecord):
-        return pil
+        return BadRecord(pil.reason, f"{record['where']}: {pil.detail}") if "where" in record \
+            else pil
       out["image"] = self._transform(pil, rng) if self.train else self._transform(pil)
     if texts:
       out.update(zip(texts, self._tokenizer(list(texts.values()))))
@@ -197,8 +200,10 @@ class _TwoStreamsIterator(grain.DatasetIterator):
   def __next__(self) -> dict[str, dict[str, np.ndarray]]:
     text, image_text = (next(p) for p in self._parents)
     bad = text.pop("bad_records") + image_text.pop("bad_records")
+    examples = text.pop("bad_examples") + image_text.pop("bad_examples")
     text.pop("mask"), image_text.pop("mask")
-    return {"text": text, "image_text": image_text, "bad_records": bad}
+    return {"text": text, "image_text": image_text, "bad_records": bad,
+            "bad_examples": examples}
 
   def get_state(self) -> dict[str, Any]:
     return {n: p.get_state() for n, p in zip(self.NAMES, self._parents)}
@@ -216,33 +221,51 @@ class _TwoStreamsIterator(grain.DatasetIterator):
 class SkipCountBatch(grain.IterDataset):
   """Batches good examples to a fixed size; counts skipped BadRecords by reason per batch.
 
-  Every batch has `mask` (bool [B], which rows are real) and `bad_records` (int64
-  [len(BAD_REASONS)], skipped since the previous batch). At the end of a finite stream one
+  Every batch has `mask` (bool [B], which rows are real), `bad_records` (int64
+  [len(BAD_REASONS)], skipped since the previous batch) and `bad_examples` (a list of
+  (reason, detail) strings of those records, for the logs). At the end of a finite stream one
   last batch carries what is pending: the remaining examples padded and masked
   (`pad_remainder=True`, for evaluation), or an all-masked batch whose counts include the
   dropped remainder (`pad_remainder=False`), so nothing is dropped without being counted.
+
+  `bad_window`: raise `DataError` (counts by reason, examples) once that many records in a
+  row were bad, instead of looking for a good one forever in a repeating all-bad source.
   """
 
-  def __init__(self, parent: grain.IterDataset, batch_size: int, pad_remainder: bool = False):
+  def __init__(self, parent: grain.IterDataset, batch_size: int, pad_remainder: bool = False,
+               bad_window: int | None = None):
     super().__init__(parent)
-    self.batch_size, self.pad_remainder = batch_size, pad_remainder
+    self.batch_size, self.pad_remainder, self.bad_window = batch_size, pad_remainder, bad_window
 
   def __iter__(self):
-    return _SkipCountBatchIterator(self._parent.__iter__(), self.batch_size, self.pad_remainder)
+    return _SkipCountBatchIterator(self._parent.__iter__(), self.batch_size, self.pad_remainder,
+                                   self.bad_window)
 
 
 class _SkipCountBatchIterator(grain.DatasetIterator):
 
-  def __init__(self, parent, batch_size: int, pad_remainder: bool):
+  def __init__(self, parent, batch_size: int, pad_remainder: bool, bad_window: int | None):
     super().__init__(parent)
-    self._batch_size, self._pad = batch_size, pad_remainder
+    self._batch_size, self._pad, self._bad_window = batch_size, pad_remainder, bad_window
     self._template = None  # zeros shaped like an example, for padding
     self._exhausted = False
+    self._run = np.zeros(len(BAD_REASONS), np.int64)  # bad records since the last good one
+    self._run_examples: list[tuple[str, str]] = []
 
-  def __next__(self) -> dict[str, np.ndarray]:
+  def _count_bad(self, record: BadRecord) -> None:
+    self._run[BAD_REASONS.index(record.reason)] += 1
+    if len(self._run_examples) < 3:
+      self._run_examples.append((record.reason, record.detail))
+    if self._bad_window and self._run.sum() >= self._bad_window:
+      counts = ", ".join(f"{r} {n}" for r, n in zip(BAD_REASONS, self._run) if n)
+      examples = "; ".join(f"{r}: {d}" for r, d in self._run_examples)
+      raise DataError(f"no usable record in {int(self._run.sum())} records of the data source "
+                      f"in a row ({counts}); e.g. {examples}")
+
+  def __next__(self) -> dict[str, Any]:
     if self._exhausted:
       raise StopIteration
-    good, bad = [], np.zeros(len(BAD_REASONS), np.int64)
+    good, bad, examples = [], np.zeros(len(BAD_REASONS), np.int64), []
     while len(good) < self._batch_size:
       try:
         element = next(self._parent)
@@ -253,8 +276,12 @@ class _SkipCountBatchIterator(grain.DatasetIterator):
         break
       if isinstance(element, BadRecord):
         bad[BAD_REASONS.index(element.reason)] += 1
+        examples.append((element.reason, element.detail))
+        self._count_bad(element)
       else:
         good.append(element)
+        self._run[:] = 0
+        self._run_examples.clear()
         if self._template is None:
           self._template = {k: np.zeros_like(v) for k, v in element.items()}
     if self._exhausted:
@@ -267,7 +294,7 @@ class _SkipCountBatchIterator(grain.DatasetIterator):
     mask[:len(good)] = True
     good += [self._template] * (self._batch_size - len(good))
     batch = {k: np.stack([g[k] for g in good]) for k in self._template}
-    batch.update(mask=mask, bad_records=bad)
+    batch.update(mask=mask, bad_records=bad, bad_examples=examples)
     return batch
 
   def get_state(self) -> dict[str, Any]:
@@ -281,8 +308,8 @@ class _SkipCountBatchIterator(grain.DatasetIterator):
 def build_dataset(source, prepare: PrepareExample, *, batch_size: int, seed: int = 0,
                   shuffle: bool = True, num_epochs: int | None = None, num_workers: int = 2,
                   pad_remainder: bool = False, process_index: int | None = None,
-                  process_count: int | None = None,
-                  read_threads: int | None = None) -> grain.IterDataset:
+                  process_count: int | None = None, read_threads: int | None = None,
+                  bad_window: int | None = None) -> grain.IterDataset:
   """The per-host dataset of batches of `batch_size` (this host's share of the global batch).
 
   Hosts see disjoint strides of one global permutation per epoch (`jax.process_index()` /
@@ -293,6 +320,8 @@ def build_dataset(source, prepare: PrepareExample, *, batch_size: int, seed: int
   `num_workers > 0` (the worker processes are the parallelism; grain's default of 16 threads
   with a 500-record buffer costs more in bookkeeping than the work itself, scripts/bench_data.py)
   and 16 otherwise. Raise it for high-latency storage (gs://).
+
+  `bad_window`: stop with `DataError` after that many bad records in a row (None: never).
   """
   _ensure_flags_parsed()  # grain reads absl flags; outside an absl app nobody parsed them
   if process_index is None or process_count is None:
@@ -308,7 +337,7 @@ def build_dataset(source, prepare: PrepareExample, *, batch_size: int, seed: int
     read_threads = 0 if num_workers > 0 else 16
   read = grain.ReadOptions(num_threads=read_threads,
                            prefetch_buffer_size=2 * batch_size if read_threads else 0)
-  ds = SkipCountBatch(ds.to_iter_dataset(read), batch_size, pad_remainder)
+  ds = SkipCountBatch(ds.to_iter_dataset(read), batch_size, pad_remainder, bad_window)
   if num_workers > 0:
     ds = ds.mp_prefetch(grain.MultiprocessingOptions(num_workers=num_workers),
                         worker_init_fn=_worker_init)
@@ -318,15 +347,16 @@ def build_dataset(source, prepare: PrepareExample, *, batch_size: int, seed: int
 def global_batches(iterator, mesh, prefetch: int = 2):
   """Host batches -> globally sharded jax.Arrays, `prefetch` steps ahead on a thread so the
   host-to-device copy overlaps the training step. Yields dicts of jax.Arrays, except
-  `bad_records`, which stays this host's numpy counter (the loop aggregates it for logs)."""
+  `bad_records` and `bad_examples`, which stay on this host (the loop aggregates them)."""
   import collections
   import concurrent.futures
 
   from clipjax.parallel.mesh import host_batch_to_global
 
   def put(batch):
-    rows = {k: v for k, v in batch.items() if k != "bad_records"}
-    return dict(host_batch_to_global(rows, mesh), bad_records=batch["bad_records"])
+    host = ("bad_records", "bad_examples")
+    rows = {k: v for k, v in batch.items() if k not in host}
+    return dict(host_batch_to_global(rows, mesh), **{k: batch[k] for k in host if k in batch})
 
   with concurrent.futures.ThreadPoolExecutor(1) as pool:
     pending = collections.deque()
@@ -345,6 +375,9 @@ def _ensure_flags_parsed() -> None:
 
 
 def _worker_init(worker_index: int, worker_count: int) -> None:
-  """grain workers parse no flags of their own; absl-using code in them needs this."""
+  """grain workers parse no flags of their own (absl-using code in them needs this), and leave
+  Ctrl-C to the main process, which saves a checkpoint before it stops them."""
+  import signal
   del worker_index, worker_count
+  signal.signal(signal.SIGINT, signal.SIG_IGN)
   _ensure_flags_parsed()

@@ -27,8 +27,11 @@ class ManifestSource:
   """A JSONL or CSV manifest next to an image folder.
 
   Each line/row: `image` (path relative to `image_root`, default the manifest's folder),
-  `caption`, and optionally `long_caption`, `dialogue` (JSONL: list of [q, a]; CSV: a JSON
-  string), `label`, `image_id`. A line that is not valid JSON becomes BadRecord("bad_json").
+  `caption` or a `captions` list, and optionally `long_caption`, `dialogue` (JSONL: list of
+  [q, a]; CSV: a JSON string), `label`, `image_id`. A line with a `captions` list gives one
+  record per caption, sharing the line's `image_id` (as the COCO source does). A line that is
+  not valid JSON becomes BadRecord("bad_json"). Every record carries `where`
+  (`manifest:line`), so a skipped record can be found again.
   """
 
   def __init__(self, manifest: str, image_root: str | None = None):
@@ -37,35 +40,51 @@ class ManifestSource:
       raise FileNotFoundError(f"manifest {self.manifest} does not exist")
     self.image_root = _path(image_root) if image_root else self.manifest.parent
     text = self.manifest.read_text()
+    rows: list[tuple[int, Any]] = []  # (line number, row dict or BadRecord)
     if self.manifest.suffix == ".csv":
-      rows: list[Any] = list(csv.DictReader(io.StringIO(text)))
-      for row in rows:
-        if row.get("dialogue"):
-          row["dialogue"] = json.loads(row["dialogue"])
+      for number, row in enumerate(csv.DictReader(io.StringIO(text)), 2):
+        try:
+          if row.get("dialogue"):
+            row["dialogue"] = json.loads(row["dialogue"])
+          if row.get("captions"):
+            row["captions"] = json.loads(row["captions"])
+        except json.JSONDecodeError as e:
+          row = BadRecord("bad_json", f"{self.manifest}:{number}: {e}")
+        rows.append((number, row))
     elif self.manifest.suffix in (".jsonl", ".json"):
-      rows = []
       for number, line in enumerate(text.splitlines(), 1):
         if not line.strip():
           continue
         try:
-          rows.append(json.loads(line))
+          rows.append((number, json.loads(line)))
         except json.JSONDecodeError as e:
-          rows.append(BadRecord("bad_json", f"{self.manifest}:{number}: {e}"))
+          rows.append((number, BadRecord("bad_json", f"{self.manifest}:{number}: {e}")))
     else:
       raise ValueError(f"manifest {self.manifest} must be .jsonl or .csv")
+    # One item per record: (row index, caption index or None for the row's own `caption`).
     self._rows = rows
+    self._items: list[tuple[int, int | None]] = []
+    for i, (_, row) in enumerate(rows):
+      captions = row.get("captions") if isinstance(row, dict) else None
+      if isinstance(captions, list) and captions and not row.get("caption"):
+        self._items.extend((i, c) for c in range(len(captions)))
+      else:
+        self._items.append((i, None))
 
   def __len__(self) -> int:
-    return len(self._rows)
+    return len(self._items)
 
   def __getitem__(self, index: int):
-    row = self._rows[index]
+    row_index, caption_index = self._items[index]
+    number, row = self._rows[row_index]
     if isinstance(row, BadRecord):
       return row
-    record = dict(row)
+    record = dict(row, where=f"{self.manifest}:{number}")
+    if caption_index is not None:
+      record["caption"] = row["captions"][caption_index]
     if "image" in row:  # text-only manifests (query/positive/negatives) have none
       record["image"] = str(self.image_root / row["image"])
-    record.setdefault("image_id", index)
+    record.setdefault("image_id", row_index)
     if "label" in record and record["label"] not in (None, ""):
       record["label"] = int(record["label"])
     return record

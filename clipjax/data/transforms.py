@@ -44,14 +44,17 @@ def to_pil(image) -> Image.Image:
   return image
 
 
-def resize_shorter_side(image: Image.Image, size: int) -> Image.Image:
+_INTERPOLATION = {"bicubic": Image.BICUBIC, "bilinear": Image.BILINEAR}
+
+
+def resize_shorter_side(image: Image.Image, size: int, resample=Image.BICUBIC) -> Image.Image:
   w, h = image.size
   short, long = (w, h) if w <= h else (h, w)
   new_short, new_long = size, int(size * long / short)
   new_w, new_h = (new_short, new_long) if w <= h else (new_long, new_short)
   if (new_w, new_h) == (w, h):
     return image
-  return image.resize((new_w, new_h), Image.BICUBIC)
+  return image.resize((new_w, new_h), resample)
 
 
 def center_crop(image: Image.Image, size: int) -> Image.Image:
@@ -107,8 +110,13 @@ def normalize_on_device(x, mean=OPENAI_MEAN, std=OPENAI_STD):
 
 def image_transform(arch_or_size: str | int = "ViT-B-32", train: bool = False,
                     mean=OPENAI_MEAN, std=OPENAI_STD, scale=(0.9, 1.0),
-                    ratio=(3 / 4, 4 / 3), uint8: bool = False) -> Callable[..., np.ndarray]:
+                    ratio=(3 / 4, 4 / 3), uint8: bool = False, interpolation: str = "bicubic",
+                    resize_mode: str = "shortest") -> Callable[..., np.ndarray]:
   """open_clip's preprocessing as a function of a PIL image (and, for train, a Generator).
+
+  `interpolation` (bicubic | bilinear) and `resize_mode` (shortest: resize the shorter side and
+  centre-crop; squash: resize to the square, ignoring the aspect ratio) follow open_clip's
+  `PreprocessCfg` of the checkpoint.
 
   Returns `f(image) -> float32 [S, S, 3]` (eval) or `f(image, rng) -> float32 [S, S, 3]`;
   with `uint8=True` the resized, cropped RGB pixels before normalisation (uint8 [S, S, 3]),
@@ -116,6 +124,10 @@ def image_transform(arch_or_size: str | int = "ViT-B-32", train: bool = False,
   """
   finish = (lambda im: np.asarray(im, np.uint8)) if uint8 else (
       lambda im: normalize(im, mean, std))
+  if interpolation not in _INTERPOLATION or resize_mode not in ("shortest", "squash"):
+    raise ValueError(f"unsupported preprocessing interpolation={interpolation!r} resize_mode="
+                     f"{resize_mode!r}; clipjax has bicubic/bilinear and shortest/squash")
+  resample = _INTERPOLATION[interpolation]
   if isinstance(arch_or_size, str):
     from clipjax.models.registry import get_model_config
     size = get_model_config(arch_or_size).vision.image_size
@@ -123,13 +135,17 @@ def image_transform(arch_or_size: str | int = "ViT-B-32", train: bool = False,
     size = int(arch_or_size)
 
   def eval_transform(image) -> np.ndarray:
-    image = center_crop(resize_shorter_side(to_pil(image), size), size)
+    if resize_mode == "squash":
+      image = to_pil(image)
+      image = image if image.size == (size, size) else image.resize((size, size), resample)
+    else:
+      image = center_crop(resize_shorter_side(to_pil(image), size, resample), size)
     return finish(image.convert("RGB"))
 
   def train_transform(image, rng: np.random.Generator) -> np.ndarray:
     image = to_pil(image)
     top, left, h, w = random_resized_crop_params(*image.size, rng, scale, ratio)
-    image = image.crop((left, top, left + w, top + h)).resize((size, size), Image.BICUBIC)
+    image = image.crop((left, top, left + w, top + h)).resize((size, size), resample)
     return finish(image.convert("RGB"))
 
   return train_transform if train else eval_transform

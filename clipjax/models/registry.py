@@ -9,6 +9,8 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
+from clipjax.errors import ConfigError
+
 
 @dataclasses.dataclass(frozen=True)
 class VisionConfig:
@@ -262,11 +264,15 @@ def get_model_config(arch: str | CLIPConfig) -> CLIPConfig:
       with open(arch) as f:
         return config_from_openclip_json(json.load(f))
     except FileNotFoundError:
-      raise ValueError(f"open_clip model config {arch!r} does not exist") from None
+      raise ConfigError(f"open_clip model config {arch!r} does not exist") from None
   try:
     return MODEL_CONFIGS[arch]
   except KeyError:
-    raise ValueError(f"Unknown architecture {arch!r}; known: {', '.join(list_models())}") from None
+    import difflib
+    close = difflib.get_close_matches(str(arch), list_models(), n=1)
+    raise ConfigError(f"unknown architecture {arch!r}"
+                      + (f" (did you mean {close[0]!r}?)" if close else "")
+                      + f"; known: {', '.join(list_models())}") from None
 
 
 def config_from_openclip_json(cfg: dict) -> CLIPConfig:

@@ -55,16 +55,28 @@ class Checkpointer:
 
 
 class PreemptionFlag:
-  """Set by SIGTERM (what Cloud TPU / Kubernetes / SLURM send before preemption). `seen()` is
-  agreed on by every host (an all-gather of the flags), so all hosts save at the same step."""
+  """Set by SIGTERM (what Cloud TPU / Kubernetes / SLURM send before preemption) or by the
+  first Ctrl-C (SIGINT); the loop then saves and exits. A second Ctrl-C aborts at once
+  (KeyboardInterrupt). `seen()` is agreed on by every host (an all-gather of the flags), so all
+  hosts save at the same step; `signal_name` says which signal came."""
+
+  SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
   def __init__(self):
     self._flag = False
-    self._previous = signal.signal(signal.SIGTERM, self._handler)
+    self.signal_name = "SIGTERM"
+    self._previous = {s: signal.signal(s, self._handler) for s in self.SIGNALS}
 
   def _handler(self, signum, frame):
-    del signum, frame
+    del frame
     self._flag = True
+    self.signal_name = signal.Signals(signum).name
+    if signum == signal.SIGINT:  # the next Ctrl-C interrupts whatever runs
+      signal.signal(signal.SIGINT, signal.default_int_handler)
+
+  @property
+  def exit_code(self) -> int:
+    return 128 + int(getattr(signal, self.signal_name))
 
   def seen(self) -> bool:
     if jax.process_count() == 1:
@@ -73,4 +85,5 @@ class PreemptionFlag:
     return bool(np.any(flags))
 
   def restore_handler(self) -> None:
-    signal.signal(signal.SIGTERM, self._previous)
+    for s, previous in self._previous.items():
+      signal.signal(s, previous)

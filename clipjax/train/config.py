@@ -5,6 +5,10 @@ from __future__ import annotations
 import ml_collections
 
 
+# The architecture of runs from scratch when model.arch is empty (a checkpoint brings its own).
+DEFAULT_ARCH = "ViT-S-16-tiny"
+
+
 def synthetic(size: int, split: str = "train", resolution: int = 64) -> dict:
   return dict(kind="synthetic", size=size, resolution=resolution, seed=0, split=split)
 
@@ -23,10 +27,13 @@ def base_config(method: str) -> ml_collections.ConfigDict:
   c = ml_collections.ConfigDict()
   c.method = method  # clip | lit | siglip | unicl | draft | three_tower | multitask | mult
   c.seed = 0
-  # arch: an open_clip name (or clipjax test config); checkpoint: an OpenCLIP file to start
-  # from (empty: random init, or for draft/three_tower the base CLIP pretrained by `base`).
+  # checkpoint: the weights to start from, any name `clipjax.load_openclip` takes (a file, a
+  # directory, hf-hub:ORG/REPO, local-dir:DIR, or an architecture with `pretrained`=TAG);
+  # empty: random init, or for draft/three_tower the base CLIP pretrained by `base`.
+  # arch: an open_clip name (or clipjax test config, or model JSON); empty: the checkpoint's
+  # own (tag, hub config, JSON next to the file, or tensor shapes), DEFAULT_ARCH from scratch.
   # context_length: 0 = the architecture's; longer interpolates the checkpoint's positions.
-  c.model = dict(arch="ViT-S-16-tiny", checkpoint="", dtype="float32", remat=False,
+  c.model = dict(arch="", checkpoint="", pretrained="", dtype="float32", remat=False,
                  context_length=0)
   # trim_text: cut token ids after the batch's last end-of-text token (exact, and 2-4x less
   # text-tower work for real captions of ~15 of 77 tokens).
@@ -35,8 +42,12 @@ def base_config(method: str) -> ml_collections.ConfigDict:
   # decoding afterwards (lit, draft, three_tower; clipjax/train/frozen_cache.py).
   # read_threads: threads per worker process reading + preparing records; -1 = 0 with workers
   # (fastest for local files), more for high-latency storage such as gs://.
+  # train: a source spec (clipjax/data/builder.py), e.g. on the command line
+  # --config.data.train=manifest:manifest=data/train.jsonl,image_root=data
+  # bad_window: stop when this many records in a row are bad (0: the whole source).
   c.data = dict(train=synthetic(20_000), dialogue_mode="one_qa", augment=False, num_workers=2,
-                read_threads=-1, trim_text=True, caption_field="caption", cache_frozen=False)
+                read_threads=-1, trim_text=True, caption_field="caption", cache_frozen=False,
+                bad_window=1000)
   c.batch_size = 64            # global, over all hosts and devices
   c.total_steps = 300
   c.optim = dict(lr=5e-4, warmup_steps=30, weight_decay=0.2, b1=0.9, b2=0.98, eps=1e-6,

@@ -37,11 +37,12 @@ def _model_and_params(cfg) -> tuple[Any, dict]:
   # A longer text context than the checkpoint's interpolates its positional embeddings.
   context = cfg.model.get("context_length") or None
   if cfg.model.checkpoint:
-    model, clip = clipjax.load_openclip(cfg.model.checkpoint, arch=cfg.model.arch or None,
-                                        context_length=context, **kw)
+    model, clip = clipjax.load_openclip(cfg.model.checkpoint, cfg.model.get("pretrained") or None,
+                                        arch=cfg.model.arch or None, context_length=context, **kw)
   else:
     from clipjax.models.registry import get_model_config
-    arch = get_model_config(cfg.model.arch)
+    from clipjax.train.config import DEFAULT_ARCH
+    arch = get_model_config(cfg.model.arch or DEFAULT_ARCH)
     if context:
       arch = arch.replace(text={"context_length": context})
     if cfg.model.get("init_logit_bias") is not None:  # SigLIP: a learnable bias, init −10
@@ -115,9 +116,10 @@ def _dataset(cfg, model, params, frozen, workdir):
                            text_fields=fields.get("", fields.get("image_text")),
                            context_length=context, with_image=cache is None,
                            hf_tokenizer=getattr(model.cfg.text, "tokenizer_dir", None))
+  bad_window = min(cfg.data.get("bad_window", 1000) or len(source), len(source))
   images = build_dataset(source, prepare, batch_size=per_host(cfg.batch_size, "batch_size"),
                          seed=cfg.seed, num_workers=cfg.data.num_workers,
-                         read_threads=_read_threads(cfg))
+                         read_threads=_read_threads(cfg), bad_window=bad_window)
   if cfg.method != "multitask":
     return images, len(source), cache
   text_source = make_source(cfg.data.text)
@@ -127,7 +129,9 @@ def _dataset(cfg, model, params, frozen, workdir):
                                                  getattr(model.cfg.text, "tokenizer_dir", None)),
                         batch_size=per_host(cfg.data.text_batch_size, "data.text_batch_size"),
                         seed=cfg.seed + 1, num_workers=cfg.data.num_workers,
-                        read_threads=_read_threads(cfg))
+                        read_threads=_read_threads(cfg),
+                        bad_window=min(cfg.data.get("bad_window", 1000) or len(text_source),
+                                       len(text_source)))
   return TwoStreams(texts, images), len(source), None
 
 
@@ -156,6 +160,32 @@ def trim_text_padding(batch: dict, fields: dict[str, Any], pad_id: int = 0) -> d
     for f in names:
       target[f] = target[f][..., :int(n)]
   return out
+
+
+class _BadRecordLog:
+  """Names skipped records: the first `shown` in the log, every one in
+  WORKDIR/bad_records.jsonl (one file per host on multi-host runs)."""
+
+  def __init__(self, workdir: epath.Path, shown: int = 10):
+    name = ("bad_records.jsonl" if jax.process_count() == 1
+            else f"bad_records.host{jax.process_index()}.jsonl")
+    self.path, self.shown, self.seen, self._file = workdir / name, shown, 0, None
+
+  def add(self, step: int, examples: list[tuple[str, str]]) -> None:
+    for reason, detail in examples:
+      if self.seen < self.shown:
+        logging.warning("skipped record (%s): %s%s", reason, detail,
+                        f" (further ones: {self.path})" if self.seen + 1 == self.shown else "")
+      self.seen += 1
+      if self._file is None:
+        self._file = self.path.open("a")
+      self._file.write(json.dumps({"step": step, "reason": reason, "detail": detail}) + "\n")
+    if examples:
+      self._file.flush()
+
+  def close(self) -> None:
+    if self._file is not None:
+      self._file.close()
 
 
 class _Logs:
@@ -224,16 +254,18 @@ def train(cfg, workdir: str) -> dict:
                             clamp_scale=not frozen["clip"]["logit_scale"],
                             state_sharding=sharding)
   bad = np.zeros(len(BAD_REASONS), np.int64)
-  logs = _Logs(workdir, start, cfg.total_steps, cfg.batch_size)
-  preempt = PreemptionFlag()
-  if jax.process_index() == 0:
+  if jax.process_index() == 0:  # the stage header, above its progress bar
     print(f"{cfg.method}: {n_samples} samples per epoch, global batch {cfg.batch_size}, steps "
           f"{start}..{cfg.total_steps}, mesh {dict(mesh.shape)}, work dir {workdir}", flush=True)
+  logs = _Logs(workdir, start, cfg.total_steps, cfg.batch_size)
+  bad_log = _BadRecordLog(workdir)
+  preempt = PreemptionFlag()
   last_saved = start if start else None
   try:
     for step in range(start, cfg.total_steps):
       batch = next(iterator)
       bad += batch.pop("bad_records")
+      bad_log.add(step + 1, batch.pop("bad_examples", []))
       batch.pop("mask", None)
       if cache is not None:
         batch = cache.add_to(batch)
@@ -259,10 +291,12 @@ def train(cfg, workdir: str) -> dict:
         last_saved = done
       if preempted:
         ckpt.wait()
-        logging.warning("SIGTERM: saved step %d; rerun the same command to resume", done)
-        raise SystemExit(143)
+        logging.warning("%s: saved step %d in %s; rerun the same command to resume",
+                        preempt.signal_name, done, workdir / "checkpoints")
+        raise SystemExit(preempt.exit_code)
   finally:
     logs.close()
+    bad_log.close()
     preempt.restore_handler()
     ckpt.close()
     if hasattr(iterator, "close"):

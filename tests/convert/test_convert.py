@@ -47,7 +47,7 @@ def test_round_trip_is_bit_identical(tiny, tmp_path, suffix):
   _, params = tiny
   path = tmp_path / f"w{suffix}"
   export_openclip(params, TINY, path)
-  _, loaded = load_openclip(path, TINY)
+  _, loaded = load_openclip(path, arch=TINY)
   _assert_params_identical(params, loaded)
 
 
@@ -59,7 +59,7 @@ def test_openclip_loads_export_strictly_and_agrees(tmp_path, suffix, arch):
   ref = make_openclip_model(arch)
   sd_path = tmp_path / "ref.safetensors"
   save_state_dict(torch_state_dict(ref), sd_path)
-  model, params = load_openclip(sd_path, arch)
+  model, params = load_openclip(sd_path, arch=arch)
   out = tmp_path / f"export{suffix}"
   assert export_openclip(params, arch, out) == out  # stock architecture: no JSON needed
   reloaded = open_clip.create_model(arch, pretrained=str(out)).eval()
@@ -89,7 +89,7 @@ def test_nonstock_export_writes_openclip_config(tiny, tmp_path):
   ours = model.apply({"params": params}, jnp.asarray(ids.numpy(), jnp.int32), method=model.encode_text)
   assert rel_err(ours, ref_txt) < TOL
 
-  _, long_params = load_openclip(tmp_path / "tiny_export.safetensors", TINY, context_length=128)
+  _, long_params = load_openclip(tmp_path / "tiny_export.safetensors", arch=TINY, context_length=128)
   long_json = export_openclip(long_params, TINY, tmp_path / "tiny_long.safetensors")
   assert json.loads(long_json.read_text())["text_cfg"]["context_length"] == 128
   open_clip.add_model_config(long_json)
@@ -128,7 +128,7 @@ def test_training_checkpoint_with_module_prefix(tiny, tmp_path):
   path = tmp_path / "epoch_3.pt"
   torch.save({"epoch": 3, "name": "run", "state_dict": sd,
               "optimizer": {"state": {}, "param_groups": [{"lr": 1e-3}]}}, path)
-  _, loaded = load_openclip(path, TINY)
+  _, loaded = load_openclip(path, arch=TINY)
   _assert_params_identical(params, loaded)
 
 
@@ -174,15 +174,15 @@ def test_missing_extra_and_misshaped_tensors_are_named(tiny, tmp_path):
   save_state_dict(bad, tmp_path / "bad.safetensors")
   with pytest.raises(CheckpointError, match=r"(?s)missing tensors: visual\.ln_post\.weight.*"
                                             r"unexpected tensors: visual\.extra_head"):
-    load_openclip(tmp_path / "bad.safetensors", TINY)
+    load_openclip(tmp_path / "bad.safetensors", arch=TINY)
   bad = dict(sd)
   bad["transformer.resblocks.1.mlp.c_fc.weight"] = np.zeros((255, 64), np.float32)
   save_state_dict(bad, tmp_path / "bad2.safetensors")
   with pytest.raises(CheckpointError, match=r"transformer\.resblocks\.1\.mlp\.c_fc\.weight: "
                                             r"expected \(256, 64\), got \(255, 64\)"):
-    load_openclip(tmp_path / "bad2.safetensors", TINY)
+    load_openclip(tmp_path / "bad2.safetensors", arch=TINY)
   with pytest.raises(CheckpointError, match="does not match architecture"):
-    load_openclip(tmp_path / "bad2.safetensors", "ViT-B-32")
+    load_openclip(tmp_path / "bad2.safetensors", arch="ViT-B-32")
 
 
 def test_architecture_inferred_from_shapes():
@@ -220,9 +220,9 @@ def test_convert_cli(tiny, tmp_path):
                     f"--arch={TINY}", f"--to={to}", f"--output={out}"], check=True, env=env,
                    capture_output=True, timeout=300)
   assert (tmp_path / "hf/config.json").exists() and (tmp_path / "hf/model.safetensors").exists()
-  _, loaded = load_openclip(tmp_path / "out.safetensors", TINY)
+  _, loaded = load_openclip(tmp_path / "out.safetensors", arch=TINY)
   _assert_params_identical(params, loaded)
   bad = subprocess.run([sys.executable, str(REPO / "scripts/convert.py"), f"--input={src}",
                         "--arch=ViT-Q-1", f"--output={tmp_path / 'x.safetensors'}"], env=env,
                        capture_output=True, text=True, timeout=300)
-  assert bad.returncode != 0 and "Unknown architecture 'ViT-Q-1'" in bad.stderr
+  assert bad.returncode != 0 and "unknown architecture 'ViT-Q-1'" in bad.stderr

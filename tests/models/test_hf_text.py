@@ -74,7 +74,7 @@ def test_export_loads_in_open_clip(tower, tmp_path):
   open_clip.add_model_config(json_path)
   reloaded = open_clip.create_model("model", pretrained=str(tmp_path / "model.safetensors"))
   assert all(torch.equal(reloaded.state_dict()[k], v) for k, v in ref.state_dict().items())
-  _, loaded = load_openclip(tmp_path / "model.safetensors", cfg)
+  _, loaded = load_openclip(tmp_path / "model.safetensors", arch=cfg)
   assert np.array_equal(loaded["text"]["proj_0"]["kernel"], params["text"]["proj_0"]["kernel"])
 
 

@@ -67,7 +67,7 @@ def test_mlp_and_head_widths_of_large_models():
 
 
 def test_unknown_architecture_is_a_clear_error():
-  with pytest.raises(ValueError, match="Unknown architecture 'ViT-X-99'.*ViT-B-32"):
+  with pytest.raises(ValueError, match="unknown architecture 'ViT-X-99'.*ViT-B-32"):
     create_model("ViT-X-99")
 
 

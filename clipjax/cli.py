@@ -1,0 +1,120 @@
+"""What every clipjax command line shares, following absl / ml_collections conventions.
+
+- Data source fields take spec strings (`--config.data.train=manifest:manifest=a.jsonl`) or
+  JSON dicts; they are rewritten into the dict literal ml_collections parses for a ConfigDict.
+- A flag or config error (unknown field, bad value, missing config file) and every `UserError`
+  raised while running is one line on stderr and exit status 2, never a traceback.
+- Ctrl-C outside the training loop (which saves first) is one line and exit status 130.
+- On CPU-only machines the backend probe and faiss loader lines stay out of the output.
+"""
+from __future__ import annotations
+
+import json
+import logging as py_logging
+import os
+import re
+import sys
+from typing import Callable, Sequence
+
+from absl import app, flags
+
+from clipjax.errors import UserError
+
+_FIELD_FLAG = re.compile(r"^--(config\.[\w.]+)=(.*)$", re.S)
+# Config fields that hold a data source spec.
+_SOURCE_FIELD = re.compile(r"^config\.(data\.(train|text)|.*\.source)$")
+
+
+def rewrite_source_specs(argv: Sequence[str]) -> list[str]:
+  """`--config.data.train=KIND:k=v,...` or `={"json": ...}` -> `={'python': dict}`, for the
+  source fields (`data.train`, `data.text`, `*.source`); every other argument passes through.
+  A spec that cannot be parsed is a UserError naming the flag."""
+  from clipjax.data.builder import parse_source_spec
+  out = []
+  for arg in argv:
+    match = _FIELD_FLAG.match(arg)
+    if match and _SOURCE_FIELD.match(match.group(1)):
+      value = match.group(2).strip()
+      if value.startswith("{"):
+        try:
+          arg = f"--{match.group(1)}={json.loads(value)!r}"
+        except json.JSONDecodeError:
+          pass  # a Python dict literal: ml_collections parses it as it is
+      else:
+        arg = f"--{match.group(1)}={parse_source_spec(value)!r}"
+    out.append(arg)
+  return out
+
+
+def _config_error(error: BaseException, argv: Sequence[str]) -> str:
+  """One line for an ml_collections override or config-file failure."""
+  chain, e = [], error
+  while e is not None:
+    chain.append(e)
+    e = e.__cause__ or e.__context__
+  for e in sorted(chain, key=lambda e: not isinstance(e, KeyError)):
+    if isinstance(e, (KeyError, AttributeError)) and e.args and isinstance(e.args[0], str):
+      name, _, hint = e.args[0].partition("\n")
+      name = name.strip("'\"")
+      flag = next((a.split("=", 1)[0] for a in argv if re.search(
+          rf"^--config(\.\w+)*\.{re.escape(name)}(=|$)", a)), f"config field {name!r}")
+      match = re.search(r'Did you mean "([^"]+)"', hint)
+      return (f"{flag}: unknown config field {name!r}"
+              + (f" (did you mean {match.group(1)!r}?)" if match else ""))
+  for e in chain:
+    if isinstance(e, (FileNotFoundError, SyntaxError, ImportError)) or (
+        isinstance(e, OSError) and "config" not in str(e)):
+      return f"--config: cannot load the config file: {e}"
+  return str(chain[-1]).splitlines()[0] if str(chain[-1]) else repr(chain[-1])
+
+
+def parse_flags(argv: Sequence[str]) -> list[str]:
+  """absl's flag parsing with one-line errors (status 2) instead of tracebacks."""
+  try:
+    return flags.FLAGS(list(argv))
+  except flags.Error as e:
+    message = " ".join(line.strip() for line in str(e).splitlines() if line.strip())
+  except Exception as e:  # ml_collections raises KeyError / AttributeError / OSError
+    message = _config_error(e, argv)
+  _usage_exit(message)
+
+
+def _usage_exit(message: str) -> None:
+  name = os.path.basename(sys.argv[0]) if sys.argv else "clipjax"
+  sys.stderr.write(f"{name}: error: {message}\n")
+  sys.exit(2)
+
+
+def _guarded(main: Callable[[list[str]], None]) -> Callable[[list[str]], None]:
+  def wrapper(argv):
+    try:
+      return main(argv)
+    except UserError as e:
+      _usage_exit(str(e).replace("\n", " ").strip())
+    except OSError as e:  # ml_collections defers a config file's load error to first use
+      if "config file" not in str(e) and "Configuration is not available" not in str(e):
+        raise
+      lines = [line.strip() for line in str(e).splitlines() if line.strip()]
+      _usage_exit(f"--config: cannot load the config file: {lines[-1]}")
+    except KeyboardInterrupt:
+      sys.stderr.write("interrupted\n")
+      sys.exit(130)
+  return wrapper
+
+
+def quiet_cpu_logs() -> None:
+  """No backend-probe lines on a machine without accelerators, no faiss loader lines; only
+  when the user asked for no particular platform or verbosity."""
+  os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+  for name in ("faiss", "faiss.loader", "jax._src.xla_bridge"):
+    py_logging.getLogger(name).setLevel(py_logging.ERROR)
+
+
+def run(main: Callable[[list[str]], None], argv: Sequence[str] | None = None) -> None:
+  """`app.run(main)` with clipjax's conventions (see the module docstring)."""
+  quiet_cpu_logs()
+  try:
+    argv = rewrite_source_specs(sys.argv if argv is None else argv)
+  except UserError as e:
+    _usage_exit(str(e))
+  app.run(_guarded(main), argv=argv, flags_parser=parse_flags)

@@ -1,0 +1,172 @@
+"""Published weights by name, offline first, as open_clip names them.
+
+`resolve(name, pretrained)` turns any of these into a local weights file plus what is known
+about it (architecture, preprocessing):
+- a local file (`.safetensors`, `.pt`, `.bin`, `.pth`);
+- a directory, or `local-dir:DIR`, holding open_clip's `open_clip_config.json` and weights;
+- `hf-hub:ORG/REPO`: the same files in a Hugging Face hub repository;
+- an architecture with `pretrained=TAG` (open_clip's tag table, e.g. `("ViT-B-32",
+  "laion2b_s34b_b79k")`) or with `pretrained=PATH`.
+Hub files come from huggingface_hub's cache (`HF_HOME`, `HF_HUB_CACHE`); the network is asked
+only when a file is missing from the cache and `HF_HUB_OFFLINE` is not set.
+`open_clip_model.safetensors` is preferred over `open_clip_pytorch_model.bin`.
+"""
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import functools
+import importlib.resources
+import json
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+from clipjax.convert.io import CheckpointError
+
+CONFIG_NAME = "open_clip_config.json"
+WEIGHT_NAMES = ("open_clip_model.safetensors", "open_clip_pytorch_model.bin")
+_SUFFIXES = (".safetensors", ".pt", ".bin", ".pth")
+# open_clip families clipjax does not implement, by architecture name.
+_FAMILIES = (("SigLIP", r"siglip"), ("EVA", r"^eva"), ("ConvNeXt", r"^convnext"),
+             ("CoCa", r"^coca"), ("MobileCLIP", r"^mobileclip"), ("timm (ViTamin)", r"^vitamin"),
+             ("Perception Encoder (timm)", r"^pe-core"), ("CLIPA", r"clipa"),
+             ("NLLB-CLIP", r"^nllb"))
+
+
+@dataclasses.dataclass(frozen=True)
+class Resolved:
+  """A weights file and what its name says about it."""
+  path: Path
+  arch: Any = None          # a registry name or open_clip model-config dict; None: unknown
+  preprocess: dict = dataclasses.field(default_factory=dict)  # mean/std/interpolation/...
+  description: str = ""     # how the name was resolved, for messages and index records
+
+
+@functools.lru_cache(maxsize=1)
+def _table() -> dict:
+  path = importlib.resources.files("clipjax.third_party") / "openclip_pretrained/pretrained.json"
+  return json.loads(path.read_text())
+
+
+def list_pretrained() -> list[tuple[str, str]]:
+  """(architecture, tag) pairs clipjax can load by name, in open_clip's order."""
+  return [(arch, tag) for arch, tags in _table()["tags"].items() for tag in tags]
+
+
+def pretrained_cfg(arch: str, tag: str) -> dict:
+  """open_clip's entry for a tag: hf_hub, quick_gelu, mean, std, interpolation, resize_mode."""
+  tags = _table()["tags"]
+  if arch not in tags:
+    raise CheckpointError(_unknown_arch(arch))
+  if tag not in tags[arch]:
+    close = difflib.get_close_matches(tag, list(tags[arch]), n=1)
+    raise CheckpointError(f"{arch} has no pretrained tag {tag!r}"
+                          + (f" (did you mean {close[0]!r}?)" if close else "")
+                          + f"; its tags: {', '.join(tags[arch])}")
+  return dict(tags[arch][tag])
+
+
+def _unknown_arch(arch: str) -> str:
+  from clipjax.models.registry import MODEL_CONFIGS
+  for family, pattern in _FAMILIES:
+    if re.search(pattern, arch, re.I):
+      return (f"{arch} is an open_clip {family} model; clipjax has no {family} towers yet "
+              f"(architectures: clipjax.list_models())")
+  if arch in _table()["unsupported_architectures"]:
+    return f"{arch} is an open_clip architecture clipjax does not implement"
+  if arch in MODEL_CONFIGS:
+    return f"open_clip publishes no weights for {arch} (a clipjax test/demo architecture)"
+  close = difflib.get_close_matches(arch, list(MODEL_CONFIGS), n=1)
+  return (f"unknown model {arch!r}: not a file, directory, hf-hub: or local-dir: name, nor an "
+          f"architecture" + (f" (did you mean {close[0]!r}?)" if close else ""))
+
+
+def _hub_file(repo: str, filename: str, cache_dir: str | None) -> str | None:
+  """A file of a hub repo from the cache, else downloaded (unless offline); None if absent."""
+  import huggingface_hub
+  from huggingface_hub import constants
+  cached = huggingface_hub.try_to_load_from_cache(repo, filename, cache_dir=cache_dir)
+  if isinstance(cached, str):
+    return cached
+  if constants.HF_HUB_OFFLINE or cached is not None:  # offline, or known to be absent
+    return None
+  try:
+    return huggingface_hub.hf_hub_download(repo, filename, cache_dir=cache_dir)
+  except Exception:  # not found, no network: the caller names what is missing
+    return None
+
+
+def _offline_hint(repo: str) -> str:
+  from huggingface_hub import constants
+  where = f"the Hugging Face cache ({constants.HF_HUB_CACHE})"
+  if constants.HF_HUB_OFFLINE:
+    return (f"{repo} is not in {where} and HF_HUB_OFFLINE is set; download it on a machine "
+            f"with access (`hf download {repo}`) and copy the cache, or pass a local file")
+  return f"{repo} is not in {where} and could not be downloaded"
+
+
+def _from_hub(repo: str, cache_dir: str | None, filename: str | None = None,
+              with_config: bool = True) -> Resolved:
+  config = None
+  if with_config:
+    config_path = _hub_file(repo, CONFIG_NAME, cache_dir)
+    if config_path:
+      config = json.loads(Path(config_path).read_text())
+  for name in ([filename] if filename else WEIGHT_NAMES):
+    path = _hub_file(repo, name, cache_dir)
+    if path:
+      return Resolved(Path(path), (config or {}).get("model_cfg"),
+                      (config or {}).get("preprocess_cfg", {}), f"hf-hub:{repo}")
+  looked = " or ".join([filename] if filename else WEIGHT_NAMES)
+  raise CheckpointError(f"{_offline_hint(repo)} (looked for {looked})")
+
+
+def _from_dir(directory: Path) -> Resolved:
+  if not directory.is_dir():
+    raise CheckpointError(f"local-dir:{directory} is not a directory")
+  config_path = directory / CONFIG_NAME
+  config = json.loads(config_path.read_text()) if config_path.is_file() else {}
+  for name in WEIGHT_NAMES:
+    if (directory / name).is_file():
+      return Resolved(directory / name, config.get("model_cfg"), config.get("preprocess_cfg", {}),
+                      f"local-dir:{directory}")
+  raise CheckpointError(f"{directory} holds no {' or '.join(WEIGHT_NAMES)}")
+
+
+def resolve(name: str | os.PathLike, pretrained: str | os.PathLike | None = None, *,
+            cache_dir: str | None = None) -> Resolved:
+  """See the module docstring. Raises CheckpointError naming what could not be found."""
+  name = str(name)
+  if name.startswith("hf-hub:"):
+    return _from_hub(name[len("hf-hub:"):].strip("/"), cache_dir)
+  if name.startswith("local-dir:"):
+    return _from_dir(Path(name[len("local-dir:"):]).expanduser())
+  path = Path(name).expanduser()
+  if path.is_dir():
+    return _from_dir(path)
+  if path.suffix in _SUFFIXES or os.sep in name:
+    if not path.is_file():
+      raise CheckpointError(f"checkpoint {name} does not exist")
+    return Resolved(path, None, {}, str(path))
+  # An architecture name: its weights come from `pretrained`.
+  if pretrained is None:
+    tags = ", ".join(_table()["tags"].get(name, {}))
+    raise CheckpointError(f"{name} is an architecture: give pretrained=TAG (one of {tags}) or "
+                          f"pretrained=PATH" if tags else _unknown_arch(name))
+  pretrained = str(pretrained)
+  if Path(pretrained).expanduser().is_file():
+    return Resolved(Path(pretrained).expanduser(), name, {}, pretrained)
+  if os.sep in pretrained or Path(pretrained).suffix in _SUFFIXES:
+    raise CheckpointError(f"pretrained={pretrained} does not exist")
+  cfg = pretrained_cfg(name, pretrained)
+  repo_id, filename = os.path.split(cfg["hf_hub"])  # "org/repo/" or "org/repo/file"
+  arch = name
+  if cfg.get("quick_gelu") and not name.endswith("-quickgelu"):
+    from clipjax.models.registry import MODEL_CONFIGS
+    if f"{name}-quickgelu" in MODEL_CONFIGS:
+      arch = f"{name}-quickgelu"  # the weights were trained with QuickGELU
+  hub = _from_hub(repo_id, cache_dir, filename or None, with_config=False)
+  preprocess = {k: cfg[k] for k in ("mean", "std", "interpolation", "resize_mode") if k in cfg}
+  return Resolved(hub.path, arch, preprocess, f"{name} pretrained={pretrained} ({hub.description})")

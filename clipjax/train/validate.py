@@ -1,0 +1,146 @@
+"""Checks a training config in seconds, before any model init, cache building or base
+pretraining: a typo in a source kind, a path, the architecture, a freeze pattern or the batch
+size is a `ConfigError` naming the field, not a failure an hour into the run.
+
+It also guards the work dir: the resolved config is saved as WORKDIR/config.json, and a rerun
+whose config differs in anything that changes training (not `total_steps`, logging or
+evaluation) is refused with the difference, since resuming it would mix two experiments.
+"""
+from __future__ import annotations
+
+import difflib
+import json
+import os
+import re
+from typing import Any
+
+import jax
+
+from clipjax.data.builder import check_source_spec
+from clipjax.errors import ConfigError
+
+# Fields a rerun may change: how long to train, how often to log, what to evaluate.
+RERUN_FIELDS = ("total_steps", "log_every", "eval")
+_EVAL_TASK_SOURCES = {"retrieval": "retrieval", "zeroshot": "zeroshot", "vqa": "vqa"}
+
+
+def _choice(name: str, value: Any, choices) -> None:
+  if value not in choices:
+    close = difflib.get_close_matches(str(value), [str(c) for c in choices], n=1)
+    raise ConfigError(f"{name}={value!r} is not one of {list(choices)}"
+                      + (f" (did you mean {close[0]!r}?)" if close else ""))
+
+
+def _check_model(cfg) -> Any:
+  """The architecture config (resolved from the checkpoint when arch is empty)."""
+  from clipjax.convert.openclip import describe_checkpoint
+  from clipjax.models.registry import get_model_config
+  from clipjax.train.config import DEFAULT_ARCH
+  _choice("model.dtype", cfg.model.dtype, ("float32", "bfloat16"))
+  if cfg.model.checkpoint:
+    return describe_checkpoint(cfg.model.checkpoint, cfg.model.arch or None,
+                               cfg.model.get("pretrained") or None)
+  if cfg.model.get("pretrained"):
+    raise ConfigError("model.pretrained (a tag) needs model.checkpoint=ARCH, e.g. "
+                      "--config.model.checkpoint=ViT-B-32 --config.model.pretrained=laion2b_s34b_b79k")
+  return get_model_config(cfg.model.arch or DEFAULT_ARCH)
+
+
+def _check_freeze(cfg, arch_cfg) -> None:
+  from clipjax.convert.openclip import param_shapes
+  from clipjax.train.optim import param_paths
+  paths = ["clip/" + p for p in jax.tree.leaves(param_paths(param_shapes(arch_cfg)))]
+  extra = {"three_tower": "dialogue/", "mult": "mult/"}.get(cfg.method)
+  for pattern in cfg.freeze:
+    try:
+      compiled = re.compile(pattern)
+    except re.error as e:
+      raise ConfigError(f"freeze pattern {pattern!r} is not a valid regex: {e}") from None
+    if extra and extra.rstrip("/") in pattern:
+      continue  # the method's own tower: its paths exist only after init
+    if not any(compiled.search(p) for p in paths):
+      raise ConfigError(f"freeze pattern {pattern!r} matches no parameter; paths look like "
+                        f"{paths[1]}, {paths[-1]}")
+
+
+def _check_batches(cfg) -> None:
+  devices, hosts = jax.device_count(), jax.process_count()
+  for name in ("batch_size", "data.text_batch_size"):
+    value = cfg.get(name) if "." not in name else cfg.data.get(name.split(".")[1])
+    if value is None:
+      continue
+    if value <= 0 or value % hosts or value % devices:
+      raise ConfigError(f"{name}={value} must be a positive multiple of the {devices} devices "
+                        f"(and of the {hosts} hosts)")
+  accum = cfg.optim.get("accum_steps", 1)
+  if accum < 1 or (cfg.batch_size // devices) % accum:
+    raise ConfigError(f"optim.accum_steps={accum} must divide the per-device batch "
+                      f"{cfg.batch_size // devices}")
+
+
+def validate(cfg, *, check_base: bool = True) -> None:
+  """Raises ConfigError for the first problem found in a training config."""
+  from clipjax.losses.mmd import ESTIMATORS
+  from clipjax.train.methods import CACHEABLE_IMAGE_TOWER, METHODS
+  _choice("method", cfg.method, METHODS)
+  if cfg.total_steps < 0 or cfg.log_every < 1:
+    raise ConfigError(f"total_steps ({cfg.total_steps}) must be >= 0 and log_every "
+                      f"({cfg.log_every}) >= 1")
+  check_source_spec(cfg.data.train, "data.train")
+  if cfg.method == "multitask":
+    check_source_spec(cfg.data.text, "data.text")
+  if cfg.get("eval"):
+    tasks = [t for t in str(cfg.eval.tasks).split(",") if t]
+    for task in tasks:
+      _choice("eval.tasks entry", task, tuple(_EVAL_TASK_SOURCES))
+      check_source_spec(cfg.eval[task].source, f"eval.{task}.source")
+  _choice("data.dialogue_mode", cfg.data.dialogue_mode, ("one_qa", "concat"))
+  _choice("loss.mmd.estimator", cfg.loss.mmd.estimator, ESTIMATORS)
+  if cfg.data.cache_frozen and (cfg.method not in CACHEABLE_IMAGE_TOWER or cfg.data.augment):
+    raise ConfigError(f"data.cache_frozen needs a method with a frozen image tower "
+                      f"{CACHEABLE_IMAGE_TOWER} and data.augment=False")
+  if cfg.method in ("draft", "three_tower") and not cfg.model.checkpoint and not cfg.get("base"):
+    raise ConfigError(f"{cfg.method} adapts a pretrained CLIP: set model.checkpoint (a file, "
+                      f"hf-hub:ORG/REPO, or ARCH with model.pretrained) or config.base")
+  _check_batches(cfg)
+  arch_cfg = _check_model(cfg)
+  _check_freeze(cfg, arch_cfg)
+  if check_base and cfg.get("base") is not None and not cfg.model.checkpoint:
+    base = cfg.base
+    with base.unlocked():
+      for field in ("arch", "dtype", "remat"):
+        base.model[field] = cfg.model[field]
+    validate(base)
+
+
+def _flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
+  if isinstance(tree, dict):
+    out = {}
+    for k, v in tree.items():
+      out.update(_flatten(v, f"{prefix}{k}."))
+    return out
+  return {prefix[:-1]: tree}
+
+
+def check_workdir_config(cfg, workdir: str) -> None:
+  """Saves `cfg` as WORKDIR/config.json, or refuses (ConfigError) a rerun whose config
+  differs from the saved one in a field outside RERUN_FIELDS."""
+  from etils import epath
+  path = epath.Path(workdir) / "config.json"
+  current = json.loads(cfg.to_json_best_effort())
+  if path.exists():
+    saved = json.loads(path.read_text())
+    old, new = _flatten(saved), _flatten(current)
+    changed = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k)
+                     and k.split(".")[0] not in RERUN_FIELDS)
+    if changed:
+      diff = "; ".join(f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in changed[:6])
+      more = f" (+{len(changed) - 6} more)" if len(changed) > 6 else ""
+      raise ConfigError(f"work dir {workdir} was trained with another config ({diff}{more}); "
+                        f"rerun with the same values to resume, or start fresh with another "
+                        f"--workdir (or delete {workdir})")
+  if jax.process_index() == 0:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.parent / f".config.json.{os.getpid()}.tmp"
+    tmp.write_text(json.dumps(current, indent=2, sort_keys=True))
+    tmp.rename(path)
