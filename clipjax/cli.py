@@ -73,7 +73,9 @@ def parse_flags(argv: Sequence[str]) -> list[str]:
   try:
     return flags.FLAGS(list(argv))
   except flags.Error as e:
-    message = " ".join(line.strip() for line in str(e).splitlines() if line.strip())
+    lines = [line.strip() for line in str(e).splitlines() if line.strip()]
+    # A config file's own exception comes as a traceback: its first and last lines say it.
+    message = f"{lines[0]} {lines[-1]}" if len(lines) > 1 else lines[0]
   except Exception as e:  # ml_collections raises KeyError / AttributeError / OSError
     message = _config_error(e, argv)
   _usage_exit(message)

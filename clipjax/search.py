@@ -1,22 +1,30 @@
 r"""Text-to-image search over a folder of your own photos with an ANN (FAISS HNSW) index.
 
-  python -m clipjax.search --index=~/photo-index --images=~/Pictures [--arch=ViT-B-32 \
-      --checkpoint=open_clip_model.safetensors]
-  python -m clipjax.search --index=~/photo-index --query="a red car" [--k=5]
+  python -m clipjax.search --index=~/photo-index --images=~/Pictures \
+      --checkpoint=workdirs/draft/export/open_clip_model.safetensors
+  python -m clipjax.search --index=~/photo-index --query="a red car" [--k=5] --checkpoint=...
 
-Building embeds every image under --images (recursively; .jpg/.jpeg/.png/.webp) with a
-progress bar; unreadable files are skipped and counted. The index remembers the model
-(architecture + weight fingerprint), and querying with another model is an error.
+--checkpoint takes every name `clipjax.load_openclip` takes (a file, a directory,
+hf-hub:ORG/REPO, local-dir:DIR, or an architecture with --pretrained); the architecture comes
+with it. Building embeds every image under --images (recursively; .jpg/.jpeg/.png/.webp) with
+a progress bar; unreadable files are skipped and counted. The index records the model's name
+and a fingerprint of its weights, and querying with another model is an error naming both.
 """
-from absl import app, flags
+from absl import flags
+
+from clipjax import cli
+from clipjax.errors import UserError
 
 flags.DEFINE_string("index", None, "Index directory (written by --images, read by --query).",
                     required=True)
 flags.DEFINE_string("images", None, "Folder of images to index.")
 flags.DEFINE_multi_string("query", None, "Text query (repeatable).")
 flags.DEFINE_integer("k", 5, "Results per query.")
-flags.DEFINE_string("arch", "ViT-B-32", "open_clip architecture name.")
-flags.DEFINE_string("checkpoint", None, "OpenCLIP checkpoint; random weights if unset.")
+flags.DEFINE_string("checkpoint", None, "OpenCLIP weights (any name load_openclip takes); "
+                    "random weights if unset.")
+flags.DEFINE_string("pretrained", None, "open_clip pretrained tag for --checkpoint=ARCH.")
+flags.DEFINE_string("arch", None, "Architecture; by default the checkpoint's own (ViT-B-32 for "
+                    "random weights).")
 flags.DEFINE_integer("batch_size", 64, "Images per embedding batch.")
 flags.DEFINE_integer("num_workers", 2, "Image decoding worker processes.")
 flags.DEFINE_integer("ef_search", 128, "HNSW search beam width (recall vs speed).")
@@ -40,15 +48,19 @@ class _Folder:
 
 
 def _encoders():
+  """The encoders and the model's name as the user gave it."""
   import clipjax
   from clipjax.evaluate.embed import clip_encoders
   if FLAGS.checkpoint:
-    model, params = clipjax.load_openclip(FLAGS.checkpoint, arch=FLAGS.arch)
+    model, params = clipjax.load_openclip(FLAGS.checkpoint, FLAGS.pretrained, arch=FLAGS.arch)
+    name = FLAGS.checkpoint + (f" pretrained={FLAGS.pretrained}" if FLAGS.pretrained else "")
   else:
     from absl import logging
-    logging.warning("no --checkpoint: random %s weights, the ranking is meaningless", FLAGS.arch)
-    model, params = clipjax.create_model(FLAGS.arch)
-  return clip_encoders(model, params)
+    arch = FLAGS.arch or "ViT-B-32"
+    logging.warning("no --checkpoint: random %s weights, the ranking is meaningless", arch)
+    model, params = clipjax.create_model(arch)
+    name = f"random {arch}"
+  return clip_encoders(model, params), name
 
 
 def build(folder: str, index_dir: str) -> None:
@@ -58,14 +70,14 @@ def build(folder: str, index_dir: str) -> None:
   from clipjax.evaluate.embed import embed_images
   root = pathlib.Path(folder).expanduser()  # a local folder of photos
   if not root.is_dir():
-    raise FileNotFoundError(f"--images={folder} is not a folder")
+    raise UserError(f"--images={folder} is not a folder")
   paths = sorted(str(p) for p in root.rglob("*") if p.suffix.lower() in _EXTS)
   if not paths:
-    raise FileNotFoundError(f"no {'/'.join(_EXTS)} images under {folder}")
-  encoders = _encoders()
+    raise UserError(f"no {'/'.join(_EXTS)} images under {folder}")
+  encoders, name = _encoders()
   out = embed_images(encoders, _Folder(paths), batch_size=FLAGS.batch_size,
                      num_workers=FLAGS.num_workers)
-  index = AnnIndex(encoders.embed_dim, encoders.key)
+  index = AnnIndex(encoders.embed_dim, encoders.key, model_name=name)
   index.add(out["embeddings"], [paths[i] for i in out["index"]])
   index.save(index_dir)
   skipped = int(out["bad_records"].sum())
@@ -75,10 +87,17 @@ def build(folder: str, index_dir: str) -> None:
 
 def query(index_dir: str, texts: list[str]) -> None:
   from clipjax.evaluate.ann import AnnIndex
-  index = AnnIndex.load(index_dir)
-  encoders = _encoders()
-  scores, rows = index.search(encoders.encode_texts(texts), k=FLAGS.k, ef_search=FLAGS.ef_search,
-                              model_key=encoders.key)
+  try:
+    index = AnnIndex.load(index_dir)
+  except FileNotFoundError as e:
+    raise UserError(str(e)) from None
+  encoders, name = _encoders()
+  try:
+    scores, rows = index.search(encoders.encode_texts(texts), k=FLAGS.k,
+                                ef_search=FLAGS.ef_search, model_key=encoders.key,
+                                model_name=name)
+  except ValueError as e:
+    raise UserError(str(e)) from None
   for text, s, r in zip(texts, scores, rows):
     print(f"{text!r}:")
     for score, row in zip(s, r):
@@ -89,7 +108,7 @@ def query(index_dir: str, texts: list[str]) -> None:
 def main(argv):
   del argv
   if bool(FLAGS.images) == bool(FLAGS.query):
-    raise app.UsageError("give either --images (build the index) or --query (search it)")
+    raise UserError("give either --images (build the index) or --query (search it)")
   if FLAGS.images:
     build(FLAGS.images, FLAGS.index)
   else:
@@ -97,4 +116,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  cli.run(main)

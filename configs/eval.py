@@ -22,15 +22,15 @@ def eval_block(size: int = 256) -> ml_collections.ConfigDict:
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config = ml_collections.ConfigDict()
-  config.model = dict(arch="ViT-S-16-tiny", checkpoint="", adapted="", blend="embeddings")
+  # checkpoint / adapted: any name clipjax.load_openclip takes (pretrained: the tag of an
+  # architecture name); arch: empty = the checkpoint's own (ViT-S-16-tiny for random weights).
+  config.model = dict(arch="", checkpoint="", pretrained="", adapted="", blend="embeddings")
   config.eval = eval_block()
   if arg == "coco":
-    config.model.arch = "ViT-B-32"
     config.eval.retrieval.source = dict(kind="coco", annotations="", image_root="")
     config.eval.tasks = "retrieval"
   elif arg in ("imagenet", "cifar10"):
     name = {"imagenet": "imagenet2012", "cifar10": "cifar10"}[arg]
-    config.model.arch = "ViT-B-32"
     config.eval.tasks = "zeroshot"
     config.eval.zeroshot = dict(
         source=dict(kind="tfds", name=name, split="validation" if arg == "imagenet" else "test",

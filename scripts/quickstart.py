@@ -1,18 +1,25 @@
 r"""Quick start with the base install (no torch): build a model, preprocess an image, tokenize
 captions, encode both and rank the captions for the image.
 
-  python scripts/quickstart.py [--arch=ViT-B-32] [--image=photo.jpg] [--checkpoint=model.safetensors]
+  python scripts/quickstart.py [--image=photo.jpg] [--checkpoint=workdirs/draft/export/open_clip_model.safetensors]
+  python scripts/quickstart.py --checkpoint=ViT-B-32 --pretrained=laion2b_s34b_b79k
 
 Without --checkpoint the weights are random (no model hub is needed or contacted), so the
-ranking is meaningless but every stage runs; with an OpenCLIP checkpoint it is real zero-shot.
+ranking is meaningless but every stage runs; with OpenCLIP weights (any name
+`clipjax.load_openclip` takes; the architecture comes with them) it is real zero-shot.
 """
 import time
 
-from absl import app, flags
+from absl import flags
 
-flags.DEFINE_string("arch", "ViT-B-32", "open_clip architecture name.")
+from clipjax import cli
+
+flags.DEFINE_string("arch", None, "open_clip architecture name; by default the checkpoint's "
+                    "own, ViT-B-32 for random weights.")
 flags.DEFINE_string("image", None, "An image file; a drawn test picture if unset.")
-flags.DEFINE_string("checkpoint", None, "OpenCLIP .safetensors/.pt/.bin; random init if unset.")
+flags.DEFINE_string("checkpoint", None, "OpenCLIP weights: a file, directory, hf-hub:ORG/REPO, "
+                    "local-dir:DIR or an architecture with --pretrained; random init if unset.")
+flags.DEFINE_string("pretrained", None, "open_clip pretrained tag for --checkpoint=ARCH.")
 FLAGS = flags.FLAGS
 
 
@@ -25,25 +32,31 @@ def main(argv):
   from PIL import Image, ImageDraw
 
   import clipjax
+  import clipjax.errors
 
   if FLAGS.checkpoint:
-    model, params = clipjax.load_openclip(FLAGS.checkpoint, arch=FLAGS.arch)
+    model, params, _, transform = clipjax.create_model_and_transforms(
+        FLAGS.checkpoint, FLAGS.pretrained, arch=FLAGS.arch)
   else:
-    model, params = clipjax.create_model(FLAGS.arch)
+    model, params = clipjax.create_model(FLAGS.arch or "ViT-B-32")
+    transform = clipjax.image_transform(model.cfg.vision.image_size, train=False)
   n_params = sum(x.size for x in jax.tree.leaves(params))
-  print(f"{FLAGS.arch}: {n_params / 1e6:.1f}M parameters ({'loaded' if FLAGS.checkpoint else 'random'})")
+  name = FLAGS.checkpoint or FLAGS.arch or "ViT-B-32"
+  print(f"{name}: {n_params / 1e6:.1f}M parameters ({'loaded' if FLAGS.checkpoint else 'random'})")
 
   if FLAGS.image:
-    image = Image.open(FLAGS.image)
+    try:
+      image = Image.open(FLAGS.image)
+    except OSError as e:
+      raise clipjax.errors.UserError(f"--image={FLAGS.image}: {e}") from None
   else:
     image = Image.new("RGB", (320, 240), "skyblue")
     ImageDraw.Draw(image).ellipse((110, 70, 210, 170), fill="red")
-  transform = clipjax.image_transform(FLAGS.arch, train=False)
   pixels = transform(image)[None]  # [1, H, W, 3] float32
 
   captions = ["a red circle on a blue background", "a photo of a dog", "a diagram of a car"]
-  tokenizer = clipjax.get_tokenizer(FLAGS.arch)
-  ids = tokenizer(captions)  # int32 [3, 77]
+  tokenizer = clipjax.get_tokenizer(model.cfg)
+  ids = tokenizer(captions)  # int32 [3, context]
 
   img = model.apply({"params": params}, pixels, method=model.encode_image)
   txt = model.apply({"params": params}, ids, method=model.encode_text)
@@ -57,4 +70,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  cli.run(main)

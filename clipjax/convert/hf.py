@@ -84,8 +84,31 @@ def hf_config(cfg: CLIPConfig):
       projection_dim=cfg.embed_dim, architectures=["CLIPModel"])
 
 
+def hf_processor(cfg: CLIPConfig):
+  """A transformers.CLIPProcessor equal to clipjax's preprocessing: the CLIP BPE vocabulary
+  (open_clip pads with id 0, "!"), bicubic shorter-side resize + centre crop, OpenAI mean/std."""
+  import gzip
+
+  import transformers
+
+  from clipjax.data.transforms import OPENAI_MEAN, OPENAI_STD
+  from clipjax.text.tokenizer import _build_bpe, default_bpe_path
+  names = {"<start_of_text>": "<|startoftext|>", "<end_of_text>": "<|endoftext|>"}
+  vocab = {names.get(k, k): v for k, v in _build_bpe(str(default_bpe_path())).get_vocab().items()}
+  with gzip.open(default_bpe_path(), "rt", encoding="utf-8") as f:
+    merges = [tuple(line.split()) for line in f.read().split("\n")[1:49152 - 256 - 2 + 1]]
+  tokenizer = transformers.CLIPTokenizer(vocab=vocab, merges=merges, pad_token="!",
+                                         model_max_length=cfg.text.context_length)
+  size = cfg.vision.image_size
+  images = transformers.CLIPImageProcessor(
+      size={"shortest_edge": size}, crop_size={"height": size, "width": size},
+      image_mean=list(OPENAI_MEAN), image_std=list(OPENAI_STD), resample=3)
+  return transformers.CLIPProcessor(image_processor=images, tokenizer=tokenizer)
+
+
 def export_hf(params: Params, arch: str | CLIPConfig, out_dir: str | os.PathLike) -> Path:
-  """Writes `out_dir/config.json` and `out_dir/model.safetensors` for `CLIPModel.from_pretrained`.
+  """Writes `config.json`, `model.safetensors` and the processor files (tokenizer, image
+  processor) into `out_dir`, for `CLIPModel.from_pretrained` / `CLIPProcessor.from_pretrained`.
 
   Files are written in a temporary folder and moved into `out_dir` one by one with atomic
   renames, weights first, so an interrupted export never leaves a truncated file.
@@ -94,4 +117,5 @@ def export_hf(params: Params, arch: str | CLIPConfig, out_dir: str | os.PathLike
   if cfg.vision.is_resnet:
     raise CheckpointError(f"Hugging Face CLIPModel has no ResNet image tower; export {arch} "
                           f"with export_openclip instead")
-  return save_hf_dir(state_dict_to_hf(params_to_state_dict(params)), hf_config(cfg), out_dir)
+  return save_hf_dir(state_dict_to_hf(params_to_state_dict(params)), hf_config(cfg), out_dir,
+                     processor=hf_processor(cfg))

@@ -28,10 +28,17 @@ def atomic_path(path: str | os.PathLike, suffix: str = "") -> Iterator[str]:
   os.close(fd)
   try:
     yield tmp
+    os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; exports are ordinary files
     os.replace(tmp, path)
   finally:
     if os.path.exists(tmp):
       os.unlink(tmp)
+
+
+def _umask() -> int:
+  mask = os.umask(0)
+  os.umask(mask)
+  return mask
 
 
 def _torch():
@@ -122,16 +129,24 @@ def save_state_dict(sd: Mapping[str, np.ndarray], path: str | os.PathLike) -> No
     raise CheckpointError(f"{path}: unknown output type {path.suffix!r}; use .safetensors or .pt")
 
 
-def save_hf_dir(tensors: Mapping[str, np.ndarray], config, out_dir: str | os.PathLike) -> Path:
-  """Writes `model.safetensors` and `config.json` (a transformers config object) into
-  `out_dir`: both are written in a temporary folder there and renamed into place one by one,
-  weights first, so an interrupted export never leaves a truncated file."""
+def save_hf_dir(tensors: Mapping[str, np.ndarray], config, out_dir: str | os.PathLike,
+                processor=None) -> Path:
+  """Writes `model.safetensors`, `config.json` (a transformers config object) and, given a
+  transformers processor, its files into `out_dir`: all are written in a temporary folder there
+  and renamed into place one by one, weights first, so an interrupted export never leaves a
+  truncated file."""
   from safetensors.numpy import save_file
   out_dir = Path(out_dir)
   out_dir.mkdir(parents=True, exist_ok=True)
   with tempfile.TemporaryDirectory(prefix=".export-", dir=out_dir) as tmp:
     save_file(dict(tensors), os.path.join(tmp, "model.safetensors"), metadata={"format": "pt"})
     config.save_pretrained(tmp)
-    for name in ("model.safetensors", "config.json"):
+    if processor is not None:
+      processor.save_pretrained(tmp)
+    names = ["model.safetensors", "config.json"]
+    names += sorted(set(os.listdir(tmp)) - set(names))
+    mask = _umask()
+    for name in names:
+      os.chmod(os.path.join(tmp, name), 0o666 & ~mask)
       os.replace(os.path.join(tmp, name), out_dir / name)
   return out_dir

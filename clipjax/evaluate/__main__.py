@@ -1,25 +1,35 @@
 r"""Evaluate OpenCLIP / clipjax checkpoints: zero-shot, retrieval, VQA, blending sweeps.
 
   python -m clipjax.evaluate --config=configs/eval.py --workdir=/tmp/eval \
-      --config.model.arch=ViT-B-32 --config.model.checkpoint=open_clip_model.safetensors
+      --config.model.checkpoint=workdirs/draft/export/open_clip_model.safetensors
+  python -m clipjax.evaluate --config=configs/eval.py:coco --workdir=/tmp/eval \
+      --config.model.checkpoint=ViT-B-32 --config.model.pretrained=laion2b_s34b_b79k \
+      --config.eval.retrieval.source=coco:annotations=captions_val2017.json,image_root=val2017
+
+`model.checkpoint` / `model.adapted` take every name `clipjax.load_openclip` takes; the
+architecture comes with the weights (`model.arch` overrides it).
 
 With `model.adapted` set (a second checkpoint of the same architecture, e.g. DRAFT's output)
 both models are evaluated and `model.blend` adds a β sweep: `embeddings` (the two text towers
 blended on the same text) or `weights` (WiSE-FT). Writes results.json and PNG plots to workdir.
 """
-from absl import app, flags
+from absl import flags
 from ml_collections import config_flags
+
+from clipjax import cli
+from clipjax.errors import ConfigError
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Evaluation config file.",
                                           lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Output directory.", required=True)
 
 
-def _load(arch: str, checkpoint: str | None):
+def _load(arch: str, checkpoint: str | None, pretrained: str | None = None):
   import clipjax
   if checkpoint:
-    return clipjax.load_openclip(checkpoint, arch=arch or None)
+    return clipjax.load_openclip(checkpoint, pretrained or None, arch=arch or None)
   from absl import logging
+  arch = arch or "ViT-S-16-tiny"
   logging.warning("model.checkpoint is empty: evaluating a randomly initialised %s", arch)
   return clipjax.create_model(arch)
 
@@ -30,13 +40,20 @@ def main(argv):
   from clipjax.evaluate.embed import clip_encoders
   from clipjax.evaluate.runner import run_evaluation
   cfg = _CONFIG.value
-  model, params = _load(cfg.model.arch, cfg.model.checkpoint)
+  from clipjax.data.builder import check_source_spec
+  for task in [t for t in str(cfg.eval.tasks).split(",") if t]:
+    if task not in ("retrieval", "zeroshot", "vqa"):
+      raise ConfigError(f"eval.tasks: unknown task {task!r}; use retrieval, zeroshot, vqa")
+    check_source_spec(cfg.eval[task].source, f"eval.{task}.source")
+  if cfg.model.blend not in ("", "embeddings", "weights"):
+    raise ConfigError(f"model.blend must be '', 'embeddings' or 'weights', got {cfg.model.blend!r}")
+  model, params = _load(cfg.model.arch, cfg.model.checkpoint, cfg.model.get("pretrained"))
   models = {"base": clip_encoders(model, params)}
   blend = None
   if cfg.model.adapted:
     adapted_model, adapted = _load(cfg.model.arch, cfg.model.adapted)
     if adapted_model.cfg != model.cfg:
-      raise ValueError(f"model.adapted ({cfg.model.adapted}) is not the same architecture as "
+      raise ConfigError(f"model.adapted ({cfg.model.adapted}) is not the same architecture as "
                        f"model.checkpoint ({cfg.model.checkpoint}); blending needs both equal")
     models["adapted"] = clip_encoders(model, adapted)
     if cfg.model.blend == "embeddings":
@@ -44,10 +61,8 @@ def main(argv):
     elif cfg.model.blend == "weights":
       for beta in cfg.eval.betas:
         models[f"wise_beta={beta}"] = clip_encoders(model, blend_params(params, adapted, beta))
-    elif cfg.model.blend:
-      raise ValueError(f"model.blend must be '', 'embeddings' or 'weights', got {cfg.model.blend!r}")
   run_evaluation(cfg.eval, models, _WORKDIR.value, blend=blend)
 
 
 if __name__ == "__main__":
-  app.run(main)
+  cli.run(main)

@@ -29,9 +29,12 @@ def _faiss():
 class AnnIndex:
   """HNSW index of [N, D] unit embeddings, with an item name per row."""
 
-  def __init__(self, dim: int, model_key: str, m: int = 32, ef_construction: int = 200):
+  def __init__(self, dim: int, model_key: str, m: int = 32, ef_construction: int = 200,
+               model_name: str = ""):
+    """model_key: fingerprint of the model and weights; model_name: what the user called it
+    (the checkpoint's name or file), recorded so a mismatch can say which model built it."""
     faiss = _faiss()
-    self.dim, self.model_key = int(dim), model_key
+    self.dim, self.model_key, self.model_name = int(dim), model_key, model_name
     self.m, self.ef_construction = m, ef_construction
     self.index = faiss.IndexHNSWFlat(self.dim, m, faiss.METRIC_INNER_PRODUCT)
     self.index.hnsw.efConstruction = ef_construction
@@ -51,11 +54,13 @@ class AnnIndex:
     self.items.extend(str(i) for i in items)
 
   def search(self, queries: np.ndarray, k: int = 10, ef_search: int = 128,
-             model_key: str | None = None) -> tuple[np.ndarray, np.ndarray]:
+             model_key: str | None = None, model_name: str = "") -> tuple[np.ndarray, np.ndarray]:
     """Top-k (scores [Q, k], row indices [Q, k]; -1 where fewer than k items exist)."""
     if model_key is not None and model_key != self.model_key:
-      raise ValueError(f"this index was built with model {self.model_key}, the queries come "
-                       f"from {model_key}: rebuild the index with the query model")
+      built = f"{self.model_name} ({self.model_key})" if self.model_name else self.model_key
+      query = f"{model_name} ({model_key})" if model_name else model_key
+      raise ValueError(f"this index was built with model {built}, the queries come from "
+                       f"{query}: query with the model that built it, or rebuild the index")
     queries = np.ascontiguousarray(np.atleast_2d(queries), np.float32)
     if queries.shape[1] != self.dim:
       raise ValueError(f"queries have size {queries.shape[1]}, the index holds {self.dim}-d "
@@ -74,7 +79,8 @@ class AnnIndex:
       with open(os.path.join(tmp, "items.json"), "w") as f:
         json.dump(self.items, f)
       with open(os.path.join(tmp, "meta.json"), "w") as f:
-        json.dump({"model_key": self.model_key, "dim": self.dim, "count": len(self.items),
+        json.dump({"model_key": self.model_key, "model_name": self.model_name,
+                   "dim": self.dim, "count": len(self.items),
                    "m": self.m, "ef_construction": self.ef_construction}, f, indent=1)
       if os.path.exists(directory):
         shutil.rmtree(directory)
@@ -93,6 +99,7 @@ class AnnIndex:
       meta = json.load(f)
     index = cls.__new__(cls)
     index.dim, index.model_key = meta["dim"], meta["model_key"]
+    index.model_name = meta.get("model_name", "")
     index.m, index.ef_construction = meta["m"], meta["ef_construction"]
     index.index = _faiss().read_index(os.path.join(directory, "index.faiss"))
     with open(os.path.join(directory, "items.json")) as f:

@@ -143,4 +143,4 @@ def check_workdir_config(cfg, workdir: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.parent / f".config.json.{os.getpid()}.tmp"
     tmp.write_text(json.dumps(current, indent=2, sort_keys=True))
-    tmp.rename(path)
+    tmp.replace(path)

@@ -120,6 +120,21 @@ def test_hf_export_loads_without_missing_keys_and_agrees(tmp_path, arch):
   txt = model.apply({"params": params}, jnp.asarray(ids.numpy(), jnp.int32), method=model.encode_text)
   assert rel_err(img, hf_img) < TOL and rel_err(txt, hf_txt) < TOL
   assert float(hf.logit_scale) == pytest.approx(float(params["logit_scale"]))
+  # The processor files load too, and tokenise ordinary captions as open_clip does.
+  from transformers import CLIPProcessor
+  processor = CLIPProcessor.from_pretrained(tmp_path / "hf")
+  texts = ["a photo of a cat", "two dogs in the snow", "A café, 3 bikes & a red car."]
+  hf_ids = processor(text=texts, padding="max_length", max_length=77, return_tensors="np")
+  assert np.array_equal(hf_ids["input_ids"], open_clip.get_tokenizer("ViT-B-32")(texts).numpy())
+  pixels = processor(images=[np.zeros((40, 50, 3), np.uint8)], return_tensors="np")["pixel_values"]
+  assert pixels.shape == (1, 3, size, size)
+  # Exports are ordinary files: the umask decides their mode (0644 under the usual 022).
+  old = os.umask(0o022)
+  try:
+    export_hf(params, arch, tmp_path / "hf2")
+  finally:
+    os.umask(old)
+  assert {oct(p.stat().st_mode & 0o777) for p in (tmp_path / "hf2").iterdir()} == {"0o644"}
 
 
 def test_training_checkpoint_with_module_prefix(tiny, tmp_path):
@@ -185,13 +200,44 @@ def test_missing_extra_and_misshaped_tensors_are_named(tiny, tmp_path):
     load_openclip(tmp_path / "bad2.safetensors", arch="ViT-B-32")
 
 
+def _empty_state_dict(cfg):
+  from clipjax.convert.openclip import param_shapes
+  return {k: np.empty(v.shape, np.float32) for k, v in params_to_state_dict(
+      jax.tree.map(lambda s: np.empty(s.shape, np.float32), param_shapes(cfg))).items()}
+
+
 def test_architecture_inferred_from_shapes():
-  for arch in ("ViT-B-32", "ViT-L-14-336", "RN50", "RN50x4"):
-    from clipjax.convert.openclip import param_shapes
-    sd = {k: np.empty(v.shape, np.float32) for k, v in params_to_state_dict(
-        jax.tree.map(lambda s: np.empty(s.shape, np.float32), param_shapes(get_model_config(arch)))
-    ).items()}
-    assert infer_config(sd) == get_model_config(arch)
+  for arch in ("ViT-B-32", "ViT-L-14-336", "RN50", "RN50x4", "ViT-S-16-tiny", "ViT-T-16-test",
+               "RN-T-test"):
+    assert infer_config(_empty_state_dict(get_model_config(arch))) == get_model_config(arch)
+
+
+def test_inference_refuses_to_guess(monkeypatch):
+  """Shapes that fit two architectures differing in head count, or none: an error listing
+  the candidates, never a guess (the tiny text tower has 4 heads of 32, not 2 of 64)."""
+  from clipjax.models import registry
+  tiny = get_model_config("ViT-S-16-tiny")
+  twin = tiny.replace(text={"heads": 2})
+  monkeypatch.setitem(registry.MODEL_CONFIGS, "tiny-twin", twin)
+  with pytest.raises(CheckpointError, match="several architectures.*ViT-S-16-tiny.*tiny-twin"):
+    infer_config(_empty_state_dict(tiny))
+  odd = tiny.replace(vision={"layers": 3})
+  with pytest.raises(CheckpointError, match="match no registered architecture.*ViT-S-16-tiny"):
+    infer_config(_empty_state_dict(odd))
+
+
+def test_json_next_to_the_checkpoint_names_the_architecture(tmp_path):
+  """Without --arch the `.json` export_openclip wrote (or open_clip's open_clip_config.json)
+  decides: here a config no shape rule could tell (a different head count)."""
+  cfg = get_model_config("ViT-S-16-tiny").replace(text={"heads": 2})
+  _, params = create_model(cfg, seed=0)
+  json_path = export_openclip(params, cfg, tmp_path / "odd.safetensors")
+  assert json_path == tmp_path / "odd.json"
+  model, loaded = load_openclip(tmp_path / "odd.safetensors")
+  assert model.cfg == cfg
+  _assert_params_identical(params, loaded)
+  (tmp_path / "odd.json").unlink()  # without it, shapes pick the registered 4-head config
+  assert load_openclip(tmp_path / "odd.safetensors")[0].cfg == get_model_config("ViT-S-16-tiny")
 
 
 def test_failed_export_leaves_no_partial_file(tiny, tmp_path, monkeypatch):

@@ -32,6 +32,21 @@ def test_eval_transform_matches_openclip_on_coco(coco_sample, size):
     np.testing.assert_allclose(x, ref(im).numpy().transpose(1, 2, 0), rtol=0, atol=TOL)
 
 
+@pytest.mark.parametrize("interpolation,resize_mode", [("bicubic", "squash"),
+                                                       ("bilinear", "shortest")])
+def test_checkpoint_preprocess_configs_match_openclip(coco_sample, interpolation, resize_mode):
+  """The preprocessing a checkpoint names (open_clip's PreprocessCfg: mean/std 0.5, squash,
+  bilinear), as `create_model_and_transforms` builds it."""
+  pre = dict(mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5), interpolation=interpolation,
+             resize_mode=resize_mode)
+  ours = image_transform(64, **pre)
+  ref = open_clip.image_transform(64, is_train=False, **pre)
+  for im in _photos(coco_sample, 8):
+    np.testing.assert_allclose(ours(im), ref(im).numpy().transpose(1, 2, 0), rtol=0, atol=TOL)
+  with pytest.raises(ValueError, match="resize_mode='longest'"):
+    image_transform(64, resize_mode="longest")
+
+
 @pytest.mark.parametrize("mode", ["L", "CMYK", "RGBA", "P", "LA"])
 def test_other_modes_match_openclip(coco_sample, mode):
   """Grayscale, CMYK, alpha and palette images: resized in their own mode then converted,

@@ -102,28 +102,38 @@ def test_evaluate_cli_rejects_unknown_field(tmp_path):
       [sys.executable, "-m", "clipjax.evaluate", f"--config={REPO}/configs/eval.py",
        f"--workdir={tmp_path}", "--config.eval.no_such_field=1"],
       env=_env(), capture_output=True, text=True, timeout=300)
-  assert out.returncode != 0 and "no_such_field" in out.stderr
+  assert out.returncode == 2 and "no_such_field" in out.stderr and "Traceback" not in out.stderr
 
 
 def test_search_cli_on_photos(coco_sample, tmp_path):
   photos = tmp_path / "photos"
   shutil.copytree(coco_sample / "images", photos)
   (photos / "broken.jpg").write_bytes(b"\xff\xd8 truncated")
-  common = [sys.executable, "-m", "clipjax.search", f"--index={tmp_path}/index",
-            "--arch=ViT-T-16-test"]
-  built = subprocess.run(common + [f"--images={photos}", "--num_workers=2"], env=_env(),
+  _, params = clipjax.create_model("ViT-T-16-test", seed=0)
+  weights = tmp_path / "tiny.safetensors"  # the architecture comes from tiny.json next to it
+  clipjax.export_openclip(params, "ViT-T-16-test", str(weights))
+  common = [sys.executable, "-m", "clipjax.search", f"--index={tmp_path}/index"]
+  built = subprocess.run(common + [f"--images={photos}", "--num_workers=2",
+                                   f"--checkpoint={weights}"], env=_env(),
                          capture_output=True, text=True, timeout=600)
   assert built.returncode == 0, built.stderr[-3000:]
   n = len(list((coco_sample / "images").iterdir()))
   assert f"indexed {n} images" in built.stdout and "skipped 1 unreadable" in built.stdout
-  found = subprocess.run(common + ["--query=a red car", "--k=3"], env=_env(),
-                         capture_output=True, text=True, timeout=300)
+  meta = json.loads((tmp_path / "index/meta.json").read_text())
+  assert meta["model_name"] == str(weights)
+  found = subprocess.run(common + ["--query=a red car", "--k=3", f"--checkpoint={weights}"],
+                         env=_env(), capture_output=True, text=True, timeout=300)
   assert found.returncode == 0, found.stderr[-3000:]
   lines = [l for l in found.stdout.splitlines() if l.startswith("  ")]
   assert len(lines) == 3 and all(str(photos) in l for l in lines)
-  other = subprocess.run(common[:-1] + ["--arch=ViT-S-16-tiny", "--query=a red car"], env=_env(),
+  other = subprocess.run(common + ["--arch=ViT-S-16-tiny", "--query=a red car"], env=_env(),
                          capture_output=True, text=True, timeout=300)
-  assert other.returncode != 0 and "rebuild the index" in other.stderr
+  assert other.returncode == 2 and "Traceback" not in other.stderr, other.stderr[-3000:]
+  assert f"built with model {weights}" in other.stderr and "random ViT-S-16-tiny" in other.stderr
+  missing = subprocess.run(common[:-1] + [f"--index={tmp_path}/nope", "--query=x"], env=_env(),
+                           capture_output=True, text=True, timeout=300)
+  assert missing.returncode == 2 and "not a clipjax index" in missing.stderr
+  assert "Traceback" not in missing.stderr
 
 
 def test_vqav1_files_end_to_end(two_models, tmp_path):

@@ -1,0 +1,156 @@
+"""`python -m clipjax.main` as a user types it: the README's own-data command on the shipped
+COCO sample, typos and bad paths (one line, exit status 2, no traceback, nothing trained),
+bad records named, an all-bad source that stops instead of hanging, Ctrl-C that saves, and a
+rerun with another config that is refused."""
+import json
+import os
+import re
+import shlex
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from conftest import COCO_SAMPLE, REPO
+
+TINY = ["--config.model.arch=ViT-T-16-test", "--config.batch_size=8", "--config.eval.tasks=",
+        "--config.export.hf=False", "--config.log_every=1", "--config.data.num_workers=1"]
+
+
+def _env():
+  return dict(os.environ, JAX_PLATFORMS="cpu", PYTHONPATH=str(REPO), HF_HUB_OFFLINE="1",
+              XLA_FLAGS="--xla_force_host_platform_device_count=1")
+
+
+def _main(*args, timeout=300, cwd=REPO):
+  return subprocess.run([sys.executable, "-m", "clipjax.main", *args], env=_env(), cwd=cwd,
+                        capture_output=True, text=True, timeout=timeout)
+
+
+def _assert_user_error(out, *needles):
+  assert out.returncode == 2, out.stderr[-2000:]
+  assert "Traceback" not in out.stderr, out.stderr[-2000:]
+  lines = [l for l in out.stderr.splitlines() if "error:" in l]
+  assert len(lines) == 1, out.stderr[-2000:]
+  for needle in needles:
+    assert needle in lines[0], lines[0]
+
+
+def _readme_command(marker: str) -> list[str]:
+  text = (REPO / "README.md").read_text()
+  line = next(l for l in text.replace("\\\n", " ").splitlines() if marker in l)
+  return shlex.split(line)
+
+
+def test_readme_own_data_command_trains_on_the_coco_sample(tmp_path, coco_sample):
+  cmd = _readme_command("--config.data.train=manifest:")
+  assert cmd[:3] == ["python", "-m", "clipjax.main"], cmd
+  if COCO_SAMPLE != REPO.parent / "shared/data/coco_sample":  # the README's relative path
+    cmd = [a.replace("../shared/data/coco_sample", str(COCO_SAMPLE)) for a in cmd]
+  out = _main(*cmd[3:], f"--workdir={tmp_path / 'wd'}", "--config.data.num_workers=1")
+  assert out.returncode == 0, out.stderr[-3000:]
+  # Five captions per photo: 29 images -> 145 records, each a caption of its own.
+  assert "145 samples per epoch" in out.stdout, out.stdout
+  logged = [json.loads(l) for l in (tmp_path / "wd/metrics.jsonl").read_text().splitlines()]
+  assert logged and all(r["loss"] == r["loss"] for r in logged)  # finite
+  assert not (tmp_path / "wd/bad_records.jsonl").exists()
+  # The printed PyTorch line runs as printed, in open_clip.
+  line = out.stdout.split("load in PyTorch:\n", 1)[1].splitlines()[0].strip()
+  run = subprocess.run([sys.executable, "-c", line + "; print(type(model).__name__)"],
+                       env=_env(), capture_output=True, text=True, timeout=300)
+  assert run.returncode == 0 and "CLIP" in run.stdout, run.stderr[-2000:]
+
+
+@pytest.mark.parametrize("args,needles", [
+    (["--config.optim.lrr=1e-3"], ["--config.optim.lrr", "'lrr'", "did you mean 'lr'"]),
+    (["--config.optim.lr=fast"], ["--config.optim.lr", "fast"]),
+    (["--config.data.train=cocoa:annotations=a.json"], ["data.train", "'cocoa'", "'coco'"]),
+    (["--config.data.train=manifest:manifest=/no/such.jsonl"], ["/no/such.jsonl", "does not exist"]),
+    (["--config.data.train=coco:annotations=/no/a.json"], ["image_root"]),
+    (["--config.model.arch=ViT-B-33"], ["ViT-B-33", "did you mean 'ViT-B-32'"]),
+    (["--config.model.checkpoint=/no/model.safetensors"], ["/no/model.safetensors", "does not exist"]),
+    (["--config.freeze=('^clip/visuall/',)"], ["^clip/visuall/", "matches no parameter"]),
+    (["--config.loss.mmd.estimator=rf"], ["loss.mmd.estimator", "did you mean 'rff'"]),
+    (["--config.data.dialogue_mode=all"], ["data.dialogue_mode"]),
+    (["--no_such_flag=1"], ["no_such_flag"]),
+])
+def test_user_errors_are_one_line_with_status_2(tmp_path, args, needles):
+  out = _main(f"--config={REPO}/configs/draft.py", f"--workdir={tmp_path / 'wd'}", *args,
+              timeout=120)
+  _assert_user_error(out, *needles)
+  assert not (tmp_path / "wd/checkpoints").exists()  # nothing was trained
+
+
+def test_missing_config_file_and_bad_config_argument(tmp_path):
+  _assert_user_error(_main(f"--config={REPO}/configs/draftt.py", timeout=120), "draftt.py")
+  _assert_user_error(_main(f"--config={REPO}/configs/multitask.py:stage=4", timeout=120),
+                     "stage must be 1, 2 or 3")
+
+
+def _manifest(tmp_path, coco_sample, lines):
+  path = tmp_path / "train.jsonl"
+  path.write_text("\n".join(lines) + "\n")
+  return path
+
+
+def test_bad_records_are_named_and_an_all_bad_source_stops(tmp_path, coco_sample):
+  image = str(coco_sample / "images" / sorted(os.listdir(coco_sample / "images"))[0])
+  good = [json.dumps({"image": image, "caption": f"photo number {i}"}) for i in range(16)]
+  bad = [json.dumps({"image": "missing.jpg", "caption": "lost"}),
+         json.dumps({"image": image, "caption": ""}), "{not json"]
+  manifest = _manifest(tmp_path, coco_sample, good + bad)
+  out = _main(f"--config={REPO}/configs/clip.py", f"--workdir={tmp_path / 'wd'}", *TINY,
+              f"--config.data.train=manifest:manifest={manifest}", "--config.total_steps=6")
+  assert out.returncode == 0, out.stderr[-3000:]
+  records = [json.loads(l) for l in (tmp_path / "wd/bad_records.jsonl").read_text().splitlines()]
+  reasons = {r["reason"] for r in records}
+  assert reasons == {"missing_file", "empty_caption", "bad_json"}, records
+  assert any(f"{manifest}:17" in r["detail"] for r in records)  # the missing image's line
+  assert any(f"{manifest}:19" in r["detail"] for r in records)  # the bad JSON line
+  assert "skipped record (" in out.stderr
+
+  all_bad = tmp_path / "all_bad.jsonl"
+  all_bad.write_text("\n".join(bad * 5) + "\n")
+  start = time.time()
+  out = _main(f"--config={REPO}/configs/clip.py", f"--workdir={tmp_path / 'wd2'}", *TINY,
+              f"--config.data.train=manifest:manifest={all_bad}")
+  _assert_user_error(out, "no usable record in 15 records", "missing_file 5", "bad_json 5",
+                     "empty_caption 5")
+  assert time.time() - start < 280  # it stops, never hangs (the subprocess timeout is 300 s)
+
+
+def _logged_steps(workdir):
+  path = workdir / "metrics.jsonl"
+  return [json.loads(l)["step"] for l in path.read_text().splitlines()] if path.exists() else []
+
+
+def test_ctrl_c_saves_and_a_changed_rerun_is_refused(tmp_path):
+  wd = tmp_path / "wd"
+  args = [sys.executable, "-m", "clipjax.main", f"--config={REPO}/configs/clip.py",
+          f"--workdir={wd}", *TINY, "--config.data.train.resolution=32",
+          "--config.total_steps=400", "--config.checkpoint.every=1000"]
+  # Ctrl-C in a terminal signals the whole process group (the grain workers too).
+  proc = subprocess.Popen(args, env=_env(), cwd=REPO, stdout=subprocess.PIPE,
+                          stderr=subprocess.PIPE, text=True, start_new_session=True)
+  deadline = time.time() + 300
+  while time.time() < deadline and not any(s >= 3 for s in _logged_steps(wd)):
+    assert proc.poll() is None, proc.communicate()[1][-3000:]
+    time.sleep(0.2)
+  os.killpg(proc.pid, signal.SIGINT)
+  _, err = proc.communicate(timeout=300)
+  assert proc.returncode == 130, err[-3000:]
+  assert "Traceback" not in err, err[-3000:]
+  saved = re.search(r"SIGINT: saved step (\d+) in .*; rerun the same command to resume", err)
+  assert saved, err[-3000:]
+  assert (wd / "checkpoints" / saved.group(1)).is_dir()
+
+  # Another learning rate would mix two experiments in one work dir: refused, nothing run.
+  out = _main(*args[3:], "--config.optim.lr=0.1", timeout=120)
+  _assert_user_error(out, "optim.lr", "0.1", "--workdir")
+  assert json.loads((wd / "config.json").read_text())["optim"]["lr"] != 0.1
+  # A longer (or shorter) run of the same config resumes.
+  out = _main(*args[3:], f"--config.total_steps={int(saved.group(1)) + 1}", timeout=300)
+  assert out.returncode == 0, out.stderr[-3000:]
+  assert f"resumed from {wd / 'checkpoints'} at step {saved.group(1)}" in out.stdout
