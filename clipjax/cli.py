@@ -105,11 +105,17 @@ def _guarded(main: Callable[[list[str]], None]) -> Callable[[list[str]], None]:
 
 
 def quiet_cpu_logs() -> None:
-  """No backend-probe lines on a machine without accelerators, no faiss loader lines; only
-  when the user asked for no particular platform or verbosity."""
+  """No backend-probe lines on a machine without accelerators, no faiss loader lines, and no
+  "leaked shared_memory" warning at exit: grain's worker processes hand batches over in shared
+  memory, and the segments of batches still in flight when a run ends are reclaimed by
+  multiprocessing's resource tracker, which warns about each one. The tracker process takes
+  its warning filters from sys.warnoptions when it starts."""
   os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
   for name in ("faiss", "faiss.loader", "jax._src.xla_bridge"):
     py_logging.getLogger(name).setLevel(py_logging.ERROR)
+  quiet = "ignore:resource_tracker:UserWarning"
+  if quiet not in sys.warnoptions:
+    sys.warnoptions.append(quiet)
 
 
 def run(main: Callable[[list[str]], None], argv: Sequence[str] | None = None) -> None:

@@ -7,6 +7,7 @@ for our tokenizer's output). LayerNorm eps and both activations map one to one.
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 import numpy as np
@@ -64,6 +65,76 @@ def state_dict_to_hf(sd: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
       else:
         out[_PREFIXES[prefix] + rest] = value
   return {k: np.array(v, order="C") for k, v in out.items()}
+
+
+def hf_to_state_dict(hf: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+  """HF CLIPModel state_dict -> open_clip state_dict (the inverse of `state_dict_to_hf`)."""
+  renames = {v: k for k, v in _RENAMES.items()}
+  prefixes = {v: k for k, v in _PREFIXES.items()}
+  blocks = {v: k for k, v in _BLOCK_RENAMES.items()}
+  out, qkv = {}, {}
+  for key, value in hf.items():
+    if key.endswith("position_ids"):
+      continue  # a buffer of positions 0..L-1, not a parameter
+    if key in ("visual_projection.weight", "text_projection.weight"):
+      out["visual.proj" if key.startswith("visual") else "text_projection"] = value.T
+    elif key in renames:
+      out[renames[key]] = value
+    else:
+      prefix = next((p for p in prefixes if key.startswith(p)), None)
+      if prefix is None:
+        raise CheckpointError(f"no open_clip name for Hugging Face tensor {key} (is this a "
+                              f"CLIPModel checkpoint?)")
+      rest = key[len(prefix):]
+      if "layers" not in prefix:
+        out[prefixes[prefix] + rest] = value
+        continue
+      layer, rest = rest.split(".", 1)
+      base = f"{prefixes[prefix]}{layer}."
+      match = re.fullmatch(r"self_attn\.([qkv])_proj\.(weight|bias)", rest)
+      if match:
+        qkv.setdefault((base, match.group(2)), {})[match.group(1)] = value
+        continue
+      block = next((b for b in blocks if rest.startswith(b + ".")), None)
+      if block is None:
+        raise CheckpointError(f"no open_clip name for Hugging Face tensor {key}")
+      out[base + blocks[block] + rest[len(block):]] = value
+  for (base, kind), parts in qkv.items():
+    if set(parts) != set("qkv"):
+      raise CheckpointError(f"{base}: attention needs q, k and v projections, got {sorted(parts)}")
+    out[f"{base}attn.in_proj_{kind}"] = np.concatenate([parts[n] for n in "qkv"], axis=0)
+  return {k: np.array(v, order="C") for k, v in out.items()}
+
+
+def config_from_hf(config: dict) -> CLIPConfig:
+  """A transformers CLIPConfig (as a dict) -> clipjax CLIPConfig (the registry entry when one
+  is equal, so the export is named by it)."""
+  from clipjax.models.registry import MODEL_CONFIGS, TextConfig, VisionConfig
+  try:
+    v, t = config["vision_config"], config["text_config"]
+    acts = {v.get("hidden_act", "quick_gelu"), t.get("hidden_act", "quick_gelu")}
+    if len(acts) != 1 or not acts <= {"gelu", "quick_gelu"}:
+      raise CheckpointError(f"unsupported Hugging Face activations {sorted(acts)}")
+    cfg = CLIPConfig(
+        config.get("projection_dim", 512),
+        VisionConfig(image_size=v["image_size"], patch_size=v["patch_size"], width=v["hidden_size"],
+                     layers=v["num_hidden_layers"],
+                     head_width=v["hidden_size"] // v["num_attention_heads"],
+                     # +0.5: int(width * ratio) must give the MLP width back exactly
+                     mlp_ratio=(v["intermediate_size"] + 0.5) / v["hidden_size"]),
+        TextConfig(context_length=t["max_position_embeddings"], vocab_size=t["vocab_size"],
+                   width=t["hidden_size"], heads=t["num_attention_heads"],
+                   layers=t["num_hidden_layers"],
+                   mlp_ratio=(t["intermediate_size"] + 0.5) / t["hidden_size"]),
+        quick_gelu=acts == {"quick_gelu"})
+  except KeyError as e:
+    raise CheckpointError(f"Hugging Face CLIP config lacks {e}") from None
+
+  def same(c: CLIPConfig) -> bool:  # equal up to how the MLP ratio is written
+    return (c.vision.mlp_width, c.text.mlp_width) == (cfg.vision.mlp_width, cfg.text.mlp_width) \
+        and isinstance(c.text, TextConfig) and not c.vision.is_resnet and c.replace(
+            vision={"mlp_ratio": cfg.vision.mlp_ratio}, text={"mlp_ratio": cfg.text.mlp_ratio}) == cfg
+  return next((c for c in MODEL_CONFIGS.values() if same(c)), cfg)
 
 
 def hf_config(cfg: CLIPConfig):

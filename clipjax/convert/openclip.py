@@ -255,6 +255,8 @@ def resolve_architecture(sd: dict[str, np.ndarray], resolved, arch=None) -> CLIP
   from clipjax.models.registry import config_from_openclip_json
   if arch is not None:
     cfg = get_model_config(arch)
+  elif isinstance(resolved.arch, CLIPConfig):
+    cfg = resolved.arch
   elif isinstance(resolved.arch, dict):
     cfg = config_from_openclip_json(resolved.arch)
   elif resolved.arch is not None:
@@ -273,6 +275,9 @@ def load_checkpoint(name: str | os.PathLike, pretrained=None, *, arch=None,
   from clipjax.convert.pretrained import resolve
   resolved = resolve(name, pretrained, cache_dir=cache_dir)
   sd = load_state_dict(resolved.path)
+  if resolved.format == "hf":
+    from clipjax.convert.hf import hf_to_state_dict
+    sd = hf_to_state_dict(sd)
   cfg = resolve_architecture(sd, resolved, arch)
   if context_length:
     cfg = cfg.replace(text={"context_length": context_length})

@@ -9,7 +9,8 @@ about it (architecture, preprocessing):
   "laion2b_s34b_b79k")`) or with `pretrained=PATH`.
 Hub files come from huggingface_hub's cache (`HF_HOME`, `HF_HUB_CACHE`); the network is asked
 only when a file is missing from the cache and `HF_HUB_OFFLINE` is not set.
-`open_clip_model.safetensors` is preferred over `open_clip_pytorch_model.bin`.
+`open_clip_model.safetensors` is preferred over `open_clip_pytorch_model.bin`. A directory
+holding a Hugging Face `CLIPModel` (`config.json` with model_type clip) is imported too.
 """
 from __future__ import annotations
 
@@ -42,6 +43,7 @@ class Resolved:
   arch: Any = None          # a registry name or open_clip model-config dict; None: unknown
   preprocess: dict = dataclasses.field(default_factory=dict)  # mean/std/interpolation/...
   description: str = ""     # how the name was resolved, for messages and index records
+  format: str = "openclip"  # or "hf": a transformers CLIPModel state dict (arch: its config)
 
 
 @functools.lru_cache(maxsize=1)
@@ -123,9 +125,25 @@ def _from_hub(repo: str, cache_dir: str | None, filename: str | None = None,
   raise CheckpointError(f"{_offline_hint(repo)} (looked for {looked})")
 
 
+def _from_hf_dir(directory: Path, config: dict) -> Resolved:
+  """A transformers CLIPModel folder (config.json + model.safetensors / pytorch_model.bin)."""
+  from clipjax.convert.hf import config_from_hf
+  for name in ("model.safetensors", "pytorch_model.bin"):
+    if (directory / name).is_file():
+      return Resolved(directory / name, config_from_hf(config), {}, f"{directory} (HF CLIPModel)",
+                      format="hf")
+  raise CheckpointError(f"{directory} holds a CLIPModel config.json but no model.safetensors "
+                        f"or pytorch_model.bin")
+
+
 def _from_dir(directory: Path) -> Resolved:
   if not directory.is_dir():
     raise CheckpointError(f"local-dir:{directory} is not a directory")
+  hf_config = directory / "config.json"
+  if not (directory / CONFIG_NAME).is_file() and hf_config.is_file():
+    config = json.loads(hf_config.read_text())
+    if config.get("model_type") == "clip":
+      return _from_hf_dir(directory, config)
   config_path = directory / CONFIG_NAME
   config = json.loads(config_path.read_text()) if config_path.is_file() else {}
   for name in WEIGHT_NAMES:

@@ -271,4 +271,46 @@ def test_convert_cli(tiny, tmp_path):
   bad = subprocess.run([sys.executable, str(REPO / "scripts/convert.py"), f"--input={src}",
                         "--arch=ViT-Q-1", f"--output={tmp_path / 'x.safetensors'}"], env=env,
                        capture_output=True, text=True, timeout=300)
-  assert bad.returncode != 0 and "unknown architecture 'ViT-Q-1'" in bad.stderr
+  assert bad.returncode == 2 and "unknown architecture 'ViT-Q-1'" in bad.stderr
+  assert "Traceback" not in bad.stderr
+
+
+@pytest.mark.parametrize("arch", [TINY, "ViT-B-32-quickgelu"])
+def test_hf_clipmodel_folder_imports(tmp_path, arch):
+  """A transformers CLIPModel folder -> clipjax params (and so open_clip files): bit-identical
+  to what was exported, and a CLIPModel saved by transformers itself gives its embeddings."""
+  from transformers import CLIPModel
+  ref = make_openclip_model(arch)
+  cfg = get_model_config(arch)
+  from clipjax.convert.openclip import state_dict_to_params
+  params = state_dict_to_params(torch_state_dict(ref), cfg)
+  export_hf(params, arch, tmp_path / "hf")
+  model, loaded = load_openclip(tmp_path / "hf")
+  assert model.cfg == cfg  # the registry entry, so exports are named by it
+  _assert_params_identical(params, loaded)
+  hf = CLIPModel.from_pretrained(tmp_path / "hf").eval()
+  with torch.no_grad():  # perturb, save with transformers, import what transformers wrote
+    for p in hf.parameters():
+      p.add_(torch.randn_like(p) * 0.01)
+  hf.save_pretrained(tmp_path / "hf_saved")
+  model, loaded = load_openclip(f"local-dir:{tmp_path / 'hf_saved'}")
+  size = cfg.vision.image_size
+  images = np.random.default_rng(1).normal(size=(2, size, size, 3)).astype(np.float32)
+  ids = open_clip.get_tokenizer("ViT-B-32")(["a photo of a cat", "two dogs in the snow"])
+  with torch.no_grad():
+    hf_img = hf.get_image_features(
+        pixel_values=torch.from_numpy(images.transpose(0, 3, 1, 2))).pooler_output.numpy()
+    hf_txt = hf.get_text_features(input_ids=ids).pooler_output.numpy()
+  img = model.apply({"params": loaded}, images, method=model.encode_image)
+  txt = model.apply({"params": loaded}, jnp.asarray(ids.numpy(), jnp.int32),
+                    method=model.encode_text)
+  assert rel_err(img, hf_img) < TOL and rel_err(txt, hf_txt) < TOL
+  out = subprocess.run([sys.executable, str(REPO / "scripts/convert.py"),
+                        f"--input={tmp_path / 'hf_saved'}", "--to=openclip",
+                        f"--output={tmp_path / 'back.safetensors'}"],
+                       env=dict(os.environ, JAX_PLATFORMS="cpu"), capture_output=True, text=True,
+                       timeout=300)
+  assert out.returncode == 0, out.stderr[-3000:]
+  run = subprocess.run([sys.executable, "-c", out.stdout.split("load in PyTorch:\n")[1].strip()],
+                       capture_output=True, text=True, timeout=300)
+  assert run.returncode == 0, run.stderr[-3000:]

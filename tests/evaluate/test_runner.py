@@ -119,6 +119,8 @@ def test_search_cli_on_photos(coco_sample, tmp_path):
   assert built.returncode == 0, built.stderr[-3000:]
   n = len(list((coco_sample / "images").iterdir()))
   assert f"indexed {n} images" in built.stdout and "skipped 1 unreadable" in built.stdout
+  for noise in ("faiss", "leaked shared_memory", "tpu"):  # quiet on CPU
+    assert noise not in built.stderr.lower(), built.stderr[-3000:]
   meta = json.loads((tmp_path / "index/meta.json").read_text())
   assert meta["model_name"] == str(weights)
   found = subprocess.run(common + ["--query=a red car", "--k=3", f"--checkpoint={weights}"],

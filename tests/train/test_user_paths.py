@@ -53,6 +53,8 @@ def test_readme_own_data_command_trains_on_the_coco_sample(tmp_path, coco_sample
   assert out.returncode == 0, out.stderr[-3000:]
   # Five captions per photo: 29 images -> 145 records, each a caption of its own.
   assert "145 samples per epoch" in out.stdout, out.stdout
+  for noise in ("leaked shared_memory", "TPU", "tpu", "Traceback"):  # quiet on CPU
+    assert noise not in out.stderr, out.stderr[-3000:]
   logged = [json.loads(l) for l in (tmp_path / "wd/metrics.jsonl").read_text().splitlines()]
   assert logged and all(r["loss"] == r["loss"] for r in logged)  # finite
   assert not (tmp_path / "wd/bad_records.jsonl").exists()
@@ -154,3 +156,28 @@ def test_ctrl_c_saves_and_a_changed_rerun_is_refused(tmp_path):
   out = _main(*args[3:], f"--config.total_steps={int(saved.group(1)) + 1}", timeout=300)
   assert out.returncode == 0, out.stderr[-3000:]
   assert f"resumed from {wd / 'checkpoints'} at step {saved.group(1)}" in out.stdout
+
+
+@pytest.mark.parametrize("cli,args,needles", [
+    (["-m", "clipjax.evaluate"], [f"--config={REPO}/configs/eval.py", "--workdir=/tmp/x",
+                                  "--config.model.chekpoint=a"], ["'chekpoint'", "'checkpoint'"]),
+    (["-m", "clipjax.evaluate"], [f"--config={REPO}/configs/eval.py", "--workdir=/tmp/x",
+                                  "--config.model.checkpoint=/no/w.safetensors"],
+     ["/no/w.safetensors", "does not exist"]),
+    (["-m", "clipjax.evaluate"], [f"--config={REPO}/configs/eval.py:coco", "--workdir=/tmp/x"],
+     ["eval.retrieval.source", "annotations"]),
+    (["-m", "clipjax.search"], ["--index=/no/index", "--query=a cat"], ["not a clipjax index"]),
+    (["-m", "clipjax.search"], ["--index=/tmp/i", "--images=/no/photos"], ["/no/photos"]),
+    (["-m", "clipjax.search"], ["--index=/tmp/i"], ["--images", "--query"]),
+    ([str(REPO / "scripts/convert.py")], ["--input=/no/w.pt", "--output=/tmp/o.safetensors"],
+     ["/no/w.pt", "does not exist"]),
+    ([str(REPO / "scripts/convert.py")], ["--input=ViT-B-32", "--pretrained=laion2b",
+                                          "--output=/tmp/o.safetensors"], ["laion2b"]),
+    ([str(REPO / "scripts/convert.py")], ["--inptu=w.pt"], ["inptu"]),
+    ([str(REPO / "scripts/quickstart.py")], ["--checkpoint=/no/w.safetensors"], ["does not exist"]),
+    ([str(REPO / "scripts/quickstart.py")], ["--archh=ViT-B-32"], ["archh"]),
+])
+def test_every_cli_reports_user_errors_in_one_line(cli, args, needles):
+  out = subprocess.run([sys.executable, *cli, *args], env=_env(), cwd=REPO, capture_output=True,
+                       text=True, timeout=120)
+  _assert_user_error(out, *needles)
