@@ -3,14 +3,14 @@ pretraining: a typo in a source kind, a path, the architecture, a freeze pattern
 size is a `ConfigError` naming the field, not a failure an hour into the run.
 
 It also guards the work dir: the resolved config is saved as WORKDIR/config.json, and a rerun
-whose config differs in anything that changes training (not `total_steps`, logging or
-evaluation) is refused with the difference, since resuming it would mix two experiments.
+whose config differs in anything that changes training (not `total_steps`, logging,
+checkpointing, evaluation or the multi-host addresses) is refused with the difference, since
+resuming it would mix two experiments.
 """
 from __future__ import annotations
 
 import difflib
 import json
-import os
 import re
 from typing import Any
 
@@ -19,8 +19,9 @@ import jax
 from clipjax.data.builder import check_source_spec
 from clipjax.errors import ConfigError
 
-# Fields a rerun may change: how long to train, how often to log, what to evaluate.
-RERUN_FIELDS = ("total_steps", "log_every", "eval")
+# Fields a rerun may change: how long to train, how often to log and checkpoint, what to
+# evaluate, and how the processes find each other (a new coordinator port on every restart).
+RERUN_FIELDS = ("total_steps", "log_every", "eval", "checkpoint", "distributed")
 _EVAL_TASK_SOURCES = {"retrieval": "retrieval", "zeroshot": "zeroshot", "vqa": "vqa"}
 
 
@@ -140,7 +141,10 @@ def check_workdir_config(cfg, workdir: str) -> None:
                         f"rerun with the same values to resume, or start fresh with another "
                         f"--workdir (or delete {workdir})")
   if jax.process_index() == 0:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.parent / f".config.json.{os.getpid()}.tmp"
-    tmp.write_text(json.dumps(current, indent=2, sort_keys=True))
-    tmp.replace(path)
+    text = json.dumps(current, indent=2, sort_keys=True)
+    if "://" in str(workdir):  # object stores write whole objects
+      path.write_text(text)
+    else:
+      from clipjax.convert.io import atomic_path
+      with atomic_path(path) as tmp:
+        epath.Path(tmp).write_text(text)

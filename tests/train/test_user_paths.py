@@ -49,7 +49,7 @@ def test_readme_own_data_command_trains_on_the_coco_sample(tmp_path, coco_sample
   assert cmd[:3] == ["python", "-m", "clipjax.main"], cmd
   if COCO_SAMPLE != REPO.parent / "shared/data/coco_sample":  # the README's relative path
     cmd = [a.replace("../shared/data/coco_sample", str(COCO_SAMPLE)) for a in cmd]
-  out = _main(*cmd[3:], f"--workdir={tmp_path / 'wd'}", "--config.data.num_workers=1")
+  out = _main(*cmd[3:], f"--workdir={tmp_path / 'wd'}")  # the README line + a work dir
   assert out.returncode == 0, out.stderr[-3000:]
   # Five captions per photo: 29 images -> 145 records, each a caption of its own.
   assert "145 samples per epoch" in out.stdout, out.stdout
