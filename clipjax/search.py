@@ -49,17 +49,9 @@ class _Folder:
 
 def _encoders():
   """The encoders and the model's name as the user gave it."""
-  import clipjax
+  from clipjax.convert.openclip import load_or_create
   from clipjax.evaluate.embed import clip_encoders
-  if FLAGS.checkpoint:
-    model, params = clipjax.load_openclip(FLAGS.checkpoint, FLAGS.pretrained, arch=FLAGS.arch)
-    name = FLAGS.checkpoint + (f" pretrained={FLAGS.pretrained}" if FLAGS.pretrained else "")
-  else:
-    from absl import logging
-    arch = FLAGS.arch or "ViT-B-32"
-    logging.warning("no --checkpoint: random %s weights, the ranking is meaningless", arch)
-    model, params = clipjax.create_model(arch)
-    name = f"random {arch}"
+  model, params, _, name = load_or_create(FLAGS.checkpoint, FLAGS.pretrained, arch=FLAGS.arch)
   return clip_encoders(model, params), name
 
 

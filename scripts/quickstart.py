@@ -34,15 +34,11 @@ def main(argv):
   import clipjax
   import clipjax.errors
 
-  if FLAGS.checkpoint:
-    model, params, _, transform = clipjax.create_model_and_transforms(
-        FLAGS.checkpoint, FLAGS.pretrained, arch=FLAGS.arch)
-  else:
-    model, params = clipjax.create_model(FLAGS.arch or "ViT-B-32")
-    transform = clipjax.image_transform(model.cfg.vision.image_size, train=False)
+  from clipjax.convert.openclip import load_or_create
+  model, params, transform, name = load_or_create(FLAGS.checkpoint, FLAGS.pretrained,
+                                                  arch=FLAGS.arch)
   n_params = sum(x.size for x in jax.tree.leaves(params))
-  name = FLAGS.checkpoint or FLAGS.arch or "ViT-B-32"
-  print(f"{name}: {n_params / 1e6:.1f}M parameters ({'loaded' if FLAGS.checkpoint else 'random'})")
+  print(f"{name}: {n_params / 1e6:.1f}M parameters")
 
   if FLAGS.image:
     try:

@@ -341,6 +341,24 @@ def export_openclip(params: Params, arch: str | CLIPConfig, path: str | os.PathL
   return json_path
 
 
+def load_or_create(checkpoint: str | None, pretrained: str | None = None, *, arch=None,
+                   default_arch: str = "ViT-B-32"):
+  """What the CLIs evaluate with: the weights `checkpoint` names (any `load_openclip` name;
+  the architecture comes with them unless `arch` is given), or random weights of `arch` (else
+  `default_arch`) with a warning when it is empty. Returns (model, params, eval_transform,
+  name), name saying what the model is, for messages and index records."""
+  if checkpoint:
+    model, params, _, transform = create_model_and_transforms(checkpoint, pretrained, arch=arch)
+    return model, params, transform, checkpoint + (f" pretrained={pretrained}" if pretrained
+                                                   else "")
+  from clipjax.data.transforms import image_transform
+  from clipjax.models import create_model
+  arch = arch or default_arch
+  log.warning("no checkpoint: random %s weights, so the results are meaningless", arch)
+  model, params = create_model(arch)
+  return model, params, image_transform(model.cfg.vision.image_size), f"random {arch}"
+
+
 def pytorch_load_line(weights: str | os.PathLike, arch: str | CLIPConfig) -> str:
   """A Python line that loads exported weights in open_clip, verbatim: by the stock
   architecture name, or first registering the JSON `export_openclip` wrote next to them."""

@@ -25,13 +25,10 @@ _WORKDIR = flags.DEFINE_string("workdir", None, "Output directory.", required=Tr
 
 
 def _load(arch: str, checkpoint: str | None, pretrained: str | None = None):
-  import clipjax
-  if checkpoint:
-    return clipjax.load_openclip(checkpoint, pretrained or None, arch=arch or None)
-  from absl import logging
-  arch = arch or "ViT-S-16-tiny"
-  logging.warning("model.checkpoint is empty: evaluating a randomly initialised %s", arch)
-  return clipjax.create_model(arch)
+  from clipjax.convert.openclip import load_or_create
+  model, params, _, _ = load_or_create(checkpoint, pretrained or None, arch=arch or None,
+                                       default_arch="ViT-S-16-tiny")
+  return model, params
 
 
 def main(argv):

@@ -34,7 +34,3 @@ def shard_offset(local_size: int, axis_name: AxisName) -> jax.Array:
   if axis_name is None:
     return jnp.zeros((), jnp.int32)
   return jax.lax.axis_index(axis_name) * local_size
-
-
-def axis_size(axis_name: AxisName) -> int:
-  return 1 if axis_name is None else jax.lax.axis_size(axis_name)
