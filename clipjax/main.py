@@ -11,11 +11,19 @@ from __future__ import annotations
 
 import os
 
+import jax
 from absl import flags, logging
 from ml_collections import config_flags
 
 from clipjax import cli
+from clipjax.convert.hf import export_hf
+from clipjax.convert.openclip import export_openclip, load_openclip, pytorch_load_line
 from clipjax.errors import ConfigError
+from clipjax.evaluate.runner import run_evaluation
+from clipjax.methods import get_method
+from clipjax.parallel.mesh import initialize_distributed
+from clipjax.train.loop import TrainingError, train
+from clipjax.train.validate import check_workdir_config, inherit_model, validate
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Training config file.",
                                           lock_config=True)
@@ -24,29 +32,23 @@ _WORKDIR = flags.DEFINE_string("workdir", None, "Work dir (default: ./workdirs/<
 
 def _export(cfg, model, params, out_dir: str) -> dict[str, str]:
   """open_clip (+ HF) files of CLIP params; gathered to host memory, written by process 0."""
-  import jax
-
-  import clipjax
   written = {}
   if jax.process_index() != 0:
     return written
   if cfg.export.openclip:
     path = os.path.join(out_dir, "open_clip_model.safetensors")
-    clipjax.export_openclip(params, model.cfg, path)
+    export_openclip(params, model.cfg, path)
     written["open_clip"] = path
   if cfg.export.hf:
-    written["hf"] = str(clipjax.export_hf(params, model.cfg, os.path.join(out_dir, "hf")))
+    written["hf"] = str(export_hf(params, model.cfg, os.path.join(out_dir, "hf")))
   return written
 
 
 def _train_base(cfg, workdir: str):
   """Trains `cfg.base` in WORKDIR/base (reusing a finished run there; its own base first, so
   stages chain) and points cfg.model.checkpoint at its open_clip export. Returns its params."""
-  from clipjax.train.loop import train
-  from clipjax.train.validate import check_workdir_config
   base_cfg, base_dir = cfg.base, os.path.join(workdir, "base")
-  for field in ("arch", "dtype", "remat"):  # the same architecture; its own context length
-    base_cfg.model[field] = cfg.model[field]
+  inherit_model(base_cfg, cfg)
   if base_cfg.get("base") is not None and not base_cfg.model.checkpoint:
     _train_base(base_cfg, base_dir)
   print(f"no model.checkpoint: training (or reusing) the {base_cfg.method} base in {base_dir}",
@@ -62,17 +64,9 @@ def _train_base(cfg, workdir: str):
 
 def run(cfg, workdir: str) -> dict:
   """Base pretraining (if needed), training, export and evaluation. Returns the results."""
-  import jax
-
-  from clipjax.evaluate.blending import blend_params
-  from clipjax.evaluate.embed import clip_encoders
-  from clipjax.evaluate.runner import run_evaluation
-  from clipjax.train import methods
-  from clipjax.train.loop import train
-
-  from clipjax.train.validate import check_workdir_config, validate
   validate(cfg)  # seconds, before any model init, cache or base pretraining
   check_workdir_config(cfg, workdir)
+  method = get_method(cfg.method)
   base_params = None
   if cfg.get("base") is not None and not cfg.model.checkpoint:
     if jax.process_count() > 1:  # only process 0 would write the base export
@@ -83,37 +77,22 @@ def run(cfg, workdir: str) -> dict:
   model, params = result["model"], result["params"]
   export_dir = os.path.join(workdir, "export")
   exports = _export(cfg, model, params["clip"], export_dir)
-  if base_params is None and cfg.method in ("draft", "three_tower"):
-    import clipjax
-    base_params = clipjax.load_openclip(cfg.model.checkpoint, cfg.model.get("pretrained") or None,
-                                        arch=cfg.model.arch or None)[1]
-
-  models, blend = {}, None
-  if cfg.method == "draft":
-    wise = blend_params(base_params, params["clip"], cfg.export.wise_beta)
-    exports.update({f"wise_{k}": v for k, v in _export(
-        cfg, model, wise, os.path.join(export_dir, f"wise_beta{cfg.export.wise_beta}")).items()})
-    models = {"base": clip_encoders(model, base_params), "draft": clip_encoders(model, params["clip"]),
-              f"wise_beta={cfg.export.wise_beta}": clip_encoders(model, wise)}
-    blend = ("base", "draft")
-  elif cfg.method == "three_tower":
-    # The third tower as a standalone CLIP: the base image tower + G as its text tower.
-    third = methods.dialogue_as_text_tower(base_params, params["dialogue"])
-    exports.update({f"third_tower_{k}": v for k, v in _export(
-        cfg, model, third, os.path.join(export_dir, "third_tower")).items()})
-    models = {"base": clip_encoders(model, base_params), "third": clip_encoders(model, third)}
-    blend = ("base", "third")
-  else:
-    models = {cfg.method: clip_encoders(model, params["clip"])}
+  if base_params is None and method.adapts_pretrained:
+    base_params = load_openclip(cfg.model.checkpoint, cfg.model.get("pretrained") or None,
+                                arch=cfg.model.arch or None)[1]
+  plan = method.evaluate(model, params, base_params, cfg)
+  for name, (subdir, extra) in plan.exports.items():
+    exports.update({f"{name}_{k}": v for k, v in _export(
+        cfg, model, extra, os.path.join(export_dir, subdir)).items()})
   results = {}
   if cfg.eval and cfg.eval.tasks and jax.process_index() == 0:
-    results = run_evaluation(cfg.eval, models, os.path.join(workdir, "eval"), blend=blend)
+    results = run_evaluation(cfg.eval, plan.models, os.path.join(workdir, "eval"),
+                             blend=plan.blend)
   if exports:
     print("\nexported:")
     for name, path in exports.items():
       print(f"  {name}: {path}")
     if "open_clip" in exports:
-      from clipjax.convert.openclip import pytorch_load_line
       print(f"load in PyTorch:\n  {pytorch_load_line(exports['open_clip'], model.cfg)}")
   return results
 
@@ -126,7 +105,6 @@ def main(argv):
     raise ConfigError("--config is required, e.g. --config=configs/draft.py")
   if not flags.FLAGS["verbosity"].present:  # keep the progress bar readable; -v 0 for INFO
     logging.set_verbosity(logging.WARNING)
-  from clipjax.parallel.mesh import initialize_distributed
   if cfg.get("distributed") and cfg.distributed.num_processes > 1:
     initialize_distributed(cfg.distributed.coordinator_address or None,
                            cfg.distributed.num_processes, cfg.distributed.process_id)
@@ -135,7 +113,6 @@ def main(argv):
       del os.environ["JAX_COORDINATOR_ADDRESS"]          # let JAX discover the TPU slice
     initialize_distributed()
   workdir = _WORKDIR.value or os.path.join("workdirs", cfg.method)
-  from clipjax.train.loop import TrainingError
   try:
     run(cfg, workdir)
   except TrainingError as e:

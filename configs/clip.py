@@ -4,14 +4,15 @@ r"""CLIP (METHODS §1): symmetric InfoNCE over the global batch with a learnable
   python -m clipjax.main --config=configs/clip.py:arch=ViT-B-32 \
       --config.model.checkpoint=open_clip_model.safetensors --config.optim.lr=1e-5   # fine-tune
 """
-from clipjax.train.config import base_config
+from clipjax.config import parse_arg
+from clipjax.methods import method_config
 
 
 def get_config(arg=None):
-  args = dict(a.split("=", 1) for a in arg.split(",")) if arg else {}
-  c = base_config("clip")
+  args = parse_arg(arg, arch="")
+  c = method_config("clip")
   c.optim.lr = 1e-3
   c.total_steps = 300
   c.loss.same_image_positives = False  # true: captions of the same image are positives
-  c.model.arch = args.get("arch", c.model.arch)
+  c.model.arch = args.arch
   return c

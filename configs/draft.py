@@ -9,21 +9,17 @@ Without a checkpoint a small base CLIP is first pretrained on the synthetic capt
 from the work dir), then adapted; the evaluation prints base, DRAFT and the DRAFT + base
 embedding blend side by side, and the WiSE-FT weight blend (β = export.wise_beta) is exported.
 """
-from clipjax.train.config import base_clip_block, base_config
+from clipjax.config import parse_arg
+from clipjax.methods import method_config
 
 
 def get_config(arg=None):
-  args = dict(a.split("=", 1) for a in arg.split(",")) if arg else {}
-  c = base_config("draft")
-  c.freeze = ("^clip/visual/", "^clip/logit_scale$")  # only the text tower trains
+  args = parse_arg(arg, arch="")
+  c = method_config("draft")  # freeze rules, loss.a, dialogue mode, the base CLIP
   c.total_steps = 80
   c.optim.lr = 1e-4
   c.optim.warmup_steps = 10
-  c.loss.a = 0.65
-  c.loss.mmd_weight = 1.0
-  c.data.dialogue_mode = "one_qa"
-  c.base = base_clip_block()
-  if "arch" in args:
-    c.model.arch = args["arch"]
+  if args.arch:
+    c.model.arch = args.arch
     c.base = None  # real architectures start from an OpenCLIP checkpoint
   return c

@@ -7,36 +7,29 @@ array_record in `--config.eval.zeroshot.source.data_dir`, OpenAI's templates).
 """
 import ml_collections
 
-
-def synthetic(size: int, split: str = "eval") -> dict:
-  return dict(kind="synthetic", size=size, resolution=64, seed=0, split=split)
-
-
-def eval_block(size: int = 256) -> ml_collections.ConfigDict:
-  return ml_collections.ConfigDict(dict(
-      tasks="retrieval,zeroshot,vqa", batch_size=64, num_workers=2, betas=(1.0, 0.95, 0.9, 0.8, 0.6, 0.0),
-      retrieval=dict(source=synthetic(size), text_field="caption"),
-      zeroshot=dict(source=synthetic(size), classnames="source", templates="synthetic"),
-      vqa=dict(source=synthetic(size, "vqa"))))
+from clipjax.config import eval_block, parse_arg
+from clipjax.errors import ConfigError
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+  preset = parse_arg(arg, coco=False, imagenet=False, cifar10=False)
   config = ml_collections.ConfigDict()
   # checkpoint / adapted: any name clipjax.load_openclip takes (pretrained: the tag of an
   # architecture name); arch: empty = the checkpoint's own (ViT-S-16-tiny for random weights).
   config.model = dict(arch="", checkpoint="", pretrained="", adapted="", blend="embeddings")
   config.eval = eval_block()
-  if arg == "coco":
+  if sum(preset.values()) > 1:
+    raise ConfigError(f"choose one eval preset of coco, imagenet, cifar10, got {arg!r}")
+  if preset.coco:
     config.eval.retrieval.source = dict(kind="coco", annotations="", image_root="")
     config.eval.tasks = "retrieval"
-  elif arg in ("imagenet", "cifar10"):
-    name = {"imagenet": "imagenet2012", "cifar10": "cifar10"}[arg]
-    config.eval.tasks = "zeroshot"
-    config.eval.zeroshot = dict(
-        source=dict(kind="tfds", name=name, split="validation" if arg == "imagenet" else "test",
-                    data_dir=""),
-        classnames={"imagenet": "imagenet1k", "cifar10": "cifar10"}[arg],
-        templates={"imagenet": "imagenet1k", "cifar10": "cifar10"}[arg])
-  elif arg:
-    raise ValueError(f"unknown eval preset {arg!r}; use coco, imagenet or cifar10")
+  for name in ("imagenet", "cifar10"):
+    if preset[name]:
+      tfds_name = {"imagenet": "imagenet2012", "cifar10": "cifar10"}[name]
+      config.eval.tasks = "zeroshot"
+      config.eval.zeroshot = dict(
+          source=dict(kind="tfds", name=tfds_name,
+                      split="validation" if name == "imagenet" else "test", data_dir=""),
+          classnames={"imagenet": "imagenet1k", "cifar10": "cifar10"}[name],
+          templates={"imagenet": "imagenet1k", "cifar10": "cifar10"}[name])
   return config

@@ -12,31 +12,25 @@ Each stage continues from the previous one: without model.checkpoint, stages 2 a
 run (or reuse from the work dir's base/) the earlier stages on the synthetic data. With a real
 architecture (`:stage=2,arch=ViT-B-32`) pass the previous stage's export as model.checkpoint.
 """
-from clipjax.train.config import base_config, synthetic
+from clipjax.config import parse_arg
+from clipjax.errors import ConfigError
+from clipjax.methods import method_config
 
 
 def get_config(arg=None):
-  args = dict(a.split("=", 1) for a in arg.split(",")) if arg else {}
-  stage = int(args.get("stage", 1))
-  if stage not in (1, 2, 3):
-    raise ValueError(f"multitask stage must be 1, 2 or 3, got {stage}")
-  c = base_config("multitask")
-  c.stage = stage
-  c.model.arch = args.get("arch", c.model.arch)
-  c.total_steps = 300 if stage == 1 else 100
-  c.optim.lr = 1e-3 if stage == 1 else 3e-4
-  c.optim.warmup_steps = 30 if stage == 1 else 10
-  # The text–text stream: records with query / positive / negatives (the synthetic scenes give
-  # caption, paraphrase and a one-attribute-swap hard negative).
-  c.data.text = synthetic(20_000)
-  c.data.text_batch_size = 128
-  c.data.num_negatives = 1 if stage == 3 else 0
-  c.data.caption_field = "caption" if stage == 1 else "long_caption"
-  c.model.context_length = 0 if stage == 1 else 128
-  c.loss.tau = 0.05
-  c.eval.tasks = "retrieval"
-  c.base = None
-  if stage > 1 and "arch" not in args:
-    c.base = get_config(f"stage={stage - 1}")
+  args = parse_arg(arg, stage=1, arch="")
+  if args.stage not in (1, 2, 3):
+    raise ConfigError(f"multitask stage must be 1, 2 or 3, got {args.stage}")
+  c = method_config("multitask")  # the text-pair stream, tau, retrieval evaluation
+  c.stage = args.stage
+  c.model.arch = args.arch
+  c.total_steps = 300 if args.stage == 1 else 100
+  c.optim.lr = 1e-3 if args.stage == 1 else 3e-4
+  c.optim.warmup_steps = 30 if args.stage == 1 else 10
+  c.data.num_negatives = 1 if args.stage == 3 else 0
+  c.data.caption_field = "caption" if args.stage == 1 else "long_caption"
+  c.model.context_length = 0 if args.stage == 1 else 128
+  if args.stage > 1 and not args.arch:
+    c.base = get_config(f"stage={args.stage - 1}")
     c.base.export.hf = False
   return c

@@ -1,11 +1,12 @@
 r"""UniCL (seed 004, METHODS §4): image–label targets (same label = positive); the synthetic
 scenes' label is the main object's colour + shape (64 classes)."""
-from clipjax.train.config import base_config
+from clipjax.config import parse_arg
+from clipjax.methods import method_config
 
 
 def get_config(arg=None):
-  args = dict(a.split("=", 1) for a in arg.split(",")) if arg else {}
-  c = base_config("unicl")
+  args = parse_arg(arg, arch="")
+  c = method_config("unicl")
   c.optim.lr = 1e-3
-  c.model.arch = args.get("arch", c.model.arch)
+  c.model.arch = args.arch
   return c

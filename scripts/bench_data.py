@@ -50,11 +50,11 @@ def _time_batches(iterator, batches: int) -> float:
 def main(argv):
   del argv
   import torch
+  from PIL import Image
 
   from clipjax.data.pipeline import PrepareExample, build_dataset
   from clipjax.data.sources import ManifestSource
   from clipjax.data.synthetic import SyntheticScenes
-  from PIL import Image
 
   root = Path(tempfile.mkdtemp(prefix="bench_data_"))
   scenes = SyntheticScenes(FLAGS.n, 256, seed=5)

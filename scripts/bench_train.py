@@ -63,11 +63,10 @@ def main(argv):
 
   import clipjax
   from clipjax.convert.openclip import state_dict_to_params
+  from clipjax.methods import get_method, method_config
   from clipjax.parallel.mesh import make_mesh
-  from clipjax.train import methods
-  from clipjax.train.config import base_config
-  from clipjax.train.step import make_train_step
   from clipjax.train.optim import make_optimizer
+  from clipjax.train.step import make_train_step
 
   torch.manual_seed(0)
   ref = open_clip.create_model(FLAGS.arch, pretrained=None)
@@ -86,18 +85,18 @@ def main(argv):
   ids = np.stack([tok([s["caption"] for s in scenes]),
                   tok([format_qa(*s["dialogue"][i % 3]) for i, s in enumerate(scenes)])])
 
-  cfg = base_config("draft")
+  cfg = method_config("draft")
   mesh = make_mesh()
-  method = methods.make_method("draft", model, mesh, cfg.loss)
+  method = get_method("draft")
   tx, frozen = make_optimizer(params, lr=1e-5, total_steps=100,
                               freeze=("^clip/visual/", "^clip/logit_scale$"))
-  step = make_train_step(method, tx, frozen, mesh, clamp_scale=False)
+  step = make_train_step(method.objective(model, mesh, cfg.loss), tx, frozen, mesh, clamp_scale=False)
   state = {"params": params, "opt_state": tx.init(params), "step": np.int32(0),
            "rng": jax.random.key_data(jax.random.key(0))}
   batch = {"image": pixels, "caption": ids[0], "dialogue": ids[1],
            "image_id": np.arange(n), "label": np.zeros(n, np.int64)}
   if FLAGS.trim:
-    batch = trim_text_padding(batch, methods.TEXT_FIELDS["draft"])
+    batch = trim_text_padding(batch, method.text_fields)
 
   def ours():
     nonlocal state

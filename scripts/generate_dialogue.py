@@ -130,8 +130,8 @@ def _finished_ids(manifest: Path) -> set:
 
 def _image_entry(record: dict, key: str, images_dir: Path):
   """(PIL image, manifest `image` value): local files are referenced, others written out."""
-  from PIL import Image
   import numpy as np
+  from PIL import Image
   image = record["image"]
   if isinstance(image, (str, os.PathLike)) and "://" not in str(image):
     return Image.open(image).convert("RGB"), os.path.abspath(image)

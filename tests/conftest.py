@@ -29,6 +29,7 @@ def coco_sample() -> Path:
 def _register_openclip_config(arch: str) -> None:
   """Makes clipjax-only test architectures known to open_clip by their JSON config."""
   import open_clip
+
   from clipjax.models.registry import CLIPJAX_ONLY, get_model_config
   if arch in CLIPJAX_ONLY:
     path = Path(tempfile.mkdtemp()) / f"{arch}.json"

@@ -17,8 +17,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from clipjax.convert.io import CheckpointError, load_state_dict, save_hf_dir
-from clipjax.convert.openclip import (_describe, _flat, _from_torch_layout, _unflat,
-                                      params_to_state_dict, torch_key)
+from clipjax.convert.openclip import _describe, _from_torch_layout, params_to_state_dict
+from clipjax.models.naming import flatten, torch_key, unflatten
 from clipjax.models.registry import HFTextConfig
 
 _WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
@@ -73,7 +73,7 @@ def load_hf_text_weights(params: dict, cfg: HFTextConfig, model_dir: str | os.Pa
     raise CheckpointError(f"{model_dir}: no {' or '.join(_WEIGHT_FILES)}")
   sd = _encoder_keys(load_state_dict(weights), cfg.family)
   want = {torch_key(("transformer",) + p)[0].removeprefix("transformer."): (p, v)
-          for p, v in _flat(params["text"]["transformer"]).items()}
+          for p, v in flatten(params["text"]["transformer"]).items()}
   missing = set(want) - set(sd)
   if missing:
     raise CheckpointError(f"{weights} lacks encoder tensors: {_describe(missing)}")
@@ -86,7 +86,7 @@ def load_hf_text_weights(params: dict, cfg: HFTextConfig, model_dir: str | os.Pa
     flat[path] = jnp.asarray(value)
   if bad:
     raise CheckpointError(f"{weights} has tensors of the wrong shape:\n  " + "\n  ".join(bad))
-  return {**params, "text": {**params["text"], "transformer": _unflat(flat)}}
+  return {**params, "text": {**params["text"], "transformer": unflatten(flat)}}
 
 
 def hf_text_config(cfg: HFTextConfig):

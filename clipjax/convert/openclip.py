@@ -15,7 +15,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import re
 from pathlib import Path
 from typing import Any
 
@@ -23,28 +22,23 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from clipjax.convert.io import CheckpointError, atomic_path, load_state_dict, save_state_dict
-from clipjax.models.registry import (CLIPJAX_ONLY, MODEL_CONFIGS, CLIPConfig, HFTextConfig,
-                                     get_model_config)
+from clipjax.convert.io import (
+  CheckpointError,
+  atomic_path,
+  load_state_dict,
+  save_state_dict,
+)
+from clipjax.models.naming import flatten, torch_key, unflatten
+from clipjax.models.registry import (
+  CLIPJAX_ONLY,
+  MODEL_CONFIGS,
+  CLIPConfig,
+  HFTextConfig,
+  get_model_config,
+)
 
 Params = dict[str, Any]
 log = logging.getLogger(__name__)
-
-
-def torch_key(path: tuple[str, ...]) -> tuple[str, str]:
-  """Flax param path -> (open_clip key, kind), kind in {'linear', 'conv', 'plain'}."""
-  *mods, leaf = path
-  names = [re.sub(r"^(resblocks|layer\d?|downsample|block|proj)_(\d+)$", r"\1.\2", m)
-           for m in mods]
-  if mods and mods[-1] == "in_proj":
-    return ".".join(names[:-1] + [f"in_proj_{'weight' if leaf == 'kernel' else 'bias'}"]), \
-        "linear" if leaf == "kernel" else "plain"
-  if leaf == "kernel":
-    conv = re.fullmatch(r"conv\d|downsample_0", mods[-1])
-    return ".".join(names + ["weight"]), "conv" if conv else "linear"
-  if leaf in ("scale", "embedding"):
-    return ".".join(names + ["weight"]), "plain"
-  return ".".join(names + [leaf]), "plain"
 
 
 def _to_torch_layout(x: np.ndarray, kind: str) -> np.ndarray:
@@ -63,27 +57,13 @@ def _from_torch_layout(x: np.ndarray, kind: str) -> np.ndarray:
   return x
 
 
-def _flat(tree: Params) -> dict[tuple[str, ...], Any]:
-  return {tuple(k.key for k in path): v for path, v in jax.tree_util.tree_leaves_with_path(tree)}
-
-
-def _unflat(flat: dict[tuple[str, ...], Any]) -> Params:
-  out: Params = {}
-  for path, v in flat.items():
-    node = out
-    for p in path[:-1]:
-      node = node.setdefault(p, {})
-    node[path[-1]] = v
-  return out
-
-
 _BN_COUNTER = ".num_batches_tracked"
 
 
 def params_to_state_dict(params: Params) -> dict[str, np.ndarray]:
   """clipjax params -> open_clip state_dict (numpy float32, torch layouts)."""
   sd = {}
-  for path, v in _flat(params).items():
+  for path, v in flatten(params).items():
     key, kind = torch_key(path)
     sd[key] = np.array(_to_torch_layout(np.asarray(v, np.float32), kind), order="C")
     if path[-1] == "running_var":
@@ -130,7 +110,7 @@ def state_dict_to_params(sd: dict[str, np.ndarray], cfg: CLIPConfig,
   A text `positional_embedding` shorter or longer than `cfg.text.context_length` is
   interpolated (METHODS §5); every other mismatch is an error naming the tensors.
   """
-  shapes = _flat(param_shapes(cfg))
+  shapes = flatten(param_shapes(cfg))
   by_key = {key: (kind, p) for p in shapes for key, kind in [torch_key(p)]}
   sd = {k: v for k, v in sd.items() if not k.endswith(_BN_COUNTER)}
   missing = set(by_key) - set(sd)
@@ -158,7 +138,7 @@ def state_dict_to_params(sd: dict[str, np.ndarray], cfg: CLIPConfig,
   if bad:
     raise CheckpointError(f"{source} has tensors of the wrong shape for this architecture:\n  "
                           + "\n  ".join(bad))
-  return _unflat(flat)
+  return unflatten(flat)
 
 
 def _candidate_prefilter(cfg: CLIPConfig, sd: dict[str, np.ndarray]) -> bool:
@@ -177,7 +157,7 @@ def _candidate_prefilter(cfg: CLIPConfig, sd: dict[str, np.ndarray]) -> bool:
 
 def _shapes_match(cfg: CLIPConfig, sd: dict[str, np.ndarray]) -> bool:
   cfg = cfg.replace(text={"context_length": sd["positional_embedding"].shape[0]})
-  want = {torch_key(p)[0]: (torch_key(p)[1], v.shape) for p, v in _flat(param_shapes(cfg)).items()}
+  want = {torch_key(p)[0]: (torch_key(p)[1], v.shape) for p, v in flatten(param_shapes(cfg)).items()}
   keys = {k for k in sd if not k.endswith(_BN_COUNTER) and k != "logit_bias"}
   if keys != set(want):
     return False
@@ -225,7 +205,7 @@ def config_for_params(arch: str | CLIPConfig, params: Params) -> CLIPConfig:
   if ("logit_bias" in params) != (cfg.init_logit_bias is not None):
     cfg = cfg.replace(init_logit_bias=float(params["logit_bias"]) if "logit_bias" in params
                       else None)
-  want, got = _flat(param_shapes(cfg)), _flat(params)
+  want, got = flatten(param_shapes(cfg)), flatten(params)
   bad = [f"{'/'.join(p)}: expected {want[p].shape}, got {np.shape(got.get(p))}"
          for p in want if p not in got or np.shape(got[p]) != want[p].shape]
   bad += [f"{'/'.join(p)}: not a parameter of {arch}" for p in got if p not in want]

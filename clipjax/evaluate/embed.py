@@ -11,12 +11,12 @@ import hashlib
 from typing import Any, Callable, Sequence
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 from tqdm.auto import tqdm
 
 from clipjax.data.records import BAD_REASONS
 from clipjax.data.transforms import normalize_on_device
+from clipjax.models.clip import l2_normalize
 
 
 @dataclasses.dataclass(frozen=True)
@@ -47,9 +47,6 @@ def unit_rows(x) -> np.ndarray:
   return x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-12)
 
 
-def _unit(x: jax.Array) -> jax.Array:
-  return x / jnp.linalg.norm(x, axis=-1, keepdims=True)
-
 
 def make_encoders(image_fn: Callable[[jax.Array], jax.Array],
                   text_fn: Callable[[jax.Array], jax.Array], *, image_size: int, embed_dim: int,
@@ -65,8 +62,8 @@ def make_encoders(image_fn: Callable[[jax.Array], jax.Array],
   from clipjax.models.text import trim_padding
   tokenizer = make_tokenizer(context_length, hf_tokenizer)
   pad_id = getattr(tokenizer, "pad_token_id", 0)
-  image_jit = jax.jit(lambda x: _unit(image_fn(normalize_on_device(x))))
-  text_jit = jax.jit(lambda ids: _unit(text_fn(ids)))
+  image_jit = jax.jit(lambda x: l2_normalize(image_fn(normalize_on_device(x))))
+  text_jit = jax.jit(lambda ids: l2_normalize(text_fn(ids)))
 
   def padded(fn, rows: np.ndarray) -> np.ndarray:
     out = []

@@ -16,7 +16,11 @@ from clipjax.evaluate.blending import blend_embeddings
 from clipjax.evaluate.embed import Encoders, embed_images
 from clipjax.evaluate.retrieval import retrieval_metrics
 from clipjax.evaluate.vqa import vqa_accuracy, vqa_predict
-from clipjax.evaluate.zeroshot import per_class_recall, zero_shot_classifier, zero_shot_metrics
+from clipjax.evaluate.zeroshot import (
+  per_class_recall,
+  zero_shot_classifier,
+  zero_shot_metrics,
+)
 
 
 class Subset:

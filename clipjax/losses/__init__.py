@@ -1,7 +1,14 @@
 """Global-batch losses (METHODS §1–7). Each is a function of embeddings usable on one device
 with the whole batch, or per shard under `clipjax.parallel.mesh.on_mesh` (pass axis_name)."""
-from clipjax.losses.contrastive import (clip_loss, draft_contrastive_loss, mult_loss, query_loss,
-                                        text_infonce, three_tower_loss, unicl_loss)
+from clipjax.losses.contrastive import (
+                                        clip_loss,
+                                        draft_contrastive_loss,
+                                        mult_loss,
+                                        query_loss,
+                                        text_infonce,
+                                        three_tower_loss,
+                                        unicl_loss,
+)
 from clipjax.losses.draft import draft_loss
 from clipjax.losses.mmd import MMDConfig, mmd2
 from clipjax.losses.siglip import siglip_loss

@@ -7,12 +7,18 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from clipjax.models.layers import Dtype
 from clipjax.models.hf_text import HFTextTower
+from clipjax.models.layers import Dtype
 from clipjax.models.registry import CLIPConfig, HFTextConfig
 from clipjax.models.resnet import ModifiedResNet
 from clipjax.models.text import attach_text_tower, run_text_tower
 from clipjax.models.vision import VisionTransformer
+
+
+def l2_normalize(x: jax.Array) -> jax.Array:
+  """[..., D] rows divided by their L2 norm (open_clip's `F.normalize` without its epsilon:
+  a zero embedding is a bug to surface, not to hide)."""
+  return x / jnp.linalg.norm(x, axis=-1, keepdims=True)
 
 
 class CLIP(nn.Module):

@@ -6,8 +6,14 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from clipjax.models.layers import (Dtype, LayerNorm, Transformer, check_images, exact_gelu,
-                                   quick_gelu)
+from clipjax.models.layers import (
+  Dtype,
+  LayerNorm,
+  Transformer,
+  check_images,
+  exact_gelu,
+  quick_gelu,
+)
 from clipjax.models.registry import VisionConfig
 
 

@@ -12,7 +12,8 @@ from typing import Any, Callable
 
 import jax
 import numpy as np
-from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec as P
+from jax.sharding import AxisType, Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
 
 DATA, FSDP = "data", "fsdp"
 BATCH_AXES = (DATA, FSDP)

@@ -12,8 +12,10 @@ from typing import Any, Sequence
 
 import jax
 import optax
-from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+from jax.sharding import Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
 
+from clipjax.models.naming import path_string
 from clipjax.parallel.mesh import FSDP
 
 
@@ -24,7 +26,7 @@ def param_shardings(params: Any, mesh: Mesh, rules: Sequence[str] = (".*",),
   compiled = [re.compile(r) for r in rules]
 
   def sharding(path, leaf):
-    name = "/".join(str(getattr(k, "key", k)) for k in path)
+    name = path_string(path)
     spec = [None] * leaf.ndim
     if n > 1 and leaf.size >= min_size and any(c.search(name) for c in compiled):
       dims = [d for d in sorted(range(leaf.ndim), key=lambda d: -leaf.shape[d])

@@ -20,7 +20,7 @@ from etils import epath
 from tqdm.auto import tqdm
 
 from clipjax.data.records import BAD_REASONS
-from clipjax.train import methods
+from clipjax.methods import Method, get_method
 from clipjax.train.checkpoint import Checkpointer, PreemptionFlag
 from clipjax.train.optim import make_optimizer
 from clipjax.train.step import make_train_step
@@ -30,7 +30,7 @@ class TrainingError(RuntimeError):
   """A run that must stop with a non-zero exit (NaN loss)."""
 
 
-def _model_and_params(cfg) -> tuple[Any, dict]:
+def _model_and_params(cfg, method: Method) -> tuple[Any, dict]:
   import clipjax
   dtype = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}[cfg.model.dtype]
   kw = dict(dtype=dtype, remat=cfg.model.remat)
@@ -40,8 +40,8 @@ def _model_and_params(cfg) -> tuple[Any, dict]:
     model, clip = clipjax.load_openclip(cfg.model.checkpoint, cfg.model.get("pretrained") or None,
                                         arch=cfg.model.arch or None, context_length=context, **kw)
   else:
+    from clipjax.config import DEFAULT_ARCH
     from clipjax.models.registry import get_model_config
-    from clipjax.train.config import DEFAULT_ARCH
     arch = get_model_config(cfg.model.arch or DEFAULT_ARCH)
     if context:
       arch = arch.replace(text={"context_length": context})
@@ -50,12 +50,7 @@ def _model_and_params(cfg) -> tuple[Any, dict]:
     model, clip = clipjax.create_model(arch, seed=cfg.seed, **kw)
     if cfg.model.get("init_logit_scale") is not None:  # SigLIP: t' = log 10
       clip = dict(clip, logit_scale=jnp.full((), cfg.model.init_logit_scale, jnp.float32))
-  params = {"clip": clip}
-  if cfg.method == "three_tower":
-    params["dialogue"] = methods.init_dialogue_params(clip)
-  elif cfg.method == "mult":
-    params["mult"] = methods.init_mult_params(model, cfg.loss, cfg.seed)
-  return model, params
+  return model, {"clip": clip, **method.init_params(model, clip, cfg)}
 
 
 def _caption_from(field: str, record: dict, index: int) -> dict:
@@ -63,7 +58,7 @@ def _caption_from(field: str, record: dict, index: int) -> dict:
   return dict(record, caption=record.get(field) or "")
 
 
-def _dataset(cfg, model, params, frozen, workdir):
+def _dataset(cfg, method: Method, model, params, frozen, workdir):
   """The per-host iterator dataset, the epoch size and the frozen-tower cache (or None)."""
   import functools
 
@@ -88,39 +83,32 @@ def _dataset(cfg, model, params, frozen, workdir):
   if cfg.data.caption_field != "caption":  # e.g. long captions (jina-style stages 2-3)
     source = MapRecords(source, functools.partial(_caption_from, cfg.data.caption_field))
   cache = None
-  fields = dict(methods.TEXT_FIELDS[cfg.method])
-  if cfg.data.cache_frozen:
-    if (cfg.method not in methods.CACHEABLE_IMAGE_TOWER or cfg.data.augment
-        or not all(jax.tree.leaves(frozen["clip"]["visual"]))):
-      raise ValueError(f"data.cache_frozen needs a frozen image tower without augmentation "
-                       f"(methods {methods.CACHEABLE_IMAGE_TOWER}, data.augment=False)")
+  fields = dict(method.text_fields)
+  image_stream = "image_text" if method.reads_text_pairs else ""
+  if cfg.data.cache_frozen:  # validate() checked the method, augmentation and freeze rules
     from clipjax.train import frozen_cache
     images = frozen_cache.build_image_cache(model, params["clip"], source, cfg.data.train,
                                             workdir, num_workers=cfg.data.num_workers)
     text_frozen = all(f for path, f in jax.tree_util.tree_leaves_with_path(frozen["clip"])
                       if getattr(path[0], "key", None) != "visual")
     captions = None
-    if cfg.method == "three_tower" and text_frozen:  # CLIP-3Modal: T is frozen as well
+    if method.caches_frozen_captions and text_frozen:
       spec = dict(cfg.data.train, caption_field=cfg.data.caption_field)
       captions = frozen_cache.build_caption_cache(model, params["clip"], source, spec, workdir)
-      fields[""] = tuple(f for f in fields[""] if f != "caption")
+      fields[image_stream] = tuple(f for f in fields[image_stream] if f != "caption")
     cache = frozen_cache.FrozenEmbeddings(images, captions)
     source = frozen_cache.CachedInputs(source, cache.ids, captions=captions is not None)
-  if "dialogue" in fields.get("", ()):
-    if cfg.data.dialogue_mode == "one_qa":
-      source = OneQAPerSample(source)
-    elif cfg.data.dialogue_mode != "concat":
-      raise ValueError(f"data.dialogue_mode must be one_qa or concat, got "
-                       f"{cfg.data.dialogue_mode!r}")
+  if "dialogue" in fields[image_stream] and cfg.data.dialogue_mode == "one_qa":
+    source = OneQAPerSample(source)  # else "concat" (validate() checked the value)
   prepare = PrepareExample(model.cfg.vision.image_size, train=cfg.data.augment,
-                           text_fields=fields.get("", fields.get("image_text")),
+                           text_fields=fields[image_stream],
                            context_length=context, with_image=cache is None,
                            hf_tokenizer=getattr(model.cfg.text, "tokenizer_dir", None))
   bad_window = min(cfg.data.get("bad_window", 1000) or len(source), len(source))
   images = build_dataset(source, prepare, batch_size=per_host(cfg.batch_size, "batch_size"),
                          seed=cfg.seed, num_workers=cfg.data.num_workers,
                          read_threads=_read_threads(cfg), bad_window=bad_window)
-  if cfg.method != "multitask":
+  if not method.reads_text_pairs:
     return images, len(source), cache
   text_source = make_source(cfg.data.text)
   if cfg.data.text.kind == "synthetic":
@@ -232,7 +220,8 @@ def train(cfg, workdir: str) -> dict:
   mesh = make_mesh(cfg.mesh.data, cfg.mesh.fsdp)
   if cfg.batch_size % mesh.size:
     raise ValueError(f"batch_size {cfg.batch_size} must be a multiple of the {mesh.size} devices")
-  model, params = _model_and_params(cfg)
+  method = get_method(cfg.method)
+  model, params = _model_and_params(cfg, method)
   tx, frozen = make_optimizer(
       params, lr=cfg.optim.lr, total_steps=cfg.total_steps, warmup_steps=cfg.optim.warmup_steps,
       weight_decay=cfg.optim.weight_decay, b1=cfg.optim.b1, b2=cfg.optim.b2, eps=cfg.optim.eps,
@@ -242,15 +231,15 @@ def train(cfg, workdir: str) -> dict:
   sharding = state_shardings(state, tx, mesh, param_shardings(
       params, mesh, cfg.mesh.get("fsdp_rules", (".*",)), cfg.mesh.get("fsdp_min_size", 2**14)))
   state = jax.device_put(state, sharding)
-  dataset, n_samples, cache = _dataset(cfg, model, params, frozen, workdir)
+  dataset, n_samples, cache = _dataset(cfg, method, model, params, frozen, workdir)
   iterator = iter(dataset)
   ckpt = Checkpointer(str(workdir / "checkpoints"), cfg.checkpoint.every, cfg.checkpoint.keep)
   if ckpt.latest_step() is not None:
     state = ckpt.restore(state, iterator)
     print(f"resumed from {workdir / 'checkpoints'} at step {int(state['step'])}", flush=True)
   start = int(state["step"])
-  method = methods.make_method(cfg.method, model, mesh, cfg.loss)
-  step_fn = make_train_step(method, tx, frozen, mesh, accum_steps=cfg.optim.accum_steps,
+  step_fn = make_train_step(method.objective(model, mesh, cfg.loss), tx, frozen, mesh,
+                            accum_steps=cfg.optim.accum_steps,
                             clamp_scale=not frozen["clip"]["logit_scale"],
                             state_sharding=sharding)
   bad = np.zeros(len(BAD_REASONS), np.int64)
@@ -270,7 +259,7 @@ def train(cfg, workdir: str) -> dict:
       if cache is not None:
         batch = cache.add_to(batch)
       if cfg.data.get("trim_text", True):
-        batch = trim_text_padding(batch, methods.TEXT_FIELDS[cfg.method],
+        batch = trim_text_padding(batch, method.text_fields,
                                   getattr(model.cfg.text, "pad_token_id", 0))
       state, metrics = step_fn(state, host_batch_to_global(batch, mesh))
       done = step + 1

@@ -16,13 +16,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from clipjax.convert.openclip import torch_key
-
-
-def param_paths(params: Any) -> Any:
-  """The tree of "/"-joined path strings, same structure as params."""
-  return jax.tree_util.tree_map_with_path(
-      lambda p, _: "/".join(str(getattr(k, "key", k)) for k in p), params)
+from clipjax.models.naming import param_paths, path_keys, torch_key
 
 
 def frozen_mask(params: Any, patterns: Sequence[str]) -> Any:
@@ -40,8 +34,7 @@ def frozen_mask(params: Any, patterns: Sequence[str]) -> Any:
 def decay_mask(params: Any) -> Any:
   """open_clip's rule on open_clip names: decay iff ndim >= 2 and no bn/ln/bias/logit_scale."""
   def decays(path, leaf):
-    keys = tuple(str(getattr(k, "key", k)) for k in path)
-    name = torch_key(keys)[0]
+    name = torch_key(path_keys(path))[0]
     return leaf.ndim >= 2 and not any(s in name for s in ("bn", "ln", "bias", "logit_scale"))
   return jax.tree_util.tree_map_with_path(decays, params)
 

@@ -24,8 +24,8 @@ import optax
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
+from clipjax.methods import Objective
 from clipjax.parallel.mesh import BATCH_AXES
-from clipjax.train.methods import Method
 
 LOGIT_SCALE_MAX = math.log(100)  # open_clip clamps the learnable scale to [0, ln 100]
 
@@ -61,7 +61,7 @@ def merge_rows(tree: Any, mesh: Mesh) -> Any:
   return jax.tree.map(merge, tree)
 
 
-def make_grad_fn(method: Method, frozen: Any, mesh: Mesh, accum_steps: int = 1):
+def make_grad_fn(method: Objective, frozen: Any, mesh: Mesh, accum_steps: int = 1):
   """grad_fn(params, batch, key) -> (loss, aux, grads) with grads w.r.t. the trainable leaves
   only (a list, in `jax.tree.leaves` order of the non-frozen leaves), so frozen towers run
   forward only."""
@@ -100,7 +100,7 @@ def make_grad_fn(method: Method, frozen: Any, mesh: Mesh, accum_steps: int = 1):
   return grad_fn
 
 
-def make_train_step(method: Method, tx: optax.GradientTransformation, frozen: Any, mesh: Mesh,
+def make_train_step(method: Objective, tx: optax.GradientTransformation, frozen: Any, mesh: Mesh,
                     *, clamp_scale: bool, accum_steps: int = 1, state_sharding: Any = None):
   """jitted (state, batch) -> (state, metrics); frozen leaves are carried over bitwise.
   state_sharding: keeps the new state in the given layout (FSDP; parallel/sharding.py)."""

@@ -16,8 +16,14 @@ from typing import Any
 
 import jax
 
+from clipjax.config import DEFAULT_ARCH
+from clipjax.convert.openclip import describe_checkpoint, param_shapes
 from clipjax.data.builder import check_source_spec
 from clipjax.errors import ConfigError
+from clipjax.losses.mmd import ESTIMATORS
+from clipjax.methods import Method, get_method, method_names
+from clipjax.models.naming import param_paths
+from clipjax.models.registry import get_model_config
 
 # Fields a rerun may change: how long to train, how often to log and checkpoint, what to
 # evaluate, and how the processes find each other (a new coordinator port on every restart).
@@ -34,9 +40,6 @@ def _choice(name: str, value: Any, choices) -> None:
 
 def _check_model(cfg) -> Any:
   """The architecture config (resolved from the checkpoint when arch is empty)."""
-  from clipjax.convert.openclip import describe_checkpoint
-  from clipjax.models.registry import get_model_config
-  from clipjax.train.config import DEFAULT_ARCH
   _choice("model.dtype", cfg.model.dtype, ("float32", "bfloat16"))
   if cfg.model.checkpoint:
     return describe_checkpoint(cfg.model.checkpoint, cfg.model.arch or None,
@@ -47,21 +50,30 @@ def _check_model(cfg) -> Any:
   return get_model_config(cfg.model.arch or DEFAULT_ARCH)
 
 
-def _check_freeze(cfg, arch_cfg) -> None:
-  from clipjax.convert.openclip import param_shapes
-  from clipjax.train.optim import param_paths
+def _check_freeze(cfg, method: Method, arch_cfg) -> None:
+  """Every freeze pattern is a regex matching a CLIP parameter (or naming one of the method's
+  own towers, whose paths exist only after init); data.cache_frozen needs the whole image
+  tower frozen and no augmentation."""
   paths = ["clip/" + p for p in jax.tree.leaves(param_paths(param_shapes(arch_cfg)))]
-  extra = {"three_tower": "dialogue/", "mult": "mult/"}.get(cfg.method)
+  compiled = []
   for pattern in cfg.freeze:
     try:
-      compiled = re.compile(pattern)
+      compiled.append(re.compile(pattern))
     except re.error as e:
       raise ConfigError(f"freeze pattern {pattern!r} is not a valid regex: {e}") from None
-    if extra and extra.rstrip("/") in pattern:
-      continue  # the method's own tower: its paths exist only after init
-    if not any(compiled.search(p) for p in paths):
+    if any(tower in pattern for tower in method.extra_towers):
+      continue
+    if not any(compiled[-1].search(p) for p in paths):
       raise ConfigError(f"freeze pattern {pattern!r} matches no parameter; paths look like "
                         f"{paths[1]}, {paths[-1]}")
+  if cfg.data.cache_frozen:
+    visual = [p for p in paths if p.startswith("clip/visual/")]
+    if (not method.caches_frozen_images or cfg.data.augment
+        or not all(any(c.search(p) for c in compiled) for p in visual)):
+      cacheable = [n for n in method_names() if get_method(n).caches_frozen_images]
+      raise ConfigError(f"data.cache_frozen needs a frozen image tower (freeze ^clip/visual/) "
+                        f"without augmentation (data.augment=False), in a method that can "
+                        f"cache it {cacheable}")
 
 
 def _check_batches(cfg) -> None:
@@ -81,15 +93,12 @@ def _check_batches(cfg) -> None:
 
 def validate(cfg, *, check_base: bool = True) -> None:
   """Raises ConfigError for the first problem found in a training config."""
-  from clipjax.losses.mmd import ESTIMATORS
-  from clipjax.train.methods import CACHEABLE_IMAGE_TOWER, METHODS
-  _choice("method", cfg.method, METHODS)
+  _choice("method", cfg.method, method_names())
+  method = get_method(cfg.method)
   if cfg.total_steps < 0 or cfg.log_every < 1:
     raise ConfigError(f"total_steps ({cfg.total_steps}) must be >= 0 and log_every "
                       f"({cfg.log_every}) >= 1")
   check_source_spec(cfg.data.train, "data.train")
-  if cfg.method == "multitask":
-    check_source_spec(cfg.data.text, "data.text")
   if cfg.get("eval"):
     tasks = [t for t in str(cfg.eval.tasks).split(",") if t]
     for task in tasks:
@@ -97,21 +106,21 @@ def validate(cfg, *, check_base: bool = True) -> None:
       check_source_spec(cfg.eval[task].source, f"eval.{task}.source")
   _choice("data.dialogue_mode", cfg.data.dialogue_mode, ("one_qa", "concat"))
   _choice("loss.mmd.estimator", cfg.loss.mmd.estimator, ESTIMATORS)
-  if cfg.data.cache_frozen and (cfg.method not in CACHEABLE_IMAGE_TOWER or cfg.data.augment):
-    raise ConfigError(f"data.cache_frozen needs a method with a frozen image tower "
-                      f"{CACHEABLE_IMAGE_TOWER} and data.augment=False")
-  if cfg.method in ("draft", "three_tower") and not cfg.model.checkpoint and not cfg.get("base"):
-    raise ConfigError(f"{cfg.method} adapts a pretrained CLIP: set model.checkpoint (a file, "
-                      f"hf-hub:ORG/REPO, or ARCH with model.pretrained) or config.base")
+  method.validate(cfg)
   _check_batches(cfg)
   arch_cfg = _check_model(cfg)
-  _check_freeze(cfg, arch_cfg)
+  _check_freeze(cfg, method, arch_cfg)
   if check_base and cfg.get("base") is not None and not cfg.model.checkpoint:
-    base = cfg.base
-    with base.unlocked():
-      for field in ("arch", "dtype", "remat"):
-        base.model[field] = cfg.model[field]
-    validate(base)
+    inherit_model(cfg.base, cfg)
+    validate(cfg.base)
+
+
+def inherit_model(base, cfg) -> None:
+  """The base model is the same architecture as the model adapted from it (its own context
+  length)."""
+  with base.unlocked():
+    for field in ("arch", "dtype", "remat"):
+      base.model[field] = cfg.model[field]
 
 
 def _flatten(tree: Any, prefix: str = "") -> dict[str, Any]:

@@ -12,6 +12,7 @@ import numpy as np
 import open_clip
 import pytest
 import torch
+from conftest import REPO, make_openclip_model, rel_err
 from PIL import Image
 
 import clipjax
@@ -19,7 +20,6 @@ from clipjax.convert import pretrained
 from clipjax.convert.io import CheckpointError
 from clipjax.models import get_model_config
 from clipjax.models.registry import MODEL_CONFIGS
-from conftest import REPO, make_openclip_model, rel_err
 
 TINY = "ViT-S-16-tiny"
 

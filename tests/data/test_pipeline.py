@@ -198,6 +198,7 @@ def test_unicl_mix_is_balanced_with_unique_text_labels():
 
 def test_global_batches_are_sharded_over_the_mesh():
   import jax
+
   from clipjax.data.pipeline import global_batches
   from clipjax.parallel.mesh import batch_sharding, make_mesh
   mesh = make_mesh()
@@ -213,8 +214,10 @@ def test_global_batches_are_sharded_over_the_mesh():
 def test_array_record_round_trip_and_cli(tmp_path, messy_manifest):
   import subprocess
   import sys
-  from clipjax.data.array_record import ArrayRecordSource, write_array_record
+
   from conftest import REPO
+
+  from clipjax.data.array_record import ArrayRecordSource, write_array_record
   scenes = SyntheticScenes(12, 32)
   paths, skipped = write_array_record(scenes, str(tmp_path / "s-{shard:05d}.array_record"), 3)
   source = ArrayRecordSource(paths)

@@ -6,8 +6,12 @@ import torch
 import torchvision.transforms.functional as TF
 from PIL import Image
 
-from clipjax.data.transforms import (image_transform, normalize, random_resized_crop_params,
-                                     to_pil)
+from clipjax.data.transforms import (
+  image_transform,
+  normalize,
+  random_resized_crop_params,
+  to_pil,
+)
 
 TOL = 1e-5  # observed: exactly 0 (same PIL calls, same float32 arithmetic)
 
@@ -117,6 +121,7 @@ def test_normalize_matches_torchvision():
 def test_normalize_on_device_equals_host_normalize():
   """Batches travel as uint8 and are normalised inside jit: the same float32 arithmetic."""
   import jax
+
   from clipjax.data.transforms import normalize, normalize_on_device
   x = np.random.default_rng(0).integers(0, 256, size=(4, 8, 8, 3), dtype=np.uint8)
   on_device = np.asarray(jax.jit(normalize_on_device)(x))

@@ -4,11 +4,11 @@ import jax
 import numpy as np
 import pytest
 import torch
+from clip_benchmark.metrics import zeroshot_classification as cb_zs
+from clip_benchmark.metrics import zeroshot_retrieval as cb_ret
 from jax.sharding import Mesh
 
 from clipjax import evaluate
-from clip_benchmark.metrics import zeroshot_classification as cb_zs
-from clip_benchmark.metrics import zeroshot_retrieval as cb_ret
 
 
 def _retrieval_case(seed, n_images=120, dim=32, noise=2.5):

@@ -9,12 +9,12 @@ import sys
 import ml_collections
 import numpy as np
 import pytest
+from conftest import REPO
 
 import clipjax
 from clipjax.evaluate import tasks
 from clipjax.evaluate.embed import clip_encoders
 from clipjax.evaluate.runner import run_evaluation
-from conftest import REPO
 
 
 def _env():

@@ -4,14 +4,14 @@ import functools
 
 import jax
 import jax.numpy as jnp
+import np_reference as ref
 import numpy as np
 import pytest
+from conftest import rel_err
 
-import np_reference as ref
 from clipjax import losses
 from clipjax.losses.mmd import MMDConfig, rff_features, subsample_positions
 from clipjax.parallel.mesh import make_mesh, on_mesh
-from conftest import rel_err
 
 # float32 on the mesh vs float64: observed value errors <= 2e-7 and gradient errors <= 3e-6
 # relative to each gradient's scale (logits up to s = 10 here).

@@ -5,11 +5,11 @@ import numpy as np
 import open_clip
 import pytest
 import torch
+from conftest import make_openclip_model, rel_err, torch_state_dict
 
 from clipjax.convert.openclip import resize_positional_embedding, state_dict_to_params
 from clipjax.models import CLIP, create_model, get_model_config, list_models
 from clipjax.models.registry import CLIPJAX_ONLY
-from conftest import make_openclip_model, rel_err, torch_state_dict
 
 # Observed ~2e-6 (ViT-B-32) to ~6e-6 (ViT-L-14): different matmul kernels and summation orders.
 TOL = 1e-5

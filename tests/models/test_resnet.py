@@ -5,8 +5,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from clipjax.convert.io import CheckpointError
 from clipjax.convert.hf import export_hf
+from clipjax.convert.io import CheckpointError
 from clipjax.models import CLIP, create_model, get_model_config
 
 

@@ -13,7 +13,12 @@ jax.config.update("jax_cpu_collectives_implementation", "gloo")
 import numpy as np  # noqa: E402
 
 from clipjax.losses import clip_loss  # noqa: E402
-from clipjax.parallel.mesh import host_batch_to_global, initialize_distributed, make_mesh, on_mesh  # noqa: E402
+from clipjax.parallel.mesh import (  # noqa: E402
+  host_batch_to_global,
+  initialize_distributed,
+  make_mesh,
+  on_mesh,
+)
 
 
 def main():

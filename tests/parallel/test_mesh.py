@@ -7,10 +7,10 @@ import jax
 import numpy as np
 import portpicker
 import pytest
+from conftest import REPO
 
 from clipjax.losses import clip_loss
 from clipjax.parallel.mesh import batch_sharding, host_batch_to_global, make_mesh
-from conftest import REPO
 
 
 def test_mesh_shapes_and_errors():

@@ -10,9 +10,8 @@ import time
 
 import numpy as np
 import pytest
-from safetensors.numpy import load_file
-
 from conftest import REPO
+from safetensors.numpy import load_file
 
 TINY = ["--config.model.arch=ViT-T-16-test", "--config.data.train.resolution=32",
         "--config.data.train.size=2048", "--config.batch_size=32", "--config.eval.tasks=",

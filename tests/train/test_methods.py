@@ -10,8 +10,10 @@ import clipjax
 import clipjax.data.builder
 from clipjax.evaluate import tasks
 from clipjax.evaluate.embed import clip_encoders
+from clipjax.methods import get_method
+from clipjax.methods.mult import init_mult_params
+from clipjax.methods.three_tower import dialogue_as_text_tower
 from clipjax.train.loop import train
-from clipjax.train.methods import dialogue_as_text_tower
 
 HELD_OUT = 256
 CHANCE = 1 / HELD_OUT
@@ -69,7 +71,6 @@ def test_from_scratch_methods_learn(name, tmp_path):
   r1 = held_out_r1(result["model"], result["params"]["clip"])
   assert r1 >= 3 * CHANCE, (name, r1)
   if name == "mult":  # the fusion tower M trained with I and T
-    from clipjax.train.methods import init_mult_params
     init = init_mult_params(result["model"], cfg.loss, cfg.seed)
     assert not np.array_equal(init["proj"]["kernel"], result["params"]["mult"]["proj"]["kernel"])
 
@@ -105,8 +106,9 @@ def test_hf_text_tower_trains_in_three_tower(tmp_path):
   trimmed by its pad id, G copied from it and trained while I and T stay frozen."""
   import json
 
-  from clipjax.data.synthetic import SyntheticScenes
   from conftest import write_hf_text_dir
+
+  from clipjax.data.synthetic import SyntheticScenes
   scenes = SyntheticScenes(64, 32, seed=0)
   corpus = [scenes[i][k] for i in range(64) for k in ("caption", "long_caption")]
   hf_dir = write_hf_text_dir(tmp_path / "roberta", "roberta", corpus)
@@ -139,7 +141,6 @@ def test_trimmed_text_gives_the_same_loss():
   from clipjax.data.synthetic import SyntheticScenes
   from clipjax.parallel.mesh import make_mesh
   from clipjax.text.tokenizer import Tokenizer
-  from clipjax.train import methods
   from clipjax.train.loop import trim_text_padding
   model, clip = clipjax.create_model("ViT-T-16-test")
   scenes = [SyntheticScenes(16, resolution=32)[i] for i in range(16)]
@@ -148,10 +149,10 @@ def test_trimmed_text_gives_the_same_loss():
            "caption": tok([s["caption"] for s in scenes]),
            "dialogue": tok([f"Q: {q} A: {a}" for s in scenes for q, a in s["dialogue"][:1]]),
            "image_id": np.arange(16)}
-  trimmed = trim_text_padding(batch, methods.TEXT_FIELDS["draft"])
+  trimmed = trim_text_padding(batch, get_method("draft").text_fields)
   assert trimmed["caption"].shape[1] < 77 and trimmed["caption"].shape[1] % 8 == 0
   cfg = load_config("draft").loss
-  loss_fn = jax.jit(methods.make_method("draft", model, make_mesh(), cfg).loss_fn)
+  loss_fn = jax.jit(get_method("draft").objective(model, make_mesh(), cfg).loss_fn)
   key = jax.random.key(0)
   full, _ = loss_fn({"clip": clip}, batch, key)
   cut, _ = loss_fn({"clip": clip}, trimmed, key)
@@ -209,6 +210,10 @@ def test_frozen_tower_cache_matches_the_towers(base_clip, tmp_path, name):
     assert "captions" not in tables  # DRAFT trains its text tower
 
 
-def test_cache_frozen_needs_a_frozen_image_tower(tmp_path):
+def test_cache_frozen_needs_a_frozen_image_tower():
+  from clipjax.train.validate import validate
   with pytest.raises(ValueError, match="cache_frozen needs a frozen image tower"):
-    train(load_config("clip", **{"data.cache_frozen": True}), str(tmp_path))
+    validate(load_config("clip", **{"data.cache_frozen": True}))
+  with pytest.raises(ValueError, match="cache_frozen needs a frozen image tower"):
+    validate(load_config("lit", **{"data.cache_frozen": True, "freeze": ("^clip/visual/conv1",)}))
+  validate(load_config("lit", **{"data.cache_frozen": True}))

@@ -9,7 +9,6 @@ import sys
 
 import portpicker
 import pytest
-
 from conftest import REPO
 
 ARGS = ["--config.model.arch=ViT-T-16-test", "--config.data.train.resolution=32",

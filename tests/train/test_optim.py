@@ -5,11 +5,11 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+from conftest import make_openclip_model
 
 import clipjax
-from clipjax.convert.openclip import torch_key
+from clipjax.models.naming import torch_key
 from clipjax.train.optim import cosine_schedule, decay_mask, frozen_mask, make_optimizer
-from conftest import make_openclip_model
 
 
 def test_decay_mask_equals_open_clip_trainer():

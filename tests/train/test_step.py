@@ -4,15 +4,13 @@ the step on 1 device."""
 import jax
 import numpy as np
 import pytest
+from jax.sharding import PartitionSpec as P
 
 import clipjax
 from clipjax.data.synthetic import SyntheticScenes
-from jax.sharding import PartitionSpec as P
-
+from clipjax.methods import get_method, method_config
 from clipjax.parallel.mesh import host_batch_to_global, make_mesh, replicated
 from clipjax.text.tokenizer import Tokenizer
-from clipjax.train import methods
-from clipjax.train.config import base_config
 from clipjax.train.optim import make_optimizer
 from clipjax.train.step import make_grad_fn, make_train_step, merge_rows, split_rows
 
@@ -65,9 +63,9 @@ def test_split_and_merge_rows_round_trip():
 def test_gradcache_equals_full_batch_gradient(scenes, name, freeze):
   model, clip = clipjax.create_model(ARCH)
   params = {"clip": clip}
-  cfg = base_config(name).loss
+  cfg = method_config(name).loss
   mesh = make_mesh()
-  method = methods.make_method(name, model, mesh, cfg)
+  method = get_method(name).objective(model, mesh, cfg)
   _, frozen = make_optimizer(params, lr=1e-3, total_steps=10, freeze=freeze)
   host = multitask_batch(scenes) if name == "multitask" else image_text_batch(scenes, True)
   batch = host_batch_to_global(host, mesh)
@@ -87,7 +85,7 @@ def test_gradcache_needs_less_activation_memory(scenes):
   model, clip = clipjax.create_model(ARCH)
   params = {"clip": clip}
   mesh = make_mesh()
-  method = methods.make_method("clip", model, mesh, base_config("clip").loss)
+  method = get_method("clip").objective(model, mesh, method_config("clip").loss)
   _, frozen = make_optimizer(params, lr=1e-3, total_steps=10)
   # 512 rows: enough that activations, not the (carried) gradients, dominate the temporaries
   batch = host_batch_to_global(image_text_batch(scenes * 16), mesh)
@@ -105,7 +103,7 @@ def test_eight_devices_equal_one_device(scenes):
   model, clip = clipjax.create_model(ARCH)
   clip = jax.tree.map(np.asarray, clip)  # host copies: the step donates its device state
   freeze = ("^clip/visual/", "^clip/logit_scale$")
-  cfg = base_config("draft").loss
+  cfg = method_config("draft").loss
   host = image_text_batch(scenes, True)
   results = []
   for devices in (jax.devices()[:1], jax.devices()):
@@ -115,7 +113,7 @@ def test_eight_devices_equal_one_device(scenes):
     state = {"params": params, "opt_state": tx.init(params), "step": np.int32(0),
              "rng": jax.random.key_data(jax.random.key(0))}
     state = jax.device_put(state, replicated(mesh))
-    step = make_train_step(methods.make_method("draft", model, mesh, cfg), tx, frozen, mesh,
+    step = make_train_step(get_method("draft").objective(model, mesh, cfg), tx, frozen, mesh,
                            clamp_scale=False)
     losses = []
     for i in range(3):
@@ -146,7 +144,7 @@ def test_fsdp_shards_parameters_and_trains_like_data_parallel(tmp_path):
   assert specs["clip"]["logit_scale"].spec == P()
   curves = {}
   for fsdp in (1, 2):
-    cfg = base_config("clip")
+    cfg = method_config("clip")
     cfg.model.arch = ARCH
     cfg.data.train = dict(kind="synthetic", size=256, resolution=32, seed=0, split="train")
     cfg.data.num_workers = 0

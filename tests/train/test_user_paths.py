@@ -12,7 +12,6 @@ import sys
 import time
 
 import pytest
-
 from conftest import COCO_SAMPLE, REPO
 
 TINY = ["--config.model.arch=ViT-T-16-test", "--config.batch_size=8", "--config.eval.tasks=",

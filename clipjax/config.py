@@ -1,12 +1,42 @@
-"""Shared defaults of the training configs in configs/ (each file overrides what its method
-needs). Every field is documented here once."""
+"""What the config files in configs/ share: the argument parser, the synthetic source and
+evaluation blocks, and the training defaults (every field documented here once; a method's
+own defaults are set by its `configure`, see `clipjax.methods.method_config`)."""
 from __future__ import annotations
+
+import difflib
+from typing import Any
 
 import ml_collections
 
+from clipjax.errors import ConfigError
 
 # The architecture of runs from scratch when model.arch is empty (a checkpoint brings its own).
 DEFAULT_ARCH = "ViT-S-16-tiny"
+
+
+def parse_arg(arg: str | None, **defaults: Any) -> ml_collections.ConfigDict:
+  """The `configs/x.py:k=v,flag` argument: each value cast to its default's type, a bare name
+  sets a bool default to True; an unknown name is a ConfigError listing the known ones."""
+  out = ml_collections.ConfigDict(defaults)
+  for item in filter(None, (arg or "").split(",")):
+    key, has_value, value = item.partition("=")
+    if key not in defaults:
+      close = difflib.get_close_matches(key, list(defaults), n=1)
+      raise ConfigError(f"config argument {key!r} is not one of {sorted(defaults)}"
+                        + (f" (did you mean {close[0]!r}?)" if close else ""))
+    kind = type(defaults[key])
+    if not has_value:
+      if kind is not bool:
+        raise ConfigError(f"config argument {key!r} needs a value ({key}=...)")
+      out[key] = True
+    elif kind is bool:
+      out[key] = value.lower() in ("1", "true", "yes")
+    else:
+      try:
+        out[key] = kind(value)
+      except ValueError:
+        raise ConfigError(f"config argument {key}={value!r} is not a {kind.__name__}") from None
+  return out
 
 
 def synthetic(size: int, split: str = "train", resolution: int = 64) -> dict:
@@ -25,7 +55,7 @@ def eval_block(size: int = 256, tasks: str = "retrieval,zeroshot,vqa") -> dict:
 
 def base_config(method: str) -> ml_collections.ConfigDict:
   c = ml_collections.ConfigDict()
-  c.method = method  # clip | lit | siglip | unicl | draft | three_tower | multitask | mult
+  c.method = method  # a registered method: clipjax.methods.method_names()
   c.seed = 0
   # checkpoint: the weights to start from, any name `clipjax.load_openclip` takes (a file, a
   # directory, hf-hub:ORG/REPO, local-dir:DIR, or an architecture with `pretrained`=TAG);
@@ -68,15 +98,6 @@ def base_config(method: str) -> ml_collections.ConfigDict:
   c.log_every = 10
   c.eval = eval_block()
   c.export = dict(openclip=True, hf=True, wise_beta=0.9)
-  c.base = None                # draft / three_tower: how to pretrain the base CLIP
+  c.base = None                # the config of a base model trained first when no checkpoint
   return c
 
-
-def base_clip_block(steps: int = 150) -> ml_collections.ConfigDict:
-  """The small base CLIP that draft / three_tower adapt when no checkpoint is given."""
-  c = base_config("clip")
-  c.total_steps = steps
-  c.optim.lr = 1e-3
-  c.eval = None
-  c.export.hf = False
-  return c

@@ -1,0 +1,197 @@
+"""What every training method is made of, and the registry that finds one by name.
+
+A method (METHODS §1–7) is one `Method` subclass in its own file under `clipjax/methods/`,
+registered with `@register`. `clipjax.main` and `clipjax.train` only ever call the hooks
+below, so a method reads top to bottom in its file and adding one touches no other module
+(docs/architecture.md walks through an example).
+
+The objective is split in two so that gradient accumulation keeps every negative (GradCache,
+see `clipjax.train.step`):
+  embed(ctx, params, batch) -> embeddings   row-wise: output row i depends on input row i only;
+                                            a pytree shaped like the batch's streams;
+  loss(ctx, params, embeddings, batch, key) -> (scalar, logged terms)
+                                            the global-batch loss; reads only scalars (logit
+                                            scale / bias) from params and labels from the batch.
+Towers run under `jit` on batch-sharded global arrays; losses under `shard_map` (`on_mesh`)
+with all-gathered negatives.
+
+Parameters are `{"clip": CLIP params}` plus the method's own towers (`init_params`).
+Image–text batches hold `{"image", "caption", "image_id", "label", ...}`; the frozen-tower
+cache replaces `image` / `caption` with unit `image_embedding` / `caption_embedding` rows.
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+from jax.sharding import Mesh
+
+from clipjax.config import base_config
+from clipjax.data.transforms import normalize_on_device
+from clipjax.errors import ConfigError
+from clipjax.evaluate.embed import Encoders, clip_encoders
+from clipjax.models import CLIP
+from clipjax.models.clip import l2_normalize
+
+Embeddings = dict[str, Any]
+
+
+@dataclasses.dataclass(frozen=True)
+class Context:
+  """What `embed` and `loss` close over: the model, the device mesh and the `loss` config."""
+  model: CLIP
+  mesh: Mesh
+  cfg: Any
+
+  @property
+  def block_size(self) -> int | None:
+    """Keys per tile of the tiled loss path; None = the dense matrix."""
+    return self.cfg.get("block_size") or None
+
+
+@dataclasses.dataclass(frozen=True)
+class Objective:
+  """A method bound to a model and mesh, as the train step uses it."""
+  embed: Callable[[Any, dict], Embeddings]
+  loss: Callable[[Any, Embeddings, dict, jax.Array], tuple[jax.Array, dict[str, jax.Array]]]
+
+  def loss_fn(self, params, batch, key):
+    """The whole objective: loss(params, embed(params, batch), batch, key)."""
+    return self.loss(params, self.embed(params, batch), batch, key)
+
+
+@dataclasses.dataclass
+class Evaluation:
+  """The models evaluated side by side after training, the pair whose text embeddings are
+  blended (`config.eval.betas`), and extra exports: name -> (subdirectory, CLIP params)."""
+  models: dict[str, Encoders]
+  blend: tuple[str, str] | None = None
+  exports: dict[str, tuple[str, Any]] = dataclasses.field(default_factory=dict)
+
+
+class Method:
+  """The default hooks are plain two-tower CLIP on image–caption batches."""
+  name: str = ""
+  # Token-id fields per batch stream ("" = the batch itself); padding columns are trimmed.
+  text_fields: dict[str, tuple[str, ...]] = {"": ("caption",)}
+  # A second stream of text records (query / positive / [negatives]) from config.data.text,
+  # batched by data.text_batch_size: the batch is then {"text": ..., "image_text": ...}.
+  reads_text_pairs: bool = False
+  # data.cache_frozen may embed each image once (the image tower is frozen) ...
+  caches_frozen_images: bool = False
+  # ... and each caption once when the whole CLIP text tower is frozen as well.
+  caches_frozen_captions: bool = False
+  # Adapts a pretrained CLIP: needs model.checkpoint or config.base, and the evaluation
+  # compares with that base (`evaluate` gets its params).
+  adapts_pretrained: bool = False
+  # Parameter trees beyond "clip" (their paths exist only after `init_params`).
+  extra_towers: tuple[str, ...] = ()
+
+  def configure(self, c: ml_collections.ConfigDict) -> None:
+    """Sets the method's defaults on a fresh `clipjax.config.base_config`."""
+
+  def validate(self, cfg: ml_collections.ConfigDict) -> None:
+    """Raises ConfigError for a config this method cannot train (before any model init)."""
+    if self.adapts_pretrained and not cfg.model.checkpoint and not cfg.get("base"):
+      raise ConfigError(f"{self.name} adapts a pretrained CLIP: set model.checkpoint (a file, "
+                        f"hf-hub:ORG/REPO, or ARCH with model.pretrained) or config.base")
+
+  def init_params(self, model: CLIP, clip_params: dict, cfg) -> dict:
+    """The method's own parameter trees, by name (see `extra_towers`)."""
+    del model, clip_params, cfg
+    return {}
+
+  def embed(self, ctx: Context, params: dict, batch: dict) -> Embeddings:
+    return embed_image_text(ctx, params, batch)
+
+  def loss(self, ctx: Context, params: dict, emb: Embeddings, batch: dict, key: jax.Array):
+    raise NotImplementedError(f"method {self.name!r} defines no loss")
+
+  def evaluate(self, model: CLIP, params: dict, base_params: dict | None, cfg) -> Evaluation:
+    """What to evaluate and export besides the trained CLIP itself."""
+    del base_params, cfg
+    return Evaluation({self.name: clip_encoders(model, params["clip"])})
+
+  def objective(self, model: CLIP, mesh: Mesh, loss_cfg) -> Objective:
+    ctx = Context(model, mesh, loss_cfg)
+    return Objective(lambda p, b: self.embed(ctx, p, b),
+                     lambda p, e, b, k: self.loss(ctx, p, e, b, k))
+
+
+# Shared pieces of embed / loss.
+
+def encode_text(ctx: Context, params: dict, ids: jax.Array) -> jax.Array:
+  """[N, L] token ids -> [N, D] unit embeddings of the CLIP text tower."""
+  return l2_normalize(ctx.model.apply({"params": params["clip"]}, ids,
+                                      method=ctx.model.encode_text))
+
+
+def embed_image_text(ctx: Context, params: dict, batch: dict) -> Embeddings:
+  """{"image": [N, D], "caption": [N, D]} unit embeddings (or the cached ones, float32 as the
+  towers' outputs in every compute dtype)."""
+  if "caption_embedding" in batch:
+    caption = batch["caption_embedding"]
+  else:
+    caption = encode_text(ctx, params, batch["caption"])
+  if "image_embedding" in batch:
+    image = batch["image_embedding"]
+  else:
+    pixels = normalize_on_device(batch["image"])  # uint8 from the pipeline
+    image = l2_normalize(ctx.model.apply({"params": params["clip"]}, pixels,
+                                         method=ctx.model.encode_image))
+  return {"image": image, "caption": caption}
+
+
+def logit_scale(params: dict) -> jax.Array:
+  return jnp.exp(params["clip"]["logit_scale"])
+
+
+def same_image_labels(ctx: Context, batch: dict) -> dict:
+  """`labels=image_id` when captions of one image are all positives (loss.same_image_positives)."""
+  if not ctx.cfg.get("same_image_positives"):
+    return {}
+  return {"labels": batch["image_id"].astype(jnp.int32)}
+
+
+# The registry.
+
+_REGISTRY: dict[str, Method] = {}
+
+
+def register(cls: type[Method]) -> type[Method]:
+  """Class decorator: makes `cls()` available as `config.method = cls.name`."""
+  if not cls.name:
+    raise ValueError(f"{cls.__name__} needs a `name`")
+  _REGISTRY[cls.name] = cls()
+  return cls
+
+
+def method_names() -> tuple[str, ...]:
+  return tuple(_REGISTRY)
+
+
+def get_method(name: str) -> Method:
+  if name not in _REGISTRY:
+    raise ConfigError(f"method={name!r} is not one of {list(_REGISTRY)}")
+  return _REGISTRY[name]
+
+
+def method_config(name: str) -> ml_collections.ConfigDict:
+  """The training defaults with method `name`'s own (what configs/NAME.py starts from)."""
+  c = base_config(name)
+  get_method(name).configure(c)
+  return c
+
+
+def pretrained_clip_base(steps: int = 150) -> ml_collections.ConfigDict:
+  """`config.base` of the methods that adapt a pretrained CLIP, when no checkpoint is given:
+  a small CLIP pretrained on the synthetic captions (without evaluation or HF export)."""
+  c = method_config("clip")
+  c.total_steps = steps
+  c.optim.lr = 1e-3
+  c.eval = None
+  c.export.hf = False
+  return c

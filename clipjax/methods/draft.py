@@ -1,0 +1,59 @@
+"""DRAFT (seed 001 §4.4, METHODS §3): the text tower of a pretrained CLIP adapted to dialogue.
+The image tower stays frozen; captions and dialogues go through the same text tower, trained
+with a·CE(I, T(caption)) + (1−a)·CE(I, T(dialogue)) plus an RBF-kernel MMD between the caption
+and dialogue embeddings. Evaluation compares the base, DRAFT and their text-embedding blend;
+the WiSE-FT weight blend (β = export.wise_beta) is evaluated and exported too."""
+from __future__ import annotations
+
+from clipjax import losses
+from clipjax.evaluate.blending import blend_params
+from clipjax.evaluate.embed import clip_encoders
+from clipjax.methods.base import (
+  Evaluation,
+  Method,
+  embed_image_text,
+  encode_text,
+  logit_scale,
+  pretrained_clip_base,
+  register,
+  same_image_labels,
+)
+from clipjax.parallel.mesh import on_mesh
+
+
+@register
+class Draft(Method):
+  name = "draft"
+  text_fields = {"": ("caption", "dialogue")}
+  caches_frozen_images = True
+  adapts_pretrained = True
+
+  def configure(self, c):
+    c.freeze = ("^clip/visual/", "^clip/logit_scale$")  # only the text tower trains
+    c.loss.a = 0.65
+    c.loss.mmd_weight = 1.0
+    c.data.dialogue_mode = "one_qa"
+    c.base = pretrained_clip_base()
+
+  def embed(self, ctx, params, batch):
+    out = embed_image_text(ctx, params, batch)
+    out["dialogue"] = encode_text(ctx, params, batch["dialogue"])
+    return out
+
+  def loss(self, ctx, params, emb, batch, key):
+    cfg = ctx.cfg
+    out, aux = on_mesh(losses.draft_loss, ctx.mesh)(
+        emb["image"], emb["caption"], emb["dialogue"], logit_scale(params), key=key, a=cfg.a,
+        mmd_weight=cfg.mmd_weight, mmd=losses.MMDConfig(**cfg.mmd),
+        bidirectional=cfg.bidirectional, block_size=ctx.block_size,
+        **same_image_labels(ctx, batch))
+    return out, dict(aux)
+
+  def evaluate(self, model, params, base_params, cfg):
+    beta = cfg.export.wise_beta
+    wise = blend_params(base_params, params["clip"], beta)
+    return Evaluation(
+        models={"base": clip_encoders(model, base_params),
+                "draft": clip_encoders(model, params["clip"]),
+                f"wise_beta={beta}": clip_encoders(model, wise)},
+        blend=("base", "draft"), exports={"wise": (f"wise_beta{beta}", wise)})

@@ -1,0 +1,59 @@
+"""jina-style multi-task training (seed 000, METHODS §5): every step sums a text–text InfoNCE
+(fixed τ = loss.tau; InfoNCE+ with hard negatives when the text records carry them) and the
+CLIP loss on an image–caption batch, in one backward pass. The two streams have their own
+batch sizes (batch_size, data.text_batch_size); configs/multitask.py chains the three stages."""
+from __future__ import annotations
+
+from clipjax import losses
+from clipjax.config import synthetic
+from clipjax.data.builder import check_source_spec
+from clipjax.methods.base import (
+  Method,
+  embed_image_text,
+  encode_text,
+  logit_scale,
+  register,
+  same_image_labels,
+)
+from clipjax.parallel.mesh import on_mesh
+
+
+@register
+class MultiTask(Method):
+  name = "multitask"
+  text_fields = {"text": ("query", "positive", "negatives"), "image_text": ("caption",)}
+  reads_text_pairs = True
+
+  def configure(self, c):
+    # The text–text stream: records with query / positive / negatives (the synthetic scenes
+    # give caption, paraphrase and a one-attribute-swap hard negative).
+    c.data.text = synthetic(20_000)
+    c.data.text_batch_size = 128
+    c.data.num_negatives = 0
+    c.loss.tau = 0.05
+    c.eval.tasks = "retrieval"
+
+  def validate(self, cfg):
+    super().validate(cfg)
+    check_source_spec(cfg.data.text, "data.text")
+
+  def embed(self, ctx, params, batch):
+    text = batch["text"]
+    out = {"query": encode_text(ctx, params, text["query"]),
+           "positive": encode_text(ctx, params, text["positive"])}
+    if "negatives" in text:
+      n, m, length = text["negatives"].shape
+      out["negatives"] = encode_text(ctx, params, text["negatives"].reshape(n * m, length)
+                                     ).reshape(n, m, -1)
+    return {"text": out, "image_text": embed_image_text(ctx, params, batch["image_text"])}
+
+  def loss(self, ctx, params, emb, batch, key):
+    del key
+    text, pairs, scale = emb["text"], emb["image_text"], logit_scale(params)
+    negatives = {"negatives": text["negatives"]} if "negatives" in text else {}
+    tt = on_mesh(losses.text_infonce, ctx.mesh)(text["query"], text["positive"],
+                                                tau=ctx.cfg.tau, **negatives)
+    ti = on_mesh(losses.clip_loss, ctx.mesh)(pairs["image"], pairs["caption"], scale,
+                                             block_size=ctx.block_size,
+                                             **same_image_labels(ctx, batch["image_text"]))
+    return tt + ti, {"text_text": tt, "text_image": ti, "scale": scale}

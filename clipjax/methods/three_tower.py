@@ -1,0 +1,89 @@
+"""CLIP-3Modal (seed 001 §4.3, METHODS §2): a pretrained CLIP's image tower I and text tower T
+stay frozen; a third (dialogue) tower G, initialised as a copy of T, is trained with
+a·CE(G(z), I) + (1−a)·CE(G(z), T(y)) on the concatenated dialogue. Evaluation blends T and G
+on the same caption; G is exported as the text tower of a standalone CLIP."""
+from __future__ import annotations
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from clipjax import losses
+from clipjax.evaluate.embed import clip_encoders
+from clipjax.methods.base import (
+  Evaluation,
+  Method,
+  embed_image_text,
+  logit_scale,
+  pretrained_clip_base,
+  register,
+)
+from clipjax.models import CLIP, TextTransformer
+from clipjax.models.clip import l2_normalize
+from clipjax.models.hf_text import HFTextTower
+from clipjax.models.registry import HFTextConfig
+from clipjax.parallel.mesh import on_mesh
+
+
+def dialogue_tower(model: CLIP) -> nn.Module:
+  """G: a text tower of the same architecture as the model's."""
+  cfg = model.cfg
+  if isinstance(cfg.text, HFTextConfig):
+    return HFTextTower(cfg.text, cfg.embed_dim, model.dtype, model.remat)
+  return TextTransformer(cfg.text, cfg.embed_dim, cfg.quick_gelu, model.dtype, model.remat)
+
+
+def init_dialogue_params(clip_params: dict) -> dict:
+  """G starts as a copy of T: every top-level entry but `visual` and logits (an HF tower: the
+  `text` subtree). Real copies: the train step donates its state, and a buffer shared by two
+  leaves would be donated twice."""
+  text = {k: v for k, v in clip_params.items() if k not in ("visual", "logit_scale", "logit_bias")}
+  if set(text) == {"text"}:
+    text = text["text"]
+  return jax.tree.map(lambda x: jnp.array(x, copy=True), text)
+
+
+def dialogue_as_text_tower(clip_params: dict, dialogue_params: dict) -> dict:
+  """CLIP params with G in place of T (the inverse of `init_dialogue_params`)."""
+  if "text" in clip_params:  # HF text tower
+    return dict(clip_params, text=dialogue_params)
+  return dict(clip_params, **dialogue_params)
+
+
+@register
+class ThreeTower(Method):
+  name = "three_tower"
+  text_fields = {"": ("caption", "dialogue")}
+  caches_frozen_images = True
+  caches_frozen_captions = True  # T is frozen as well
+  adapts_pretrained = True
+  extra_towers = ("dialogue",)
+
+  def configure(self, c):
+    c.freeze = ("^clip/",)  # I, T and the logit scale stay at the pretrained values
+    c.loss.a = 0.65
+    c.data.dialogue_mode = "concat"
+    c.base = pretrained_clip_base()
+
+  def init_params(self, model, clip_params, cfg):
+    return {"dialogue": init_dialogue_params(clip_params)}
+
+  def embed(self, ctx, params, batch):
+    out = embed_image_text(ctx, params, batch)
+    out["dialogue"] = l2_normalize(dialogue_tower(ctx.model).apply(
+        {"params": params["dialogue"]}, batch["dialogue"]))
+    return out
+
+  def loss(self, ctx, params, emb, batch, key):
+    del batch, key
+    out = on_mesh(losses.three_tower_loss, ctx.mesh)(
+        emb["image"], emb["caption"], emb["dialogue"], logit_scale(params), a=ctx.cfg.a,
+        bidirectional=ctx.cfg.bidirectional, block_size=ctx.block_size)
+    return out, {}
+
+  def evaluate(self, model, params, base_params, cfg):
+    # The third tower as a standalone CLIP: the base image tower + G as its text tower.
+    third = dialogue_as_text_tower(base_params, params["dialogue"])
+    return Evaluation(models={"base": clip_encoders(model, base_params),
+                              "third": clip_encoders(model, third)},
+                      blend=("base", "third"), exports={"third_tower": ("third_tower", third)})

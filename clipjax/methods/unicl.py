@@ -1,0 +1,22 @@
+"""UniCL (METHODS §4): image–label–text contrastive learning; every pair in the global batch
+with the same label is a positive."""
+from __future__ import annotations
+
+import jax.numpy as jnp
+
+from clipjax import losses
+from clipjax.methods.base import Method, logit_scale, register
+from clipjax.parallel.mesh import on_mesh
+
+
+@register
+class UniCL(Method):
+  name = "unicl"
+
+  def loss(self, ctx, params, emb, batch, key):
+    del key
+    scale = logit_scale(params)
+    out = on_mesh(losses.unicl_loss, ctx.mesh)(emb["image"], emb["caption"],
+                                               batch["label"].astype(jnp.int32), scale,
+                                               block_size=ctx.block_size)
+    return out, {"scale": scale}

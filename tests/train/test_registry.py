@@ -1,0 +1,98 @@
+"""Methods are registered objects: a method defined here, in the test file, trains through
+`clipjax.main.run` (validation, data, step, checkpoint, export, evaluation) with no change
+to clipjax, and the built-in ones are found by name."""
+import json
+
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from clipjax import losses
+from clipjax.errors import ConfigError
+from clipjax.main import run
+from clipjax.evaluate.embed import clip_encoders
+from clipjax.methods import Evaluation, Method, get_method, method_config, method_names, register
+from clipjax.methods.base import embed_image_text, logit_scale
+from clipjax.parallel.mesh import on_mesh
+
+
+@register
+class CaptionsOnly(Method):
+  """A toy method: the CLIP loss with the image tower frozen and a scaled temperature, plus
+  an extra parameter (a learnable offset added to the logit scale) to exercise init_params,
+  freezing of a method's own tower, and the evaluation hook."""
+  name = "toy_captions_only"
+  extra_towers = ("offset",)
+
+  def configure(self, c):
+    c.freeze = ("^clip/visual/",)
+    c.loss.toy_weight = 2.0
+
+  def validate(self, cfg):
+    super().validate(cfg)
+    if cfg.loss.toy_weight <= 0:
+      raise ConfigError(f"loss.toy_weight must be > 0, got {cfg.loss.toy_weight}")
+
+  def init_params(self, model, clip_params, cfg):
+    return {"offset": {"value": jnp.zeros((), jnp.float32)}}
+
+  def embed(self, ctx, params, batch):
+    return embed_image_text(ctx, params, batch)
+
+  def loss(self, ctx, params, emb, batch, key):
+    scale = logit_scale(params) + params["offset"]["value"]
+    out = ctx.cfg.toy_weight * on_mesh(losses.clip_loss, ctx.mesh)(emb["image"], emb["caption"],
+                                                                   scale)
+    return out, {"scale": scale, "offset": params["offset"]["value"]}
+
+  def evaluate(self, model, params, base_params, cfg):
+    return Evaluation({"toy": clip_encoders(model, params["clip"])},
+                      exports={"copy": ("copy", params["clip"])})
+
+
+def toy_config():
+  c = method_config("toy_captions_only")
+  c.model.arch = "ViT-T-16-test"
+  c.data.train = dict(kind="synthetic", size=256, resolution=32, seed=0, split="train")
+  c.data.num_workers = 0
+  c.batch_size, c.total_steps, c.log_every = 32, 6, 2
+  c.checkpoint.every = 0
+  c.export.hf = False
+  c.eval.tasks = "retrieval"
+  c.eval.num_workers = 0
+  c.eval.retrieval.source = dict(kind="synthetic", size=64, resolution=32, seed=0, split="eval")
+  return c
+
+
+def test_a_method_defined_in_a_test_trains_through_main(tmp_path):
+  assert "toy_captions_only" in method_names()
+  results = run(toy_config(), str(tmp_path))
+  assert set(results["retrieval"]) == {"toy"}  # the models named by its evaluate hook
+  logged = [json.loads(line) for line in (tmp_path / "metrics.jsonl").open()]
+  assert [r["step"] for r in logged] == [2, 4, 6]
+  assert all(np.isfinite(r["loss"]) and "offset" in r for r in logged)
+  assert logged[-1]["offset"] != 0.0  # the method's own parameter trained
+  # its extra export (the hook's name + open_clip) next to the main one
+  assert (tmp_path / "export" / "open_clip_model.safetensors").exists()
+  assert (tmp_path / "export" / "copy" / "open_clip_model.safetensors").exists()
+
+
+def test_a_method_validates_its_own_config(tmp_path):
+  from clipjax.train.validate import validate
+  cfg = toy_config()
+  cfg.loss.toy_weight = -1.0
+  with pytest.raises(ConfigError, match="toy_weight must be > 0"):
+    validate(cfg)
+  cfg = toy_config()
+  cfg.freeze = ("^offset/", "^clip/visual/")  # the method's own tower may be frozen by name
+  validate(cfg)
+
+
+def test_builtin_methods_are_registered_by_name():
+  assert set(method_names()) >= {"clip", "lit", "siglip", "unicl", "draft", "three_tower",
+                                 "multitask", "mult"}
+  assert get_method("draft").adapts_pretrained and get_method("three_tower").extra_towers
+  with pytest.raises(ConfigError, match="did you mean 'draft'|is not one of"):
+    get_method("drfat")
+  with pytest.raises(ValueError, match="needs a `name`"):
+    register(type("Nameless", (Method,), {}))
