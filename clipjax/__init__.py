@@ -10,12 +10,12 @@ _API = {
     "create_model": "clipjax.models",
     "list_models": "clipjax.models",
     "get_model_config": "clipjax.models",
-    "load_openclip": "clipjax.convert.openclip",
-    "create_model_and_transforms": "clipjax.convert.openclip",
+    "load_openclip": "clipjax.convert.load",
+    "create_model_and_transforms": "clipjax.convert.load",
     "list_pretrained": "clipjax.convert.pretrained",
     "export_openclip": "clipjax.convert.openclip",
     "export_hf": "clipjax.convert.hf",
-    "get_tokenizer": "clipjax.text.tokenizer",
+    "get_tokenizer": "clipjax.text.factory",
     "image_transform": "clipjax.data.transforms",
 }
 

@@ -18,6 +18,7 @@ from typing import Callable, Sequence
 
 from absl import app, flags
 
+from clipjax.data.builder import parse_source_spec
 from clipjax.errors import UserError
 
 _FIELD_FLAG = re.compile(r"^--(config\.[\w.]+)=(.*)$", re.S)
@@ -29,7 +30,6 @@ def rewrite_source_specs(argv: Sequence[str]) -> list[str]:
   """`--config.data.train=KIND:k=v,...` or `={"json": ...}` -> `={'python': dict}`, for the
   source fields (`data.train`, `data.text`, `*.source`); every other argument passes through.
   A spec that cannot be parsed is a UserError naming the flag."""
-  from clipjax.data.builder import parse_source_spec
   out = []
   for arg in argv:
     match = _FIELD_FLAG.match(arg)

@@ -17,7 +17,8 @@ from ml_collections import config_flags
 
 from clipjax import cli
 from clipjax.convert.hf import export_hf
-from clipjax.convert.openclip import export_openclip, load_openclip, pytorch_load_line
+from clipjax.convert.load import load_openclip
+from clipjax.convert.openclip import export_openclip, pytorch_load_line
 from clipjax.errors import ConfigError
 from clipjax.evaluate.runner import run_evaluation
 from clipjax.methods import get_method

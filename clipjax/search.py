@@ -10,10 +10,16 @@ with it. Building embeds every image under --images (recursively; .jpg/.jpeg/.pn
 a progress bar; unreadable files are skipped and counted. The index records the model's name
 and a fingerprint of its weights, and querying with another model is an error naming both.
 """
+import pathlib
+
 from absl import flags
 
 from clipjax import cli
+from clipjax.convert.load import load_or_create
+from clipjax.data.views import ImageFiles
 from clipjax.errors import UserError
+from clipjax.evaluate.ann import AnnIndex
+from clipjax.evaluate.embed import clip_encoders, embed_images
 
 flags.DEFINE_string("index", None, "Index directory (written by --images, read by --query).",
                     required=True)
@@ -33,33 +39,14 @@ FLAGS = flags.FLAGS
 _EXTS = (".jpg", ".jpeg", ".png", ".webp")
 
 
-class _Folder:
-  def __init__(self, paths):
-    self.paths = paths
-
-  def __len__(self):
-    return len(self.paths)
-
-  def __getitem__(self, i):
-    return {"image": self.paths[i], "image_id": i}
-
-  def __repr__(self):
-    return f"{len(self.paths)} images"
-
-
 def _encoders():
   """The encoders and the model's name as the user gave it."""
-  from clipjax.convert.openclip import load_or_create
-  from clipjax.evaluate.embed import clip_encoders
   model, params, _, name = load_or_create(FLAGS.checkpoint, FLAGS.pretrained, arch=FLAGS.arch)
   return clip_encoders(model, params), name
 
 
 def build(folder: str, index_dir: str) -> None:
-  import pathlib
 
-  from clipjax.evaluate.ann import AnnIndex
-  from clipjax.evaluate.embed import embed_images
   root = pathlib.Path(folder).expanduser()  # a local folder of photos
   if not root.is_dir():
     raise UserError(f"--images={folder} is not a folder")
@@ -67,7 +54,7 @@ def build(folder: str, index_dir: str) -> None:
   if not paths:
     raise UserError(f"no {'/'.join(_EXTS)} images under {folder}")
   encoders, name = _encoders()
-  out = embed_images(encoders, _Folder(paths), batch_size=FLAGS.batch_size,
+  out = embed_images(encoders, ImageFiles(paths), batch_size=FLAGS.batch_size,
                      num_workers=FLAGS.num_workers)
   index = AnnIndex(encoders.embed_dim, encoders.key, model_name=name)
   index.add(out["embeddings"], [paths[i] for i in out["index"]])
@@ -78,7 +65,6 @@ def build(folder: str, index_dir: str) -> None:
 
 
 def query(index_dir: str, texts: list[str]) -> None:
-  from clipjax.evaluate.ann import AnnIndex
   try:
     index = AnnIndex.load(index_dir)
   except FileNotFoundError as e:

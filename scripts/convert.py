@@ -36,11 +36,8 @@ FLAGS = flags.FLAGS
 def main(argv):
   del argv
   from clipjax.convert.hf import export_hf
-  from clipjax.convert.openclip import (
-    export_openclip,
-    load_checkpoint,
-    pytorch_load_line,
-  )
+  from clipjax.convert.load import load_checkpoint
+  from clipjax.convert.openclip import export_openclip, pytorch_load_line
   cfg, params, resolved = load_checkpoint(FLAGS.input, FLAGS.pretrained, arch=FLAGS.arch,
                                           context_length=FLAGS.context_length)
   print(f"read {resolved.description}", flush=True)

@@ -33,7 +33,7 @@ def main(argv):
 
   import clipjax
   import clipjax.errors
-  from clipjax.convert.openclip import load_or_create
+  from clipjax.convert.load import load_or_create
   model, params, transform, name = load_or_create(FLAGS.checkpoint, FLAGS.pretrained,
                                                   arch=FLAGS.arch)
   n_params = sum(x.size for x in jax.tree.leaves(params))

@@ -6,6 +6,7 @@ for our tokenizer's output). LayerNorm eps and both activations map one to one.
 """
 from __future__ import annotations
 
+import gzip
 import os
 import re
 from pathlib import Path
@@ -14,8 +15,9 @@ import numpy as np
 
 from clipjax.convert.io import CheckpointError, save_hf_dir
 from clipjax.convert.openclip import Params, config_for_params, params_to_state_dict
-from clipjax.models.registry import CLIPConfig
-from clipjax.text.tokenizer import EOT_ID, PAD_ID, SOT_ID
+from clipjax.data.transforms import OPENAI_MEAN, OPENAI_STD
+from clipjax.models.registry import MODEL_CONFIGS, CLIPConfig, TextConfig, VisionConfig
+from clipjax.text.tokenizer import EOT_ID, PAD_ID, SOT_ID, _build_bpe, default_bpe_path
 
 _BLOCK_RENAMES = {"ln_1": "layer_norm1", "ln_2": "layer_norm2", "mlp.c_fc": "mlp.fc1",
                   "mlp.c_proj": "mlp.fc2", "attn.out_proj": "self_attn.out_proj"}
@@ -109,7 +111,6 @@ def hf_to_state_dict(hf: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
 def config_from_hf(config: dict) -> CLIPConfig:
   """A transformers CLIPConfig (as a dict) -> clipjax CLIPConfig (the registry entry when one
   is equal, so the export is named by it)."""
-  from clipjax.models.registry import MODEL_CONFIGS, TextConfig, VisionConfig
   try:
     v, t = config["vision_config"], config["text_config"]
     acts = {v.get("hidden_act", "quick_gelu"), t.get("hidden_act", "quick_gelu")}
@@ -158,12 +159,9 @@ def hf_config(cfg: CLIPConfig):
 def hf_processor(cfg: CLIPConfig):
   """A transformers.CLIPProcessor equal to clipjax's preprocessing: the CLIP BPE vocabulary
   (open_clip pads with id 0, "!"), bicubic shorter-side resize + centre crop, OpenAI mean/std."""
-  import gzip
 
   import transformers
 
-  from clipjax.data.transforms import OPENAI_MEAN, OPENAI_STD
-  from clipjax.text.tokenizer import _build_bpe, default_bpe_path
   names = {"<start_of_text>": "<|startoftext|>", "<end_of_text>": "<|endoftext|>"}
   vocab = {names.get(k, k): v for k, v in _build_bpe(str(default_bpe_path())).get_vocab().items()}
   with gzip.open(default_bpe_path(), "rt", encoding="utf-8") as f:

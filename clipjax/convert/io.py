@@ -4,41 +4,20 @@ in the destination folder and are renamed into place, so a failed write leaves n
 """
 from __future__ import annotations
 
-import contextlib
 import os
+import pickle
 import tempfile
 from pathlib import Path
-from typing import Iterator, Mapping
+from typing import Mapping
 
 import numpy as np
 
 from clipjax.errors import UserError
+from clipjax.files import atomic_path, make_ordinary
 
 
 class CheckpointError(UserError, ValueError):
   """A checkpoint file that cannot be used: unreadable, unsafe, or not matching the model."""
-
-
-@contextlib.contextmanager
-def atomic_path(path: str | os.PathLike, suffix: str = "") -> Iterator[str]:
-  """Yields a temporary path next to `path`; renames it onto `path` only if the body succeeds."""
-  path = Path(path)
-  path.parent.mkdir(parents=True, exist_ok=True)
-  fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix + ".tmp", dir=path.parent)
-  os.close(fd)
-  try:
-    yield tmp
-    os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; exports are ordinary files
-    os.replace(tmp, path)
-  finally:
-    if os.path.exists(tmp):
-      os.unlink(tmp)
-
-
-def _umask() -> int:
-  mask = os.umask(0)
-  os.umask(mask)
-  return mask
 
 
 def _torch():
@@ -95,7 +74,6 @@ def _to_numpy(torch, value) -> np.ndarray:
 
 def _load_torch_file(path: Path) -> dict[str, np.ndarray]:
   torch = _torch()
-  import pickle
   try:
     obj = torch.load(str(path), map_location="cpu", weights_only=True)
   except pickle.UnpicklingError as e:
@@ -145,8 +123,7 @@ def save_hf_dir(tensors: Mapping[str, np.ndarray], config, out_dir: str | os.Pat
       processor.save_pretrained(tmp)
     names = ["model.safetensors", "config.json"]
     names += sorted(set(os.listdir(tmp)) - set(names))
-    mask = _umask()
     for name in names:
-      os.chmod(os.path.join(tmp, name), 0o666 & ~mask)
+      make_ordinary(os.path.join(tmp, name))
       os.replace(os.path.join(tmp, name), out_dir / name)
   return out_dir

@@ -24,10 +24,10 @@ import numpy as np
 
 from clipjax.convert.io import (
   CheckpointError,
-  atomic_path,
-  load_state_dict,
   save_state_dict,
 )
+from clipjax.files import atomic_path
+from clipjax.models.clip import CLIP
 from clipjax.models.naming import flatten, torch_key, unflatten
 from clipjax.models.registry import (
   CLIPJAX_ONLY,
@@ -90,7 +90,6 @@ def resize_positional_embedding(pos: np.ndarray, length: int) -> np.ndarray:
 
 def param_shapes(cfg: CLIPConfig) -> Params:
   """Abstract params (ShapeDtypeStruct leaves) of `CLIP(cfg)`, without allocating them."""
-  from clipjax.models.clip import CLIP
   model = CLIP(cfg)
   images = jax.ShapeDtypeStruct((1, cfg.vision.image_size, cfg.vision.image_size, 3), jnp.float32)
   ids = jax.ShapeDtypeStruct((1, cfg.text.context_length), jnp.int32)
@@ -214,94 +213,6 @@ def config_for_params(arch: str | CLIPConfig, params: Params) -> CLIPConfig:
   return cfg
 
 
-def _json_next_to(path: Path) -> CLIPConfig | None:
-  """The architecture written next to a checkpoint: clipjax's `<stem>.json` (open_clip model
-  config) or open_clip's hub-style `open_clip_config.json` (`{"model_cfg": ...}`)."""
-  from clipjax.models.registry import config_from_openclip_json
-  for candidate in (path.with_suffix(".json"), path.parent / "open_clip_config.json"):
-    if candidate.is_file() and candidate != path:
-      try:
-        data = json.loads(candidate.read_text())
-        return config_from_openclip_json(data.get("model_cfg", data))
-      except (ValueError, KeyError, TypeError) as e:
-        raise CheckpointError(f"{candidate} (next to the checkpoint) is not an open_clip model "
-                              f"config: {e}") from None
-  return None
-
-
-def resolve_architecture(sd: dict[str, np.ndarray], resolved, arch=None) -> CLIPConfig:
-  """In order: `arch`, what the name says (tag, hub config, the JSON next to the file), or
-  shape inference. A logit bias in the checkpoint is carried into the config."""
-  from clipjax.models.registry import config_from_openclip_json
-  if arch is not None:
-    cfg = get_model_config(arch)
-  elif isinstance(resolved.arch, CLIPConfig):
-    cfg = resolved.arch
-  elif isinstance(resolved.arch, dict):
-    cfg = config_from_openclip_json(resolved.arch)
-  elif resolved.arch is not None:
-    cfg = get_model_config(resolved.arch)
-  else:
-    cfg = _json_next_to(resolved.path) or infer_config(sd)
-  if "logit_bias" in sd:
-    cfg = cfg.replace(init_logit_bias=float(np.asarray(sd["logit_bias"])))
-  return cfg
-
-
-def load_checkpoint(name: str | os.PathLike, pretrained=None, *, arch=None,
-                    context_length: int | None = None, cache_dir: str | None = None):
-  """Resolves a name (`clipjax.convert.pretrained.resolve`) and reads it. Returns
-  (CLIPConfig, params, Resolved)."""
-  from clipjax.convert.pretrained import resolve
-  resolved = resolve(name, pretrained, cache_dir=cache_dir)
-  sd = load_state_dict(resolved.path)
-  if resolved.format == "hf":
-    from clipjax.convert.hf import hf_to_state_dict
-    sd = hf_to_state_dict(sd)
-  cfg = resolve_architecture(sd, resolved, arch)
-  if context_length:
-    cfg = cfg.replace(text={"context_length": context_length})
-  return cfg, state_dict_to_params(sd, cfg, source=resolved.description), resolved
-
-
-def describe_checkpoint(name: str | os.PathLike, arch=None, pretrained=None) -> CLIPConfig:
-  """The architecture of a checkpoint, after checking every tensor against it."""
-  return load_checkpoint(name, pretrained, arch=arch)[0]
-
-
-def load_openclip(name: str | os.PathLike, pretrained: str | os.PathLike | None = None, *,
-                  arch: str | CLIPConfig | None = None, context_length: int | None = None,
-                  dtype=jnp.float32, remat: bool = False, cache_dir: str | None = None):
-  """Loads OpenCLIP weights by any name open_clip users write. Returns (model, params);
-  params are float32.
-
-  name: a file (.safetensors/.pt/.bin/.pth), a directory or `local-dir:DIR`, `hf-hub:ORG/REPO`,
-    or an architecture with `pretrained=TAG` (open_clip's tag table) or `pretrained=PATH`.
-  arch: open_clip architecture name (or CLIPConfig, or model JSON path); None takes it from
-    the name (tag, hub config, the JSON next to the file) or infers it from tensor shapes.
-  context_length: build a text tower with this context, interpolating positional embeddings.
-  """
-  from clipjax.models.clip import CLIP
-  cfg, params, _ = load_checkpoint(name, pretrained, arch=arch, context_length=context_length,
-                                   cache_dir=cache_dir)
-  return CLIP(cfg, dtype=dtype, remat=remat), params
-
-
-def create_model_and_transforms(name: str | os.PathLike, pretrained=None, **kwargs):
-  """open_clip's entry point: (model, params, train_transform, eval_transform). The transforms
-  use the preprocessing the weights were trained with (mean, std, interpolation, resize mode
-  from the tag table or the hub config); keyword arguments go to `load_openclip`."""
-  from clipjax.data.transforms import image_transform
-  from clipjax.models.clip import CLIP
-  dtype, remat = kwargs.pop("dtype", jnp.float32), kwargs.pop("remat", False)
-  cfg, params, resolved = load_checkpoint(name, pretrained, **kwargs)
-  pre = {k: resolved.preprocess[k] for k in ("mean", "std", "interpolation", "resize_mode")
-         if k in resolved.preprocess}
-  size = cfg.vision.image_size
-  return (CLIP(cfg, dtype=dtype, remat=remat), params, image_transform(size, train=True, **pre),
-          image_transform(size, train=False, **pre))
-
-
 def export_openclip(params: Params, arch: str | CLIPConfig, path: str | os.PathLike) -> Path:
   """Writes params as an open_clip state_dict (`.safetensors` or `.pt`), atomically.
 
@@ -319,24 +230,6 @@ def export_openclip(params: Params, arch: str | CLIPConfig, path: str | os.PathL
   with atomic_path(json_path) as tmp:
     Path(tmp).write_text(json.dumps(cfg.to_openclip_json(), indent=2))
   return json_path
-
-
-def load_or_create(checkpoint: str | None, pretrained: str | None = None, *, arch=None,
-                   default_arch: str = "ViT-B-32"):
-  """What the CLIs evaluate with: the weights `checkpoint` names (any `load_openclip` name;
-  the architecture comes with them unless `arch` is given), or random weights of `arch` (else
-  `default_arch`) with a warning when it is empty. Returns (model, params, eval_transform,
-  name), name saying what the model is, for messages and index records."""
-  if checkpoint:
-    model, params, _, transform = create_model_and_transforms(checkpoint, pretrained, arch=arch)
-    return model, params, transform, checkpoint + (f" pretrained={pretrained}" if pretrained
-                                                   else "")
-  from clipjax.data.transforms import image_transform
-  from clipjax.models import create_model
-  arch = arch or default_arch
-  log.warning("no checkpoint: random %s weights, so the results are meaningless", arch)
-  model, params = create_model(arch)
-  return model, params, image_transform(model.cfg.vision.image_size), f"random {arch}"
 
 
 def pytorch_load_line(weights: str | os.PathLike, arch: str | CLIPConfig) -> str:

@@ -24,7 +24,9 @@ import re
 from pathlib import Path
 from typing import Any
 
+from clipjax.convert.hf import config_from_hf
 from clipjax.convert.io import CheckpointError
+from clipjax.models.registry import MODEL_CONFIGS
 
 CONFIG_NAME = "open_clip_config.json"
 WEIGHT_NAMES = ("open_clip_model.safetensors", "open_clip_pytorch_model.bin")
@@ -71,7 +73,6 @@ def pretrained_cfg(arch: str, tag: str) -> dict:
 
 
 def _unknown_arch(arch: str) -> str:
-  from clipjax.models.registry import MODEL_CONFIGS
   for family, pattern in _FAMILIES:
     if re.search(pattern, arch, re.I):
       return (f"{arch} is an open_clip {family} model; clipjax has no {family} towers yet "
@@ -127,7 +128,6 @@ def _from_hub(repo: str, cache_dir: str | None, filename: str | None = None,
 
 def _from_hf_dir(directory: Path, config: dict) -> Resolved:
   """A transformers CLIPModel folder (config.json + model.safetensors / pytorch_model.bin)."""
-  from clipjax.convert.hf import config_from_hf
   for name in ("model.safetensors", "pytorch_model.bin"):
     if (directory / name).is_file():
       return Resolved(directory / name, config_from_hf(config), {}, f"{directory} (HF CLIPModel)",
@@ -182,7 +182,6 @@ def resolve(name: str | os.PathLike, pretrained: str | os.PathLike | None = None
   repo_id, filename = os.path.split(cfg["hf_hub"])  # "org/repo/" or "org/repo/file"
   arch = name
   if cfg.get("quick_gelu") and not name.endswith("-quickgelu"):
-    from clipjax.models.registry import MODEL_CONFIGS
     if f"{name}-quickgelu" in MODEL_CONFIGS:
       arch = f"{name}-quickgelu"  # the weights were trained with QuickGELU
   hub = _from_hub(repo_id, cache_dir, filename or None, with_config=False)

@@ -15,11 +15,21 @@ from typing import Any, Mapping
 
 from etils import epath
 
+from clipjax.data.array_record import ArrayRecordSource
+from clipjax.data.sources import (
+  CocoCaptionsSource,
+  ManifestSource,
+  TfdsSource,
+  VQAv1Source,
+  WebDatasetSource,
+)
+from clipjax.data.synthetic import SyntheticScenes
 from clipjax.errors import ConfigError
 
 
 @dataclasses.dataclass(frozen=True)
 class _Kind:
+  cls: type  # built from the spec's fields (a glob field: from the sorted matches)
   required: tuple[str, ...]
   optional: tuple[str, ...] = ()
   paths: tuple[str, ...] = ()  # fields naming files or folders that must exist
@@ -28,15 +38,17 @@ class _Kind:
 
 
 _KINDS = {
-    "synthetic": _Kind((), ("size", "resolution", "seed", "split"),
+    "synthetic": _Kind(SyntheticScenes, (), ("size", "resolution", "seed", "split"),
                        ints=("size", "resolution", "seed")),
-    "manifest": _Kind(("manifest",), ("image_root",), paths=("manifest", "image_root")),
-    "coco": _Kind(("annotations", "image_root"), paths=("annotations", "image_root")),
-    "wds": _Kind(("shards",), globs=("shards",)),
-    "tfds": _Kind(("name", "split", "data_dir"), ("image_key", "caption_key", "label_key",
-                                                   "id_key"), paths=("data_dir",)),
-    "array_record": _Kind(("paths",), globs=("paths",)),
-    "vqav1": _Kind(("questions", "image_root"), ("annotations", "image_pattern"),
+    "manifest": _Kind(ManifestSource, ("manifest",), ("image_root",),
+                      paths=("manifest", "image_root")),
+    "coco": _Kind(CocoCaptionsSource, ("annotations", "image_root"),
+                  paths=("annotations", "image_root")),
+    "wds": _Kind(WebDatasetSource, ("shards",), globs=("shards",)),
+    "tfds": _Kind(TfdsSource, ("name", "split", "data_dir"),
+                  ("image_key", "caption_key", "label_key", "id_key"), paths=("data_dir",)),
+    "array_record": _Kind(ArrayRecordSource, ("paths",), globs=("paths",)),
+    "vqav1": _Kind(VQAv1Source, ("questions", "image_root"), ("annotations", "image_pattern"),
                    paths=("questions", "image_root", "annotations")),
 }
 SOURCE_KINDS = tuple(_KINDS)
@@ -117,23 +129,7 @@ def make_source(spec: Any):
   spec = check_source_spec(spec)
   kind = spec.pop("kind")
   args = {k: v for k, v in spec.items() if v is not None}
-  if kind == "synthetic":
-    from clipjax.data.synthetic import SyntheticScenes
-    return SyntheticScenes(**args)
-  if kind == "manifest":
-    from clipjax.data.sources import ManifestSource
-    return ManifestSource(**args)
-  if kind == "coco":
-    from clipjax.data.sources import CocoCaptionsSource
-    return CocoCaptionsSource(**args)
-  if kind == "wds":
-    from clipjax.data.sources import WebDatasetSource
-    return WebDatasetSource(_glob(args["shards"]))
-  if kind == "tfds":
-    from clipjax.data.sources import TfdsSource
-    return TfdsSource(**args)
-  if kind == "array_record":
-    from clipjax.data.array_record import ArrayRecordSource
-    return ArrayRecordSource(_glob(args["paths"]))
-  from clipjax.evaluate.vqa import VQAv1Source
-  return VQAv1Source(**args)
+  info = _KINDS[kind]
+  if info.globs:
+    return info.cls(_glob(args[info.globs[0]]))
+  return info.cls(**args)

@@ -2,25 +2,11 @@
 from __future__ import annotations
 
 import functools
-from typing import Any, Callable
+from typing import Any
 
 import grain
 
-from clipjax.data.records import BadRecord
-
-
-class MapRecords:
-  """A source whose good records are `fn(record, index)` of another's (BadRecords pass)."""
-
-  def __init__(self, source, fn: Callable[[dict, int], dict]):
-    self.source, self.fn = source, fn
-
-  def __len__(self) -> int:
-    return len(self.source)
-
-  def __getitem__(self, index: int):
-    record = self.source[index]
-    return record if isinstance(record, BadRecord) else self.fn(record, index)
+from clipjax.data.views import MapRecords
 
 
 def _prompt_caption(class_names, template: str, record: dict[str, Any], index: int) -> dict:

@@ -8,46 +8,25 @@ skipped since the previous batch of that worker, by reason, for the training log
 """
 from __future__ import annotations
 
+import collections
+import concurrent.futures
 import io
+import signal
 from typing import Any, Sequence
 
 import grain
+import jax
 import numpy as np
+from absl import flags
+from etils import epath
 from PIL import Image, UnidentifiedImageError
 
 from clipjax.data.records import BAD_REASONS, BadRecord, dialogue_text, format_qa
 from clipjax.data.transforms import image_transform
+from clipjax.data.views import MapRecords
 from clipjax.errors import DataError
-
-
-class OneQAPerSample:
-  """`one_qa` dialogue mode (DRAFT default): record i of the source becomes `pairs` samples,
-  one per question–answer pair, so the dataset grows `pairs`-fold (METHODS §3)."""
-
-  def __init__(self, source, pairs: int = 3):
-    self.source, self.pairs = source, pairs
-
-  def __len__(self) -> int:
-    return len(self.source) * self.pairs
-
-  def __getitem__(self, index: int):
-    record = self.source[index // self.pairs]
-    if isinstance(record, BadRecord):
-      return record
-    dialogue = record.get("dialogue") or []
-    if len(dialogue) < self.pairs:
-      return BadRecord("missing_dialogue", f"record {index // self.pairs} has {len(dialogue)} "
-                                           f"QA pairs, expected {self.pairs}")
-    return dict(record, dialogue=[dialogue[index % self.pairs]])
-
-
-def make_tokenizer(context_length: int, hf_tokenizer: str | None = None):
-  """The CLIP BPE tokenizer, or the HF tokenizer saved in the directory `hf_tokenizer`."""
-  if hf_tokenizer:
-    from clipjax.text.hf_tokenizer import HFTokenizer
-    return HFTokenizer(hf_tokenizer, context_length)
-  from clipjax.text.tokenizer import Tokenizer
-  return Tokenizer(context_length)
+from clipjax.parallel.mesh import host_batch_to_global
+from clipjax.text.factory import make_tokenizer
 
 
 class PrepareExample:
@@ -89,7 +68,6 @@ class PrepareExample:
       if isinstance(image, bytes):
         pil = Image.open(io.BytesIO(image))
       elif "://" in str(image):  # cloud paths go through etils; local files open directly
-        from etils import epath
         pil = Image.open(io.BytesIO(epath.Path(image).read_bytes()))
       else:
         pil = Image.open(image)
@@ -172,7 +150,6 @@ class PrepareText:
 def synthetic_text_records(scenes):
   """Text pairs/triplets of the synthetic scenes: caption, its paraphrase, and the caption with
   one attribute of the main object swapped as the hard negative."""
-  from clipjax.data.mixing import MapRecords
   return MapRecords(scenes, _scene_text_record)
 
 
@@ -325,7 +302,6 @@ def build_dataset(source, prepare: PrepareExample, *, batch_size: int, seed: int
   """
   _ensure_flags_parsed()  # grain reads absl flags; outside an absl app nobody parsed them
   if process_index is None or process_count is None:
-    import jax
     process_index, process_count = jax.process_index(), jax.process_count()
   ds = source if isinstance(source, grain.MapDataset) else grain.MapDataset.source(source)
   if shuffle:
@@ -348,10 +324,7 @@ def global_batches(iterator, mesh, prefetch: int = 2):
   """Host batches -> globally sharded jax.Arrays, `prefetch` steps ahead on a thread so the
   host-to-device copy overlaps the training step. Yields dicts of jax.Arrays, except
   `bad_records` and `bad_examples`, which stay on this host (the loop aggregates them)."""
-  import collections
-  import concurrent.futures
 
-  from clipjax.parallel.mesh import host_batch_to_global
 
   def put(batch):
     host = ("bad_records", "bad_examples")
@@ -369,7 +342,6 @@ def global_batches(iterator, mesh, prefetch: int = 2):
 
 
 def _ensure_flags_parsed() -> None:
-  from absl import flags
   if not flags.FLAGS.is_parsed():
     flags.FLAGS.mark_as_parsed()
 
@@ -377,7 +349,6 @@ def _ensure_flags_parsed() -> None:
 def _worker_init(worker_index: int, worker_count: int) -> None:
   """grain workers parse no flags of their own (absl-using code in them needs this), and leave
   Ctrl-C to the main process, which saves a checkpoint before it stops them."""
-  import signal
   del worker_index, worker_count
   signal.signal(signal.SIGINT, signal.SIG_IGN)
   _ensure_flags_parsed()

@@ -16,7 +16,7 @@ from typing import Any, Sequence
 
 from etils import epath
 
-from clipjax.data.records import BadRecord
+from clipjax.data.records import BadRecord, format_qa
 
 
 def _path(p) -> epath.Path:
@@ -215,3 +215,45 @@ class TfdsSource:
     if self.label_key:
       record["label"] = int(example[self.label_key])
     return record
+
+
+class VQAv1Source:
+  """VQA v1 multiple-choice JSON files + COCO (or abstract-scene) image folder.
+
+  questions: `{"questions": [{"question_id", "image_id", "question", "multiple_choices"}]}`;
+  annotations (optional): `{"annotations": [{"question_id", "multiple_choice_answer",
+  "answers": [{"answer"}...]}]}`. `image_pattern` names an image from its id, e.g.
+  `COCO_val2014_{image_id:012d}.jpg` or `abstract_v002_val2015_{image_id:012d}.png`.
+  Records: image, image_id, question, candidates, candidate_texts, answer (index or -1),
+  human_answers.
+  """
+
+  def __init__(self, questions: str, image_root: str, annotations: str | None = None,
+               image_pattern: str = "COCO_val2014_{image_id:012d}.jpg"):
+    qpath = epath.Path(questions)
+    if not qpath.exists():
+      raise FileNotFoundError(f"VQA questions file {questions} does not exist")
+    self._questions = json.loads(qpath.read_text())["questions"]
+    missing = [q["question_id"] for q in self._questions if not q.get("multiple_choices")]
+    if missing:
+      raise ValueError(f"{questions}: {len(missing)} questions have no `multiple_choices` (e.g. "
+                       f"{missing[0]}); multiple-choice evaluation needs the MC questions file")
+    self._answers = {}
+    if annotations:
+      for a in json.loads(epath.Path(annotations).read_text())["annotations"]:
+        self._answers[a["question_id"]] = a
+    self.image_root, self.image_pattern = epath.Path(image_root), image_pattern
+
+  def __len__(self) -> int:
+    return len(self._questions)
+
+  def __getitem__(self, index: int) -> dict:
+    q = self._questions[index]
+    candidates = list(q["multiple_choices"])
+    ann = self._answers.get(q["question_id"])
+    answer = candidates.index(ann["multiple_choice_answer"]) if (
+        ann and ann["multiple_choice_answer"] in candidates) else -1
+    return dict(image=str(self.image_root / self.image_pattern.format(image_id=q["image_id"])),
+                image_id=q["image_id"], question=q["question"], candidates=candidates,
+                candidate_texts=[format_qa(q["question"], c) for c in candidates], answer=answer,
+                human_answers=[a["answer"] for a in ann["answers"]] if ann else [])

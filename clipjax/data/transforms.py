@@ -20,6 +20,7 @@ from __future__ import annotations
 import math
 from typing import Callable
 
+import jax.numpy as jnp
 import numpy as np
 from PIL import Image
 
@@ -100,7 +101,6 @@ def normalize_on_device(x, mean=OPENAI_MEAN, std=OPENAI_STD):
   in the 256 x 3 table of normalised values (XLA would turn the divisions into reciprocal
   multiplications, 1 ulp off). Input pipelines ship uint8 pixels, a quarter of the bytes
   through worker IPC; float inputs are taken as already normalised and returned unchanged."""
-  import jax.numpy as jnp
   if x.dtype != jnp.uint8:
     return x
   table = jnp.asarray(normalize(np.repeat(np.arange(256, dtype=np.uint8)[:, None], 3, 1),
@@ -108,7 +108,7 @@ def normalize_on_device(x, mean=OPENAI_MEAN, std=OPENAI_STD):
   return jnp.stack([table[:, c][x[..., c]] for c in range(3)], axis=-1)
 
 
-def image_transform(arch_or_size: str | int = "ViT-B-32", train: bool = False,
+def image_transform(image_size: int, train: bool = False,
                     mean=OPENAI_MEAN, std=OPENAI_STD, scale=(0.9, 1.0),
                     ratio=(3 / 4, 4 / 3), uint8: bool = False, interpolation: str = "bicubic",
                     resize_mode: str = "shortest") -> Callable[..., np.ndarray]:
@@ -128,11 +128,7 @@ def image_transform(arch_or_size: str | int = "ViT-B-32", train: bool = False,
     raise ValueError(f"unsupported preprocessing interpolation={interpolation!r} resize_mode="
                      f"{resize_mode!r}; clipjax has bicubic/bilinear and shortest/squash")
   resample = _INTERPOLATION[interpolation]
-  if isinstance(arch_or_size, str):
-    from clipjax.models.registry import get_model_config
-    size = get_model_config(arch_or_size).vision.image_size
-  else:
-    size = int(arch_or_size)
+  size = int(image_size)
 
   def eval_transform(image) -> np.ndarray:
     if resize_mode == "squash":

@@ -1,9 +1,9 @@
 """Evaluation on embeddings (any model) and on clipjax models: zero-shot classification,
 retrieval, VQA-as-retrieval, blending, ANN search. `python -m clipjax.evaluate --config=...`."""
+from clipjax.data.sources import VQAv1Source
 from clipjax.evaluate.blending import beta_sweep, blend_embeddings, blend_params
 from clipjax.evaluate.retrieval import retrieval_metrics, retrieval_ranks
 from clipjax.evaluate.vqa import (
-                                  VQAv1Source,
                                   normalize_answer,
                                   official_vqa_accuracy,
                                   vqa_accuracy,

@@ -17,7 +17,12 @@ from absl import flags
 from ml_collections import config_flags
 
 from clipjax import cli
+from clipjax.convert.load import load_or_create
+from clipjax.data.builder import check_source_spec
 from clipjax.errors import ConfigError
+from clipjax.evaluate.blending import blend_params
+from clipjax.evaluate.embed import clip_encoders
+from clipjax.evaluate.runner import run_evaluation
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Evaluation config file.",
                                           lock_config=True)
@@ -25,7 +30,6 @@ _WORKDIR = flags.DEFINE_string("workdir", None, "Output directory.", required=Tr
 
 
 def _load(arch: str, checkpoint: str | None, pretrained: str | None = None):
-  from clipjax.convert.openclip import load_or_create
   model, params, _, _ = load_or_create(checkpoint, pretrained or None, arch=arch or None,
                                        default_arch="ViT-S-16-tiny")
   return model, params
@@ -33,11 +37,7 @@ def _load(arch: str, checkpoint: str | None, pretrained: str | None = None):
 
 def main(argv):
   del argv
-  from clipjax.evaluate.blending import blend_params
-  from clipjax.evaluate.embed import clip_encoders
-  from clipjax.evaluate.runner import run_evaluation
   cfg = _CONFIG.value
-  from clipjax.data.builder import check_source_spec
   for task in [t for t in str(cfg.eval.tasks).split(",") if t]:
     if task not in ("retrieval", "zeroshot", "vqa"):
       raise ConfigError(f"eval.tasks: unknown task {task!r}; use retrieval, zeroshot, vqa")

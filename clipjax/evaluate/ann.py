@@ -14,11 +14,11 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import tempfile
 from typing import Sequence
 
 import numpy as np
+
+from clipjax.files import atomic_dir
 
 
 def _faiss():
@@ -71,10 +71,7 @@ class AnnIndex:
     return self.index.search(queries, k)
 
   def save(self, directory: str) -> None:
-    parent = os.path.dirname(os.path.abspath(directory))
-    os.makedirs(parent, exist_ok=True)
-    tmp = tempfile.mkdtemp(prefix=".ann-", dir=parent)
-    try:
+    with atomic_dir(directory) as tmp:
       _faiss().write_index(self.index, os.path.join(tmp, "index.faiss"))
       with open(os.path.join(tmp, "items.json"), "w") as f:
         json.dump(self.items, f)
@@ -82,12 +79,6 @@ class AnnIndex:
         json.dump({"model_key": self.model_key, "model_name": self.model_name,
                    "dim": self.dim, "count": len(self.items),
                    "m": self.m, "ef_construction": self.ef_construction}, f, indent=1)
-      if os.path.exists(directory):
-        shutil.rmtree(directory)
-      os.rename(tmp, directory)
-    finally:
-      if os.path.exists(tmp):
-        shutil.rmtree(tmp)
 
   @classmethod
   def load(cls, directory: str) -> "AnnIndex":

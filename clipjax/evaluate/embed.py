@@ -14,9 +14,13 @@ import jax
 import numpy as np
 from tqdm.auto import tqdm
 
+from clipjax.data.pipeline import PrepareExample, build_dataset
 from clipjax.data.records import BAD_REASONS
 from clipjax.data.transforms import normalize_on_device
+from clipjax.data.views import MapRecords
 from clipjax.models.clip import l2_normalize
+from clipjax.models.text import trim_padding
+from clipjax.text.factory import make_tokenizer
 
 
 @dataclasses.dataclass(frozen=True)
@@ -58,8 +62,6 @@ def make_encoders(image_fn: Callable[[jax.Array], jax.Array],
   cut to the longest sequence of the batch (rounded up to 8; exact, see
   `models.text.trim_padding`) and padded to `batch_size` rows so only a few shapes compile.
   """
-  from clipjax.data.pipeline import make_tokenizer
-  from clipjax.models.text import trim_padding
   tokenizer = make_tokenizer(context_length, hf_tokenizer)
   pad_id = getattr(tokenizer, "pad_token_id", 0)
   image_jit = jax.jit(lambda x: l2_normalize(image_fn(normalize_on_device(x))))
@@ -106,8 +108,6 @@ def embed_images(encoders: Encoders, source, *, batch_size: int = 64, num_worker
   [N_ok] (-1 when absent) and `bad_records` [len(BAD_REASONS)]: unreadable images are skipped
   and counted, never silently dropped.
   """
-  from clipjax.data.mixing import MapRecords
-  from clipjax.data.pipeline import PrepareExample, build_dataset
   if len(source) == 0:
     raise ValueError(f"no images to embed in {source!r}")
   indexed = MapRecords(source, _with_position)

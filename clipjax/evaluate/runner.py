@@ -11,6 +11,8 @@ from typing import Any, Mapping
 from absl import logging
 from etils import epath
 
+from clipjax.data.builder import make_source
+from clipjax.data.synthetic import PROMPT_TEMPLATES
 from clipjax.evaluate import report, tasks
 from clipjax.evaluate.embed import Encoders
 from clipjax.evaluate.zeroshot import load_templates, standard_classnames
@@ -30,7 +32,6 @@ def _classnames(spec: str, source) -> list[str]:
 
 def _templates(spec: str) -> list[str]:
   if spec == "synthetic":
-    from clipjax.data.synthetic import PROMPT_TEMPLATES
     return list(PROMPT_TEMPLATES)
   return load_templates(spec)
 
@@ -46,7 +47,6 @@ def run_evaluation(cfg: Mapping[str, Any], models: Mapping[str, Encoders], out_d
       embeddings (METHODS §2) to the retrieval and VQA tasks.
   Returns {task: {model or "blend": result}}.
   """
-  from clipjax.data.builder import make_source
   kw = dict(batch_size=cfg.get("batch_size", 64), num_workers=cfg.get("num_workers", 2),
             cache={})  # image embeddings shared by models with the same image tower
   results: dict[str, Any] = {}

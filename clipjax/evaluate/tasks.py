@@ -12,6 +12,7 @@ from typing import Sequence
 import numpy as np
 
 from clipjax.data.records import BAD_REASONS, BadRecord
+from clipjax.data.views import Subset, first_record_per_image
 from clipjax.evaluate.blending import blend_embeddings
 from clipjax.evaluate.embed import Encoders, embed_images
 from clipjax.evaluate.retrieval import retrieval_metrics
@@ -23,35 +24,14 @@ from clipjax.evaluate.zeroshot import (
 )
 
 
-class Subset:
-  def __init__(self, source, indices: Sequence[int]):
-    self.source, self.indices = source, list(indices)
-
-  def __len__(self) -> int:
-    return len(self.indices)
-
-  def __getitem__(self, i: int):
-    return self.source[self.indices[i]]
-
-  def __repr__(self) -> str:
-    return f"{len(self.indices)} images of {self.source!r}"
-
-
 def _skipped(bad: np.ndarray) -> dict[str, int]:
   return {r: int(n) for r, n in zip(BAD_REASONS, bad) if n}
 
 
 def _unique_images(records: list) -> tuple[list[int], dict]:
   """Source positions of the first record of each image_id, and image_id -> image row."""
-  first, row = [], {}
-  for i, r in enumerate(records):
-    if isinstance(r, BadRecord):
-      continue
-    key = r.get("image_id", i)
-    if key not in row:
-      row[key] = len(first)
-      first.append(i)
-  return first, row
+  first = first_record_per_image(records)
+  return list(first.values()), {key: row for row, key in enumerate(first)}
 
 
 def _cached_images(encoders: Encoders, source, cache: dict | None, **kw) -> dict:

@@ -9,14 +9,11 @@ leave-one-annotator-out subsets, min(#matching answers among the other nine / 3,
 """
 from __future__ import annotations
 
-import json
 import re
 from typing import Sequence
 
 import numpy as np
-from etils import epath
 
-from clipjax.data.records import format_qa
 from clipjax.evaluate.embed import unit_rows
 
 _PUNCT = [";", "/", "[", "]", '"', "{", "}", "(", ")", "=", "+", "\\", "_", "-", ">", "<", "@",
@@ -108,45 +105,3 @@ def vqa_accuracy(chosen: np.ndarray, answer: np.ndarray | None = None,
     metrics["vqa_accuracy"] = float(np.mean([
         official_vqa_accuracy(c[k], h) for c, k, h in zip(candidates, chosen, human_answers)]))
   return metrics
-
-
-class VQAv1Source:
-  """VQA v1 multiple-choice JSON files + COCO (or abstract-scene) image folder.
-
-  questions: `{"questions": [{"question_id", "image_id", "question", "multiple_choices"}]}`;
-  annotations (optional): `{"annotations": [{"question_id", "multiple_choice_answer",
-  "answers": [{"answer"}...]}]}`. `image_pattern` names an image from its id, e.g.
-  `COCO_val2014_{image_id:012d}.jpg` or `abstract_v002_val2015_{image_id:012d}.png`.
-  Records: image, image_id, question, candidates, candidate_texts, answer (index or -1),
-  human_answers.
-  """
-
-  def __init__(self, questions: str, image_root: str, annotations: str | None = None,
-               image_pattern: str = "COCO_val2014_{image_id:012d}.jpg"):
-    qpath = epath.Path(questions)
-    if not qpath.exists():
-      raise FileNotFoundError(f"VQA questions file {questions} does not exist")
-    self._questions = json.loads(qpath.read_text())["questions"]
-    missing = [q["question_id"] for q in self._questions if not q.get("multiple_choices")]
-    if missing:
-      raise ValueError(f"{questions}: {len(missing)} questions have no `multiple_choices` (e.g. "
-                       f"{missing[0]}); multiple-choice evaluation needs the MC questions file")
-    self._answers = {}
-    if annotations:
-      for a in json.loads(epath.Path(annotations).read_text())["annotations"]:
-        self._answers[a["question_id"]] = a
-    self.image_root, self.image_pattern = epath.Path(image_root), image_pattern
-
-  def __len__(self) -> int:
-    return len(self._questions)
-
-  def __getitem__(self, index: int) -> dict:
-    q = self._questions[index]
-    candidates = list(q["multiple_choices"])
-    ann = self._answers.get(q["question_id"])
-    answer = candidates.index(ann["multiple_choice_answer"]) if (
-        ann and ann["multiple_choice_answer"] in candidates) else -1
-    return dict(image=str(self.image_root / self.image_pattern.format(image_id=q["image_id"])),
-                image_id=q["image_id"], question=q["question"], candidates=candidates,
-                candidate_texts=[format_qa(q["question"], c) for c in candidates], answer=answer,
-                human_answers=[a["answer"] for a in ann["answers"]] if ann else [])

@@ -7,6 +7,7 @@ per-class recall (balanced accuracy over the classes present in the labels).
 from __future__ import annotations
 
 import hashlib
+import importlib.resources
 import json
 from typing import Callable, Mapping, Sequence
 
@@ -14,13 +15,13 @@ import numpy as np
 from etils import epath
 
 from clipjax.evaluate.embed import unit_rows
+from clipjax.files import atomic_path
 
 Templates = Sequence[str] | Mapping[str, Sequence[str]]
 TextEncodeFn = Callable[[list[str]], np.ndarray]
 
 
 def _prompts_dir() -> epath.Path:
-  import importlib.resources
   return epath.Path(str(importlib.resources.files("clipjax.third_party"))) / "clip_benchmark_prompts"
 
 
@@ -93,7 +94,6 @@ def zero_shot_classifier(text_encode_fn: TextEncodeFn, classnames: Sequence[str]
   weights = np.stack([emb[a:b].mean(0) for a, b in zip(bounds[:-1], bounds[1:])], axis=1)
   weights /= np.linalg.norm(weights, axis=0, keepdims=True)
   if cache_path is not None:
-    from clipjax.convert.io import atomic_path
     with atomic_path(path) as tmp, open(tmp, "wb") as f:
       np.savez(f, weights=weights, digest=np.asarray(digest))
   return weights

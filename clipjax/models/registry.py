@@ -7,6 +7,9 @@ between the two without a translation table beyond renames and transposes.
 from __future__ import annotations
 
 import dataclasses
+import difflib
+import json
+import os
 from typing import Any
 
 from clipjax.errors import ConfigError
@@ -259,7 +262,6 @@ def get_model_config(arch: str | CLIPConfig) -> CLIPConfig:
   if isinstance(arch, CLIPConfig):
     return arch
   if str(arch).endswith(".json"):
-    import json
     try:
       with open(arch) as f:
         return config_from_openclip_json(json.load(f))
@@ -268,7 +270,6 @@ def get_model_config(arch: str | CLIPConfig) -> CLIPConfig:
   try:
     return MODEL_CONFIGS[arch]
   except KeyError:
-    import difflib
     close = difflib.get_close_matches(str(arch), list_models(), n=1)
     raise ConfigError(f"unknown architecture {arch!r}"
                       + (f" (did you mean {close[0]!r}?)" if close else "")
@@ -304,8 +305,6 @@ def config_from_openclip_json(cfg: dict) -> CLIPConfig:
 def hf_text_config(text_cfg: dict) -> HFTextConfig:
   """open_clip `text_cfg` with `hf_model_name` -> HFTextConfig: a local directory's
   `config.json` gives the hyper-parameters, else a hub id this registry knows."""
-  import json
-  import os
   name = text_cfg["hf_model_name"]
   opts = {k: v for k, v in text_cfg.items() if k not in ("hf_model_name", "hf_model_pretrained")}
   config_json = os.path.join(name, "config.json")

@@ -146,13 +146,3 @@ class Tokenizer:
       out[i, 1 + len(ids)] = EOT_ID
     return out
 
-
-def get_tokenizer(arch="ViT-B-32", context_length: int | None = None):
-  """The tokenizer of an architecture (name or CLIPConfig): the CLIP BPE, or for an HF text
-  tower its HF tokenizer from the local directory the config names."""
-  from clipjax.models.registry import HFTextConfig, get_model_config
-  text = get_model_config(arch).text
-  if isinstance(text, HFTextConfig):
-    from clipjax.text.hf_tokenizer import HFTokenizer
-    return HFTokenizer(text.tokenizer_dir, context_length or text.context_length)
-  return Tokenizer(context_length or text.context_length)

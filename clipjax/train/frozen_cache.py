@@ -12,6 +12,7 @@ captions): batches carry `image_id` / `record_index`, the host looks up `image_e
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 from typing import Any
 
@@ -20,6 +21,9 @@ from absl import logging
 from etils import epath
 
 from clipjax.data.records import BadRecord
+from clipjax.data.views import Subset, first_record_per_image
+from clipjax.evaluate.embed import clip_encoders, embed_images, params_fingerprint
+from clipjax.files import write_atomically
 
 
 class ImageEmbeddingCache:
@@ -44,34 +48,6 @@ class ImageEmbeddingCache:
     return self.embeddings[rows]
 
 
-class CachedInputs:
-  """The training source with cached inputs replaced by their keys: images by `image_id`
-  and, with `captions=True`, captions by `record_index` (the source position). Records whose
-  image could not be embedded become BadRecord("corrupt_image"), empty cached captions
-  BadRecord("empty_caption"): counted like any other bad record."""
-
-  def __init__(self, source, cached_ids: np.ndarray, captions: bool = False):
-    self.source, self.cached = source, {int(i) for i in cached_ids}
-    self.captions = captions
-
-  def __len__(self) -> int:
-    return len(self.source)
-
-  def __getitem__(self, index: int):
-    record = self.source[index]
-    if isinstance(record, BadRecord):
-      return record
-    image_id = int(record.get("image_id", index))
-    if image_id not in self.cached:
-      return BadRecord("corrupt_image", f"image_id {image_id}: unreadable when caching")
-    out = dict({k: v for k, v in record.items() if k != "image"}, image_id=image_id)
-    if self.captions:
-      if not (record.get("caption") or "").strip():
-        return BadRecord("empty_caption", f"image_id {image_id}: empty caption")
-      out = dict({k: v for k, v in out.items() if k != "caption"}, record_index=index)
-    return out
-
-
 class FrozenEmbeddings:
   """Adds the cached rows to a host batch (`image_embedding`, and `caption_embedding` when
   captions are cached)."""
@@ -91,7 +67,6 @@ class FrozenEmbeddings:
 
 
 def _key(params: Any, source_spec: dict, size: int) -> str:
-  from clipjax.evaluate.embed import params_fingerprint
   text = json.dumps({"params": params_fingerprint(params), "source": source_spec, "size": size},
                     sort_keys=True, default=str)
   return hashlib.sha256(text.encode()).hexdigest()[:16]
@@ -106,19 +81,16 @@ def _load(path: epath.Path) -> dict[str, np.ndarray] | None:
 
 
 def _save(path: epath.Path, **arrays: np.ndarray) -> None:
-  import jax
+  buffer = io.BytesIO()
+  np.savez(buffer, **arrays)
   path.parent.mkdir(parents=True, exist_ok=True)
-  tmp = path.parent / f"{path.name}.tmp{jax.process_index()}"  # hosts may share the work dir
-  with tmp.open("wb") as f:
-    np.savez(f, **arrays)
-  tmp.rename(path)  # never leave a half-written table under the final name
+  write_atomically(path, buffer.getvalue())
 
 
 def build_caption_cache(model, clip_params: dict, source, source_spec: dict,
                         workdir: epath.Path, *, batch_size: int = 256) -> np.ndarray:
   """[len(source), D] unit caption embeddings by source position (zeros for bad records and
   empty captions, which the pipeline skips), or the table a previous run saved."""
-  from clipjax.evaluate.embed import clip_encoders
   text_params = {k: v for k, v in clip_params.items() if k != "visual"}
   key = _key(text_params, dict(source_spec), model.cfg.text.context_length)
   path = workdir / "frozen_cache" / f"captions-{key}.npz"
@@ -140,18 +112,12 @@ def build_image_cache(model, clip_params: dict, source, source_spec: dict, workd
                       *, num_workers: int = 2, batch_size: int = 64) -> ImageEmbeddingCache:
   """Embeds every unique image_id of `source` with the (frozen) image tower, or loads the
   table a previous run saved in `workdir/frozen_cache/`."""
-  from clipjax.evaluate.embed import clip_encoders, embed_images
-  from clipjax.evaluate.tasks import Subset
   key = _key(clip_params["visual"], dict(source_spec), model.cfg.vision.image_size)
   path = workdir / "frozen_cache" / f"images-{key}.npz"
   cached = _load(path)
   if cached is not None:
     return ImageEmbeddingCache(cached["ids"], cached["embeddings"])
-  first: dict[int, int] = {}
-  for i in range(len(source)):
-    record = source[i]
-    if not isinstance(record, BadRecord):
-      first.setdefault(int(record.get("image_id", i)), i)
+  first = first_record_per_image(source)
   positions = np.asarray(list(first.values()), np.int64)
   out = embed_images(clip_encoders(model, clip_params, batch_size), Subset(source, positions),
                      batch_size=batch_size, num_workers=num_workers,

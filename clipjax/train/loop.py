@@ -6,6 +6,7 @@ uninterrupted run on the same machine.
 """
 from __future__ import annotations
 
+import functools
 import json
 import math
 import os
@@ -17,10 +18,27 @@ import jax.numpy as jnp
 import numpy as np
 from absl import logging
 from etils import epath
+from jax.experimental import multihost_utils
+from tensorboardX import SummaryWriter
 from tqdm.auto import tqdm
 
+from clipjax.config import DEFAULT_ARCH
+from clipjax.convert.load import load_or_create
+from clipjax.data.builder import make_source
+from clipjax.data.pipeline import (
+  PrepareExample,
+  PrepareText,
+  TwoStreams,
+  build_dataset,
+  synthetic_text_records,
+)
 from clipjax.data.records import BAD_REASONS
+from clipjax.data.views import CachedInputs, MapRecords, OneQAPerSample
 from clipjax.methods import Method, get_method
+from clipjax.models.text import padded_length
+from clipjax.parallel.mesh import host_batch_to_global, make_mesh
+from clipjax.parallel.sharding import param_shardings, state_shardings
+from clipjax.train import frozen_cache
 from clipjax.train.checkpoint import Checkpointer, PreemptionFlag
 from clipjax.train.optim import make_optimizer
 from clipjax.train.step import make_train_step
@@ -31,25 +49,16 @@ class TrainingError(RuntimeError):
 
 
 def _model_and_params(cfg, method: Method) -> tuple[Any, dict]:
-  import clipjax
-  dtype = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}[cfg.model.dtype]
-  kw = dict(dtype=dtype, remat=cfg.model.remat)
-  # A longer text context than the checkpoint's interpolates its positional embeddings.
-  context = cfg.model.get("context_length") or None
-  if cfg.model.checkpoint:
-    model, clip = clipjax.load_openclip(cfg.model.checkpoint, cfg.model.get("pretrained") or None,
-                                        arch=cfg.model.arch or None, context_length=context, **kw)
-  else:
-    from clipjax.config import DEFAULT_ARCH
-    from clipjax.models.registry import get_model_config
-    arch = get_model_config(cfg.model.arch or DEFAULT_ARCH)
-    if context:
-      arch = arch.replace(text={"context_length": context})
-    if cfg.model.get("init_logit_bias") is not None:  # SigLIP: a learnable bias, init −10
-      arch = arch.replace(init_logit_bias=cfg.model.init_logit_bias)
-    model, clip = clipjax.create_model(arch, seed=cfg.seed, **kw)
-    if cfg.model.get("init_logit_scale") is not None:  # SigLIP: t' = log 10
-      clip = dict(clip, logit_scale=jnp.full((), cfg.model.init_logit_scale, jnp.float32))
+  """The model and `{"clip": ..., **the method's own towers}`: from model.checkpoint, or
+  random (a longer model.context_length interpolates a checkpoint's positions)."""
+  model, clip, _, _ = load_or_create(
+      cfg.model.checkpoint, cfg.model.get("pretrained") or None, arch=cfg.model.arch or None,
+      default_arch=DEFAULT_ARCH, context_length=cfg.model.get("context_length") or None,
+      dtype={"float32": jnp.float32, "bfloat16": jnp.bfloat16}[cfg.model.dtype],
+      remat=cfg.model.remat, seed=cfg.seed, init_logit_bias=cfg.model.get("init_logit_bias"),
+      warn_random=False)
+  if not cfg.model.checkpoint and cfg.model.get("init_logit_scale") is not None:
+    clip = dict(clip, logit_scale=jnp.full((), cfg.model.init_logit_scale, jnp.float32))
   return model, {"clip": clip, **method.init_params(model, clip, cfg)}
 
 
@@ -60,18 +69,6 @@ def _caption_from(field: str, record: dict, index: int) -> dict:
 
 def _dataset(cfg, method: Method, model, params, frozen, workdir):
   """The per-host iterator dataset, the epoch size and the frozen-tower cache (or None)."""
-  import functools
-
-  from clipjax.data.builder import make_source
-  from clipjax.data.mixing import MapRecords
-  from clipjax.data.pipeline import (
-    OneQAPerSample,
-    PrepareExample,
-    PrepareText,
-    TwoStreams,
-    build_dataset,
-    synthetic_text_records,
-  )
 
   def per_host(batch_size: int, name: str) -> int:
     if batch_size % jax.process_count():
@@ -86,7 +83,6 @@ def _dataset(cfg, method: Method, model, params, frozen, workdir):
   fields = dict(method.text_fields)
   image_stream = "image_text" if method.reads_text_pairs else ""
   if cfg.data.cache_frozen:  # validate() checked the method, augmentation and freeze rules
-    from clipjax.train import frozen_cache
     images = frozen_cache.build_image_cache(model, params["clip"], source, cfg.data.train,
                                             workdir, num_workers=cfg.data.num_workers)
     text_frozen = all(f for path, f in jax.tree_util.tree_leaves_with_path(frozen["clip"])
@@ -97,7 +93,7 @@ def _dataset(cfg, method: Method, model, params, frozen, workdir):
       captions = frozen_cache.build_caption_cache(model, params["clip"], source, spec, workdir)
       fields[image_stream] = tuple(f for f in fields[image_stream] if f != "caption")
     cache = frozen_cache.FrozenEmbeddings(images, captions)
-    source = frozen_cache.CachedInputs(source, cache.ids, captions=captions is not None)
+    source = CachedInputs(source, cache.ids, captions=captions is not None)
   if "dialogue" in fields[image_stream] and cfg.data.dialogue_mode == "one_qa":
     source = OneQAPerSample(source)  # else "concat" (validate() checked the value)
   prepare = PrepareExample(model.cfg.vision.image_size, train=cfg.data.augment,
@@ -133,14 +129,12 @@ def trim_text_padding(batch: dict, fields: dict[str, Any], pad_id: int = 0) -> d
   `fields`: stream name ("" = the batch itself) -> token fields. The fields of a
   stream share one length, a multiple of 8, agreed by every host (global arrays stay
   rectangular), so the step compiles for at most (context/8)^streams shapes."""
-  from clipjax.models.text import padded_length
   streams = [(s, [f for f in names if f in (batch[s] if s else batch)])
              for s, names in fields.items()]
   lengths = np.asarray([max(padded_length(x.reshape(-1, x.shape[-1]), pad_id=pad_id)
                             for x in ((batch[s] if s else batch)[f] for f in names))
                         for s, names in streams], np.int32)
   if jax.process_count() > 1:
-    from jax.experimental import multihost_utils
     lengths = np.asarray(multihost_utils.process_allgather(lengths)).max(axis=0)
   out = {k: dict(v) if isinstance(v, dict) else v for k, v in batch.items()}
   for (s, names), n in zip(streams, lengths):
@@ -184,7 +178,6 @@ class _Logs:
     self.batch_size, self.last_time, self.last_step = batch_size, time.perf_counter(), start
     self.bar = tqdm(total=total, initial=start, desc="train", unit="step", disable=not self.main)
     if self.main:
-      from tensorboardX import SummaryWriter
       self.tb = SummaryWriter(str(workdir / "tensorboard"))
       self.jsonl = (workdir / "metrics.jsonl").open("a")
 
@@ -211,8 +204,6 @@ class _Logs:
 def train(cfg, workdir: str) -> dict:
   """Trains `cfg.method` to `cfg.total_steps` in `workdir` (resuming if it holds a checkpoint).
   Returns {"model", "params", "bad_records", "steps_run"}."""
-  from clipjax.parallel.mesh import host_batch_to_global, make_mesh
-  from clipjax.parallel.sharding import param_shardings, state_shardings
   if "://" not in str(workdir):  # orbax needs absolute paths; gs:// etc. already are
     workdir = os.path.abspath(os.path.expanduser(workdir))
   workdir = epath.Path(workdir)
@@ -293,7 +284,6 @@ def train(cfg, workdir: str) -> dict:
   if bad.any():
     logging.warning("skipped records: %s", {r: int(n) for r, n in zip(BAD_REASONS, bad) if n})
   # Every host gets the full parameters (FSDP shards live on several hosts' devices).
-  from jax.experimental import multihost_utils
   params = jax.tree.map(np.asarray, multihost_utils.process_allgather(state["params"], tiled=True))
   return {"model": model, "params": params, "bad_records": bad,
           "steps_run": cfg.total_steps - start}

@@ -15,11 +15,14 @@ import re
 from typing import Any
 
 import jax
+from etils import epath
 
 from clipjax.config import DEFAULT_ARCH
-from clipjax.convert.openclip import describe_checkpoint, param_shapes
+from clipjax.convert.load import describe_checkpoint
+from clipjax.convert.openclip import param_shapes
 from clipjax.data.builder import check_source_spec
 from clipjax.errors import ConfigError
+from clipjax.files import write_atomically
 from clipjax.losses.mmd import ESTIMATORS
 from clipjax.methods import Method, get_method, method_names
 from clipjax.models.naming import param_paths
@@ -135,7 +138,6 @@ def _flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
 def check_workdir_config(cfg, workdir: str) -> None:
   """Saves `cfg` as WORKDIR/config.json, or refuses (ConfigError) a rerun whose config
   differs from the saved one in a field outside RERUN_FIELDS."""
-  from etils import epath
   path = epath.Path(workdir) / "config.json"
   current = json.loads(cfg.to_json_best_effort())
   if path.exists():
@@ -150,10 +152,4 @@ def check_workdir_config(cfg, workdir: str) -> None:
                         f"rerun with the same values to resume, or start fresh with another "
                         f"--workdir (or delete {workdir})")
   if jax.process_index() == 0:
-    text = json.dumps(current, indent=2, sort_keys=True)
-    if "://" in str(workdir):  # object stores write whole objects
-      path.write_text(text)
-    else:
-      from clipjax.convert.io import atomic_path
-      with atomic_path(path) as tmp:
-        epath.Path(tmp).write_text(text)
+    write_atomically(path, json.dumps(current, indent=2, sort_keys=True))

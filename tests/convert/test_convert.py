@@ -16,12 +16,8 @@ from conftest import REPO, make_openclip_model, rel_err, torch_state_dict
 
 from clipjax.convert.hf import export_hf
 from clipjax.convert.io import CheckpointError, load_state_dict, save_state_dict
-from clipjax.convert.openclip import (
-  export_openclip,
-  infer_config,
-  load_openclip,
-  params_to_state_dict,
-)
+from clipjax.convert.load import load_openclip
+from clipjax.convert.openclip import export_openclip, infer_config, params_to_state_dict
 from clipjax.models import create_model, get_model_config
 
 TOL = 1e-5

@@ -7,11 +7,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from clipjax.data.pipeline import OneQAPerSample, PrepareExample, build_dataset
+from clipjax.data.pipeline import PrepareExample, build_dataset
 from clipjax.data.records import BAD_REASONS
 from clipjax.data.sources import CocoCaptionsSource, ManifestSource, WebDatasetSource
 from clipjax.data.synthetic import SyntheticScenes
 from clipjax.data.transforms import image_transform, normalize
+from clipjax.data.views import OneQAPerSample
 
 
 def _jpeg(rng, size=(40, 30)) -> bytes:

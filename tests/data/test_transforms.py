@@ -55,7 +55,7 @@ def test_checkpoint_preprocess_configs_match_openclip(coco_sample, interpolation
 def test_other_modes_match_openclip(coco_sample, mode):
   """Grayscale, CMYK, alpha and palette images: resized in their own mode then converted,
   as open_clip does (palette images are resized with nearest neighbour by PIL)."""
-  ours, ref = image_transform("ViT-B-32"), _ref_eval(224)
+  ours, ref = image_transform(224), _ref_eval(224)
   for im in _photos(coco_sample, 4):
     im = im.convert(mode)
     np.testing.assert_allclose(ours(im), ref(im).numpy().transpose(1, 2, 0), rtol=0, atol=TOL)

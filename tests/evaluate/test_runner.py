@@ -143,8 +143,8 @@ def test_vqav1_files_end_to_end(two_models, tmp_path):
   accuracy from the ten human answers, against a direct computation on the same embeddings."""
   from PIL import Image
 
+  from clipjax.data.sources import VQAv1Source
   from clipjax.evaluate import official_vqa_accuracy, vqa_predict
-  from clipjax.evaluate.vqa import VQAv1Source
   rng = np.random.default_rng(0)
   for image_id in (7, 9):
     Image.fromarray(rng.integers(0, 255, (40, 48, 3), dtype=np.uint8)).save(

@@ -12,15 +12,15 @@ from conftest import rel_err, write_hf_text_dir
 
 from clipjax.convert.hf_text import export_hf_text, load_hf_text_weights
 from clipjax.convert.io import CheckpointError
+from clipjax.convert.load import load_openclip
 from clipjax.convert.openclip import (
   export_openclip,
-  load_openclip,
   params_to_state_dict,
   state_dict_to_params,
 )
 from clipjax.models import CLIP, create_model
 from clipjax.models.registry import config_from_openclip_json
-from clipjax.text.tokenizer import get_tokenizer
+from clipjax.text.factory import get_tokenizer
 
 TOL = 1e-5  # observed 4e-7 .. 6e-7: float32 summation-order differences
 CORPUS = ["a photo of a cat", "Two dogs play in the snow, at night!", "naïve café 東京 🎉",

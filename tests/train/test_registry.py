@@ -9,9 +9,16 @@ import pytest
 
 from clipjax import losses
 from clipjax.errors import ConfigError
-from clipjax.main import run
 from clipjax.evaluate.embed import clip_encoders
-from clipjax.methods import Evaluation, Method, get_method, method_config, method_names, register
+from clipjax.main import run
+from clipjax.methods import (
+  Evaluation,
+  Method,
+  get_method,
+  method_config,
+  method_names,
+  register,
+)
 from clipjax.methods.base import embed_image_text, logit_scale
 from clipjax.parallel.mesh import on_mesh
 

@@ -1,0 +1,114 @@
+"""Views of sources: random-access objects (`len`, `[i]`) over another source's records, so
+pipelines compose them without copying data. BadRecords pass through every view unchanged."""
+from __future__ import annotations
+
+from typing import Callable, Sequence
+
+import numpy as np
+
+from clipjax.data.records import BadRecord
+
+
+class MapRecords:
+  """A source whose good records are `fn(record, index)` of another's."""
+
+  def __init__(self, source, fn: Callable[[dict, int], dict]):
+    self.source, self.fn = source, fn
+
+  def __len__(self) -> int:
+    return len(self.source)
+
+  def __getitem__(self, index: int):
+    record = self.source[index]
+    return record if isinstance(record, BadRecord) else self.fn(record, index)
+
+
+class Subset:
+  """The records of `source` at `indices`, in that order."""
+
+  def __init__(self, source, indices: Sequence[int]):
+    self.source, self.indices = source, list(indices)
+
+  def __len__(self) -> int:
+    return len(self.indices)
+
+  def __getitem__(self, i: int):
+    return self.source[self.indices[i]]
+
+  def __repr__(self) -> str:
+    return f"{len(self.indices)} images of {self.source!r}"
+
+
+class OneQAPerSample:
+  """`one_qa` dialogue mode (DRAFT default): record i of the source becomes `pairs` samples,
+  one per question–answer pair, so the dataset grows `pairs`-fold (METHODS §3)."""
+
+  def __init__(self, source, pairs: int = 3):
+    self.source, self.pairs = source, pairs
+
+  def __len__(self) -> int:
+    return len(self.source) * self.pairs
+
+  def __getitem__(self, index: int):
+    record = self.source[index // self.pairs]
+    if isinstance(record, BadRecord):
+      return record
+    dialogue = record.get("dialogue") or []
+    if len(dialogue) < self.pairs:
+      return BadRecord("missing_dialogue", f"record {index // self.pairs} has {len(dialogue)} "
+                                           f"QA pairs, expected {self.pairs}")
+    return dict(record, dialogue=[dialogue[index % self.pairs]])
+
+
+class CachedInputs:
+  """The training source with cached inputs replaced by their keys: images by `image_id`
+  and, with `captions=True`, captions by `record_index` (the source position). Records whose
+  image could not be embedded become BadRecord("corrupt_image"), empty cached captions
+  BadRecord("empty_caption"): counted like any other bad record."""
+
+  def __init__(self, source, cached_ids: np.ndarray, captions: bool = False):
+    self.source, self.cached = source, {int(i) for i in cached_ids}
+    self.captions = captions
+
+  def __len__(self) -> int:
+    return len(self.source)
+
+  def __getitem__(self, index: int):
+    record = self.source[index]
+    if isinstance(record, BadRecord):
+      return record
+    image_id = int(record.get("image_id", index))
+    if image_id not in self.cached:
+      return BadRecord("corrupt_image", f"image_id {image_id}: unreadable when caching")
+    out = dict({k: v for k, v in record.items() if k != "image"}, image_id=image_id)
+    if self.captions:
+      if not (record.get("caption") or "").strip():
+        return BadRecord("empty_caption", f"image_id {image_id}: empty caption")
+      out = dict({k: v for k, v in out.items() if k != "caption"}, record_index=index)
+    return out
+
+
+class ImageFiles:
+  """Records {"image": path, "image_id": i} of a list of image files (a photo folder)."""
+
+  def __init__(self, paths: Sequence[str]):
+    self.paths = list(paths)
+
+  def __len__(self) -> int:
+    return len(self.paths)
+
+  def __getitem__(self, i: int):
+    return {"image": self.paths[i], "image_id": i}
+
+  def __repr__(self) -> str:
+    return f"{len(self.paths)} images"
+
+
+def first_record_per_image(records) -> dict:
+  """image_id (the position when absent) -> position of its first good record, in order."""
+  first: dict = {}
+  for i in range(len(records)):
+    record = records[i]
+    if not isinstance(record, BadRecord):
+      first.setdefault(record.get("image_id", i), i)
+  return first
