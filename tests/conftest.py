@@ -1,14 +1,25 @@
 """Shared test setup. Environment first: XLA_FLAGS must be set before jax is imported."""
+import atexit
 import os
+import shutil
+import tempfile
 
 os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 os.environ["HF_HUB_OFFLINE"] = "1"  # no model hub here: any download attempt must fail fast
 os.environ["TRANSFORMERS_OFFLINE"] = "1"
+# One persistent XLA compilation cache for the session, inherited by the subprocess tests: the
+# tiny test models' train steps are compiled once, not once per test and process. It is a
+# fresh directory per session, so nothing compiled by another checkout is ever reused.
+if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
+  _cache = tempfile.mkdtemp(prefix="clipjax-test-xla-cache-")
+  atexit.register(shutil.rmtree, _cache, ignore_errors=True)
+  os.environ["JAX_COMPILATION_CACHE_DIR"] = _cache
+  os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0.5"
+  os.environ["JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES"] = "0"
 
 import functools  # noqa: E402
 import json  # noqa: E402
-import tempfile  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import numpy as np  # noqa: E402

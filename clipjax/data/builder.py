@@ -80,7 +80,7 @@ def parse_source_spec(spec: Any) -> dict[str, Any]:
     if not eq:
       raise ConfigError(f"data source {text!r}: {item!r} is not key=value")
     out[key.strip()] = value.strip()
-  for key in _KINDS.get(kind, _Kind(())).ints:
+  for key in _KINDS[kind].ints if kind in _KINDS else ():  # check_source_spec names a bad kind
     if isinstance(out.get(key), str):
       try:
         out[key] = int(out[key])

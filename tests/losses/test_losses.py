@@ -10,7 +10,7 @@ import pytest
 from conftest import rel_err
 
 from clipjax import losses
-from clipjax.losses.mmd import MMDConfig, rff_features, subsample_positions
+from clipjax.losses.mmd import MMDConfig, mmd2, rff_features, subsample_positions
 from clipjax.parallel.mesh import make_mesh, on_mesh
 
 # float32 on the mesh vs float64: observed value errors <= 2e-7 and gradient errors <= 3e-6
@@ -265,11 +265,49 @@ def test_non_finite_embeddings_give_a_non_finite_loss():
   assert np.isnan(float(losses.clip_loss(i, t.at[0, 0].set(jnp.inf), SCALE, block_size=4)))
 
 
-def test_draft_loss_lowers_at_65536(mesh):
-  """Entry counts reach 2·B² = 8.6e9 at this size (past int32); lowering with abstract inputs
-  (no memory used) traces every count, so an integer overflow fails here."""
-  emb = jax.ShapeDtypeStruct((65536, 512), jnp.float32)
-  f = on_mesh(lambda i, y, z, s, key, axis_name: losses.draft_loss(
+def test_draft_mmd_at_65536_counts_every_entry(mesh):
+  """At B = 65,536 the MMD's entry count 2·B² = 8.6e9 is past int32. With a tiny embedding
+  dim, σ₀ (which divides by that count) and the subsample MMD² computed on the 8-device mesh
+  equal a float64 computation; the whole DRAFT loss and its gradient (tiled, 512 dims) also
+  lower at this size with abstract inputs, tracing every count of the rff path.
+
+  Rows are drawn from 8 unit vectors per tower, so the float64 reference sums the 64 distinct
+  similarity values with their multiplicities instead of 4.3e9 entries (exact in float64)."""
+  n, dim, scale = 65536, 4, 10.0
+  rng = np.random.default_rng(0)
+  protos = {k: unit(rng, 8, dim) for k in ("image", "caption", "dialogue")}
+  which = {k: rng.integers(0, 8, n) for k in protos}
+  emb = {k: protos[k][which[k]] for k in protos}
+  counts = {k: np.bincount(which[k], minlength=8).astype(np.float64) for k in protos}
+  key = jax.random.key(1)
+  config = MMDConfig("subsample", subsample_size=512)
+  f = jax.jit(on_mesh(lambda y, z, i, axis_name: mmd2(
+      y, z, i, scale, key=key, config=config, axis_name=axis_name), mesh))
+  value, sigmas = f(*(jnp.asarray(emb[k], jnp.float32) for k in ("caption", "dialogue", "image")))
+
+  weights, values = [], []  # the distinct entries of S and D and how often each occurs
+  for query in ("caption", "dialogue"):
+    v = scale * protos[query] @ protos["image"].T  # [8, 8]
+    weights.append(np.outer(counts[query], counts["image"]).ravel())
+    values.append(v.ravel())
+  weights, values = np.concatenate(weights), np.concatenate(values)
+  assert weights.sum() == 2 * n * n  # 8.6e9 entries, exactly representable in float64
+  mean = np.sum(weights * values) / weights.sum()
+  sigma = np.sqrt(np.sum(weights * (values - mean) ** 2) / weights.sum())
+  np.testing.assert_allclose(float(sigmas[0]), sigma, rtol=1e-5)
+
+  positions = np.asarray(subsample_positions(key, 512, n))
+  s = scale * np.sum(emb["caption"][positions[0, 0]] * emb["image"][positions[0, 1]], -1)
+  d = scale * np.sum(emb["dialogue"][positions[1, 0]] * emb["image"][positions[1, 1]], -1)
+  m = len(s)
+  off = 1 - np.eye(m)
+  kern = lambda u, v: ref.rbf(u, v, [sigma])
+  expected = ((kern(s, s) * off).sum() / (m * (m - 1)) + (kern(d, d) * off).sum() / (m * (m - 1))
+              - 2 * kern(s, d).mean())
+  np.testing.assert_allclose(float(value), expected, rtol=1e-4, atol=1e-6)
+
+  abstract = jax.ShapeDtypeStruct((n, 512), jnp.float32)
+  loss = on_mesh(lambda i, y, z, s, key, axis_name: losses.draft_loss(
       i, y, z, s, key=key, block_size=1024, axis_name=axis_name)[0], mesh)
-  jax.jit(jax.value_and_grad(f, argnums=(1, 2))).lower(
-      emb, emb, emb, jax.ShapeDtypeStruct((), jnp.float32), jax.random.key(0))
+  jax.jit(jax.value_and_grad(loss, argnums=(1, 2))).lower(
+      abstract, abstract, abstract, jax.ShapeDtypeStruct((), jnp.float32), jax.random.key(0))
