@@ -101,3 +101,14 @@ def base_config(method: str) -> ml_collections.ConfigDict:
   c.base = None                # the config of a base model trained first when no checkpoint
   return c
 
+
+def adaptation_run(c: ml_collections.ConfigDict, arch: str = "") -> ml_collections.ConfigDict:
+  """A short, low learning-rate run adapting a pretrained CLIP (draft, three_tower). With a
+  real architecture the weights come from model.checkpoint, so no base is pretrained."""
+  c.total_steps = 80
+  c.optim.lr = 1e-4
+  c.optim.warmup_steps = 10
+  if arch:
+    c.model.arch = arch
+    c.base = None
+  return c

@@ -9,17 +9,11 @@ Without a checkpoint a small base CLIP is first pretrained on the synthetic capt
 from the work dir), then adapted; the evaluation prints base, DRAFT and the DRAFT + base
 embedding blend side by side, and the WiSE-FT weight blend (β = export.wise_beta) is exported.
 """
-from clipjax.config import parse_arg
+from clipjax.config import adaptation_run, parse_arg
 from clipjax.methods import method_config
 
 
 def get_config(arg=None):
   args = parse_arg(arg, arch="")
-  c = method_config("draft")  # freeze rules, loss.a, dialogue mode, the base CLIP
-  c.total_steps = 80
-  c.optim.lr = 1e-4
-  c.optim.warmup_steps = 10
-  if args.arch:
-    c.model.arch = args.arch
-    c.base = None  # real architectures start from an OpenCLIP checkpoint
-  return c
+  # freeze rules, loss.a, dialogue mode and the base CLIP come from the method
+  return adaptation_run(method_config("draft"), args.arch)

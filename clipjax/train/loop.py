@@ -19,7 +19,6 @@ import numpy as np
 from absl import logging
 from etils import epath
 from jax.experimental import multihost_utils
-from tensorboardX import SummaryWriter
 from tqdm.auto import tqdm
 
 from clipjax.config import DEFAULT_ARCH
@@ -178,6 +177,9 @@ class _Logs:
     self.batch_size, self.last_time, self.last_step = batch_size, time.perf_counter(), start
     self.bar = tqdm(total=total, initial=start, desc="train", unit="step", disable=not self.main)
     if self.main:
+      from tensorboardX import (
+        SummaryWriter,  # lazily: it imports torch whenever installed
+      )
       self.tb = SummaryWriter(str(workdir / "tensorboard"))
       self.jsonl = (workdir / "metrics.jsonl").open("a")
 

@@ -81,8 +81,8 @@ def _check_freeze(cfg, method: Method, arch_cfg) -> None:
 
 def _check_batches(cfg) -> None:
   devices, hosts = jax.device_count(), jax.process_count()
-  for name in ("batch_size", "data.text_batch_size"):
-    value = cfg.get(name) if "." not in name else cfg.data.get(name.split(".")[1])
+  for name, value in (("batch_size", cfg.batch_size),
+                      ("data.text_batch_size", cfg.data.get("text_batch_size"))):
     if value is None:
       continue
     if value <= 0 or value % hosts or value % devices:
