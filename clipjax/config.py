@@ -35,7 +35,9 @@ def parse_arg(arg: str | None, **defaults: Any) -> ml_collections.ConfigDict:
       try:
         out[key] = kind(value)
       except ValueError:
-        raise ConfigError(f"config argument {key}={value!r} is not a {kind.__name__}") from None
+        article = "an" if kind.__name__[0] in "aeiou" else "a"
+        raise ConfigError(f"config argument {key}={value!r} is not {article} {kind.__name__}"
+                          ) from None
   return out
 
 

@@ -38,7 +38,8 @@ class _Kind:
 
 
 _KINDS = {
-    "synthetic": _Kind(SyntheticScenes, (), ("size", "resolution", "seed", "split"),
+    "synthetic": _Kind(SyntheticScenes, (), ("size", "resolution", "seed", "split",
+                                             "caption_detail"),
                        ints=("size", "resolution", "seed")),
     "manifest": _Kind(ManifestSource, ("manifest",), ("image_root",),
                       paths=("manifest", "image_root")),

@@ -121,25 +121,42 @@ def _where(o: SceneObject) -> str:
   return "center" if (vertical, horizontal) == ("middle", "center") else f"{vertical} {horizontal}"
 
 
-def describe(background: str, objects: list[SceneObject], rng: np.random.Generator) -> dict:
-  """Caption, long caption, three QA pairs, a paraphrase and a one-attribute-swap negative."""
+def describe(background: str, objects: list[SceneObject], rng: np.random.Generator,
+             caption_detail: str = "full") -> dict:
+  """Caption, long caption, three QA pairs, a paraphrase and a one-attribute-swap negative.
+
+  caption_detail "full": the caption lists every object and the background, the dialogue asks
+  about facts it already states. "partial": the caption names the main object only, and the
+  dialogue reveals what it leaves out (the object count, the background, the other objects and
+  where things are), as real captions leave most of a scene unsaid.
+  """
   names = [f"a {o.size} {o.name}" for o in objects]
-  listed = names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1]
-  caption = f"{listed} on a {background} background"
+  main = objects[0]
   count = NUMBERS[len(objects)]
+  if caption_detail == "partial":
+    listed, caption = names[0], names[0]
+  else:
+    listed = names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1]
+    caption = f"{listed} on a {background} background"
   sentences = [f"There {'is one object' if len(objects) == 1 else f'are {count} objects'} on a "
                f"{background} background."]
   sentences += [f"{n.capitalize()} is at the {_where(o)}." for n, o in zip(names, objects)]
-  main = objects[0]
   if len(objects) > 1:
     sentences.append(f"The {main.name} is {_relation(main, objects[1])} the {objects[1].name}.")
-  qa = [(f"What color is the {main.shape}?", main.colour),
-        ("How many objects are in the picture?", count)]
-  if len(objects) > 1:
-    qa.append((f"What is {_relation(objects[1], main)} the {main.name}?", f"a {objects[1].name}"))
+  if caption_detail == "partial":
+    qa = [("How many objects are in the picture?", count),
+          ("What color is the background?", background),
+          (f"What is {_relation(objects[1], main)} the {main.name}?", f"a {objects[1].name}")
+          if len(objects) > 1 else (f"Where is the {main.name}?", f"at the {_where(main)}")]
+    paraphrase = f"a picture showing {listed.replace('a ', 'one ', 1)}"
   else:
-    qa.append((f"What shape is the {main.colour} object?", main.shape))
-  paraphrase = f"a picture showing {listed.replace('a ', 'one ', 1)} over {background}"
+    qa = [(f"What color is the {main.shape}?", main.colour),
+          ("How many objects are in the picture?", count)]
+    if len(objects) > 1:
+      qa.append((f"What is {_relation(objects[1], main)} the {main.name}?", f"a {objects[1].name}"))
+    else:
+      qa.append((f"What shape is the {main.colour} object?", main.shape))
+    paraphrase = f"a picture showing {listed.replace('a ', 'one ', 1)} over {background}"
   swapped = dict(colour=_pick(rng, [c for c in COLOURS if c != main.colour]))
   if rng.random() < 0.5:
     swapped = dict(shape=_pick(rng, [s for s in SHAPES if s != main.shape]))
@@ -149,31 +166,45 @@ def describe(background: str, objects: list[SceneObject], rng: np.random.Generat
               paraphrase=paraphrase, hard_negative=negative)
 
 
-def _vqa_item(objects: list[SceneObject], rng: np.random.Generator) -> tuple[str, list[str], int]:
-  """A question with 8 candidate answers of the right type; returns (question, candidates, k)."""
+# VQA question types. "full" captions state all three facts; "partial" ones state only the
+# main object's colour and shape, so half the questions ask what the caption leaves out.
+QUESTION_TYPES = {"full": ("color", "shape", "count"),
+                  "partial": ("color", "shape", "count", "background")}
+_MORE_NUMBERS = (*NUMBERS[1:], "four", "five", "six", "seven", "eight")
+
+
+def _vqa_item(background: str, objects: list[SceneObject], rng: np.random.Generator,
+              caption_detail: str = "full") -> tuple[str, str, list[str], int]:
+  """A question with 8 candidate answers of the right type; returns (question type, question,
+  candidates, index of the right one)."""
   main = objects[0]
-  kind = rng.integers(3)
-  if kind == 0:
-    question, answer, pool = f"What color is the {main.shape}?", main.colour, list(COLOURS)
-  elif kind == 1:
-    question, answer, pool = f"What shape is the {main.colour} object?", main.shape, list(SHAPES)
-  else:
-    question = "How many objects are in the picture?"
-    answer, pool = NUMBERS[len(objects)], [*NUMBERS[1:], "four", "five", "six", "seven", "eight"]
+  kind = QUESTION_TYPES[caption_detail][int(rng.integers(len(QUESTION_TYPES[caption_detail])))]
+  question, answer, pool = {
+      "color": (f"What color is the {main.shape}?", main.colour, list(COLOURS)),
+      "shape": (f"What shape is the {main.colour} object?", main.shape, list(SHAPES)),
+      "count": ("How many objects are in the picture?", NUMBERS[len(objects)], _MORE_NUMBERS),
+      "background": ("What color is the background?", background, list(BACKGROUNDS)),
+  }[kind]
   wrong = [p for p in pool if p != answer]
   candidates = [answer, *rng.choice(wrong, size=7, replace=False)]
   order = rng.permutation(8)
-  return question, [str(candidates[o]) for o in order], int(np.argmax(order == 0))
+  return kind, question, [str(candidates[o]) for o in order], int(np.argmax(order == 0))
 
 
 class SyntheticScenes:
-  """Random-access synthetic dataset (a grain data source). `split` in {train, eval, vqa}."""
+  """Random-access synthetic dataset (a grain data source). `split` in {train, eval, vqa};
+  `caption_detail` "full" (every object and the background) or "partial" (the main object
+  only; the dialogue and half the VQA questions cover the rest), see `describe`."""
 
   def __init__(self, size: int = 10_000, resolution: int = 64, seed: int = 0,
-               split: str = "train"):
+               split: str = "train", caption_detail: str = "full"):
     if split not in SPLITS:
       raise ValueError(f"synthetic split must be one of {list(SPLITS)}, got {split!r}")
+    if caption_detail not in QUESTION_TYPES:
+      raise ValueError(f"synthetic caption_detail must be one of {list(QUESTION_TYPES)}, "
+                       f"got {caption_detail!r}")
     self.size, self.resolution, self.seed, self.split = size, resolution, seed, split
+    self.caption_detail = caption_detail
     self.class_names = CLASS_NAMES
 
   def __len__(self) -> int:
@@ -184,15 +215,16 @@ class SyntheticScenes:
       raise IndexError(index)
     rng = np.random.default_rng([self.seed, SPLITS[self.split], int(index)])
     background, objects = sample_scene(rng)
-    record = describe(background, objects, rng)
+    record = describe(background, objects, rng, self.caption_detail)
     record.update(image=render(background, objects, self.resolution, rng), image_id=int(index),
                   label=CLASS_NAMES.index(objects[0].name))
     if self.split == "vqa":
-      question, candidates, answer = _vqa_item(objects, rng)
-      record.update(question=question, candidates=candidates, answer=answer,
+      kind, question, candidates, answer = _vqa_item(background, objects, rng, self.caption_detail)
+      record.update(question=question, question_type=kind, candidates=candidates, answer=answer,
                     candidate_texts=[format_qa(question, c) for c in candidates])
     return record
 
   def __repr__(self) -> str:
+    detail = "" if self.caption_detail == "full" else f", caption_detail={self.caption_detail!r}"
     return (f"SyntheticScenes(size={self.size}, resolution={self.resolution}, seed={self.seed}, "
-            f"split={self.split!r})")
+            f"split={self.split!r}{detail})")

@@ -131,13 +131,15 @@ def vqa(text_towers: Sequence[Encoders], source, *, betas: Sequence[float] | Non
   answer = np.asarray([r.get("answer", -1) for r in usable])
   humans = [r.get("human_answers") or [] for r in usable]
   has_humans = all(humans)
+  types = [r.get("question_type") for r in usable]
   n_cand = sizes.pop()
   cand_emb = [t.encode_texts(flat).reshape(len(usable), n_cand, -1) for t in text_towers]
 
   def score(emb):
     chosen = vqa_predict(out["embeddings"], emb, q2i)
     return vqa_accuracy(chosen, answer if (answer >= 0).all() else None,
-                        [r["candidates"] for r in usable], humans if has_humans else None)
+                        [r["candidates"] for r in usable], humans if has_humans else None,
+                        types if all(types) else None)
 
   result = {"num_questions": len(usable), "skipped": _skipped(bad)}
   if betas is None:

@@ -92,13 +92,20 @@ def vqa_predict(image_emb: np.ndarray, candidate_emb: np.ndarray,
 
 def vqa_accuracy(chosen: np.ndarray, answer: np.ndarray | None = None,
                  candidates: Sequence[Sequence[str]] | None = None,
-                 human_answers: Sequence[Sequence[str]] | None = None) -> dict[str, float]:
-  """`multiple_choice_accuracy` (chosen == answer index) and, given the candidate strings and
-  the human answers, `vqa_accuracy` (official). Values in [0, 1]."""
+                 human_answers: Sequence[Sequence[str]] | None = None,
+                 question_types: Sequence[str] | None = None) -> dict[str, float]:
+  """`multiple_choice_accuracy` (chosen == answer index), per question type as
+  `multiple_choice_accuracy/<type>` when `question_types` are given, and, given the candidate
+  strings and the human answers, `vqa_accuracy` (official). Values in [0, 1]."""
   chosen = np.asarray(chosen)
   metrics = {}
   if answer is not None:
-    metrics["multiple_choice_accuracy"] = float(np.mean(chosen == np.asarray(answer)))
+    right = chosen == np.asarray(answer)
+    metrics["multiple_choice_accuracy"] = float(np.mean(right))
+    if question_types is not None:
+      types = np.asarray(question_types)
+      for kind in sorted(set(types.tolist())):
+        metrics[f"multiple_choice_accuracy/{kind}"] = float(np.mean(right[types == kind]))
   if human_answers is not None:
     if candidates is None:
       raise ValueError("official VQA accuracy needs the candidate answer strings")

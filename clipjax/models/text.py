@@ -54,9 +54,9 @@ def trim_padding(ids: np.ndarray, multiple: int = 8, pad_id: int = 0) -> np.ndar
 
   Exact for every clipjax text tower: the CLIP towers are causal and read the end-of-text
   token (the last non-padding id), the HF towers mask padding out of attention and pooling.
-  Lengths are rounded up to `multiple` so a jitted encoder compiles at most
-  context_length / multiple shapes. ids: int [N, L] (host array); `pad_id`: the tokenizer's
-  padding id (0 for the CLIP BPE).
+  Lengths are rounded up to a bucket (`padded_length`) so a jitted encoder compiles only a
+  few shapes. ids: int [N, L] (host array); `pad_id`: the tokenizer's padding id (0 for the
+  CLIP BPE).
   """
   ids = np.asarray(ids)
   return ids if ids.size == 0 else ids[:, :padded_length(ids, multiple, pad_id)]
@@ -64,12 +64,19 @@ def trim_padding(ids: np.ndarray, multiple: int = 8, pad_id: int = 0) -> np.ndar
 
 def padded_length(ids: np.ndarray, multiple: int = 8, pad_id: int = 0) -> int:
   """Columns `trim_padding` keeps: through the batch's last non-padding token, rounded up to
-  `multiple`, at most the full width."""
+  the next of multiple x (1, 2, 3, 4, 6, 8, 12, 16, ...), at most the full width.
+
+  Each bucket is at most 1.5x the one below, so at most a third of the kept columns are
+  padding past 2 x multiple, while a context of L compiles ~2 log2(L / multiple) shapes
+  (7 for 77, 10 for 248) rather than L / multiple (a new shape is a new compilation).
+  """
   real = np.asarray(ids) != pad_id
-  if not real.any():
-    return min(ids.shape[1], multiple)
-  needed = real.shape[1] - int(real[:, ::-1].argmax(axis=1)[real.any(axis=1)].min())
-  return min(ids.shape[1], -(-needed // multiple) * multiple)
+  needed = (real.shape[1] - int(real[:, ::-1].argmax(axis=1)[real.any(axis=1)].min())
+            if real.any() else 1)
+  factor = 1
+  while factor * multiple < needed:  # 1, 2, 3, 4, 6, 8, 12, ...: powers of two and 1.5x them
+    factor = 2 if factor == 1 else factor * 3 // 2 if factor & (factor - 1) == 0 else factor * 4 // 3
+  return min(ids.shape[1], factor * multiple)
 
 
 class TextTransformer(nn.Module):

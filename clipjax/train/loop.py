@@ -39,6 +39,7 @@ from clipjax.parallel.mesh import host_batch_to_global, make_mesh
 from clipjax.parallel.sharding import param_shardings, state_shardings
 from clipjax.train import frozen_cache
 from clipjax.train.checkpoint import Checkpointer, PreemptionFlag
+from clipjax.train.events import EventWriter
 from clipjax.train.optim import make_optimizer
 from clipjax.train.step import make_train_step
 
@@ -126,8 +127,9 @@ def _read_threads(cfg) -> int | None:
 def trim_text_padding(batch: dict, fields: dict[str, Any], pad_id: int = 0) -> dict:
   """Drops padding columns of the token-id fields (exact, see `models.text.trim_padding`).
   `fields`: stream name ("" = the batch itself) -> token fields. The fields of a
-  stream share one length, a multiple of 8, agreed by every host (global arrays stay
-  rectangular), so the step compiles for at most (context/8)^streams shapes."""
+  stream share one length, a bucket of `padded_length` (8, 16, 24, 32, 48, 64, 77 for a
+  77-token context), agreed by every host (global arrays stay rectangular), so the step
+  compiles for at most 7^streams shapes."""
   streams = [(s, [f for f in names if f in (batch[s] if s else batch)])
              for s, names in fields.items()]
   lengths = np.asarray([max(padded_length(x.reshape(-1, x.shape[-1]), pad_id=pad_id)
@@ -177,10 +179,7 @@ class _Logs:
     self.batch_size, self.last_time, self.last_step = batch_size, time.perf_counter(), start
     self.bar = tqdm(total=total, initial=start, desc="train", unit="step", disable=not self.main)
     if self.main:
-      from tensorboardX import (
-        SummaryWriter,  # lazily: it imports torch whenever installed
-      )
-      self.tb = SummaryWriter(str(workdir / "tensorboard"))
+      self.tb = EventWriter(workdir / "tensorboard")
       self.jsonl = (workdir / "metrics.jsonl").open("a")
 
   def write(self, step: int, values: dict[str, float]) -> None:
@@ -191,8 +190,7 @@ class _Logs:
     self.bar.set_postfix({k: f"{v:.4g}" for k, v in values.items()
                           if k in ("loss", "mmd", "contrastive", "samples_per_sec")})
     if self.main:
-      for k, v in values.items():
-        self.tb.add_scalar(f"train/{k}", v, step)
+      self.tb.scalars(step, {f"train/{k}": v for k, v in values.items()})
       self.jsonl.write(json.dumps({"step": step, **values}) + "\n")
       self.jsonl.flush()
 
@@ -203,14 +201,20 @@ class _Logs:
       self.jsonl.close()
 
 
-def train(cfg, workdir: str) -> dict:
+def train(cfg, workdir: str, devices: list[jax.Device] | None = None) -> dict:
   """Trains `cfg.method` to `cfg.total_steps` in `workdir` (resuming if it holds a checkpoint).
+
+  devices: the devices of the mesh (default: every device of every host). A subset of one
+  process's devices keeps others free in a notebook; on CPU, one device runs a small model
+  faster than several simulated ones.
   Returns {"model", "params", "bad_records", "steps_run"}."""
   if "://" not in str(workdir):  # orbax needs absolute paths; gs:// etc. already are
     workdir = os.path.abspath(os.path.expanduser(workdir))
   workdir = epath.Path(workdir)
   workdir.mkdir(parents=True, exist_ok=True)
-  mesh = make_mesh(cfg.mesh.data, cfg.mesh.fsdp)
+  if devices is not None and jax.process_count() > 1:
+    raise ValueError("train(devices=...) is for one process; multi-host runs use every device")
+  mesh = make_mesh(cfg.mesh.data, cfg.mesh.fsdp, devices)
   if cfg.batch_size % mesh.size:
     raise ValueError(f"batch_size {cfg.batch_size} must be a multiple of the {mesh.size} devices")
   method = get_method(cfg.method)

@@ -40,3 +40,57 @@ def test_vqa_split_is_held_out_and_well_formed():
     assert len(r["candidates"]) == 8 and len(set(r["candidates"])) == 8
     assert r["candidate_texts"][r["answer"]] == format_qa(r["question"], r["candidates"][r["answer"]])
   assert held_out > 480  # different scenes from the training stream
+
+
+POSITION_WORDS = ("top", "bottom", "left", "right", "center", "middle", "above", "below")
+
+
+def test_partial_captions_hold_none_of_the_facts_their_dialogues_reveal():
+  """caption_detail="partial" on 1,000 scenes: the same scene and image as "full", a caption
+  naming only the main object, and three answers (count, background, another object or the
+  main object's place) none of which the caption states."""
+  full = SyntheticScenes(1000, 32, caption_detail="full")
+  partial = SyntheticScenes(1000, 32, caption_detail="partial")
+  for i in range(1000):
+    f, p = full[i], partial[i]
+    np.testing.assert_array_equal(f["image"], p["image"])
+    assert f["long_caption"] == p["long_caption"] and f["label"] == p["label"]
+    main = CLASS_NAMES[p["label"]]
+    assert p["caption"] == f"a large {main}" and f["caption"].startswith(p["caption"])
+    (q_count, count), (q_bg, background), (_, third) = p["dialogue"]
+    assert q_count.startswith("How many") and q_bg == "What color is the background?"
+    assert f["caption"].endswith(f"on a {background} background")  # answers are true
+    words = p["caption"].split()
+    assert count not in words and background not in p["caption"]
+    if third.removeprefix("a ") != main:  # (a twin of the main object is told by the count)
+      assert third.removeprefix("a ") not in p["caption"]
+    assert not any(w in POSITION_WORDS for w in words)
+    assert p["caption"] not in (p["paraphrase"], p["hard_negative"])
+    assert background not in p["paraphrase"] and background not in p["hard_negative"]
+
+
+def test_partial_vqa_asks_about_both_kinds_of_fact_in_equal_shares():
+  vqa = SyntheticScenes(2000, 32, split="vqa", caption_detail="partial")
+  records = [vqa[i] for i in range(2000)]
+  types = [r["question_type"] for r in records]
+  in_caption = sum(t in ("color", "shape") for t in types) / len(types)
+  assert set(types) == {"color", "shape", "count", "background"}
+  assert abs(in_caption - 0.5) < 0.04, in_caption  # 4.5 standard deviations of a fair coin
+  for r in records[:300]:
+    right = r["candidates"][r["answer"]]
+    if r["question_type"] == "background":
+      assert r["dialogue"][1] == ("What color is the background?", right)
+    if r["question_type"] == "count":
+      assert r["dialogue"][0][1] == right
+  full_types = {SyntheticScenes(300, 32, split="vqa")[i]["question_type"] for i in range(300)}
+  assert full_types == {"color", "shape", "count"}  # "full": today's questions
+
+
+def test_caption_detail_is_checked_and_reachable_from_a_source_spec():
+  import pytest
+
+  from clipjax.data.builder import make_source
+  source = make_source("synthetic:size=4,caption_detail=partial")
+  assert source.caption_detail == "partial" and "caption_detail='partial'" in repr(source)
+  with pytest.raises(ValueError, match="caption_detail must be one of"):
+    SyntheticScenes(4, caption_detail="some")

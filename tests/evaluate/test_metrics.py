@@ -213,6 +213,11 @@ def test_vqa_predict_and_accuracy():
   assert got["multiple_choice_accuracy"] == pytest.approx(0.8)
   # per question: 1, 1, 0, 1, and for the last "red" matches 2 humans -> (2*1/3 + 8*2/3)/10
   assert got["vqa_accuracy"] == pytest.approx((3 + (2 / 3 + 16 / 3) / 10) / 5)
+  types = ["color", "count", "color", "count", "count"]  # right: 1, 1, 1, 0, 1
+  by_type = evaluate.vqa_accuracy(chosen, answer=np.array([2, 0, 1, 0, 0]), question_types=types)
+  assert by_type == {"multiple_choice_accuracy": pytest.approx(0.8),
+                     "multiple_choice_accuracy/color": 1.0,
+                     "multiple_choice_accuracy/count": pytest.approx(2 / 3)}
 
 
 def test_blending():

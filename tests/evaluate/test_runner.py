@@ -9,7 +9,7 @@ import sys
 import ml_collections
 import numpy as np
 import pytest
-from conftest import REPO
+from conftest import REPO, xla_flags
 
 import clipjax
 from clipjax.evaluate import tasks
@@ -18,7 +18,7 @@ from clipjax.evaluate.runner import run_evaluation
 
 
 def _env():
-  return dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS="", PYTHONPATH=str(REPO))
+  return dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS=xla_flags(1), PYTHONPATH=str(REPO))
 
 
 @pytest.fixture(scope="module")

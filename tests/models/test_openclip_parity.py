@@ -126,6 +126,25 @@ def test_long_context_matches_openclip_resize():
   assert rel_err(ours, ref) < TOL
 
 
+def test_padded_length_buckets():
+  """Every needed length maps to the smallest bucket of 8 x {1, 2, 3, 4, 6, 8, ...} (or the full
+  width) that holds it: 7 shapes for a 77-token context, 10 for 248."""
+  from clipjax.models.text import padded_length
+  buckets = sorted({8} | {8 * m << k for m in (2, 3) for k in range(8)})
+  for width, shapes in ((77, 7), (248, 10)):
+    seen = set()
+    for needed in range(0, width + 1):
+      ids = np.zeros((3, width), np.int64)
+      ids[1, :needed] = 5
+      got = padded_length(ids)
+      assert got == min(width, next(b for b in buckets if b >= max(needed, 1))), (width, needed)
+      seen.add(got)
+    assert len(seen) == shapes, sorted(seen)
+  ids = np.full((2, 77), 1)  # pad id 1 (RoBERTa): counted by its own id
+  ids[0, :20] = 7
+  assert padded_length(ids, pad_id=1) == 24
+
+
 def test_trim_padding_is_exact():
   """Dropping columns after the batch's last end-of-text token leaves every embedding equal
   (the causal mask hides later positions from the pooled one)."""

@@ -10,7 +10,7 @@ import time
 
 import numpy as np
 import pytest
-from conftest import REPO
+from conftest import REPO, xla_flags
 from safetensors.numpy import load_file
 
 TINY = ["--config.model.arch=ViT-T-16-test", "--config.data.train.resolution=32",
@@ -19,7 +19,7 @@ TINY = ["--config.model.arch=ViT-T-16-test", "--config.data.train.resolution=32"
 
 
 def _main(workdir, *extra, config="clip"):
-  env = dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS="--xla_force_host_platform_device_count=2",
+  env = dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS=xla_flags(2),
              PYTHONPATH=str(REPO))
   return [sys.executable, "-m", "clipjax.main", f"--config={REPO}/configs/{config}.py",
           f"--workdir={workdir}", *TINY, *extra], env

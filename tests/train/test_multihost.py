@@ -14,7 +14,7 @@ import time
 
 import portpicker
 import pytest
-from conftest import REPO
+from conftest import REPO, xla_flags
 
 ARGS = ["--config.model.arch=ViT-T-16-test", "--config.data.train.resolution=32",
         "--config.data.train.size=512", "--config.batch_size=16",
@@ -31,7 +31,7 @@ def _cmd(workdir, *extra):
 
 def _env(devices):
   return dict(os.environ, JAX_PLATFORMS="cpu", PYTHONPATH=str(REPO),
-              XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}",
+              XLA_FLAGS=xla_flags(devices),
               JAX_CPU_COLLECTIVES_IMPLEMENTATION="gloo")
 
 

@@ -12,7 +12,7 @@ import sys
 import time
 
 import pytest
-from conftest import COCO_SAMPLE, REPO
+from conftest import COCO_SAMPLE, REPO, xla_flags
 
 TINY = ["--config.model.arch=ViT-T-16-test", "--config.batch_size=8", "--config.eval.tasks=",
         "--config.export.hf=False", "--config.log_every=1", "--config.data.num_workers=1"]
@@ -20,7 +20,7 @@ TINY = ["--config.model.arch=ViT-T-16-test", "--config.batch_size=8", "--config.
 
 def _env():
   return dict(os.environ, JAX_PLATFORMS="cpu", PYTHONPATH=str(REPO), HF_HUB_OFFLINE="1",
-              XLA_FLAGS="--xla_force_host_platform_device_count=1")
+              XLA_FLAGS=xla_flags(1))
 
 
 def _main(*args, timeout=300, cwd=REPO):
@@ -88,6 +88,10 @@ def test_missing_config_file_and_bad_config_argument(tmp_path):
   _assert_user_error(_main(f"--config={REPO}/configs/draftt.py", timeout=120), "draftt.py")
   _assert_user_error(_main(f"--config={REPO}/configs/multitask.py:stage=4", timeout=120),
                      "stage must be 1, 2 or 3")
+  _assert_user_error(_main(f"--config={REPO}/configs/draft.py:arhc=ViT-B-32", timeout=120),
+                     "'arhc'", "did you mean 'arch'")
+  _assert_user_error(_main(f"--config={REPO}/configs/multitask.py:stage=two", timeout=120),
+                     "stage='two'", "is not an int")
 
 
 def _manifest(tmp_path, coco_sample, lines):
@@ -165,6 +169,8 @@ def test_ctrl_c_saves_and_a_changed_rerun_is_refused(tmp_path):
      ["/no/w.safetensors", "does not exist"]),
     (["-m", "clipjax.evaluate"], [f"--config={REPO}/configs/eval.py:coco", "--workdir=/tmp/x"],
      ["eval.retrieval.source", "annotations"]),
+    (["-m", "clipjax.evaluate"], [f"--config={REPO}/configs/eval.py:cooc", "--workdir=/tmp/x"],
+     ["'cooc'", "did you mean 'coco'"]),
     (["-m", "clipjax.search"], ["--index=/no/index", "--query=a cat"], ["not a clipjax index"]),
     (["-m", "clipjax.search"], ["--index=/tmp/i", "--images=/no/photos"], ["/no/photos"]),
     (["-m", "clipjax.search"], ["--index=/tmp/i"], ["--images", "--query"]),

@@ -1,0 +1,100 @@
+"""TensorBoard event files, written directly.
+
+An event file is a TFRecord stream of `Event` protocol buffers; scalars need only four message
+fields, so they are encoded here by hand. This replaces tensorboardX, which imports torch
+whenever torch is installed (seconds per training process) for the one call we make.
+
+TFRecord framing: uint64 length, uint32 masked CRC-32C of the length, the bytes, uint32 masked
+CRC-32C of the bytes (all little-endian). Field numbers are those of tensorboard's
+`event.proto` / `summary.proto`: Event{wall_time=1 (double), step=2 (int64),
+file_version=3 (string), summary=5}, Summary{value=1 (repeated)}, Summary.Value{tag=1,
+simple_value=2 (float)}.
+"""
+from __future__ import annotations
+
+import itertools
+import os
+import socket
+import struct
+import time
+
+from etils import epath
+
+
+def _crc32c_table() -> tuple[int, ...]:
+  table = []
+  for byte in range(256):
+    crc = byte
+    for _ in range(8):  # the Castagnoli polynomial, bit-reversed
+      crc = (crc >> 1) ^ 0x82F63B78 if crc & 1 else crc >> 1
+    table.append(crc)
+  return tuple(table)
+
+
+_CRC_TABLE = _crc32c_table()
+_WRITERS = itertools.count()
+
+
+def crc32c(data: bytes) -> int:
+  crc = 0xFFFFFFFF
+  for byte in data:
+    crc = _CRC_TABLE[(crc ^ byte) & 0xFF] ^ (crc >> 8)
+  return crc ^ 0xFFFFFFFF
+
+
+def _masked_crc(data: bytes) -> int:
+  crc = crc32c(data)
+  return (((crc >> 15) | (crc << 17)) + 0xA282EAD8) & 0xFFFFFFFF
+
+
+def _varint(n: int) -> bytes:
+  out = bytearray()
+  n &= (1 << 64) - 1  # int64 fields: negatives as two's complement, like protobuf
+  while True:
+    low, n = n & 0x7F, n >> 7
+    out.append(low | (0x80 if n else 0))
+    if not n:
+      return bytes(out)
+
+
+def _field(number: int, payload: bytes) -> bytes:
+  """A length-delimited field (wire type 2)."""
+  return _varint(number << 3 | 2) + _varint(len(payload)) + payload
+
+
+def _event(wall_time: float, step: int, body: bytes) -> bytes:
+  return b"\x09" + struct.pack("<d", wall_time) + b"\x10" + _varint(step) + body
+
+
+def _record(data: bytes) -> bytes:
+  length = struct.pack("<Q", len(data))
+  return (length + struct.pack("<I", _masked_crc(length)) + data
+          + struct.pack("<I", _masked_crc(data)))
+
+
+class EventWriter:
+  """Appends scalar summaries to a new event file in `logdir` (one file per writer, as
+  TensorBoard expects: a resumed run adds a file next to the old one)."""
+
+  def __init__(self, logdir: str | os.PathLike):
+    logdir = epath.Path(logdir)
+    logdir.mkdir(parents=True, exist_ok=True)
+    # TensorBoard reads a directory's files in name order; the counter keeps two writers of one
+    # process within one second apart.
+    name = (f"events.out.tfevents.{int(time.time()):010d}.{socket.gethostname()}.{os.getpid()}"
+            f".{next(_WRITERS):04d}")
+    self.path = logdir / name
+    self._file = self.path.open("wb")
+    self._file.write(_record(_event(time.time(), 0, _field(3, b"brain.Event:2"))))
+    self._file.flush()
+
+  def scalars(self, step: int, values: dict[str, float]) -> None:
+    """One event holding every `tag: value` of this step (float32, as TensorBoard stores)."""
+    summary = b"".join(
+        _field(1, _field(1, tag.encode()) + b"\x15" + struct.pack("<f", float(value)))
+        for tag, value in values.items())
+    self._file.write(_record(_event(time.time(), step, _field(5, summary))))
+    self._file.flush()
+
+  def close(self) -> None:
+    self._file.close()
