@@ -23,7 +23,7 @@ from clipjax.data.sources import (
   VQAv1Source,
   WebDatasetSource,
 )
-from clipjax.data.synthetic import SyntheticScenes
+from clipjax.data.synthetic import CAPTION_DETAILS, SPLITS, SyntheticScenes
 from clipjax.errors import ConfigError
 
 
@@ -35,12 +35,14 @@ class _Kind:
   paths: tuple[str, ...] = ()  # fields naming files or folders that must exist
   globs: tuple[str, ...] = ()  # fields holding a glob pattern that must match
   ints: tuple[str, ...] = ()   # fields parsed as integers from a spec string
+  choices: tuple[tuple[str, tuple[str, ...]], ...] = ()  # (field, allowed values)
 
 
 _KINDS = {
     "synthetic": _Kind(SyntheticScenes, (), ("size", "resolution", "seed", "split",
                                              "caption_detail"),
-                       ints=("size", "resolution", "seed")),
+                       ints=("size", "resolution", "seed"),
+                       choices=(("split", tuple(SPLITS)), ("caption_detail", CAPTION_DETAILS))),
     "manifest": _Kind(ManifestSource, ("manifest",), ("image_root",),
                       paths=("manifest", "image_root")),
     "coco": _Kind(CocoCaptionsSource, ("annotations", "image_root"),
@@ -107,6 +109,10 @@ def check_source_spec(spec: Any, name: str = "data source") -> dict[str, Any]:
   if missing:
     raise ConfigError(f"{name} ({kind}) needs {missing}, e.g. "
                       f"{kind}:" + ",".join(f"{k}=..." for k in rule.required))
+  for field, allowed in rule.choices:
+    if spec.get(field) is not None and spec[field] not in allowed:
+      raise ConfigError(f"{name} ({kind}): {field}={spec[field]!r} is not one of {list(allowed)}"
+                        f"{_suggest(str(spec[field]), allowed)}")
   for field in rule.paths:
     if spec.get(field) and not epath.Path(spec[field]).exists():
       hint = (f" (prepare it with `tfds build {spec.get('name')} --data_dir={spec[field]} "

@@ -170,6 +170,7 @@ def describe(background: str, objects: list[SceneObject], rng: np.random.Generat
 # main object's colour and shape, so half the questions ask what the caption leaves out.
 QUESTION_TYPES = {"full": ("color", "shape", "count"),
                   "partial": ("color", "shape", "count", "background")}
+CAPTION_DETAILS = tuple(QUESTION_TYPES)
 _MORE_NUMBERS = (*NUMBERS[1:], "four", "five", "six", "seven", "eight")
 
 
@@ -200,8 +201,8 @@ class SyntheticScenes:
                split: str = "train", caption_detail: str = "full"):
     if split not in SPLITS:
       raise ValueError(f"synthetic split must be one of {list(SPLITS)}, got {split!r}")
-    if caption_detail not in QUESTION_TYPES:
-      raise ValueError(f"synthetic caption_detail must be one of {list(QUESTION_TYPES)}, "
+    if caption_detail not in CAPTION_DETAILS:
+      raise ValueError(f"synthetic caption_detail must be one of {list(CAPTION_DETAILS)}, "
                        f"got {caption_detail!r}")
     self.size, self.resolution, self.seed, self.split = size, resolution, seed, split
     self.caption_detail = caption_detail

@@ -75,6 +75,8 @@ def test_readme_own_data_command_trains_on_the_coco_sample(tmp_path, coco_sample
     (["--config.freeze=('^clip/visuall/',)"], ["^clip/visuall/", "matches no parameter"]),
     (["--config.loss.mmd.estimator=rf"], ["loss.mmd.estimator", "did you mean 'rff'"]),
     (["--config.data.dialogue_mode=all"], ["data.dialogue_mode"]),
+    (["--config.data.train=synthetic:caption_detail=parial"],
+     ["caption_detail='parial'", "did you mean 'partial'"]),
     (["--no_such_flag=1"], ["no_such_flag"]),
 ])
 def test_user_errors_are_one_line_with_status_2(tmp_path, args, needles):
