@@ -66,8 +66,8 @@ def padded_length(ids: np.ndarray, multiple: int = 8, pad_id: int = 0) -> int:
   """Columns `trim_padding` keeps: through the batch's last non-padding token, rounded up to
   the next of multiple x (1, 2, 3, 4, 6, 8, 12, 16, ...), at most the full width.
 
-  Each bucket is at most 1.5x the one below, so at most a third of the kept columns are
-  padding past 2 x multiple, while a context of L compiles ~2 log2(L / multiple) shapes
+  Past 2 x multiple each bucket is at most 1.5x the one below, so at most a third of the kept
+  columns are padding there, while a context of L compiles ~2 log2(L / multiple) shapes
   (7 for 77, 10 for 248) rather than L / multiple (a new shape is a new compilation).
   """
   real = np.asarray(ids) != pad_id
