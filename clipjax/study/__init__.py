@@ -1,1 +1,1 @@
-"""The seeds study: the source documents' claims reproduced in miniature (issue 15)."""
+"""The seeds study: the source documents' claims reproduced in miniature, with intervals."""

@@ -23,9 +23,6 @@ class Summary:
   low: float
   high: float
 
-  def as_dict(self) -> dict[str, float]:
-    return dataclasses.asdict(self)
-
 
 def summarize(values: Sequence[float]) -> Summary:
   x = np.asarray(values, np.float64)
