@@ -45,14 +45,21 @@ def synthetic(size: int, split: str = "train", resolution: int = 64) -> dict:
   return dict(kind="synthetic", size=size, resolution=resolution, seed=0, split=split)
 
 
+# The evaluation tasks (clipjax/evaluate/runner.py), each with its `config.eval.<task>` block.
+EVAL_TASKS = ("retrieval", "zeroshot", "vqa", "text_pairs")
+
+
 def eval_block(size: int = 256, tasks: str = "retrieval,zeroshot,vqa") -> dict:
-  """Evaluation on held-out synthetic scenes (`config.eval`; see clipjax/evaluate/runner.py)."""
+  """Evaluation on held-out synthetic scenes (`config.eval`; see clipjax/evaluate/runner.py).
+  text_pairs (caption -> paraphrase among paraphrases and hard negatives) is off by default."""
   return dict(tasks=tasks, batch_size=64, num_workers=2,
               betas=(1.0, 0.95, 0.9, 0.8, 0.6, 0.0),
               retrieval=dict(source=synthetic(size, "eval"), text_field="caption"),
               zeroshot=dict(source=synthetic(size, "eval"), classnames="source",
                             templates="synthetic"),
-              vqa=dict(source=synthetic(size, "vqa")))
+              vqa=dict(source=synthetic(size, "vqa")),
+              text_pairs=dict(source=synthetic(size, "eval"), query_field="caption",
+                              positive_field="paraphrase", negative_field="hard_negative"))
 
 
 def base_config(method: str) -> ml_collections.ConfigDict:

@@ -17,6 +17,7 @@ from absl import flags
 from ml_collections import config_flags
 
 from clipjax import cli
+from clipjax.config import EVAL_TASKS
 from clipjax.convert.load import load_or_create
 from clipjax.data.builder import check_source_spec
 from clipjax.errors import ConfigError
@@ -39,8 +40,8 @@ def main(argv):
   del argv
   cfg = _CONFIG.value
   for task in [t for t in str(cfg.eval.tasks).split(",") if t]:
-    if task not in ("retrieval", "zeroshot", "vqa"):
-      raise ConfigError(f"eval.tasks: unknown task {task!r}; use retrieval, zeroshot, vqa")
+    if task not in EVAL_TASKS:
+      raise ConfigError(f"eval.tasks: unknown task {task!r}; use {', '.join(EVAL_TASKS)}")
     check_source_spec(cfg.eval[task].source, f"eval.{task}.source")
   if cfg.model.blend not in ("", "embeddings", "weights"):
     raise ConfigError(f"model.blend must be '', 'embeddings' or 'weights', got {cfg.model.blend!r}")

@@ -7,6 +7,7 @@ evaluated by the same functions.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 from typing import Any, Callable, Sequence
 
@@ -52,20 +53,19 @@ def unit_rows(x) -> np.ndarray:
 
 
 
-def make_encoders(image_fn: Callable[[jax.Array], jax.Array],
-                  text_fn: Callable[[jax.Array], jax.Array], *, image_size: int, embed_dim: int,
+def make_encoders(image_fn: Callable[[np.ndarray], jax.Array],
+                  text_fn: Callable[[np.ndarray], jax.Array], *, image_size: int, embed_dim: int,
                   key: str, image_key: str = "", context_length: int = 77,
                   batch_size: int = 256, hf_tokenizer: str | None = None) -> Encoders:
-  """Encoders from jittable image_fn(pixels [B,H,W,3]) and text_fn(ids int32 [B, L]).
+  """Encoders from jitted image_fn(uint8 or float pixels [B,H,W,3]) and text_fn(ids int32
+  [B, L]), each returning unit-norm embeddings [B, D].
 
   Texts are tokenized (the CLIP BPE, or the HF tokenizer in the directory `hf_tokenizer`),
-  cut to the longest sequence of the batch (rounded up to 8; exact, see
+  cut to the longest sequence of the batch (a `padded_length` bucket; exact, see
   `models.text.trim_padding`) and padded to `batch_size` rows so only a few shapes compile.
   """
   tokenizer = make_tokenizer(context_length, hf_tokenizer)
   pad_id = getattr(tokenizer, "pad_token_id", 0)
-  image_jit = jax.jit(lambda x: l2_normalize(image_fn(normalize_on_device(x))))
-  text_jit = jax.jit(lambda ids: l2_normalize(text_fn(ids)))
 
   def padded(fn, rows: np.ndarray) -> np.ndarray:
     out = []
@@ -78,21 +78,34 @@ def make_encoders(image_fn: Callable[[jax.Array], jax.Array],
 
   def encode_texts(texts: Sequence[str]) -> np.ndarray:
     ids = tokenizer(list(texts))
-    chunks = [padded(text_jit, trim_padding(ids[s:s + batch_size], pad_id=pad_id))
+    chunks = [padded(text_fn, trim_padding(ids[s:s + batch_size], pad_id=pad_id))
               for s in range(0, len(ids), batch_size)]
     return np.concatenate(chunks) if chunks else np.zeros((0, embed_dim), np.float32)
 
-  return Encoders(lambda x: padded(image_jit, np.asarray(x)), encode_texts,
+  return Encoders(lambda x: padded(image_fn, np.asarray(x)), encode_texts,
                   image_size, embed_dim, key, image_key or key)
+
+
+@functools.lru_cache(maxsize=16)
+def _jitted_towers(model) -> tuple[Callable, Callable]:
+  """jit((params, pixels) -> unit image embeddings), jit((params, ids) -> unit text
+  embeddings) of a CLIP model. The weights are arguments, not constants, so every set of
+  weights of one architecture (base, adapted, blends, seeds) runs the same compiled programs."""
+  image = jax.jit(lambda p, x: l2_normalize(
+      model.apply({"params": p}, normalize_on_device(x), method=model.encode_image)))
+  text = jax.jit(lambda p, ids: l2_normalize(
+      model.apply({"params": p}, ids, method=model.encode_text)))
+  return image, text
 
 
 def clip_encoders(model, params: Any, batch_size: int = 256) -> Encoders:
   """Encoders of a clipjax CLIP model and its parameters."""
   cfg = model.cfg
   arch = hashlib.sha256(repr(cfg).encode()).hexdigest()[:8]
+  image, text = _jitted_towers(model)
+  params = jax.device_put(params)  # once, not with every batch (numpy params would be copied)
   return make_encoders(
-      lambda x: model.apply({"params": params}, x, method=model.encode_image),
-      lambda ids: model.apply({"params": params}, ids, method=model.encode_text),
+      functools.partial(image, params), functools.partial(text, params),
       image_size=cfg.vision.image_size, embed_dim=cfg.embed_dim,
       key=f"clip-{arch}-{params_fingerprint(params)}",
       image_key=f"visual-{arch}-{params_fingerprint(params['visual'])}",

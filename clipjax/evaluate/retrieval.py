@@ -24,7 +24,8 @@ from clipjax.evaluate.embed import unit_rows
 _AXIS = "gallery"
 
 
-def _check(image_emb: np.ndarray, text_emb: np.ndarray, text_to_image: np.ndarray) -> None:
+def _check(image_emb: np.ndarray, text_emb: np.ndarray, text_to_image: np.ndarray,
+           every_image_captioned: bool) -> None:
   if image_emb.ndim != 2 or text_emb.ndim != 2 or image_emb.shape[1] != text_emb.shape[1]:
     raise ValueError(f"expected image_emb [N_images, D] and text_emb [N_texts, D], got "
                      f"{image_emb.shape} and {text_emb.shape}")
@@ -38,7 +39,7 @@ def _check(image_emb: np.ndarray, text_emb: np.ndarray, text_to_image: np.ndarra
     raise ValueError(f"{int(bad.sum())} captions point to no image (text_to_image outside "
                      f"[0, {len(image_emb)}), e.g. caption {int(np.argmax(bad))})")
   uncovered = np.setdiff1d(np.arange(len(image_emb)), text_to_image)
-  if len(uncovered):
+  if every_image_captioned and len(uncovered):
     raise ValueError(f"{len(uncovered)} images have no caption (e.g. image {uncovered[0]}); "
                      f"image->text recall is undefined for them")
 
@@ -67,8 +68,8 @@ def _block_counter(mesh: Mesh):
 
 
 def retrieval_ranks(image_emb: np.ndarray, text_emb: np.ndarray, text_to_image: np.ndarray,
-                    block_size: int = 4096, mesh: Mesh | None = None
-                    ) -> tuple[np.ndarray, np.ndarray]:
+                    block_size: int = 4096, mesh: Mesh | None = None,
+                    every_image_captioned: bool = True) -> tuple[np.ndarray, np.ndarray]:
   """Rank (1-based) of the first correct item for every text and for every image.
 
   Args:
@@ -76,12 +77,14 @@ def retrieval_ranks(image_emb: np.ndarray, text_emb: np.ndarray, text_to_image: 
     text_to_image: int [N_texts], the image of each caption (several captions per image).
     block_size: texts per step; memory is block_size x N_images / devices scores per device.
     mesh: a 1-D mesh to shard the images over; all local devices by default.
+    every_image_captioned: False allows gallery items no text points to (distractors, e.g.
+      the hard negatives of text-text retrieval); such an item's rank is N_texts + 1.
   Returns:
     (text_ranks [N_texts] for text->image, image_ranks [N_images] for image->text), int64.
   """
   text_to_image = np.asarray(text_to_image, np.int64)
   image_emb, text_emb = unit_rows(image_emb), unit_rows(text_emb)
-  _check(image_emb, text_emb, text_to_image)
+  _check(image_emb, text_emb, text_to_image, every_image_captioned)
   if mesh is None:
     mesh = Mesh(np.asarray(jax.local_devices()), (_AXIS,))
   n_dev, (n_img, dim) = mesh.devices.size, image_emb.shape

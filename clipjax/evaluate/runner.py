@@ -2,7 +2,8 @@
 and PNG plots in the output directory. Used by `python -m clipjax.evaluate` and by training.
 
 Config (`config.eval`): tasks (comma-separated), batch_size, num_workers, betas, and task blocks
-`retrieval` {source, text_field}, `zeroshot` {source, classnames, templates}, `vqa` {source}.
+`retrieval` {source, text_field}, `zeroshot` {source, classnames, templates}, `vqa` {source},
+`text_pairs` {source, query_field, positive_field, negative_field}.
 """
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from typing import Any, Mapping
 from absl import logging
 from etils import epath
 
+from clipjax.config import EVAL_TASKS
 from clipjax.data.builder import make_source
 from clipjax.data.synthetic import PROMPT_TEMPLATES
 from clipjax.evaluate import report, tasks
@@ -51,9 +53,9 @@ def run_evaluation(cfg: Mapping[str, Any], models: Mapping[str, Encoders], out_d
             cache={})  # image embeddings shared by models with the same image tower
   results: dict[str, Any] = {}
   selected = [t.strip() for t in cfg.get("tasks", "retrieval,zeroshot,vqa").split(",") if t.strip()]
-  unknown = set(selected) - {"retrieval", "zeroshot", "vqa"}
+  unknown = set(selected) - set(EVAL_TASKS)
   if unknown:
-    raise ValueError(f"eval.tasks: unknown tasks {sorted(unknown)}; use retrieval, zeroshot, vqa")
+    raise ValueError(f"eval.tasks: unknown tasks {sorted(unknown)}; use {', '.join(EVAL_TASKS)}")
   for task in selected:
     task_cfg = cfg.get(task)
     if not task_cfg:
@@ -71,6 +73,9 @@ def run_evaluation(cfg: Mapping[str, Any], models: Mapping[str, Encoders], out_d
                               **kw)
         report.plot_per_class(res["per_class_recall"], str(
             epath.Path(out_dir) / f"{prefix}zeroshot_per_class_{name}.png"), f"{name}: per-class recall")
+      elif task == "text_pairs":
+        res = tasks.text_pairs(enc, source, **{k: task_cfg[k] for k in (
+            "query_field", "positive_field", "negative_field") if k in task_cfg}, **kw)
       else:
         res = tasks.vqa([enc], source, **kw)
       per_model[name] = res

@@ -1,5 +1,5 @@
-"""Evaluation tasks on a source: retrieval, zero-shot classification, VQA-as-retrieval, and
-their embedding-blending sweeps. Shared by `python -m clipjax.evaluate` and the training loop.
+"""Evaluation tasks on a source: retrieval, zero-shot classification, VQA-as-retrieval,
+text-text retrieval of paraphrases, and the embedding-blending sweeps. Shared by `python -m clipjax.evaluate` and the training loop.
 
 Each image is embedded once (through the grain pipeline, with worker processes); each text
 tower embeds the texts once; a blending sweep then only mixes embeddings. Records that cannot
@@ -15,7 +15,7 @@ from clipjax.data.records import BAD_REASONS, BadRecord
 from clipjax.data.views import Subset, first_record_per_image
 from clipjax.evaluate.blending import blend_embeddings
 from clipjax.evaluate.embed import Encoders, embed_images
-from clipjax.evaluate.retrieval import retrieval_metrics
+from clipjax.evaluate.retrieval import retrieval_metrics, retrieval_ranks
 from clipjax.evaluate.vqa import vqa_accuracy, vqa_predict
 from clipjax.evaluate.zeroshot import (
   per_class_recall,
@@ -149,3 +149,32 @@ def vqa(text_towers: Sequence[Encoders], source, *, betas: Sequence[float] | Non
         cand_emb[0].reshape(len(flat), -1), cand_emb[1].reshape(len(flat), -1), b).reshape(
             cand_emb[0].shape))} for b in betas]
   return result
+
+
+def text_pairs(encoders: Encoders, source, *, query_field: str = "caption",
+               positive_field: str = "paraphrase", negative_field: str = "hard_negative",
+               ks: Sequence[int] = (1, 5, 10), **unused) -> dict:
+  """Text-text retrieval (the jina paraphrase protocol): each record's query retrieves its own
+  positive from a gallery of every record's positive and hard negative (2 x N texts).
+  R@k and MRR of the query -> gallery direction; records without the fields are counted in
+  `skipped` as missing_field."""
+  del unused  # batch_size / num_workers / cache: no images here
+  records = _read_all(source)
+  usable = [r for r in records if not isinstance(r, BadRecord)
+            and all(r.get(f) for f in (query_field, positive_field))]
+  if not usable:
+    raise ValueError(f"no record of {source!r} has both {query_field!r} and {positive_field!r}")
+  queries = [r[query_field] for r in usable]
+  gallery = [r[positive_field] for r in usable] + [r[negative_field] for r in usable
+                                                  if r.get(negative_field)]
+  ranks, _ = retrieval_ranks(encoders.encode_texts(gallery), encoders.encode_texts(queries),
+                             np.arange(len(usable)), every_image_captioned=False)
+  metrics = {f"recall@{k}": float(np.mean(ranks <= k)) for k in ks}
+  metrics["mrr"] = float(np.mean(1.0 / ranks))
+  bad = np.bincount([BAD_REASONS.index(r.reason) for r in records if isinstance(r, BadRecord)],
+                    minlength=len(BAD_REASONS))
+  skipped = _skipped(bad)
+  if len(records) - len(usable) - int(bad.sum()):
+    skipped["missing_field"] = len(records) - len(usable) - int(bad.sum())
+  return {"metrics": metrics, "num_queries": len(queries), "num_gallery": len(gallery),
+          "skipped": skipped}

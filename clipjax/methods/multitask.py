@@ -4,14 +4,18 @@ CLIP loss on an image–caption batch, in one backward pass. The two streams hav
 batch sizes (batch_size, data.text_batch_size); configs/multitask.py chains the three stages."""
 from __future__ import annotations
 
+import ml_collections
+
 from clipjax import losses
 from clipjax.config import synthetic
 from clipjax.data.builder import check_source_spec
+from clipjax.errors import ConfigError
 from clipjax.methods.base import (
   Method,
   embed_image_text,
   encode_text,
   logit_scale,
+  method_config,
   register,
   same_image_labels,
 )
@@ -57,3 +61,25 @@ class MultiTask(Method):
                                              block_size=ctx.block_size,
                                              **same_image_labels(ctx, batch["image_text"]))
     return tt + ti, {"text_text": tt, "text_image": ti, "scale": scale}
+
+
+def stage_config(stage: int, arch: str = "") -> ml_collections.ConfigDict:
+  """The config of jina-style stage 1, 2 or 3 (configs/multitask.py, the study):
+  1: text pairs + short captions; 2: text pairs + long captions, context 128 (positions
+  interpolated from 77); 3: text triplets (one hard negative each) + long captions.
+  Without `arch`, stages 2 and 3 chain their earlier stages as `config.base`."""
+  if stage not in (1, 2, 3):
+    raise ConfigError(f"multitask stage must be 1, 2 or 3, got {stage}")
+  c = method_config("multitask")  # the text-pair stream, tau, retrieval evaluation
+  c.stage = stage
+  c.model.arch = arch
+  c.total_steps = 300 if stage == 1 else 100
+  c.optim.lr = 1e-3 if stage == 1 else 3e-4
+  c.optim.warmup_steps = 30 if stage == 1 else 10
+  c.data.num_negatives = 1 if stage == 3 else 0
+  c.data.caption_field = "caption" if stage == 1 else "long_caption"
+  c.model.context_length = 0 if stage == 1 else 128
+  if stage > 1 and not arch:
+    c.base = stage_config(stage - 1)
+    c.base.export.hf = False
+  return c

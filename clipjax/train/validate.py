@@ -17,7 +17,7 @@ from typing import Any
 import jax
 from etils import epath
 
-from clipjax.config import DEFAULT_ARCH
+from clipjax.config import DEFAULT_ARCH, EVAL_TASKS
 from clipjax.convert.load import describe_checkpoint
 from clipjax.convert.openclip import param_shapes
 from clipjax.data.builder import check_source_spec
@@ -31,7 +31,6 @@ from clipjax.models.registry import get_model_config
 # Fields a rerun may change: how long to train, how often to log and checkpoint, what to
 # evaluate, and how the processes find each other (a new coordinator port on every restart).
 RERUN_FIELDS = ("total_steps", "log_every", "eval", "checkpoint", "distributed")
-_EVAL_TASK_SOURCES = {"retrieval": "retrieval", "zeroshot": "zeroshot", "vqa": "vqa"}
 
 
 def _choice(name: str, value: Any, choices) -> None:
@@ -105,7 +104,7 @@ def validate(cfg, *, check_base: bool = True) -> None:
   if cfg.get("eval"):
     tasks = [t for t in str(cfg.eval.tasks).split(",") if t]
     for task in tasks:
-      _choice("eval.tasks entry", task, tuple(_EVAL_TASK_SOURCES))
+      _choice("eval.tasks entry", task, EVAL_TASKS)
       check_source_spec(cfg.eval[task].source, f"eval.{task}.source")
   _choice("data.dialogue_mode", cfg.data.dialogue_mode, ("one_qa", "concat"))
   _choice("loss.mmd.estimator", cfg.loss.mmd.estimator, ESTIMATORS)

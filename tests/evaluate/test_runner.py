@@ -12,6 +12,7 @@ import pytest
 from conftest import REPO, xla_flags
 
 import clipjax
+from clipjax.data.synthetic import SyntheticScenes
 from clipjax.evaluate import tasks
 from clipjax.evaluate.embed import clip_encoders
 from clipjax.evaluate.runner import run_evaluation
@@ -56,6 +57,37 @@ def test_run_evaluation_tasks_and_blend_sweep(two_models, tmp_path):
   for png in ("retrieval_beta_sweep.png", "vqa_beta_sweep.png", "zeroshot_per_class_base.png"):
     assert (tmp_path / png).read_bytes()[:4] == b"\x89PNG"
   assert list((tmp_path / "cache").glob("zeroshot-*.npz"))  # text embeddings cached
+
+
+def test_text_pairs_equals_float64_reference(two_models, tmp_path):
+  """text_pairs through run_evaluation: each caption ranks its paraphrase among all
+  paraphrases and hard negatives; checked against ranks counted in float64 NumPy on the same
+  model's embeddings. A random model scores many texts within float32 rounding of each other,
+  so the reference gives each query a rank interval: wrong items above the positive by more
+  than 1e-6 (lowest rank) or by more than -1e-6 (highest rank)."""
+  base, _ = two_models
+  cfg = ml_collections.ConfigDict(dict(tasks="text_pairs", batch_size=16, num_workers=0,
+                                       text_pairs=dict(source=_synthetic(40))))
+  res = run_evaluation(cfg, {"base": base}, str(tmp_path))["text_pairs"]["base"]
+  scenes = SyntheticScenes(40, 32, seed=0, split="eval")
+  records = [scenes[i] for i in range(40)]
+  q = base.encode_texts([r["caption"] for r in records]).astype(np.float64)
+  g = base.encode_texts([r["paraphrase"] for r in records]
+                        + [r["hard_negative"] for r in records]).astype(np.float64)
+  q /= np.linalg.norm(q, axis=1, keepdims=True)
+  g /= np.linalg.norm(g, axis=1, keepdims=True)
+  scores = q @ g.T
+  positive = scores[np.arange(40), np.arange(40)][:, None]
+  wrong = np.ones_like(scores, bool)
+  wrong[np.arange(40), np.arange(40)] = False
+  best = 1 + np.sum(wrong & (scores > positive + 1e-6), axis=1)
+  worst = 1 + np.sum(wrong & (scores > positive - 1e-6), axis=1)
+  assert res["num_queries"] == 40 and res["num_gallery"] == 80 and res["skipped"] == {}
+  for k in (1, 5, 10):
+    assert np.mean(worst <= k) <= res["metrics"][f"recall@{k}"] <= np.mean(best <= k)
+  assert np.mean(1 / worst) - 1e-9 <= res["metrics"]["mrr"] <= np.mean(1 / best) + 1e-9
+  assert np.mean(1 / worst) > 0.5 * np.mean(1 / best)  # the interval is informative
+  assert 0 < res["metrics"]["mrr"] < 1  # a random model: neither perfect nor hopeless
 
 
 def test_retrieval_on_coco_groups_captions_and_counts_bad_images(two_models, coco_sample,

@@ -1,0 +1,95 @@
+r"""The seeds study: every arm trained and evaluated for several seeds, the source documents'
+claims checked with paired differences and 95 % intervals.
+
+  python -m clipjax.study --study=seeds                 # 3 seeds, regenerates docs/results.md
+  python -m clipjax.study --study=seeds --quick         # 1 seed, tiny steps: the machinery
+  python -m clipjax.study --study=seeds --seeds=0,1,2,3,4 --out=/tmp/study
+
+Writes OUT/study.json, OUT/results.md and its plots (OUT/results/*.png); the default study also
+rewrites `--doc` (docs/results.md when run from the repository). Every run is an ordinary
+`clipjax.main` work dir under OUT/runs; rerunning reuses the finished ones (keyed by config).
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+import shlex
+import sys
+import time
+
+import jax
+from absl import flags, logging
+
+from clipjax import cli
+from clipjax.errors import UserError
+from clipjax.study import report
+from clipjax.study.arms import ARMS, DEFAULT, QUICK
+from clipjax.study.claims import CLAIMS
+from clipjax.study.runner import evaluate_claims, run_study, summarize_arms
+
+STUDIES = ("seeds",)
+_STUDY = flags.DEFINE_string("study", None, f"The study to run: one of {', '.join(STUDIES)}.")
+_SEEDS = flags.DEFINE_string("seeds", None, "Comma-separated seeds (default: 0,1,2; --quick: 0).")
+_QUICK = flags.DEFINE_bool("quick", False, "One seed, tiny model and steps: a few minutes.")
+_OUT = flags.DEFINE_string("out", None, "Output dir (default: workdirs/study, "
+                                        "workdirs/study_quick with --quick).")
+_DOC = flags.DEFINE_string("doc", None, "Markdown to regenerate besides OUT/results.md "
+                                        "(default: docs/results.md if ./docs exists and not "
+                                        "--quick; '' for none).")
+
+
+def _seeds(text: str | None, default: tuple[int, ...]) -> tuple[int, ...]:
+  if text is None:
+    return default
+  try:
+    seeds = tuple(int(s) for s in text.split(",") if s.strip())
+  except ValueError:
+    raise UserError(f"--seeds={text!r}: expected comma-separated integers, e.g. 0,1,2") from None
+  if not seeds or len(set(seeds)) != len(seeds):
+    raise UserError(f"--seeds={text!r}: expected one or more distinct integers")
+  return seeds
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise UserError(f"unexpected arguments {argv[1:]} (flags are --name=value)")
+  if _STUDY.value not in STUDIES:
+    raise UserError(f"--study={_STUDY.value!r} is not one of {list(STUDIES)}"
+                    if _STUDY.value else f"--study is required: one of {list(STUDIES)}")
+  if not flags.FLAGS["verbosity"].present:  # the runs' INFO lines would bury the progress bar
+    logging.set_verbosity(logging.WARNING)
+  budget = QUICK if _QUICK.value else DEFAULT
+  seeds = _seeds(_SEEDS.value, budget.seeds)
+  out = os.path.abspath(_OUT.value or os.path.join(
+      "workdirs", "study_quick" if _QUICK.value else "study"))
+  doc = _DOC.value
+  if doc is None:
+    doc = "" if _QUICK.value or not os.path.isdir("docs") else os.path.join("docs", "results.md")
+  if doc and not os.path.isdir(os.path.dirname(os.path.abspath(doc))):
+    raise UserError(f"--doc={doc}: its folder does not exist")
+  os.makedirs(out, exist_ok=True)
+  start = time.perf_counter()
+  records = run_study(budget, seeds, out)
+  run_seconds = sum(r["seconds"] for by_seed in records.values() for r in by_seed.values())
+  command = "python -m clipjax.study " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+  study = {"study": _STUDY.value, "command": command.strip(), "seeds": list(seeds),
+           "budget": dataclasses.asdict(budget),
+           "runs": sum(len(v) for v in records.values()),
+           "machine": f"{jax.devices()[0].device_kind} x {jax.device_count()}, "
+                      f"{os.cpu_count()} CPU cores",
+           "minutes": (time.perf_counter() - start) / 60, "run_minutes": run_seconds / 60,
+           "arms": {arm: {str(s): r for s, r in by_seed.items()}
+                    for arm, by_seed in records.items()},
+           "summaries": summarize_arms(records), "claims": evaluate_claims(records, CLAIMS)}
+  report.write_json(study, os.path.join(out, "study.json"))
+  docs = {arm.name: arm.doc for arm in ARMS}
+  written = report.write_report(study, os.path.join(out, "results.md"), docs)
+  if doc:
+    written += report.write_report(study, doc, docs)
+  print(report.claims_table(study["claims"]))
+  print("\nwritten:\n" + "\n".join(f"  {p}" for p in [os.path.join(out, "study.json"),
+                                                        *written]))
+
+
+if __name__ == "__main__":
+  cli.run(main)

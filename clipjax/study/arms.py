@@ -1,0 +1,152 @@
+"""The arms of the seeds study: each one an ordinary `clipjax.main` config, built from the
+method defaults (`clipjax.methods.method_config`) plus the study's budget.
+
+Every arm trains on the embedded synthetic scenes. Adaptation arms start from the export of
+their `base` arm run with the same seed; from-scratch arms use the base's steps and learning
+rate, so the base doubles as their CLIP comparison (same steps, same data, same seed).
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import ml_collections
+
+from clipjax.config import eval_block, synthetic
+from clipjax.methods import method_config, pretrained_clip_base
+from clipjax.methods.multitask import stage_config
+
+EVAL_TASKS = "retrieval,zeroshot,vqa,text_pairs"
+
+
+@dataclasses.dataclass(frozen=True)
+class Budget:
+  """Sizes and steps of every run. `scratch_steps`: the base CLIP and the from-scratch arms
+  (and jina stage 1); `adapt_steps`: DRAFT, CLIP-3Modal, the control (and jina stages 2, 3)."""
+  arch: str
+  resolution: int
+  train_size: int
+  batch_size: int
+  scratch_steps: int
+  adapt_steps: int
+  eval_size: int
+  num_workers: int
+  seeds: tuple[int, ...]
+
+
+# The default study (budget: <= 60 minutes for 3 seeds on a 2-core CPU, docs/results.md).
+DEFAULT = Budget(arch="ViT-S-16-tiny", resolution=64, train_size=20_000, batch_size=64,
+                 scratch_steps=150, adapt_steps=80, eval_size=256, num_workers=2,
+                 seeds=(0, 1, 2))
+# --quick: the machinery end to end in minutes (the test suite runs it); numbers mean little.
+QUICK = Budget(arch="ViT-T-16-test", resolution=32, train_size=512, batch_size=32,
+               scratch_steps=12, adapt_steps=6, eval_size=64, num_workers=0, seeds=(0,))
+
+
+@dataclasses.dataclass(frozen=True)
+class Arm:
+  """name: "method" or "variant/caption_detail"; base: the arm whose export it adapts;
+  overrides: dotted config fields set last (e.g. {"loss.mmd_weight": 0.0})."""
+  name: str
+  method: str
+  detail: str = "full"
+  base: str | None = None
+  overrides: tuple[tuple[str, Any], ...] = ()
+  doc: str = ""
+
+
+def _adaptations(detail: str) -> list[Arm]:
+  base = f"base/{detail}"
+  return [
+      Arm(f"draft/{detail}", "draft", detail, base,
+          doc="DRAFT, a = 0.65 with MMD: alone, blended with the base (β sweep), WiSE-FT"),
+      Arm(f"draft_no_mmd/{detail}", "draft", detail, base, (("loss.mmd_weight", 0.0),),
+          doc="DRAFT with λ = 0 (no MMD), same blends"),
+      Arm(f"caption_only/{detail}", "draft", detail, base,
+          (("loss.a", 1.0), ("loss.mmd_weight", 0.0)),
+          doc="control: the text tower fine-tuned on captions only (a = 1, λ = 0), same "
+              "steps, lr, frozen image tower and blends as DRAFT"),
+      Arm(f"three_tower/{detail}", "three_tower", detail, base,
+          doc="CLIP-3Modal: the third tower G on concatenated dialogues, β sweep"),
+  ]
+
+
+ARMS: tuple[Arm, ...] = (
+    Arm("base/full", "clip", "full", doc="CLIP pretrained on full captions (the base; also "
+                                         "the CLIP comparison of the from-scratch arms)"),
+    Arm("base/partial", "clip", "partial", doc="CLIP pretrained on partial captions"),
+    *_adaptations("partial"), *_adaptations("full"),
+    Arm("mult", "mult", doc="CLIP + MulT fusion tower, from scratch"),
+    Arm("unicl", "unicl", doc="UniCL (image-label targets), from scratch"),
+    Arm("siglip", "siglip", doc="SigLIP (sigmoid loss), from scratch"),
+    Arm("multitask", "multitask", doc="jina-style stages 1 -> 2 -> 3 (text pairs + captions)"),
+)
+
+
+def get_arm(name: str) -> Arm:
+  for arm in ARMS:
+    if arm.name == name:
+      return arm
+  raise KeyError(f"no study arm {name!r}; arms: {[a.name for a in ARMS]}")
+
+
+def _set(c: ml_collections.ConfigDict, dotted: str, value: Any) -> None:
+  *parents, leaf = dotted.split(".")
+  for p in parents:
+    c = c[p]
+  c[leaf] = value
+
+
+def _data(c, budget: Budget, detail: str) -> None:
+  c.data.train = dict(synthetic(budget.train_size, "train", budget.resolution),
+                      caption_detail=detail)
+  c.data.num_workers = budget.num_workers
+  if c.get("data") and "text" in c.data:  # multitask's text-pair stream
+    c.data.text = synthetic(budget.train_size, "train", budget.resolution)
+
+
+def _scratch(c, budget: Budget, steps: int) -> None:
+  c.total_steps = steps
+  c.optim.warmup_steps = max(1, steps // 5)
+  c.batch_size = budget.batch_size
+  c.model.arch = budget.arch
+  c.export.hf = False
+
+
+def arm_config(arm: Arm, budget: Budget, seed: int,
+               base_checkpoint: str | None = None) -> ml_collections.ConfigDict:
+  """The clipjax.main config of `arm` for one seed (base_checkpoint: its base's export)."""
+  if arm.method == "multitask":
+    c = stage_config(3)
+    for stage, cfg in ((3, c), (2, c.base), (1, c.base.base)):
+      _scratch(cfg, budget, budget.scratch_steps if stage == 1 else budget.adapt_steps)
+      _data(cfg, budget, arm.detail)
+      cfg.data.text_batch_size = budget.batch_size
+      cfg.seed = seed
+  elif arm.base is None:
+    c = pretrained_clip_base(budget.scratch_steps) if arm.method == "clip" else (
+        method_config(arm.method))
+    c.optim.lr = 1e-3  # the base's (configs/clip.py, mult.py, unicl.py, siglip.py)
+    _scratch(c, budget, budget.scratch_steps)
+  else:
+    if not base_checkpoint:
+      raise ValueError(f"arm {arm.name} adapts {arm.base}: pass its export as base_checkpoint")
+    c = method_config(arm.method)  # freeze rules, loss.a, dialogue mode from the method
+    c.base = None
+    c.model.checkpoint = base_checkpoint
+    c.optim.lr = 1e-4  # clipjax.config.adaptation_run
+    c.batch_size = budget.batch_size
+    c.total_steps = budget.adapt_steps
+    c.optim.warmup_steps = max(1, budget.adapt_steps // 8)
+    c.export.hf = False
+  c.seed = seed
+  _data(c, budget, arm.detail)
+  c.eval = eval_block(budget.eval_size, EVAL_TASKS)
+  for task in ("retrieval", "zeroshot", "vqa", "text_pairs"):
+    c.eval[task].source = dict(synthetic(budget.eval_size, "vqa" if task == "vqa" else "eval",
+                                         budget.resolution), caption_detail=arm.detail)
+  c.eval.num_workers = budget.num_workers
+  c.checkpoint.every = 0  # the end of a run is saved; a killed run restarts from its start
+  for dotted, value in arm.overrides:
+    _set(c, dotted, value)
+  return c

@@ -1,0 +1,103 @@
+"""The seeds study: `python -m clipjax.study --study=seeds --quick` end to end as a user types
+it (every claim row, the JSON fields, the plots, ordinary work dirs, a rerun that reuses every
+finished run), its user errors, and the summaries against the statistics module on fixed
+numbers. The test checks the machinery, never which way a claim comes out."""
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+from conftest import REPO, xla_flags
+
+from clipjax.study import stats
+from clipjax.study.arms import ARMS
+from clipjax.study.claims import CLAIMS, Claim
+from clipjax.study.runner import evaluate_claims, flatten_results, summarize_arms
+
+
+def _study(*args, cwd=None, timeout=600):
+  env = dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS=xla_flags(1), PYTHONPATH=str(REPO),
+             HF_HUB_OFFLINE="1")
+  return subprocess.run([sys.executable, "-m", "clipjax.study", *args], env=env, cwd=cwd,
+                        capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.mark.timeout(900)
+def test_quick_study_end_to_end_and_resume(tmp_path):
+  out = tmp_path / "study"
+  first = _study("--study=seeds", "--quick", f"--out={out}", cwd=tmp_path)
+  assert first.returncode == 0, first.stderr[-3000:]
+  study = json.loads((out / "study.json").read_text())
+  assert {"study", "command", "seeds", "budget", "runs", "arms", "summaries", "claims"} <= set(study)
+  assert study["seeds"] == [0] and study["runs"] == len(ARMS)
+  assert [c["id"] for c in study["claims"]] == [c.id for c in CLAIMS]
+  for claim in study["claims"]:
+    assert {"difference", "verdict", "arm_values", "comparison_values", "reported"} <= set(claim)
+    assert claim["difference"]["n"] == 1 and claim["difference"]["low"] is None  # 1 seed
+    assert claim["verdict"] == "inconclusive (interval spans 0)"
+  md = (out / "results.md").read_text()
+  for claim in CLAIMS:
+    assert f"| {claim.text} | {claim.source} |" in md
+  for png in ("beta_sweep_retrieval.png", "beta_sweep_vqa.png", "vqa_question_types.png"):
+    assert (out / "results" / png).read_bytes()[:4] == b"\x89PNG"
+    assert f"(results/{png})" in md
+  for arm in ARMS:  # ordinary clipjax.main work dirs, one per arm and seed
+    record = study["arms"][arm.name]["0"]
+    workdir = record["workdir"]
+    assert os.path.exists(os.path.join(workdir, "config.json"))
+    assert os.path.exists(os.path.join(workdir, "eval", "results.json"))
+    assert os.path.exists(record["export"])
+  metrics = study["arms"]["draft/partial"]["0"]["metrics"]
+  assert {"base/vqa/multiple_choice_accuracy/count", "blend@0.9/vqa/multiple_choice_accuracy",
+          "draft/retrieval/image_retrieval_mrr", "base/text_pairs/recall@1"} <= set(metrics)
+  assert not (tmp_path / "docs").exists()  # --quick never writes docs/results.md
+  again = _study("--study=seeds", "--quick", f"--out={out}", cwd=tmp_path)
+  assert again.returncode == 0, again.stderr[-3000:]
+  rerun = json.loads((out / "study.json").read_text())
+  assert all(r["seconds"] == study["arms"][a][s]["seconds"]
+             for a, by_seed in rerun["arms"].items() for s, r in by_seed.items())
+  assert rerun["claims"] == study["claims"]
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--study=seed"], "--study='seed' is not one of ['seeds']"),
+    ([], "--study is required"),
+    (["--study=seeds", "--seeds=0,x"], "--seeds='0,x': expected comma-separated integers"),
+    (["--study=seeds", "--seeds=1,1"], "expected one or more distinct integers"),
+    (["--study=seeds", "--doc=/nonexistent/dir/results.md"], "its folder does not exist"),
+])
+def test_user_errors(tmp_path, args, message):
+  result = _study(*args, f"--out={tmp_path / 'o'}", timeout=120)
+  assert result.returncode == 2, result.stderr[-2000:]
+  lines = result.stderr.strip().splitlines()
+  assert len(lines) == 1 and message in lines[0], result.stderr
+  assert not (tmp_path / "o").exists()  # nothing written
+
+
+def test_flatten_and_claims_on_fixed_numbers():
+  results = {"retrieval": {"base": {"metrics": {"image_retrieval_recall@1": 0.5}},
+                           "blend": {"sweep": [{"beta": 0.9, "image_retrieval_recall@1": 0.6},
+                                               {"beta": 0.0, "image_retrieval_recall@1": 0.1}]}},
+             "vqa": {"base": {"metrics": {"multiple_choice_accuracy": 0.25,
+                                          "multiple_choice_accuracy/count": 0.5}}}}
+  assert flatten_results(results) == {
+      "base/retrieval/image_retrieval_recall@1": 0.5,
+      "blend@0.9/retrieval/image_retrieval_recall@1": 0.6,
+      "blend@0.0/retrieval/image_retrieval_recall@1": 0.1,
+      "base/vqa/multiple_choice_accuracy": 0.25, "base/vqa/multiple_choice_accuracy/count": 0.5}
+  a = [0.30, 0.34, 0.31]
+  b = [0.25, 0.33, 0.27]
+  records = {"x": {s: {"metrics": {"m": v}} for s, v in enumerate(a)},
+             "y": {s: {"metrics": {"m": v, "only_y": 1.0}} for s, v in enumerate(b)}}
+  summary = summarize_arms(records)
+  expected = stats.summarize(a)
+  assert summary["x"]["m"] == pytest.approx(
+      {"n": 3, "mean": expected.mean, "sd": expected.sd, "low": expected.low,
+       "high": expected.high})
+  claim = Claim("c", "x beats y", "seed 001", "1 → 2", "x", "m", "y", "m", "higher", "")
+  row, = evaluate_claims(records, [claim])
+  diff = stats.paired_difference(a, b)
+  assert row["difference"]["mean"] == pytest.approx(0.1 / 3)
+  assert row["difference"]["low"] == pytest.approx(diff.low)
+  assert row["verdict"] == stats.verdict(diff, "higher") and row["seeds"] == [0, 1, 2]
