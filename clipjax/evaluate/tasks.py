@@ -1,5 +1,6 @@
 """Evaluation tasks on a source: retrieval, zero-shot classification, VQA-as-retrieval,
-text-text retrieval of paraphrases, and the embedding-blending sweeps. Shared by `python -m clipjax.evaluate` and the training loop.
+text-text retrieval of paraphrases, and the embedding-blending sweeps. Shared by
+`python -m clipjax.evaluate` and the training loop.
 
 Each image is embedded once (through the grain pipeline, with worker processes); each text
 tower embeds the texts once; a blending sweep then only mixes embeddings. Records that cannot
