@@ -12,11 +12,9 @@ from typing import Any
 
 import ml_collections
 
-from clipjax.config import eval_block, synthetic
+from clipjax.config import EVAL_TASKS, eval_block, synthetic
 from clipjax.methods import method_config, pretrained_clip_base
 from clipjax.methods.multitask import stage_config
-
-EVAL_TASKS = "retrieval,zeroshot,vqa,text_pairs"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -103,7 +101,7 @@ def _data(c, budget: Budget, detail: str) -> None:
   c.data.train = dict(synthetic(budget.train_size, "train", budget.resolution),
                       caption_detail=detail)
   c.data.num_workers = budget.num_workers
-  if c.get("data") and "text" in c.data:  # multitask's text-pair stream
+  if "text" in c.data:  # multitask's text-pair stream
     c.data.text = synthetic(budget.train_size, "train", budget.resolution)
 
 
@@ -143,8 +141,8 @@ def arm_config(arm: Arm, budget: Budget, seed: int,
     c.export.hf = False
   c.seed = seed
   _data(c, budget, arm.detail)
-  c.eval = eval_block(budget.eval_size, EVAL_TASKS)
-  for task in ("retrieval", "zeroshot", "vqa", "text_pairs"):
+  c.eval = eval_block(budget.eval_size, ",".join(EVAL_TASKS))  # every task, text_pairs too
+  for task in EVAL_TASKS:
     c.eval[task].source = dict(synthetic(budget.eval_size, "vqa" if task == "vqa" else "eval",
                                          budget.resolution), caption_detail=arm.detail)
   c.eval.num_workers = budget.num_workers
