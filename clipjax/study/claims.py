@@ -30,8 +30,8 @@ class Claim:
 
 
 _DRAFT_SETTING = ("ViT-B-32 pretrained on LAION-2B, adapted on COCO with LLaVA dialogues, "
-                  "VQAv1 multiple choice with 18 candidates; here a tiny CLIP pretrained for a "
-                  "few hundred steps on synthetic scenes, 4 candidates per question")
+                  "VQAv1 multiple choice with 18 candidates; here a tiny CLIP pretrained for "
+                  "~100 steps on synthetic scenes, 4 candidates per question")
 
 
 def _draft_claims(detail: str) -> list[Claim]:
@@ -105,5 +105,5 @@ CLAIMS: tuple[Claim, ...] = (
           "METHODS §7 (beyond the seeds)", "—", "siglip", f"siglip/{IMAGE_R1}", "base/full",
           f"clip/{IMAGE_R1}", "higher",
           "SigLIP's gains are reported at large batch and long schedules; ours is batch 64 "
-          "for a few hundred steps"),
+          "for ~100 steps"),
 )
