@@ -75,12 +75,14 @@ def base_config(method: str) -> ml_collections.ConfigDict:
   c.model = dict(arch="", checkpoint="", pretrained="", dtype="float32", remat=False,
                  context_length=0)
   # trim_text: cut token ids after the batch's last end-of-text token (exact, and 2-4x less
-  # text-tower work for real captions of ~15 of 77 tokens).
+  # text-tower work for real captions of ~15 of 77 tokens); skipped for bidirectional SigLIP
+  # text towers, which read the padding.
   # caption_field: the record field trained as the caption (e.g. long_caption).
   # cache_frozen: embed each image once with a frozen, unaugmented image tower and skip image
   # decoding afterwards (lit, draft, three_tower; clipjax/train/frozen_cache.py).
   # read_threads: threads per worker process reading + preparing records; -1 = 0 with workers
-  # (fastest for local files), more for high-latency storage such as gs://.
+  # (fastest for local files) or for synthetic scenes (drawing them holds the GIL), else
+  # grain's 16 in the training process; more for high-latency storage such as gs://.
   # train: a source spec (clipjax/data/builder.py), e.g. on the command line
   # --config.data.train=manifest:manifest=data/train.jsonl,image_root=data
   # bad_window: stop when this many records in a row are bad (0: the whole source).

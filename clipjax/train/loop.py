@@ -99,29 +99,37 @@ def _dataset(cfg, method: Method, model, params, frozen, workdir):
   prepare = PrepareExample(model.cfg.vision.image_size, train=cfg.data.augment,
                            text_fields=fields[image_stream],
                            context_length=context, with_image=cache is None,
-                           hf_tokenizer=getattr(model.cfg.text, "tokenizer_dir", None))
+                           hf_tokenizer=model.cfg.text.tokenizer_dir,
+                           tokenizer_clean=model.cfg.text.tokenizer_clean)
   bad_window = min(cfg.data.get("bad_window", 1000) or len(source), len(source))
   images = build_dataset(source, prepare, batch_size=per_host(cfg.batch_size, "batch_size"),
                          seed=cfg.seed, num_workers=cfg.data.num_workers,
-                         read_threads=_read_threads(cfg), bad_window=bad_window)
+                         read_threads=_read_threads(cfg, cfg.data.train),
+                         bad_window=bad_window)
   if not method.reads_text_pairs:
     return images, len(source), cache
   text_source = make_source(cfg.data.text)
   if cfg.data.text.kind == "synthetic":
     text_source = synthetic_text_records(text_source)
   texts = build_dataset(text_source, PrepareText(context, cfg.data.num_negatives,
-                                                 getattr(model.cfg.text, "tokenizer_dir", None)),
+                                                 model.cfg.text.tokenizer_dir,
+                                                 model.cfg.text.tokenizer_clean),
                         batch_size=per_host(cfg.data.text_batch_size, "data.text_batch_size"),
                         seed=cfg.seed + 1, num_workers=cfg.data.num_workers,
-                        read_threads=_read_threads(cfg),
+                        read_threads=_read_threads(cfg, cfg.data.text),
                         bad_window=min(cfg.data.get("bad_window", 1000) or len(text_source),
                                        len(text_source)))
   return TwoStreams(texts, images), len(source), None
 
 
-def _read_threads(cfg) -> int | None:
+def _read_threads(cfg, spec) -> int | None:
+  """data.read_threads; by default (-1) grain's choice, except for synthetic scenes read in
+  the training process: drawing them holds the GIL, so reader threads only contend with each
+  other and the step (a batch of 32: 29 ms with none, 41 ms with 16; docs/benchmarks.md)."""
   threads = cfg.data.get("read_threads", -1)
-  return None if threads is None or threads < 0 else threads
+  if threads is None or threads < 0:
+    return 0 if spec.kind == "synthetic" else None
+  return threads
 
 
 def trim_text_padding(batch: dict, fields: dict[str, Any], pad_id: int = 0) -> dict:
@@ -255,7 +263,7 @@ def train(cfg, workdir: str, devices: list[jax.Device] | None = None) -> dict:
       batch.pop("mask", None)
       if cache is not None:
         batch = cache.add_to(batch)
-      if cfg.data.get("trim_text", True):
+      if cfg.data.get("trim_text", True) and model.cfg.text.trimmable:
         batch = trim_text_padding(batch, method.text_fields,
                                   getattr(model.cfg.text, "pad_token_id", 0))
       state, metrics = step_fn(state, host_batch_to_global(batch, mesh))
