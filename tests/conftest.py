@@ -86,7 +86,12 @@ def make_openclip_model(arch, seed: int = 0):
   import open_clip
   import torch
   torch.manual_seed(seed)
-  if isinstance(arch, str):
+  from clipjax.models.configs import TimmViTConfig
+  from clipjax.models.registry import CLIPJAX_ONLY, get_model_config
+  cfg = get_model_config(arch)
+  if isinstance(cfg.vision, TimmViTConfig) and (not isinstance(arch, str) or arch in CLIPJAX_ONLY):
+    model = _tiny_siglip(cfg)
+  elif isinstance(arch, str):
     _register_openclip_config(arch)
     model = open_clip.create_model(arch, pretrained=None)
   else:
@@ -100,6 +105,24 @@ def make_openclip_model(arch, seed: int = 0):
         b.copy_(torch.randn_like(b) * 0.1)
       elif name.endswith("running_var"):
         b.copy_(torch.rand_like(b) + 0.5)
+  return model
+
+
+def _tiny_siglip(cfg):
+  """open_clip's CustomTextCLIP for a small SigLIP config that timm has no name for: built
+  from a real SigLIP JSON, its trunk replaced by timm's VisionTransformer at the small sizes."""
+  import open_clip
+  import timm
+  v = cfg.vision
+  spec = cfg.to_openclip_json()
+  spec.pop("custom_text")
+  spec["vision_cfg"] = dict(spec["vision_cfg"], timm_model_name="vit_base_patch16_siglip_224",
+                            image_size=224)
+  model = open_clip.model.CustomTextCLIP(**spec)
+  model.visual.trunk = timm.create_model(
+      "vit_base_patch16_siglip_224", img_size=v.image_size, patch_size=v.patch_size,
+      embed_dim=v.width, depth=v.layers, num_heads=v.heads, mlp_ratio=v.mlp_ratio,
+      num_classes=0, global_pool="map", act_layer="gelu_tanh" if v.gelu_tanh else "gelu")
   return model
 
 
@@ -148,3 +171,36 @@ def write_hf_text_dir(path, model_type: str, corpus: list[str]):
   tok.save_pretrained(path)
   config.save_pretrained(path)
   return path
+
+
+SIGLIP_CORPUS = ["a photo of a cat", "two dogs play in the snow at night",
+                 "a red car parked outside", "naïve café in tokyo",
+                 "the quick brown fox jumps over the lazy dog"]
+
+
+def write_siglip_tokenizer(path, kind: str) -> str:
+  """A small SigLIP-kind tokenizer trained locally and saved with save_pretrained (no hub):
+  kind t5 (SigLIP's SentencePiece), gemma (SigLIP 2) or xlmr (the i18n models)."""
+  import transformers
+  from tokenizers import SentencePieceBPETokenizer, SentencePieceUnigramTokenizer
+  if kind == "gemma":
+    bpe = SentencePieceBPETokenizer()
+    bpe.train_from_iterator(SIGLIP_CORPUS * 5, vocab_size=300, min_frequency=1,
+                            special_tokens=["<pad>", "<eos>", "<bos>", "<unk>"])
+    tok = transformers.GemmaTokenizerFast(tokenizer_object=bpe._tokenizer, pad_token="<pad>",
+                                          eos_token="<eos>", bos_token="<bos>",
+                                          unk_token="<unk>")
+  else:
+    sp = SentencePieceUnigramTokenizer()
+    specials = ["<pad>", "</s>", "<unk>"] if kind == "t5" else ["<s>", "<pad>", "</s>", "<unk>"]
+    sp.train_from_iterator(SIGLIP_CORPUS * 5, vocab_size=200, unk_token="<unk>",
+                           special_tokens=specials)
+    if kind == "t5":
+      tok = transformers.T5TokenizerFast(tokenizer_object=sp._tokenizer, pad_token="<pad>",
+                                         eos_token="</s>", unk_token="<unk>", extra_ids=0)
+    else:
+      tok = transformers.XLMRobertaTokenizerFast(tokenizer_object=sp._tokenizer, bos_token="<s>",
+                                                 eos_token="</s>", pad_token="<pad>",
+                                                 unk_token="<unk>")
+  tok.save_pretrained(path)
+  return str(path)

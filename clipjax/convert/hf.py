@@ -13,10 +13,16 @@ from pathlib import Path
 
 import numpy as np
 
+from clipjax.convert.hf_siglip import (
+  hf_siglip_config,
+  hf_siglip_processor,
+  siglip_state_dict_to_hf,
+)
 from clipjax.convert.io import CheckpointError, save_hf_dir
 from clipjax.convert.openclip import Params, config_for_params, params_to_state_dict
 from clipjax.data.transforms import OPENAI_MEAN, OPENAI_STD
-from clipjax.models.registry import MODEL_CONFIGS, CLIPConfig, TextConfig, VisionConfig
+from clipjax.models.configs import CLIPConfig, TextConfig, TimmViTConfig, VisionConfig
+from clipjax.models.registry import MODEL_CONFIGS
 from clipjax.text.tokenizer import EOT_ID, PAD_ID, SOT_ID, _build_bpe, default_bpe_path
 
 _BLOCK_RENAMES = {"ln_1": "layer_norm1", "ln_2": "layer_norm2", "mlp.c_fc": "mlp.fc1",
@@ -177,7 +183,8 @@ def hf_processor(cfg: CLIPConfig):
 
 def export_hf(params: Params, arch: str | CLIPConfig, out_dir: str | os.PathLike) -> Path:
   """Writes `config.json`, `model.safetensors` and the processor files (tokenizer, image
-  processor) into `out_dir`, for `CLIPModel.from_pretrained` / `CLIPProcessor.from_pretrained`.
+  processor) into `out_dir`, for `CLIPModel.from_pretrained` / `CLIPProcessor.from_pretrained`
+  (SigLIP architectures: `SiglipModel`, see `hf_siglip.py`).
 
   Files are written in a temporary folder and moved into `out_dir` one by one with atomic
   renames, weights first, so an interrupted export never leaves a truncated file.
@@ -186,5 +193,8 @@ def export_hf(params: Params, arch: str | CLIPConfig, out_dir: str | os.PathLike
   if cfg.vision.is_resnet:
     raise CheckpointError(f"Hugging Face CLIPModel has no ResNet image tower; export {arch} "
                           f"with export_openclip instead")
+  if isinstance(cfg.vision, TimmViTConfig):  # SigLIP / SigLIP 2: a SiglipModel directory
+    return save_hf_dir(siglip_state_dict_to_hf(params_to_state_dict(params), cfg),
+                       hf_siglip_config(cfg), out_dir, processor=hf_siglip_processor(cfg))
   return save_hf_dir(state_dict_to_hf(params_to_state_dict(params)), hf_config(cfg), out_dir,
                      processor=hf_processor(cfg))

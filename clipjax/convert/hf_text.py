@@ -18,8 +18,8 @@ import numpy as np
 
 from clipjax.convert.io import CheckpointError, load_state_dict, save_hf_dir
 from clipjax.convert.openclip import _describe, _from_torch_layout, params_to_state_dict
+from clipjax.models.configs import HFTextConfig
 from clipjax.models.naming import flatten, torch_key, unflatten
-from clipjax.models.registry import HFTextConfig
 
 _WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
 # the HF config fields each family's hyper-parameters are checked against

@@ -18,11 +18,8 @@ from clipjax.convert.pretrained import resolve
 from clipjax.data.transforms import image_transform
 from clipjax.models import create_model
 from clipjax.models.clip import CLIP
-from clipjax.models.registry import (
-  CLIPConfig,
-  config_from_openclip_json,
-  get_model_config,
-)
+from clipjax.models.configs import CLIPConfig
+from clipjax.models.registry import config_from_openclip_json, get_model_config
 
 log = logging.getLogger(__name__)
 

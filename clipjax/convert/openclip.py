@@ -28,14 +28,9 @@ from clipjax.convert.io import (
 )
 from clipjax.files import atomic_path
 from clipjax.models.clip import CLIP
+from clipjax.models.configs import CLIPConfig, HFTextConfig, TimmViTConfig
 from clipjax.models.naming import flatten, torch_key, unflatten
-from clipjax.models.registry import (
-  CLIPJAX_ONLY,
-  MODEL_CONFIGS,
-  CLIPConfig,
-  HFTextConfig,
-  get_model_config,
-)
+from clipjax.models.registry import CLIPJAX_ONLY, MODEL_CONFIGS, get_model_config
 
 Params = dict[str, Any]
 log = logging.getLogger(__name__)
@@ -117,6 +112,9 @@ def state_dict_to_params(sd: dict[str, np.ndarray], cfg: CLIPConfig,
   if missing or extra:
     msg = [f"{source} does not match architecture (embed_dim={cfg.embed_dim}, vision "
            f"{cfg.vision}, text {cfg.text}):"]
+    if _family_of_keys(sd) != _family(cfg):
+      msg.append(f"the checkpoint has {_FAMILIES[_family_of_keys(sd)]}, the architecture "
+                 f"expects {_FAMILIES[_family(cfg)]}")
     if missing:
       msg.append(f"missing tensors: {_describe(missing)}")
     if extra:
@@ -126,7 +124,8 @@ def state_dict_to_params(sd: dict[str, np.ndarray], cfg: CLIPConfig,
   for key, (kind, path) in by_key.items():
     value = np.asarray(sd[key])
     want = shapes[path].shape
-    if key == "positional_embedding" and value.ndim == 2 and value.shape[1] == want[1]:
+    if (key == cfg.text_prefix + "positional_embedding" and value.ndim == 2
+        and value.shape[1] == want[1]):
       value = resize_positional_embedding(value, want[0])
     value = _from_torch_layout(value, kind)
     if value.shape != want:
@@ -140,23 +139,53 @@ def state_dict_to_params(sd: dict[str, np.ndarray], cfg: CLIPConfig,
   return unflatten(flat)
 
 
+def _text_prefix(sd: dict[str, np.ndarray]) -> str:
+  """"text." for a CustomTextCLIP state dict (SigLIP, HF text towers), else ""."""
+  return "text." if any(k.startswith("text.") for k in sd) else ""
+
+
+_FAMILIES = {"timm": "a SigLIP image tower (timm trunk, visual.trunk.*)",
+             "resnet": "a ModifiedResNet image tower (visual.attnpool.*)",
+             "vit": "a CLIP ViT image tower (visual.transformer.*)"}
+
+
+def _family_of_keys(keys) -> str:
+  keys = set(keys)
+  if any(k.startswith("visual.trunk.") for k in keys):
+    return "timm"
+  return "resnet" if "visual.attnpool.positional_embedding" in keys else "vit"
+
+
+def _family(cfg: CLIPConfig) -> str:
+  return "timm" if isinstance(cfg.vision, TimmViTConfig) else (
+      "resnet" if cfg.vision.is_resnet else "vit")
+
+
 def _candidate_prefilter(cfg: CLIPConfig, sd: dict[str, np.ndarray]) -> bool:
   """Cheap necessary conditions (a few tensor shapes) before the full shape comparison."""
   if isinstance(cfg.text, HFTextConfig):
     return False  # HF text towers are loaded with their JSON (arch=path.json)
+  prefix = _text_prefix(sd)
+  if prefix != cfg.text_prefix:
+    return False
   try:
-    if cfg.vision.is_resnet != ("visual.attnpool.positional_embedding" in sd):
+    if _family_of_keys(sd) != _family(cfg):
       return False
-    tok = sd["token_embedding.weight"].shape
-    return tok == (cfg.text.vocab_size, cfg.text.width) and (
-        sd["text_projection"].shape[1] == cfg.embed_dim)
+    if sd[prefix + "token_embedding.weight"].shape != (cfg.text.vocab_size, cfg.text.width):
+      return False
   except KeyError:
     return False
+  proj = sd.get(prefix + "text_projection", sd.get(prefix + "text_projection.weight"))
+  out_dim = cfg.text.width if proj is None else (
+      proj.shape[1] if prefix + "text_projection" in sd else proj.shape[0])
+  return out_dim == cfg.embed_dim
 
 
 def _shapes_match(cfg: CLIPConfig, sd: dict[str, np.ndarray]) -> bool:
-  cfg = cfg.replace(text={"context_length": sd["positional_embedding"].shape[0]})
-  want = {torch_key(p)[0]: (torch_key(p)[1], v.shape) for p, v in flatten(param_shapes(cfg)).items()}
+  pos = sd[cfg.text_prefix + "positional_embedding"]
+  cfg = cfg.replace(text={"context_length": pos.shape[0]})
+  want = {torch_key(p)[0]: (torch_key(p)[1], v.shape) for p, v in flatten(param_shapes(cfg)).items()
+          if p != ("logit_bias",)}  # a bias or not is read from the checkpoint, not the name
   keys = {k for k in sd if not k.endswith(_BN_COUNTER) and k != "logit_bias"}
   if keys != set(want):
     return False
@@ -170,9 +199,11 @@ def infer_config(sd: dict[str, np.ndarray]) -> CLIPConfig:
   apart by shapes: plain GELU is chosen over `-quickgelu`, with a warning. Raises
   CheckpointError listing the candidates when the shapes match none, or several that differ
   in more than the activation (e.g. head counts)."""
-  if "token_embedding.weight" not in sd or "text_projection" not in sd:
-    raise CheckpointError("cannot infer the architecture: not an open_clip CLIP state dict "
-                          "(no token_embedding / text_projection); pass arch= explicitly")
+  prefix = _text_prefix(sd)
+  if prefix + "token_embedding.weight" not in sd or prefix + "positional_embedding" not in sd:
+    raise CheckpointError("cannot infer the architecture: not an open_clip CLIP or SigLIP state "
+                          "dict (no token_embedding / positional_embedding); pass arch= "
+                          "explicitly")
   bias = float(np.asarray(sd["logit_bias"])) if "logit_bias" in sd else None
   near = [n for n, c in MODEL_CONFIGS.items() if _candidate_prefilter(c, sd)]
   matches = [n for n in near if _shapes_match(MODEL_CONFIGS[n], sd)]
@@ -182,7 +213,7 @@ def infer_config(sd: dict[str, np.ndarray]) -> CLIPConfig:
     if f"{name}-quickgelu" in matches:
       log.warning("inferred architecture %s from tensor shapes; pass arch='%s-quickgelu' for "
                   "weights trained with QuickGELU (OpenAI, MetaCLIP, DFN)", name, name)
-    ctx = sd["positional_embedding"].shape[0]
+    ctx = sd[prefix + "positional_embedding"].shape[0]
     return MODEL_CONFIGS[name].replace(text={"context_length": ctx}, init_logit_bias=bias)
   if len(plain) > 1:
     raise CheckpointError(f"the tensor shapes fit several architectures ({', '.join(plain)}); "
@@ -197,7 +228,8 @@ def infer_config(sd: dict[str, np.ndarray]) -> CLIPConfig:
 def config_for_params(arch: str | CLIPConfig, params: Params) -> CLIPConfig:
   """The registry config of `arch`, with the text context length taken from the params."""
   cfg = get_model_config(arch)
-  ctx = params["positional_embedding"].shape[0] if "positional_embedding" in params else \
+  text = params.get("text", {}) if cfg.text_prefix else params
+  ctx = text["positional_embedding"].shape[0] if "positional_embedding" in text else \
       cfg.text.context_length  # HF text towers have no CLIP positional table
   if ctx != cfg.text.context_length:
     cfg = cfg.replace(text={"context_length": ctx})

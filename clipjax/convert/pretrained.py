@@ -101,9 +101,9 @@ def _hub_file(repo: str, filename: str, cache_dir: str | None) -> str | None:
     return None
 
 
-def _offline_hint(repo: str) -> str:
+def _offline_hint(repo: str, cache_dir: str | None = None) -> str:
   from huggingface_hub import constants
-  where = f"the Hugging Face cache ({constants.HF_HUB_CACHE})"
+  where = f"the Hugging Face cache ({cache_dir or constants.HF_HUB_CACHE})"
   if constants.HF_HUB_OFFLINE:
     return (f"{repo} is not in {where} and HF_HUB_OFFLINE is set; download it on a machine "
             f"with access (`hf download {repo}`) and copy the cache, or pass a local file")
@@ -123,7 +123,7 @@ def _from_hub(repo: str, cache_dir: str | None, filename: str | None = None,
       return Resolved(Path(path), (config or {}).get("model_cfg"),
                       (config or {}).get("preprocess_cfg", {}), f"hf-hub:{repo}")
   looked = " or ".join([filename] if filename else WEIGHT_NAMES)
-  raise CheckpointError(f"{_offline_hint(repo)} (looked for {looked})")
+  raise CheckpointError(f"{_offline_hint(repo, cache_dir)} (looked for {looked})")
 
 
 def _from_hf_dir(directory: Path, config: dict) -> Resolved:

@@ -41,9 +41,11 @@ class PrepareExample:
 
   def __init__(self, image_size: int, train: bool, text_fields: Sequence[str] = ("caption",),
                context_length: int = 77, strict: bool = False, uint8: bool = True,
-               with_image: bool = True, hf_tokenizer: str | None = None):
+               with_image: bool = True, hf_tokenizer: str | None = None,
+               tokenizer_clean: str = "whitespace"):
     self.image_size, self.train, self.strict, self.uint8 = image_size, train, strict, uint8
     self.with_image, self.hf_tokenizer = with_image, hf_tokenizer
+    self.tokenizer_clean = tokenizer_clean
     self.text_fields, self.context_length = tuple(text_fields), context_length
     self._transform = image_transform(image_size, train=train, uint8=uint8)
     self._tokenizer = None
@@ -84,7 +86,8 @@ class PrepareExample:
         raise ValueError(f"bad record ({record.reason}): {record.detail}")
       return record
     if self._tokenizer is None:
-      self._tokenizer = make_tokenizer(self.context_length, self.hf_tokenizer)
+      self._tokenizer = make_tokenizer(self.context_length, self.hf_tokenizer,
+                                       self.tokenizer_clean)
     texts = {}
     where = record.get("where") or f"image_id {record.get('image_id')}"
     for field in self.text_fields:
@@ -120,9 +123,9 @@ class PrepareText:
   train = False
 
   def __init__(self, context_length: int = 77, num_negatives: int = 0,
-               hf_tokenizer: str | None = None):
+               hf_tokenizer: str | None = None, tokenizer_clean: str = "whitespace"):
     self.context_length, self.num_negatives = context_length, num_negatives
-    self.hf_tokenizer = hf_tokenizer
+    self.hf_tokenizer, self.tokenizer_clean = hf_tokenizer, tokenizer_clean
     self._tokenizer = None
 
   def __getstate__(self):
@@ -135,7 +138,8 @@ class PrepareText:
     if isinstance(record, BadRecord):
       return record
     if self._tokenizer is None:
-      self._tokenizer = make_tokenizer(self.context_length, self.hf_tokenizer)
+      self._tokenizer = make_tokenizer(self.context_length, self.hf_tokenizer,
+                                       self.tokenizer_clean)
     negatives = list(record.get("negatives") or [])[:self.num_negatives]
     texts = [record.get("query") or "", record.get("positive") or "", *negatives]
     if not all(t.strip() for t in texts) or len(negatives) < self.num_negatives:

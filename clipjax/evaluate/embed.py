@@ -56,15 +56,18 @@ def unit_rows(x) -> np.ndarray:
 def make_encoders(image_fn: Callable[[np.ndarray], jax.Array],
                   text_fn: Callable[[np.ndarray], jax.Array], *, image_size: int, embed_dim: int,
                   key: str, image_key: str = "", context_length: int = 77,
-                  batch_size: int = 256, hf_tokenizer: str | None = None) -> Encoders:
+                  batch_size: int = 256, hf_tokenizer: str | None = None,
+                  tokenizer_clean: str = "whitespace", trim_text: bool = True) -> Encoders:
   """Encoders from jitted image_fn(uint8 or float pixels [B,H,W,3]) and text_fn(ids int32
   [B, L]), each returning unit-norm embeddings [B, D].
 
-  Texts are tokenized (the CLIP BPE, or the HF tokenizer in the directory `hf_tokenizer`),
+  Texts are tokenized (the CLIP BPE, or the HF tokenizer `hf_tokenizer`, a directory or an HF
+  cache name, with open_clip's `tokenizer_clean` mode),
   cut to the longest sequence of the batch (a `padded_length` bucket; exact, see
-  `models.text.trim_padding`) and padded to `batch_size` rows so only a few shapes compile.
+  `models.text.trim_padding`; `trim_text=False` for towers that read the padding) and padded
+  to `batch_size` rows so only a few shapes compile.
   """
-  tokenizer = make_tokenizer(context_length, hf_tokenizer)
+  tokenizer = make_tokenizer(context_length, hf_tokenizer, tokenizer_clean)
   pad_id = getattr(tokenizer, "pad_token_id", 0)
 
   def padded(fn, rows: np.ndarray) -> np.ndarray:
@@ -78,8 +81,8 @@ def make_encoders(image_fn: Callable[[np.ndarray], jax.Array],
 
   def encode_texts(texts: Sequence[str]) -> np.ndarray:
     ids = tokenizer(list(texts))
-    chunks = [padded(text_fn, trim_padding(ids[s:s + batch_size], pad_id=pad_id))
-              for s in range(0, len(ids), batch_size)]
+    cut = (lambda rows: trim_padding(rows, pad_id=pad_id)) if trim_text else np.asarray
+    chunks = [padded(text_fn, cut(ids[s:s + batch_size])) for s in range(0, len(ids), batch_size)]
     return np.concatenate(chunks) if chunks else np.zeros((0, embed_dim), np.float32)
 
   return Encoders(lambda x: padded(image_fn, np.asarray(x)), encode_texts,
@@ -110,7 +113,8 @@ def clip_encoders(model, params: Any, batch_size: int = 256) -> Encoders:
       key=f"clip-{arch}-{params_fingerprint(params)}",
       image_key=f"visual-{arch}-{params_fingerprint(params['visual'])}",
       context_length=cfg.text.context_length,
-      batch_size=batch_size, hf_tokenizer=getattr(cfg.text, "tokenizer_dir", None))
+      batch_size=batch_size, hf_tokenizer=cfg.text.tokenizer_dir,
+      tokenizer_clean=cfg.text.tokenizer_clean, trim_text=cfg.text.trimmable)
 
 
 def embed_images(encoders: Encoders, source, *, batch_size: int = 64, num_workers: int = 2,

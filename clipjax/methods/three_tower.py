@@ -20,8 +20,8 @@ from clipjax.methods.base import (
 )
 from clipjax.models import CLIP, TextTransformer
 from clipjax.models.clip import l2_normalize
+from clipjax.models.configs import HFTextConfig
 from clipjax.models.hf_text import HFTextTower
-from clipjax.models.registry import HFTextConfig
 from clipjax.parallel.mesh import on_mesh
 
 

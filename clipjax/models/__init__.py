@@ -5,7 +5,8 @@ import jax
 import jax.numpy as jnp
 
 from clipjax.models.clip import CLIP
-from clipjax.models.registry import CLIPConfig, get_model_config, list_models
+from clipjax.models.configs import CLIPConfig
+from clipjax.models.registry import get_model_config, list_models
 from clipjax.models.text import TextTransformer
 from clipjax.models.vision import VisionTransformer
 

@@ -7,11 +7,12 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from clipjax.models.configs import CLIPConfig, HFTextConfig, TimmViTConfig
 from clipjax.models.hf_text import HFTextTower
 from clipjax.models.layers import Dtype
-from clipjax.models.registry import CLIPConfig, HFTextConfig
 from clipjax.models.resnet import ModifiedResNet
-from clipjax.models.text import attach_text_tower, run_text_tower
+from clipjax.models.text import TextTransformer, attach_text_tower, run_text_tower
+from clipjax.models.timm_vit import TimmVisionTower
 from clipjax.models.vision import VisionTransformer
 
 
@@ -24,9 +25,9 @@ def l2_normalize(x: jax.Array) -> jax.Array:
 class CLIP(nn.Module):
   """`encode_image` / `encode_text` return unnormalised projections, like open_clip's.
 
-  Params: `visual/...`, the text tower at the top level (an HF text tower under `text/`, as
-  open_clip's CustomTextCLIP), `logit_scale` (a log, init log(1/0.07)) and, when
-  `cfg.init_logit_bias` is set, `logit_bias`.
+  Params: `visual/...` (a SigLIP timm trunk under `visual/trunk/`), the text tower at the top
+  level (under `text/` for open_clip's CustomTextCLIP: HF text towers and SigLIP), `logit_scale`
+  (a log, init log(1/0.07)) and, when `cfg.init_logit_bias` is set, `logit_bias`.
   """
   cfg: CLIPConfig
   dtype: Dtype = jnp.float32
@@ -34,13 +35,17 @@ class CLIP(nn.Module):
 
   def setup(self):
     cfg = self.cfg
-    if cfg.vision.is_resnet:
+    if isinstance(cfg.vision, TimmViTConfig):
+      self.visual = TimmVisionTower(cfg.vision, cfg.embed_dim, self.dtype, self.remat)
+    elif cfg.vision.is_resnet:
       self.visual = ModifiedResNet(cfg.vision, cfg.embed_dim, self.dtype, self.remat)
     else:
       self.visual = VisionTransformer(cfg.vision, cfg.embed_dim, cfg.quick_gelu, self.dtype,
                                       self.remat)
     if isinstance(cfg.text, HFTextConfig):  # open_clip's CustomTextCLIP: params under `text/`
       self.text = HFTextTower(cfg.text, cfg.embed_dim, self.dtype, self.remat)
+    elif cfg.custom_text:
+      self.text = TextTransformer(cfg.text, cfg.embed_dim, cfg.quick_gelu, self.dtype, self.remat)
     else:
       attach_text_tower(self, cfg.text, cfg.embed_dim, cfg.quick_gelu, self.dtype, self.remat)
     self.logit_scale = self.param("logit_scale", nn.initializers.constant(math.log(1 / 0.07)), ())
@@ -53,7 +58,7 @@ class CLIP(nn.Module):
 
   def encode_text(self, ids: jax.Array) -> jax.Array:
     """ids: int [N, L] -> [N, embed_dim] float32."""
-    if isinstance(self.cfg.text, HFTextConfig):
+    if self.cfg.text_prefix:
       return self.text(ids)
     return run_text_tower(self, ids, self.cfg.text, self.dtype)
 

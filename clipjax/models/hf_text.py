@@ -21,8 +21,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from clipjax.models.configs import HFTextConfig
 from clipjax.models.layers import Dtype, LayerNorm, exact_gelu
-from clipjax.models.registry import HFTextConfig
 
 _INIT = nn.initializers.normal(0.02)  # HF's initializer_range for BERT-style models
 

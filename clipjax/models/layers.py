@@ -32,6 +32,11 @@ def exact_gelu(x: jax.Array) -> jax.Array:
   return jax.nn.gelu(x, approximate=False)
 
 
+def tanh_gelu(x: jax.Array) -> jax.Array:
+  """torch.nn.GELU(approximate='tanh') (timm's 'gelu_tanh'; SigLIP 2 text towers)."""
+  return jax.nn.gelu(x, approximate=True)
+
+
 class LayerNorm(nn.Module):
   """LayerNorm over the last axis in float32; params `scale`/`bias` (torch `weight`/`bias`)."""
   dtype: Dtype = jnp.float32
@@ -98,15 +103,16 @@ class ResidualAttentionBlock(nn.Module):
   causal: bool = False
   dtype: Dtype = jnp.float32
   init_stds: tuple[float, float, float, float] | None = None  # attn, proj, fc, proj
+  ln_eps: float = 1e-5
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
     s = self.init_stds
     x = x + MultiheadAttention(self.heads, self.causal, self.dtype,
                                (s[0], s[1]) if s else None, name="attn")(
-                                   LayerNorm(self.dtype, name="ln_1")(x))
+                                   LayerNorm(self.dtype, self.ln_eps, name="ln_1")(x))
     x = x + MLP(self.mlp_width, self.act, self.dtype, (s[2], s[3]) if s else None, name="mlp")(
-        LayerNorm(self.dtype, name="ln_2")(x))
+        LayerNorm(self.dtype, self.ln_eps, name="ln_2")(x))
     return x
 
 
@@ -120,6 +126,7 @@ class Transformer(nn.Module):
   dtype: Dtype = jnp.float32
   remat: bool = False
   openclip_init: bool = False  # open_clip's text-tower normal init (vision uses torch defaults)
+  ln_eps: float = 1e-5
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
@@ -131,5 +138,5 @@ class Transformer(nn.Module):
     block = nn.remat(ResidualAttentionBlock) if self.remat else ResidualAttentionBlock
     for i in range(self.layers):
       x = block(self.heads, self.mlp_width, self.act, self.causal, self.dtype, stds,
-                name=f"resblocks_{i}")(x)
+                self.ln_eps, name=f"resblocks_{i}")(x)
     return x

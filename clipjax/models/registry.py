@@ -1,4 +1,4 @@
-"""Architecture table: OpenCLIP model configs as frozen dataclasses.
+"""The architecture table: open_clip's model configs by name (dataclasses in `configs.py`).
 
 Hyper-parameters are OpenCLIP's (`open_clip/model_configs/*.json`): a registry entry and the
 open_clip JSON of the same name describe the same network, which is what lets weights move
@@ -10,183 +10,15 @@ import dataclasses
 import difflib
 import json
 import os
-from typing import Any
 
 from clipjax.errors import ConfigError
-
-
-@dataclasses.dataclass(frozen=True)
-class VisionConfig:
-  """A ViT (`layers` an int) or, as open_clip decides, a ModifiedResNet when `layers` is a tuple
-  of four stage depths (then `width` is the stem width, `patch_size` None)."""
-  image_size: int = 224
-  patch_size: int | None = 32
-  width: int = 768
-  layers: int | tuple[int, ...] = 12
-  head_width: int = 64
-  mlp_ratio: float = 4.0
-
-  @property
-  def is_resnet(self) -> bool:
-    return isinstance(self.layers, tuple)
-
-  @property
-  def heads(self) -> int:
-    # ResNet: the attention pool works on the last stage's width * 32 channels
-    return (self.width * 32 if self.is_resnet else self.width) // self.head_width
-
-  @property
-  def mlp_width(self) -> int:
-    return int(self.width * self.mlp_ratio)  # open_clip truncates, e.g. ViT-g: 1408*4.3637 -> 6144
-
-  @property
-  def grid(self) -> int:
-    return self.image_size // self.patch_size
-
-
-@dataclasses.dataclass(frozen=True)
-class TextConfig:
-  context_length: int = 77
-  vocab_size: int = 49408
-  width: int = 512
-  heads: int = 8
-  layers: int = 12
-  mlp_ratio: float = 4.0
-
-  @property
-  def mlp_width(self) -> int:
-    return int(self.width * self.mlp_ratio)
-
-
-@dataclasses.dataclass(frozen=True)
-class HFTextConfig:
-  """A Hugging Face encoder as the text tower (open_clip's `text_cfg.hf_model_name`).
-
-  `hf_model_name` is what open_clip's JSON names (a hub id or a local directory with the HF
-  `config.json` and tokenizer files); the remaining fields are that config's hyper-parameters,
-  so the architecture is known without the hub (`from_hf_config` reads them from a config).
-  """
-  hf_model_name: str
-  model_type: str  # roberta | xlm-roberta | t5 | mt5
-  vocab_size: int
-  width: int
-  heads: int
-  layers: int
-  mlp_width: int
-  pad_token_id: int
-  layer_norm_eps: float
-  context_length: int = 77  # tokenizer max_length (open_clip's text_cfg.context_length)
-  hf_tokenizer_name: str | None = None
-  pooler: str = "mean_pooler"  # or cls_last_hidden_state_pooler
-  proj_type: str | None = "mlp"  # open_clip's default; linear; None: identity
-  max_positions: int = 514  # RoBERTa position table (padding_idx + 1 + longest text)
-  type_vocab_size: int = 1
-  head_dim: int = 64  # T5 d_kv
-  gated_act: bool = True  # T5 v1.1 / mT5 "gated-gelu"; False: original T5 "relu"
-  relative_buckets: int = 32
-  relative_max_distance: int = 128
-
-  FAMILIES = {"roberta": "roberta", "xlm-roberta": "roberta", "t5": "t5", "mt5": "t5"}
-  POOLERS = ("mean_pooler", "cls_last_hidden_state_pooler")
-
-  def __post_init__(self):
-    if self.model_type not in self.FAMILIES:
-      raise ValueError(f"HF text tower type {self.model_type!r} is not supported; supported: "
-                       f"{', '.join(self.FAMILIES)}")
-    if self.pooler not in self.POOLERS:
-      raise ValueError(f"hf_pooler_type {self.pooler!r} is not supported; supported: "
-                       f"{', '.join(self.POOLERS)}")
-    if self.proj_type not in ("mlp", "linear", None):
-      raise ValueError(f"hf_proj_type must be mlp, linear or None, got {self.proj_type!r}")
-
-  @property
-  def family(self) -> str:
-    return self.FAMILIES[self.model_type]
-
-  @property
-  def tokenizer_dir(self) -> str:
-    return self.hf_tokenizer_name or self.hf_model_name
-
-  @classmethod
-  def from_hf_config(cls, hf: dict, hf_model_name: str, **open_clip_text_cfg: Any
-                     ) -> "HFTextConfig":
-    """From an HF `config.json` dict plus open_clip's `text_cfg` options (`hf_pooler_type`,
-    `hf_proj_type`, `hf_tokenizer_name`, `context_length`)."""
-    kind = hf.get("model_type")
-    if kind not in cls.FAMILIES:
-      raise ValueError(f"HF config of {hf_model_name} has model_type {kind!r}; supported: "
-                       f"{', '.join(cls.FAMILIES)}")
-    o = open_clip_text_cfg
-    common = dict(hf_model_name=hf_model_name, model_type=kind, vocab_size=hf["vocab_size"],
-                  pad_token_id=hf.get("pad_token_id", 1 if cls.FAMILIES[kind] == "roberta" else 0),
-                  context_length=o.get("context_length", 77),
-                  hf_tokenizer_name=o.get("hf_tokenizer_name"),
-                  pooler=o.get("hf_pooler_type", "mean_pooler"),
-                  proj_type=o.get("hf_proj_type", "mlp"))
-    if cls.FAMILIES[kind] == "roberta":
-      return cls(**common, width=hf["hidden_size"], heads=hf["num_attention_heads"],
-                 layers=hf["num_hidden_layers"], mlp_width=hf["intermediate_size"],
-                 layer_norm_eps=hf.get("layer_norm_eps", 1e-12),
-                 max_positions=hf["max_position_embeddings"],
-                 type_vocab_size=hf.get("type_vocab_size", 2))
-    ff = hf.get("feed_forward_proj", "relu")
-    if ff not in ("relu", "gated-gelu"):
-      raise ValueError(f"T5 feed_forward_proj {ff!r} is not supported (relu, gated-gelu)")
-    return cls(**common, width=hf["d_model"], heads=hf["num_heads"], layers=hf["num_layers"],
-               mlp_width=hf["d_ff"], layer_norm_eps=hf.get("layer_norm_epsilon", 1e-6),
-               head_dim=hf["d_kv"], gated_act=ff == "gated-gelu",
-               relative_buckets=hf.get("relative_attention_num_buckets", 32),
-               relative_max_distance=hf.get("relative_attention_max_distance", 128))
-
-  def to_openclip_text_cfg(self) -> dict:
-    out = dict(hf_model_name=self.hf_model_name,
-               hf_tokenizer_name=self.hf_tokenizer_name or self.hf_model_name,
-               hf_pooler_type=self.pooler)
-    if self.proj_type != "mlp":
-      out["hf_proj_type"] = self.proj_type
-    if self.context_length != 77:
-      out["context_length"] = self.context_length
-    return out
-
-
-@dataclasses.dataclass(frozen=True)
-class CLIPConfig:
-  embed_dim: int
-  vision: VisionConfig
-  text: TextConfig | HFTextConfig
-  quick_gelu: bool = False
-  init_logit_bias: float | None = None  # SigLIP-style models carry a learnable logit bias
-
-  def replace(self, **kw: Any) -> "CLIPConfig":
-    """Returns a copy; `vision=`/`text=` accept dicts of field overrides."""
-    for key in ("vision", "text"):
-      if isinstance(kw.get(key), dict):
-        kw[key] = dataclasses.replace(getattr(self, key), **kw[key])
-    return dataclasses.replace(self, **kw)
-
-  def to_openclip_json(self) -> dict:
-    """The open_clip model-config dict (`model_configs/<name>.json`) for this architecture."""
-    v, t = self.vision, self.text
-    vision = dict(image_size=v.image_size, layers=list(v.layers) if v.is_resnet else v.layers,
-                  width=v.width, patch_size=v.patch_size)
-    if v.head_width != 64:
-      vision["head_width"] = v.head_width
-    if v.mlp_ratio != 4.0:
-      vision["mlp_ratio"] = v.mlp_ratio
-    if isinstance(t, HFTextConfig):
-      text = t.to_openclip_text_cfg()
-    else:
-      text = dict(context_length=t.context_length, vocab_size=t.vocab_size, width=t.width,
-                  heads=t.heads, layers=t.layers)
-      if t.mlp_ratio != 4.0:
-        text["mlp_ratio"] = t.mlp_ratio
-    out: dict[str, Any] = dict(embed_dim=self.embed_dim)
-    if self.quick_gelu:
-      out["quick_gelu"] = True
-    if self.init_logit_bias is not None:
-      out["init_logit_bias"] = self.init_logit_bias
-    out.update(vision_cfg=vision, text_cfg=text)
-    return out
+from clipjax.models.configs import (
+  CLIPConfig,
+  HFTextConfig,
+  TextConfig,
+  TimmViTConfig,
+  VisionConfig,
+)
 
 
 def _clip(embed_dim, vision, text, hf_text: HFTextConfig | None = None, **kw) -> CLIPConfig:
@@ -240,8 +72,91 @@ _BASE: dict[str, CLIPConfig] = {
     "RN-T-test": _clip(64, dict(image_size=64, layers=(1, 1, 1, 1), width=8, patch_size=None),
                        dict(width=64, heads=2, layers=2)),
 }
+
+# timm's SigLIP trunks (timm/models/vision_transformer.py `vit_*_siglip_<res>`): patch size,
+# width, depth, heads, mlp_ratio, gelu_tanh. The resolution is the name's suffix.
+TIMM_SIGLIP_TRUNKS: dict[str, tuple[int, int, int, int, float, bool]] = {
+    "vit_base_patch16_siglip": (16, 768, 12, 12, 4.0, False),
+    "vit_base_patch32_siglip": (32, 768, 12, 12, 4.0, True),
+    "vit_large_patch16_siglip": (16, 1024, 24, 16, 4.0, False),
+    "vit_so400m_patch14_siglip": (14, 1152, 27, 16, 3.7362, False),
+    "vit_so400m_patch16_siglip": (16, 1152, 27, 16, 3.7362, True),
+    "vit_giantopt_patch16_siglip": (16, 1536, 40, 16, 4.0, True),
+}
+_TANH_AT = {"vit_large_patch16_siglip_512"}  # the SigLIP 2-only resolution of ViT-L
+
+
+def timm_siglip_trunk(timm_model_name: str) -> TimmViTConfig:
+  """The TimmViTConfig of a timm `vit_*_siglip_<res>` model name."""
+  family, _, res = timm_model_name.rpartition("_")
+  if family not in TIMM_SIGLIP_TRUNKS or not res.isdigit():
+    raise ValueError(f"timm model {timm_model_name!r} is not a SigLIP trunk clipjax knows; "
+                     f"known: {', '.join(f'{f}_<res>' for f in TIMM_SIGLIP_TRUNKS)}")
+  patch, width, layers, heads, mlp_ratio, tanh = TIMM_SIGLIP_TRUNKS[family]
+  return TimmViTConfig(timm_model_name, int(res), patch, width, layers, heads, mlp_ratio,
+                       tanh or timm_model_name in _TANH_AT)
+
+
+_SIGLIP_TEXT = {"B": (768, 12, 12, 4.0), "L": (1024, 16, 24, 4.0), "SO400M": (1152, 16, 27, 3.7362)}
+_SIGLIP_VOCAB = {"SigLIP": 32000, "SigLIP-i18n": 250000, "SigLIP2": 256000}
+
+
+def _siglip(timm_trunk: str, text: str, kind: str, embed_dim: int | None = None,
+            tokenizer: str = "", context_length: int = 64, proj_type: str = "linear") -> CLIPConfig:
+  """A SigLIP / SigLIP 2 architecture as open_clip's JSON states it (`custom_text`, logit bias
+  -10, T5 / multilingual / Gemma tokenizer vocabularies, tanh GELU in SigLIP 2 text towers)."""
+  width, heads, layers, mlp_ratio = _SIGLIP_TEXT[text]
+  return CLIPConfig(
+      embed_dim or width, timm_siglip_trunk(timm_trunk),
+      TextConfig(context_length, _SIGLIP_VOCAB[kind], width, heads, layers, mlp_ratio,
+                 causal=False, pool_type="last", proj_type=proj_type,
+                 proj_bias=proj_type != "none",
+                 ln_eps=1e-6, gelu_tanh=kind == "SigLIP2", hf_tokenizer_name=tokenizer,
+                 tokenizer_kwargs=(("clean", "canonicalize"),)),
+      init_logit_bias=-10.0, custom_text=True)
+
+
+_T5, _I18N = "timm/ViT-B-16-SigLIP", "timm/ViT-B-16-SigLIP-i18n-256"
+_SIGLIP: dict[str, CLIPConfig] = {
+    **{f"ViT-B-16-SigLIP{s}": _siglip(f"vit_base_patch16_siglip_{r}", "B", "SigLIP",
+                                      tokenizer=_T5)
+       for s, r in (("", 224), ("-256", 256), ("-384", 384), ("-512", 512))},
+    "ViT-B-16-SigLIP-i18n-256": _siglip("vit_base_patch16_siglip_256", "B", "SigLIP-i18n",
+                                        tokenizer=_I18N),
+    **{f"ViT-L-16-SigLIP-{r}": _siglip(f"vit_large_patch16_siglip_{r}", "L", "SigLIP",
+                                       tokenizer=_T5) for r in (256, 384)},
+    "ViT-SO400M-14-SigLIP": _siglip("vit_so400m_patch14_siglip_224", "SO400M", "SigLIP",
+                                    tokenizer=_T5, context_length=16),
+    **{f"ViT-SO400M-14-SigLIP-{r}": _siglip(f"vit_so400m_patch14_siglip_{r}", "SO400M",
+                                            "SigLIP", tokenizer=_T5) for r in (378, 384)},
+    "ViT-SO400M-16-SigLIP-i18n-256": _siglip("vit_so400m_patch16_siglip_256", "SO400M",
+                                             "SigLIP-i18n", tokenizer=_I18N, proj_type="none"),
+}
+for _name, _trunk, _text, _embed in (
+    ("ViT-B-32-SigLIP2-256", "vit_base_patch32_siglip_256", "B", None),
+    *((f"ViT-B-16-SigLIP2{s}", f"vit_base_patch16_siglip_{r}", "B", None)
+      for s, r in (("", 224), ("-256", 256), ("-384", 384), ("-512", 512))),
+    *((f"ViT-L-16-SigLIP2-{r}", f"vit_large_patch16_siglip_{r}", "L", None)
+      for r in (256, 384, 512)),
+    ("ViT-SO400M-14-SigLIP2", "vit_so400m_patch14_siglip_224", "SO400M", None),
+    ("ViT-SO400M-14-SigLIP2-378", "vit_so400m_patch14_siglip_378", "SO400M", None),
+    *((f"ViT-SO400M-16-SigLIP2-{r}", f"vit_so400m_patch16_siglip_{r}", "SO400M", None)
+      for r in (256, 384, 512)),
+    *((f"ViT-gopt-16-SigLIP2-{r}", f"vit_giantopt_patch16_siglip_{r}", "SO400M", 1536)
+      for r in (256, 384))):
+  _SIGLIP[_name] = _siglip(_trunk, _text, "SigLIP2", _embed, tokenizer=f"timm/{_name}")
+_BASE.update(_SIGLIP)
+# A tiny SigLIP 2 for tests: not a timm model name, so its open_clip twin is built in the tests;
+# the CLIP BPE vocabulary, so it runs without an HF tokenizer.
+_BASE["ViT-T-16-SigLIP2-test"] = CLIPConfig(
+    64, TimmViTConfig("vit_tiny_test_patch16_siglip_32", 32, 16, 64, 2, 2, gelu_tanh=True),
+    dataclasses.replace(_SIGLIP["ViT-B-16-SigLIP2"].text, width=64, heads=2, layers=2,
+                        vocab_size=49408, context_length=16, hf_tokenizer_name=None,
+                        tokenizer_kwargs=()),
+    init_logit_bias=-10.0, custom_text=True)
+
 # not in open_clip: exported together with their JSON
-CLIPJAX_ONLY = frozenset({"ViT-T-16-test", "ViT-S-16-tiny", "RN-T-test"})
+CLIPJAX_ONLY = frozenset({"ViT-T-16-test", "ViT-S-16-tiny", "RN-T-test", "ViT-T-16-SigLIP2-test"})
 # open_clip ships a -quickgelu config for these (OpenAI / MetaCLIP / DFN weights); not for ViT-g-14.
 _QUICKGELU = ("ViT-B-32", "ViT-B-16", "ViT-L-14", "ViT-L-14-336", "ViT-H-14", "ViT-bigG-14",
               "RN50", "RN101", "RN50x4", "RN50x16", "RN50x64")
@@ -282,24 +197,40 @@ def config_from_openclip_json(cfg: dict) -> CLIPConfig:
                             "custom_text"}
   if unsupported:
     raise ValueError(f"open_clip config keys not supported by clipjax: {sorted(unsupported)}")
-  vfields = {f.name for f in dataclasses.fields(VisionConfig)}
-  tfields = {f.name for f in dataclasses.fields(TextConfig)}
-  if "hf_model_name" in cfg["text_cfg"]:
-    tfields = {"hf_model_name", "hf_tokenizer_name", "hf_pooler_type", "hf_proj_type",
-               "hf_model_pretrained", "context_length"}
-  for name, section, fields in (("vision_cfg", cfg["vision_cfg"], vfields),
-                                ("text_cfg", cfg["text_cfg"], tfields)):
-    extra = set(section) - fields
-    if extra:
-      raise ValueError(f"{name} keys not supported by clipjax: {sorted(extra)}")
   vision = dict(cfg["vision_cfg"])
-  if isinstance(vision.get("layers"), (list, tuple)):
-    vision["layers"] = tuple(vision["layers"])
+  if "timm_model_name" in vision:
+    timm_opts = dict(timm_model_pretrained=False, timm_pool="map", timm_proj="none")
+    extra = set(vision) - {"image_size", "timm_model_name", *timm_opts}
+    odd = {k: vision[k] for k in timm_opts if k in vision and vision[k] != timm_opts[k]}
+    if extra or odd:
+      raise ValueError(f"vision_cfg of a timm tower: clipjax supports SigLIP trunks "
+                       f"(timm_pool 'map', timm_proj 'none'), got {sorted(extra) or odd}")
+    trunk = timm_siglip_trunk(vision["timm_model_name"])
+    if vision.get("image_size", trunk.image_size) != trunk.image_size:
+      raise ValueError(f"vision_cfg image_size {vision['image_size']} differs from timm's "
+                       f"{trunk.image_size} for {trunk.timm_model_name} (open_clip builds the "
+                       f"trunk at timm's size)")
+    vision_config: VisionConfig | TimmViTConfig = trunk
+  else:
+    extra = set(vision) - {f.name for f in dataclasses.fields(VisionConfig)}
+    if extra:
+      raise ValueError(f"vision_cfg keys not supported by clipjax: {sorted(extra)}")
+    if isinstance(vision.get("layers"), (list, tuple)):
+      vision["layers"] = tuple(vision["layers"])
+    vision_config = VisionConfig(**vision)
   text = cfg["text_cfg"]
-  text = hf_text_config(text) if "hf_model_name" in text else TextConfig(**text)
-  return CLIPConfig(cfg["embed_dim"], VisionConfig(**vision),
-                    text, quick_gelu=bool(cfg.get("quick_gelu", False)),
-                    init_logit_bias=cfg.get("init_logit_bias"))
+  if "hf_model_name" in text:
+    extra = set(text) - {"hf_model_name", "hf_tokenizer_name", "hf_pooler_type", "hf_proj_type",
+                         "hf_model_pretrained", "context_length"}
+    if extra:
+      raise ValueError(f"text_cfg keys not supported by clipjax: {sorted(extra)}")
+    text_config: TextConfig | HFTextConfig = hf_text_config(text)
+  else:
+    text_config = TextConfig.from_openclip_text_cfg(text)
+  return CLIPConfig(cfg["embed_dim"], vision_config, text_config,
+                    quick_gelu=bool(cfg.get("quick_gelu", False)),
+                    init_logit_bias=cfg.get("init_logit_bias"),
+                    custom_text=bool(cfg.get("custom_text", False)))
 
 
 def hf_text_config(text_cfg: dict) -> HFTextConfig:

@@ -18,8 +18,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from clipjax.models.configs import VisionConfig
 from clipjax.models.layers import Dtype, check_images
-from clipjax.models.registry import VisionConfig
 
 BN_EPS = 1e-5  # torch.nn.BatchNorm2d default
 

@@ -1,10 +1,14 @@
-"""OpenCLIP text tower: token + positional embedding, causal pre-LN blocks, ln_final,
-end-of-text pooling (argmax of the ids, as open_clip's `text_pool_type='argmax'`),
-`@ text_projection`.
+"""OpenCLIP text tower: token + positional embedding, pre-LN blocks, ln_final, pooling,
+projection.
 
-`TextTransformer` holds these parameters under its own name (a third, dialogue tower or a
-standalone text encoder); `CLIP` attaches the same layers at its top level via
-`attach_text_tower`, so its parameter paths are open_clip's (`token_embedding`,
+CLIP towers are causal, pool the end-of-text token (argmax of the ids, open_clip's
+`text_pool_type='argmax'`) and project with a matrix `text_projection`. SigLIP towers are
+bidirectional, pool the `last` position, project with a Linear (`text_projection/kernel`,
+`bias`) or not at all, use LayerNorm eps 1e-6 and (SigLIP 2) tanh GELU: `TextConfig` says which.
+
+`TextTransformer` holds these parameters under its own name (a third, dialogue tower, a
+CustomTextCLIP's `text`, or a standalone text encoder); `CLIP` attaches the same layers at its
+top level via `attach_text_tower`, so its parameter paths are open_clip's (`token_embedding`,
 `transformer/resblocks_0/...`, `ln_final`, `text_projection`).
 """
 from __future__ import annotations
@@ -14,8 +18,15 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from clipjax.models.layers import Dtype, LayerNorm, Transformer, exact_gelu, quick_gelu
-from clipjax.models.registry import TextConfig
+from clipjax.models.configs import TextConfig
+from clipjax.models.layers import (
+  Dtype,
+  LayerNorm,
+  Transformer,
+  exact_gelu,
+  quick_gelu,
+  tanh_gelu,
+)
 
 
 def attach_text_tower(module: nn.Module, cfg: TextConfig, embed_dim: int, use_quick_gelu: bool,
@@ -25,13 +36,21 @@ def attach_text_tower(module: nn.Module, cfg: TextConfig, embed_dim: int, use_qu
                                     nn.initializers.normal(0.02), name="token_embedding")
   module.positional_embedding = module.param(
       "positional_embedding", nn.initializers.normal(0.01), (cfg.context_length, cfg.width))
-  module.transformer = Transformer(cfg.layers, cfg.heads, cfg.mlp_width,
-                                   quick_gelu if use_quick_gelu else exact_gelu, causal=True,
+  act = tanh_gelu if cfg.gelu_tanh else quick_gelu if use_quick_gelu else exact_gelu
+  module.transformer = Transformer(cfg.layers, cfg.heads, cfg.mlp_width, act, causal=cfg.causal,
                                    dtype=dtype, remat=remat, openclip_init=True,
-                                   name="transformer")
-  module.ln_final = LayerNorm(jnp.float32, name="ln_final")
-  module.text_projection = module.param(
-      "text_projection", nn.initializers.normal(cfg.width ** -0.5), (cfg.width, embed_dim))
+                                   ln_eps=cfg.ln_eps, name="transformer")
+  module.ln_final = LayerNorm(jnp.float32, cfg.ln_eps, name="ln_final")
+  init = nn.initializers.normal(cfg.width ** -0.5)
+  if cfg.proj_type == "none":
+    if cfg.width != embed_dim:
+      raise ValueError(f"text proj_type 'none' needs text width {cfg.width} == embed_dim "
+                       f"{embed_dim}")
+    module.text_projection = None
+  elif cfg.proj_bias:
+    module.text_projection = nn.Dense(embed_dim, kernel_init=init, name="text_projection")
+  else:
+    module.text_projection = module.param("text_projection", init, (cfg.width, embed_dim))
 
 
 def run_text_tower(module: nn.Module, ids: jax.Array, cfg: TextConfig, dtype: Dtype) -> jax.Array:
@@ -39,21 +58,32 @@ def run_text_tower(module: nn.Module, ids: jax.Array, cfg: TextConfig, dtype: Dt
   if ids.ndim != 2 or ids.shape[1] > cfg.context_length:
     raise ValueError(f"text tower expects token ids of shape [N, L<={cfg.context_length}], "
                      f"got {ids.shape}")
+  if not cfg.trimmable and ids.shape[1] != cfg.context_length:
+    raise ValueError(f"this bidirectional text tower reads every padding position: pass ids "
+                     f"padded to the context length, [N, {cfg.context_length}], got {ids.shape}")
   length = ids.shape[1]
   x = module.token_embedding(ids).astype(dtype)
   x = x + module.positional_embedding[:length].astype(dtype)
   x = module.transformer(x)
   x = module.ln_final(x)
-  eot = jnp.argmax(ids, axis=-1)  # the end-of-text id 49407 is the largest in the vocabulary
-  pooled = jnp.take_along_axis(x, eot[:, None, None], axis=1)[:, 0]
+  if cfg.pool_type == "last":
+    pooled = x[:, -1]
+  else:
+    eot = jnp.argmax(ids, axis=-1)  # the end-of-text id 49407 is the largest in the vocabulary
+    pooled = jnp.take_along_axis(x, eot[:, None, None], axis=1)[:, 0]
+  if module.text_projection is None:
+    return pooled.astype(jnp.float32)
+  if isinstance(module.text_projection, nn.Dense):
+    return module.text_projection(pooled)
   return jnp.dot(pooled, module.text_projection, precision=jax.lax.Precision.HIGHEST)
 
 
 def trim_padding(ids: np.ndarray, multiple: int = 8, pad_id: int = 0) -> np.ndarray:
   """Drops the padding columns after the batch's last real token.
 
-  Exact for every clipjax text tower: the CLIP towers are causal and read the end-of-text
-  token (the last non-padding id), the HF towers mask padding out of attention and pooling.
+  Exact for causal CLIP towers (they read the end-of-text token, the last non-padding id) and
+  HF towers (they mask padding out of attention and pooling); never used for bidirectional
+  towers that read the padding (`TextConfig.trimmable`).
   Lengths are rounded up to a bucket (`padded_length`) so a jitted encoder compiles only a
   few shapes. ids: int [N, L] (host array); `pad_id`: the tokenizer's padding id (0 for the
   CLIP BPE).

@@ -6,6 +6,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from clipjax.models.configs import VisionConfig
 from clipjax.models.layers import (
   Dtype,
   LayerNorm,
@@ -14,7 +15,6 @@ from clipjax.models.layers import (
   exact_gelu,
   quick_gelu,
 )
-from clipjax.models.registry import VisionConfig
 
 
 class VisionTransformer(nn.Module):

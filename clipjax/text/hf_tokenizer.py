@@ -1,42 +1,68 @@
-"""Hugging Face tokenizers for HF text towers, giving open_clip's `HFTokenizer` ids.
+"""Hugging Face tokenizers (HF text towers, SigLIP), giving open_clip's `HFTokenizer` ids.
 
-open_clip cleans each text like its CLIP tokenizer without lower-casing (ftfy, html-unescape
-twice, whitespace collapse; `clean='whitespace'`), then calls the HF tokenizer with
-`max_length=context_length, padding='max_length', truncation=True`. Tokenizers load from a
-local directory (`tokenizer.json` / sentencepiece files saved by `save_pretrained`); no hub.
+open_clip cleans each text first: `whitespace` (its default: ftfy, html-unescape twice,
+whitespace collapse, case kept), `lower` (the same, lower-cased) or `canonicalize` (SigLIP,
+big_vision's: the basic clean, `_` to space, ASCII punctuation removed, lower case, whitespace
+collapsed); then it calls the HF tokenizer with `max_length=context_length,
+padding='max_length', truncation=True`. Tokenizers load from a local directory
+(`save_pretrained` files) or by name from the Hugging Face cache; never from the network.
 """
 from __future__ import annotations
 
 import os
+import string
 from typing import Sequence
 
 import numpy as np
 
 from clipjax.text.tokenizer import clean_text
 
+CLEAN_MODES = ("whitespace", "lower", "canonicalize")
+_PUNCTUATION = str.maketrans("", "", string.punctuation)
+
+
+def canonicalize(text: str) -> str:
+  """open_clip's `clean='canonicalize'` (SigLIP): lower case, no punctuation, single spaces."""
+  text = clean_text(text, lower=False).replace("_", " ").translate(_PUNCTUATION).lower()
+  return " ".join(text.split())
+
+
+def clean(text: str, mode: str) -> str:
+  if mode == "canonicalize":
+    return canonicalize(text)
+  return clean_text(text, lower=mode == "lower")
+
 
 class HFTokenizer:
   """texts -> int32 [N, context_length] ids, padded with the tokenizer's pad id."""
 
-  def __init__(self, path: str | os.PathLike, context_length: int = 77):
+  def __init__(self, path: str | os.PathLike, context_length: int = 77,
+               clean_mode: str = "whitespace"):
     path = os.fspath(path)
-    if not os.path.isdir(path):
-      raise FileNotFoundError(f"HF tokenizer directory {path!r} does not exist (clipjax loads HF "
-                              f"tokenizers from a local directory written by save_pretrained)")
+    if clean_mode not in CLEAN_MODES:
+      raise ValueError(f"tokenizer clean mode must be one of {', '.join(CLEAN_MODES)}, got "
+                       f"{clean_mode!r}")
     from transformers import AutoTokenizer
-    self.path, self.context_length = path, context_length
-    self.tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
+    self.path, self.context_length, self.clean_mode = path, context_length, clean_mode
+    try:  # a directory, or a hub name already in the HF cache (no network)
+      self.tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
+    except (OSError, ValueError) as e:
+      raise FileNotFoundError(
+          f"HF tokenizer {path!r} is neither a directory with tokenizer files nor in the "
+          f"Hugging Face cache ({type(e).__name__}); save it with save_pretrained, or "
+          f"`hf download {path}` on a machine with access and copy the cache") from None
     self.pad_token_id = self.tokenizer.pad_token_id
 
   def __getstate__(self):  # rebuilt in grain worker processes from the directory
-    return {"path": self.path, "context_length": self.context_length}
+    return {"path": self.path, "context_length": self.context_length,
+            "clean_mode": self.clean_mode}
 
   def __setstate__(self, state):
-    self.__init__(state["path"], state["context_length"])
+    self.__init__(state["path"], state["context_length"], state["clean_mode"])
 
   def __call__(self, texts: str | Sequence[str], context_length: int | None = None) -> np.ndarray:
     texts = [texts] if isinstance(texts, str) else list(texts)
-    out = self.tokenizer([clean_text(t, lower=False) for t in texts], return_tensors="np",
+    out = self.tokenizer([clean(t, self.clean_mode) for t in texts], return_tensors="np",
                          max_length=context_length or self.context_length,
                          padding="max_length", truncation=True)
     return out["input_ids"].astype(np.int32)

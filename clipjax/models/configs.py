@@ -1,0 +1,314 @@
+"""Architecture descriptions as frozen dataclasses, each with its open_clip model-config JSON.
+
+A `CLIPConfig` and the open_clip JSON it writes (`to_openclip_json`) describe the same network,
+which is what lets weights move between the two by renames and transposes alone. The named
+architectures are in `registry.py`.
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+from clipjax.text.hf_tokenizer import CLEAN_MODES
+
+
+@dataclasses.dataclass(frozen=True)
+class VisionConfig:
+  """A ViT (`layers` an int) or, as open_clip decides, a ModifiedResNet when `layers` is a tuple
+  of four stage depths (then `width` is the stem width, `patch_size` None)."""
+  image_size: int = 224
+  patch_size: int | None = 32
+  width: int = 768
+  layers: int | tuple[int, ...] = 12
+  head_width: int = 64
+  mlp_ratio: float = 4.0
+
+  @property
+  def is_resnet(self) -> bool:
+    return isinstance(self.layers, tuple)
+
+  @property
+  def heads(self) -> int:
+    # ResNet: the attention pool works on the last stage's width * 32 channels
+    return (self.width * 32 if self.is_resnet else self.width) // self.head_width
+
+  @property
+  def mlp_width(self) -> int:
+    return int(self.width * self.mlp_ratio)  # open_clip truncates, e.g. ViT-g: 1408*4.3637 -> 6144
+
+  @property
+  def grid(self) -> int:
+    return self.image_size // self.patch_size
+
+
+@dataclasses.dataclass(frozen=True)
+class TimmViTConfig:
+  """The timm ViT trunk open_clip builds for SigLIP (`timm_model_name`, `timm_pool: map`,
+  `timm_proj: none`): patch embedding with a bias, learned positions and no class token,
+  pre-LN blocks (LayerNorm eps 1e-6), a final LayerNorm, then the MAP head (one learned probe
+  attending over the patches, `proj`, and a residual LayerNorm + MLP). The sizes are timm's for
+  `timm_model_name` (registry `TIMM_SIGLIP_TRUNKS`); open_clip builds the trunk at timm's
+  default resolution, which is `image_size`."""
+  timm_model_name: str
+  image_size: int
+  patch_size: int
+  width: int
+  layers: int
+  heads: int
+  mlp_ratio: float = 4.0
+  gelu_tanh: bool = False  # timm act_layer 'gelu_tanh' (else torch's exact GELU)
+
+  is_resnet = False
+
+  @property
+  def mlp_width(self) -> int:
+    return int(self.width * self.mlp_ratio)  # timm's Mlp: int(dim * mlp_ratio), e.g. 4304
+
+  @property
+  def grid(self) -> int:
+    return self.image_size // self.patch_size  # a VALID conv: SO400M-14 at 384 px sees 27 x 27
+
+
+@dataclasses.dataclass(frozen=True)
+class TextConfig:
+  """open_clip's `TextTransformer`. The CLIP defaults: causal mask, end-of-text (`argmax`)
+  pooling, a bias-free projection matrix, LayerNorm eps 1e-5, exact GELU. SigLIP towers are
+  bidirectional (`no_causal_mask`), pool the `last` position, project with a Linear
+  (`proj_bias`), use eps 1e-6 and, for SigLIP 2, tanh-approximated GELU."""
+  context_length: int = 77
+  vocab_size: int = 49408
+  width: int = 512
+  heads: int = 8
+  layers: int = 12
+  mlp_ratio: float = 4.0
+  causal: bool = True
+  pool_type: str = "argmax"  # or "last"
+  proj_type: str = "linear"  # or "none": no projection (text width == embed_dim)
+  proj_bias: bool = False
+  ln_eps: float = 1e-5
+  gelu_tanh: bool = False
+  hf_tokenizer_name: str | None = None  # an HF tokenizer instead of the CLIP BPE
+  tokenizer_kwargs: tuple[tuple[str, Any], ...] = ()  # e.g. (("clean", "canonicalize"),)
+
+  POOL_TYPES = ("argmax", "last")
+
+  def __post_init__(self):
+    if self.pool_type not in self.POOL_TYPES:
+      raise ValueError(f"text pool_type {self.pool_type!r} is not supported; supported: "
+                       f"{', '.join(self.POOL_TYPES)}")
+    if self.proj_type not in ("linear", "none"):
+      raise ValueError(f"text proj_type must be 'linear' or 'none', got {self.proj_type!r}")
+    kwargs = dict(self.tokenizer_kwargs)
+    if set(kwargs) - {"clean"} or kwargs.get("clean", "whitespace") not in CLEAN_MODES:
+      raise ValueError(f"text tokenizer_kwargs {kwargs} not supported: only clean, one of "
+                       f"{', '.join(CLEAN_MODES)}")
+
+  @property
+  def mlp_width(self) -> int:
+    return int(self.width * self.mlp_ratio)
+
+  @property
+  def tokenizer_dir(self) -> str | None:
+    """None: the CLIP BPE; else the HF tokenizer (a directory or an HF cache name)."""
+    return self.hf_tokenizer_name
+
+  @property
+  def tokenizer_clean(self) -> str:
+    """open_clip's HFTokenizer `clean` mode (SigLIP: canonicalize)."""
+    return dict(self.tokenizer_kwargs).get("clean", "whitespace")
+
+  @property
+  def trimmable(self) -> bool:
+    """Padding columns after the last real token can be cut without changing the output:
+    true for causal towers (no position attends to later padding); a bidirectional tower
+    pooling the `last` position reads the padding too."""
+    return self.causal
+
+  def to_openclip_text_cfg(self) -> dict:
+    out: dict[str, Any] = dict(context_length=self.context_length, vocab_size=self.vocab_size,
+                               width=self.width, heads=self.heads, layers=self.layers)
+    if self.mlp_ratio != 4.0:
+      out["mlp_ratio"] = self.mlp_ratio
+    if self.hf_tokenizer_name:
+      out["hf_tokenizer_name"] = self.hf_tokenizer_name
+    if self.tokenizer_kwargs:
+      out["tokenizer_kwargs"] = dict(self.tokenizer_kwargs)
+    if not self.causal:
+      out["no_causal_mask"] = True
+    if self.pool_type != "argmax":
+      out["pool_type"] = self.pool_type
+    if self.proj_type != "linear":
+      out["proj_type"] = self.proj_type
+    if self.proj_bias:
+      out["proj_bias"] = True
+    if self.ln_eps != 1e-5:
+      out["norm_kwargs"] = {"eps": self.ln_eps}
+    if self.gelu_tanh:
+      out["act_kwargs"] = {"approximate": "tanh"}
+    return out
+
+  @classmethod
+  def from_openclip_text_cfg(cls, text_cfg: dict) -> "TextConfig":
+    """The inverse of `to_openclip_text_cfg`; an unknown key or option is a ValueError."""
+    t = dict(text_cfg)
+    plain = {f.name for f in dataclasses.fields(cls)} - {
+        "causal", "pool_type", "proj_type", "proj_bias", "ln_eps", "gelu_tanh", "tokenizer_kwargs"}
+    mapped = {"no_causal_mask", "pool_type", "proj_type", "proj_bias", "norm_kwargs",
+              "act_kwargs", "tokenizer_kwargs"}
+    extra = set(t) - plain - mapped
+    if extra:
+      raise ValueError(f"text_cfg keys not supported by clipjax: {sorted(extra)}")
+    norm, act = t.pop("norm_kwargs", {}), t.pop("act_kwargs", {})
+    if set(norm) - {"eps"} or set(act) - {"approximate"} or act.get("approximate",
+                                                                      "tanh") != "tanh":
+      raise ValueError(f"text_cfg norm_kwargs {norm} / act_kwargs {act} not supported by "
+                       "clipjax (only eps, approximate='tanh')")
+    return cls(**{k: v for k, v in t.items() if k in plain},
+               causal=not t.get("no_causal_mask", False),
+               pool_type=t.get("pool_type", "argmax"), proj_type=t.get("proj_type", "linear"),
+               proj_bias=bool(t.get("proj_bias", False)), ln_eps=norm.get("eps", 1e-5),
+               gelu_tanh="approximate" in act,
+               tokenizer_kwargs=tuple(sorted(t.get("tokenizer_kwargs", {}).items())))
+
+
+@dataclasses.dataclass(frozen=True)
+class HFTextConfig:
+  """A Hugging Face encoder as the text tower (open_clip's `text_cfg.hf_model_name`).
+
+  `hf_model_name` is what open_clip's JSON names (a hub id or a local directory with the HF
+  `config.json` and tokenizer files); the remaining fields are that config's hyper-parameters,
+  so the architecture is known without the hub (`from_hf_config` reads them from a config).
+  """
+  hf_model_name: str
+  model_type: str  # roberta | xlm-roberta | t5 | mt5
+  vocab_size: int
+  width: int
+  heads: int
+  layers: int
+  mlp_width: int
+  pad_token_id: int
+  layer_norm_eps: float
+  context_length: int = 77  # tokenizer max_length (open_clip's text_cfg.context_length)
+  hf_tokenizer_name: str | None = None
+  pooler: str = "mean_pooler"  # or cls_last_hidden_state_pooler
+  proj_type: str | None = "mlp"  # open_clip's default; linear; None: identity
+  max_positions: int = 514  # RoBERTa position table (padding_idx + 1 + longest text)
+  type_vocab_size: int = 1
+  head_dim: int = 64  # T5 d_kv
+  gated_act: bool = True  # T5 v1.1 / mT5 "gated-gelu"; False: original T5 "relu"
+  relative_buckets: int = 32
+  relative_max_distance: int = 128
+
+  FAMILIES = {"roberta": "roberta", "xlm-roberta": "roberta", "t5": "t5", "mt5": "t5"}
+  POOLERS = ("mean_pooler", "cls_last_hidden_state_pooler")
+
+  def __post_init__(self):
+    if self.model_type not in self.FAMILIES:
+      raise ValueError(f"HF text tower type {self.model_type!r} is not supported; supported: "
+                       f"{', '.join(self.FAMILIES)}")
+    if self.pooler not in self.POOLERS:
+      raise ValueError(f"hf_pooler_type {self.pooler!r} is not supported; supported: "
+                       f"{', '.join(self.POOLERS)}")
+    if self.proj_type not in ("mlp", "linear", None):
+      raise ValueError(f"hf_proj_type must be mlp, linear or None, got {self.proj_type!r}")
+
+  trimmable = True  # padding is masked out of attention and pooling
+  tokenizer_clean = "whitespace"  # open_clip's HFTokenizer default
+
+  @property
+  def family(self) -> str:
+    return self.FAMILIES[self.model_type]
+
+  @property
+  def tokenizer_dir(self) -> str:
+    return self.hf_tokenizer_name or self.hf_model_name
+
+  @classmethod
+  def from_hf_config(cls, hf: dict, hf_model_name: str, **open_clip_text_cfg: Any
+                     ) -> "HFTextConfig":
+    """From an HF `config.json` dict plus open_clip's `text_cfg` options (`hf_pooler_type`,
+    `hf_proj_type`, `hf_tokenizer_name`, `context_length`)."""
+    kind = hf.get("model_type")
+    if kind not in cls.FAMILIES:
+      raise ValueError(f"HF config of {hf_model_name} has model_type {kind!r}; supported: "
+                       f"{', '.join(cls.FAMILIES)}")
+    o = open_clip_text_cfg
+    common = dict(hf_model_name=hf_model_name, model_type=kind, vocab_size=hf["vocab_size"],
+                  pad_token_id=hf.get("pad_token_id", 1 if cls.FAMILIES[kind] == "roberta" else 0),
+                  context_length=o.get("context_length", 77),
+                  hf_tokenizer_name=o.get("hf_tokenizer_name"),
+                  pooler=o.get("hf_pooler_type", "mean_pooler"),
+                  proj_type=o.get("hf_proj_type", "mlp"))
+    if cls.FAMILIES[kind] == "roberta":
+      return cls(**common, width=hf["hidden_size"], heads=hf["num_attention_heads"],
+                 layers=hf["num_hidden_layers"], mlp_width=hf["intermediate_size"],
+                 layer_norm_eps=hf.get("layer_norm_eps", 1e-12),
+                 max_positions=hf["max_position_embeddings"],
+                 type_vocab_size=hf.get("type_vocab_size", 2))
+    ff = hf.get("feed_forward_proj", "relu")
+    if ff not in ("relu", "gated-gelu"):
+      raise ValueError(f"T5 feed_forward_proj {ff!r} is not supported (relu, gated-gelu)")
+    return cls(**common, width=hf["d_model"], heads=hf["num_heads"], layers=hf["num_layers"],
+               mlp_width=hf["d_ff"], layer_norm_eps=hf.get("layer_norm_epsilon", 1e-6),
+               head_dim=hf["d_kv"], gated_act=ff == "gated-gelu",
+               relative_buckets=hf.get("relative_attention_num_buckets", 32),
+               relative_max_distance=hf.get("relative_attention_max_distance", 128))
+
+  def to_openclip_text_cfg(self) -> dict:
+    out = dict(hf_model_name=self.hf_model_name,
+               hf_tokenizer_name=self.hf_tokenizer_name or self.hf_model_name,
+               hf_pooler_type=self.pooler)
+    if self.proj_type != "mlp":
+      out["hf_proj_type"] = self.proj_type
+    if self.context_length != 77:
+      out["context_length"] = self.context_length
+    return out
+
+
+@dataclasses.dataclass(frozen=True)
+class CLIPConfig:
+  """`custom_text`: open_clip's CustomTextCLIP, whose text tower sits under `text.` (always
+  so for HF text towers; the SigLIP configs set it for their own TextTransformer)."""
+  embed_dim: int
+  vision: VisionConfig | TimmViTConfig
+  text: TextConfig | HFTextConfig
+  quick_gelu: bool = False
+  init_logit_bias: float | None = None  # SigLIP-style models carry a learnable logit bias
+  custom_text: bool = False
+
+  def replace(self, **kw: Any) -> "CLIPConfig":
+    """Returns a copy; `vision=`/`text=` accept dicts of field overrides."""
+    for key in ("vision", "text"):
+      if isinstance(kw.get(key), dict):
+        kw[key] = dataclasses.replace(getattr(self, key), **kw[key])
+    return dataclasses.replace(self, **kw)
+
+  @property
+  def text_prefix(self) -> str:
+    """The text tower's open_clip key prefix: "text." for CustomTextCLIP, else ""."""
+    return "text." if self.custom_text or isinstance(self.text, HFTextConfig) else ""
+
+  def to_openclip_json(self) -> dict:
+    """The open_clip model-config dict (`model_configs/<name>.json`) for this architecture."""
+    v, t = self.vision, self.text
+    if isinstance(v, TimmViTConfig):
+      vision: dict[str, Any] = dict(image_size=v.image_size, timm_model_name=v.timm_model_name,
+                                    timm_model_pretrained=False, timm_pool="map",
+                                    timm_proj="none")
+    else:
+      vision = dict(image_size=v.image_size, layers=list(v.layers) if v.is_resnet else v.layers,
+                    width=v.width, patch_size=v.patch_size)
+      if v.head_width != 64:
+        vision["head_width"] = v.head_width
+      if v.mlp_ratio != 4.0:
+        vision["mlp_ratio"] = v.mlp_ratio
+    text = t.to_openclip_text_cfg()
+    out: dict[str, Any] = dict(embed_dim=self.embed_dim)
+    if self.quick_gelu:
+      out["quick_gelu"] = True
+    if self.init_logit_bias is not None:
+      out["init_logit_bias"] = self.init_logit_bias
+    if self.custom_text:
+      out["custom_text"] = True
+    out.update(vision_cfg=vision, text_cfg=text)
+    return out
