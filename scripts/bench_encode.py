@@ -2,13 +2,16 @@ r"""Encoder throughput: clipjax vs open_clip (PyTorch) on the same inputs, same 
 
   python scripts/bench_encode.py                      # ViT-B-32, batch 16, float32, CPU
   python scripts/bench_encode.py --arch=ViT-B-16 --batch=32
+  python scripts/bench_encode.py --arch=ViT-B-16-SigLIP2  # timm trunk + bidirectional text
 
 Prints images/s and texts/s of both with the ratio, and clipjax's achieved GFLOP/s (FLOPs
 counted from the model's shapes) next to a large jitted float32 `jnp.dot` in the same run.
 Random weights (identical in both frameworks), random images and varied captions of 5-20
 words; timings are medians. Texts are timed twice for clipjax: at the full context (the same
 work as open_clip) and with `trim_padding` (columns after the batch's last end-of-text token
-dropped, exact under the causal mask), which is what clipjax's evaluation uses.
+dropped, exact under the causal mask), which is what clipjax's evaluation uses. SigLIP models
+read the padding (no trimming) and use an HF tokenizer that is not available offline, so their
+texts are random ids of the same 5-20 token lengths, padded with 0 to the context.
 """
 import os
 import statistics
@@ -30,9 +33,15 @@ def encoder_flops(cfg) -> tuple[float, float]:
     return layers * per_layer
   v, t = cfg.vision, cfg.text
   patches = v.grid ** 2
-  image = (2 * patches * 3 * v.patch_size ** 2 * v.width
-           + tower(patches + 1, v.width, v.layers, v.mlp_width) + 2 * v.width * cfg.embed_dim)
-  text = tower(t.context_length, t.width, t.layers, t.mlp_width) + 2 * t.width * cfg.embed_dim
+  embed = 2 * patches * 3 * v.patch_size ** 2 * v.width
+  if getattr(v, "timm_model_name", None):  # no class token; MAP head: kv over the patches,
+    head = (2 * patches * v.width * 2 * v.width + 4 * patches * v.width  # one query, MLP
+            + 2 * v.width * 2 * v.width + 2 * 2 * v.width * v.mlp_width)
+    image = embed + tower(patches, v.width, v.layers, v.mlp_width) + head
+  else:
+    image = embed + tower(patches + 1, v.width, v.layers, v.mlp_width) + 2 * v.width * cfg.embed_dim
+  projection = 0 if getattr(t, "proj_type", "linear") == "none" else 2 * t.width * cfg.embed_dim
+  text = tower(t.context_length, t.width, t.layers, t.mlp_width) + projection
   return float(image), float(text)
 
 
@@ -70,15 +79,25 @@ def main(argv):
            "large small building street car snow beach man woman holding").split()
   rng = np.random.default_rng(1)
   captions = [" ".join(rng.choice(words, rng.integers(5, 21))) for _ in range(n)]
-  ids = open_clip.get_tokenizer(FLAGS.arch)(captions)
+  if cfg.text.tokenizer_dir:  # SigLIP: random ids of caption lengths (no hub tokenizer here)
+    ids = np.zeros((n, cfg.text.context_length), np.int64)
+    lengths = rng.integers(6, 23, n)  # 5-20 words and an end token, as the BPE captions
+    for row, length in zip(ids, lengths):
+      row[:length] = rng.integers(1, cfg.text.vocab_size, length)
+    ids = torch.from_numpy(ids)
+  else:
+    ids = open_clip.get_tokenizer(FLAGS.arch)(captions)
 
   enc_img = jax.jit(lambda p, x: model.apply({"params": p}, x, method=model.encode_image))
   enc_txt = jax.jit(lambda p, t: model.apply({"params": p}, t, method=model.encode_text))
   x_jax, t_jax = jnp.asarray(images), jnp.asarray(ids.numpy(), jnp.int32)
   ours_img = _median_seconds(lambda: enc_img(params, x_jax).block_until_ready(), FLAGS.repeats)
   ours_txt = _median_seconds(lambda: enc_txt(params, t_jax).block_until_ready(), FLAGS.repeats)
-  t_trim = jnp.asarray(trim_padding(ids.numpy()), jnp.int32)
-  ours_trim = _median_seconds(lambda: enc_txt(params, t_trim).block_until_ready(), FLAGS.repeats)
+  trimmable = cfg.text.trimmable
+  if trimmable:
+    t_trim = jnp.asarray(trim_padding(ids.numpy()), jnp.int32)
+    ours_trim = _median_seconds(lambda: enc_txt(params, t_trim).block_until_ready(),
+                                FLAGS.repeats)
 
   x_torch = torch.from_numpy(images.transpose(0, 3, 1, 2).copy())
   with torch.inference_mode():
@@ -98,8 +117,9 @@ def main(argv):
   print(f"{'':14s} {'clipjax':>10s} {'open_clip':>10s} {'ratio':>7s}")
   print(f"{'images/s':14s} {n / ours_img:10.1f} {n / ref_img:10.1f} {ref_img / ours_img:6.2f}x")
   print(f"{'texts/s':14s} {n / ours_txt:10.1f} {n / ref_txt:10.1f} {ref_txt / ours_txt:6.2f}x")
-  print(f"{'texts/s trim':14s} {n / ours_trim:10.1f} {n / ref_txt:10.1f} "
-        f"{ref_txt / ours_trim:6.2f}x  (clipjax at length {t_trim.shape[1]} of {ids.shape[1]})")
+  if trimmable:
+    print(f"{'texts/s trim':14s} {n / ours_trim:10.1f} {n / ref_txt:10.1f} "
+          f"{ref_txt / ours_trim:6.2f}x  (clipjax at length {t_trim.shape[1]} of {ids.shape[1]})")
   print(f"clipjax encoders: {ours_gflops:.1f} GFLOP/s; jitted {m}x{m} float32 jnp.dot: "
         f"{mm_gflops:.1f} GFLOP/s; ratio {ours_gflops / mm_gflops:.0%}")
 
