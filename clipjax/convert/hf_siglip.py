@@ -20,6 +20,18 @@ log = logging.getLogger(__name__)
 
 _TEXT_BLOCK = {"ln_1": "layer_norm1", "ln_2": "layer_norm2", "mlp.c_fc": "mlp.fc1",
                "mlp.c_proj": "mlp.fc2", "attn.out_proj": "self_attn.out_proj"}
+_RENAMES = {  # open_clip key -> SiglipModel key, outside the blocks and the MAP head
+    "text.token_embedding.weight": "text_model.embeddings.token_embedding.weight",
+    "text.positional_embedding": "text_model.embeddings.position_embedding.weight",
+    "text.ln_final.weight": "text_model.final_layer_norm.weight",
+    "text.ln_final.bias": "text_model.final_layer_norm.bias",
+    "text.text_projection.weight": "text_model.head.weight",
+    "text.text_projection.bias": "text_model.head.bias",
+    "visual.trunk.patch_embed.proj.weight": "vision_model.embeddings.patch_embedding.weight",
+    "visual.trunk.patch_embed.proj.bias": "vision_model.embeddings.patch_embedding.bias",
+    "visual.trunk.norm.weight": "vision_model.post_layernorm.weight",
+    "visual.trunk.norm.bias": "vision_model.post_layernorm.bias",
+}
 _VISION_BLOCK = {"norm1": "layer_norm1", "norm2": "layer_norm2", "mlp.fc1": "mlp.fc1",
                  "mlp.fc2": "mlp.fc2", "attn.proj": "self_attn.out_proj"}
 
@@ -63,18 +75,7 @@ def siglip_state_dict_to_hf(sd: dict[str, np.ndarray], cfg: CLIPConfig) -> dict[
         name = {"proj": "attention.out_proj", "norm": "layernorm"}.get(module, module)
         out[f"{head}{name}.{leaf}"] = value
     else:
-      name = {
-          "text.token_embedding.weight": "text_model.embeddings.token_embedding.weight",
-          "text.positional_embedding": "text_model.embeddings.position_embedding.weight",
-          "text.ln_final.weight": "text_model.final_layer_norm.weight",
-          "text.ln_final.bias": "text_model.final_layer_norm.bias",
-          "text.text_projection.weight": "text_model.head.weight",
-          "text.text_projection.bias": "text_model.head.bias",
-          "visual.trunk.patch_embed.proj.weight": "vision_model.embeddings.patch_embedding.weight",
-          "visual.trunk.patch_embed.proj.bias": "vision_model.embeddings.patch_embedding.bias",
-          "visual.trunk.norm.weight": "vision_model.post_layernorm.weight",
-          "visual.trunk.norm.bias": "vision_model.post_layernorm.bias",
-      }.get(key)
+      name = _RENAMES.get(key)
       if key == "visual.trunk.pos_embed":
         out["vision_model.embeddings.position_embedding.weight"] = value[0]
       elif name is None:
