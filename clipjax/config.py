@@ -95,7 +95,10 @@ def base_config(method: str) -> ml_collections.ConfigDict:
                  grad_clip_norm=1.0,
                  accum_steps=1)  # > 1: GradCache sub-batches, every negative kept (step.py)
   c.freeze = ()                # regexes on parameter paths (e.g. "^clip/visual/")
+  # form: "sigmoid" turns each query-side term of lit / draft / three_tower into SigLIP's
+  # pairwise sigmoid with the base's logit scale and bias (a SigLIP base; METHODS §7b).
   c.loss = dict(a=0.65, bidirectional=False, mmd_weight=1.0, same_image_positives=False,
+                form="softmax",
                 block_size=0,  # > 0: the tiled loss path with this many keys per tile
                 tau=0.05,      # multitask: the text–text temperature
                 mmd=dict(estimator="rff", squared=False, num_features=64, subsample_size=4096,

@@ -20,7 +20,6 @@ from clipjax.convert.hf_siglip import (
 )
 from clipjax.convert.io import CheckpointError, save_hf_dir
 from clipjax.convert.openclip import Params, config_for_params, params_to_state_dict
-from clipjax.data.transforms import OPENAI_MEAN, OPENAI_STD
 from clipjax.models.configs import CLIPConfig, TextConfig, TimmViTConfig, VisionConfig
 from clipjax.models.registry import MODEL_CONFIGS
 from clipjax.text.tokenizer import EOT_ID, PAD_ID, SOT_ID, _build_bpe, default_bpe_path
@@ -164,7 +163,8 @@ def hf_config(cfg: CLIPConfig):
 
 def hf_processor(cfg: CLIPConfig):
   """A transformers.CLIPProcessor equal to clipjax's preprocessing: the CLIP BPE vocabulary
-  (open_clip pads with id 0, "!"), bicubic shorter-side resize + centre crop, OpenAI mean/std."""
+  (open_clip pads with id 0, "!"), the weights' resize (bicubic or bilinear; shorter side +
+  centre crop, or squash) and mean/std (`CLIPConfig.image_preprocess`, OpenAI's by default)."""
 
   import transformers
 
@@ -174,10 +174,13 @@ def hf_processor(cfg: CLIPConfig):
     merges = [tuple(line.split()) for line in f.read().split("\n")[1:49152 - 256 - 2 + 1]]
   tokenizer = transformers.CLIPTokenizer(vocab=vocab, merges=merges, pad_token="!",
                                          model_max_length=cfg.text.context_length)
-  size = cfg.vision.image_size
+  size, pre = cfg.vision.image_size, cfg.image_preprocess
+  square = {"height": size, "width": size}
+  resize = (dict(size=square, do_center_crop=False) if pre.resize_mode == "squash"
+            else dict(size={"shortest_edge": size}, crop_size=square))
   images = transformers.CLIPImageProcessor(
-      size={"shortest_edge": size}, crop_size={"height": size, "width": size},
-      image_mean=list(OPENAI_MEAN), image_std=list(OPENAI_STD), resample=3)
+      **resize, image_mean=list(pre.mean), image_std=list(pre.std),
+      resample={"bicubic": 3, "bilinear": 2}[pre.interpolation])
   return transformers.CLIPProcessor(image_processor=images, tokenizer=tokenizer)
 
 

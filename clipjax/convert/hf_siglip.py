@@ -126,13 +126,18 @@ class _ProcessorFiles:
 
 
 def hf_siglip_processor(cfg: CLIPConfig) -> _ProcessorFiles:
-  """SigLIP preprocessing as HF writes it: squash resize (bicubic), mean/std 0.5; the
+  """SigLIP preprocessing as HF writes it (`cfg.image_preprocess`: squash resize, bicubic,
+  mean/std 0.5 for every webli tag); the
   tokenizer files of `cfg.text.tokenizer_dir` when that directory or cache name loads (else
   only the image processor, with a warning)."""
   from transformers import AutoTokenizer, SiglipImageProcessor
-  size = cfg.vision.image_size
-  images = SiglipImageProcessor(size={"height": size, "width": size}, resample=3,
-                                image_mean=[0.5] * 3, image_std=[0.5] * 3)
+  size, pre = cfg.vision.image_size, cfg.image_preprocess
+  if pre.resize_mode != "squash":
+    raise ValueError(f"HF's SiglipImageProcessor only squashes; these weights resize with "
+                     f"{pre.resize_mode!r}")
+  images = SiglipImageProcessor(size={"height": size, "width": size},
+                                resample={"bicubic": 3, "bilinear": 2}[pre.interpolation],
+                                image_mean=list(pre.mean), image_std=list(pre.std))
   tokenizer = None
   if cfg.text.tokenizer_dir:
     try:

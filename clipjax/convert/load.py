@@ -18,7 +18,7 @@ from clipjax.convert.pretrained import resolve
 from clipjax.data.transforms import image_transform
 from clipjax.models import create_model
 from clipjax.models.clip import CLIP
-from clipjax.models.configs import CLIPConfig
+from clipjax.models.configs import CLIPConfig, ImagePreprocess
 from clipjax.models.registry import config_from_openclip_json, get_model_config
 
 log = logging.getLogger(__name__)
@@ -31,7 +31,11 @@ def _json_next_to(path: Path) -> CLIPConfig | None:
     if candidate.is_file() and candidate != path:
       try:
         data = json.loads(candidate.read_text())
-        return config_from_openclip_json(data.get("model_cfg", data))
+        cfg = config_from_openclip_json(data.get("model_cfg", data))
+        if data.get("preprocess_cfg"):
+          cfg = cfg.replace(preprocess=ImagePreprocess.from_openclip(data["preprocess_cfg"],
+                                                                     cfg.image_preprocess))
+        return cfg
       except (ValueError, KeyError, TypeError) as e:
         raise CheckpointError(f"{candidate} (next to the checkpoint) is not an open_clip model "
                               f"config: {e}") from None
@@ -40,7 +44,8 @@ def _json_next_to(path: Path) -> CLIPConfig | None:
 
 def resolve_architecture(sd: dict[str, np.ndarray], resolved, arch=None) -> CLIPConfig:
   """In order: `arch`, what the name says (tag, hub config, the JSON next to the file), or
-  shape inference. A logit bias in the checkpoint is carried into the config."""
+  shape inference. A logit bias in the checkpoint is carried into the config, and so is the
+  preprocessing the name's tag or hub config gives (`CLIPConfig.preprocess`)."""
   if arch is not None:
     cfg = get_model_config(arch)
   elif isinstance(resolved.arch, CLIPConfig):
@@ -53,6 +58,9 @@ def resolve_architecture(sd: dict[str, np.ndarray], resolved, arch=None) -> CLIP
     cfg = _json_next_to(resolved.path) or infer_config(sd)
   if "logit_bias" in sd:
     cfg = cfg.replace(init_logit_bias=float(np.asarray(sd["logit_bias"])))
+  if resolved.preprocess:
+    cfg = cfg.replace(preprocess=ImagePreprocess.from_openclip(resolved.preprocess,
+                                                               cfg.image_preprocess))
   return cfg
 
 
@@ -97,10 +105,8 @@ def create_model_and_transforms(name: str | os.PathLike, pretrained=None, **kwar
   use the preprocessing the weights were trained with (mean, std, interpolation, resize mode
   from the tag table or the hub config); keyword arguments go to `load_openclip`."""
   dtype, remat = kwargs.pop("dtype", jnp.float32), kwargs.pop("remat", False)
-  cfg, params, resolved = load_checkpoint(name, pretrained, **kwargs)
-  pre = {k: resolved.preprocess[k] for k in ("mean", "std", "interpolation", "resize_mode")
-         if k in resolved.preprocess}
-  size = cfg.vision.image_size
+  cfg, params, _ = load_checkpoint(name, pretrained, **kwargs)
+  pre, size = cfg.image_preprocess.transform_kwargs(), cfg.vision.image_size
   return (CLIP(cfg, dtype=dtype, remat=remat), params, image_transform(size, train=True, **pre),
           image_transform(size, train=False, **pre))
 
@@ -128,5 +134,6 @@ def load_or_create(checkpoint: str | None, pretrained: str | None = None, *, arc
                 arch or default_arch)
   model, params = create_model(cfg, dtype=dtype, remat=remat, context_length=context_length,
                                seed=seed)
-  return (model, params, image_transform(model.cfg.vision.image_size),
+  return (model, params, image_transform(model.cfg.vision.image_size,
+                                         **model.cfg.image_preprocess.transform_kwargs()),
           f"random {arch or default_arch}")

@@ -28,7 +28,12 @@ from clipjax.convert.io import (
 )
 from clipjax.files import atomic_path
 from clipjax.models.clip import CLIP
-from clipjax.models.configs import CLIPConfig, HFTextConfig, TimmViTConfig
+from clipjax.models.configs import (
+  CLIPConfig,
+  HFTextConfig,
+  ImagePreprocess,
+  TimmViTConfig,
+)
 from clipjax.models.naming import flatten, torch_key, unflatten
 from clipjax.models.registry import CLIPJAX_ONLY, MODEL_CONFIGS, get_model_config
 
@@ -256,7 +261,7 @@ def export_openclip(params: Params, arch: str | CLIPConfig, path: str | os.PathL
   path = Path(path)
   cfg = config_for_params(arch, params)
   save_state_dict(params_to_state_dict(params), path)
-  if any(cfg == c for name, c in MODEL_CONFIGS.items() if name not in CLIPJAX_ONLY):
+  if any(cfg.architecture() == c for name, c in MODEL_CONFIGS.items() if name not in CLIPJAX_ONLY):
     return path  # a stock open_clip architecture: `create_model(name, pretrained=path)` loads it
   json_path = path.with_suffix(".json")
   with atomic_path(json_path) as tmp:
@@ -269,11 +274,16 @@ def pytorch_load_line(weights: str | os.PathLike, arch: str | CLIPConfig) -> str
   architecture name, or first registering the JSON `export_openclip` wrote next to them."""
   weights = Path(weights).resolve()
   cfg = get_model_config(arch)
-  stock = [n for n, c in MODEL_CONFIGS.items() if c == cfg and n not in CLIPJAX_ONLY]
+  stock = [n for n, c in MODEL_CONFIGS.items() if c == cfg.architecture() and n not in CLIPJAX_ONLY]
   json_path = weights.with_suffix(".json")
+  # open_clip takes the preprocessing of a file path from its defaults (OpenAI's): name others
+  pre, default = cfg.image_preprocess, ImagePreprocess()
+  extra = "".join(f", image_{k}={v!r}" for k, v in pre.transform_kwargs().items()
+                  if v != getattr(default, k))
+  load = f"pretrained={str(weights)!r}{extra})"
   if stock and not json_path.exists():
     return (f"import open_clip; model, _, preprocess = open_clip.create_model_and_transforms("
-            f"{stock[0]!r}, pretrained={str(weights)!r})")
+            f"{stock[0]!r}, {load}")
   return (f"import open_clip; open_clip.add_model_config({str(json_path)!r}); "
           f"model, _, preprocess = open_clip.create_model_and_transforms({json_path.stem!r}, "
-          f"pretrained={str(weights)!r})")
+          f"{load}")

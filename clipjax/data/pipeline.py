@@ -42,12 +42,13 @@ class PrepareExample:
   def __init__(self, image_size: int, train: bool, text_fields: Sequence[str] = ("caption",),
                context_length: int = 77, strict: bool = False, uint8: bool = True,
                with_image: bool = True, hf_tokenizer: str | None = None,
-               tokenizer_clean: str = "whitespace"):
+               tokenizer_clean: str = "whitespace", preprocess: dict | None = None):
     self.image_size, self.train, self.strict, self.uint8 = image_size, train, strict, uint8
+    self.preprocess = dict(preprocess or {})  # image_transform's mean/std/resize options
     self.with_image, self.hf_tokenizer = with_image, hf_tokenizer
     self.tokenizer_clean = tokenizer_clean
     self.text_fields, self.context_length = tuple(text_fields), context_length
-    self._transform = image_transform(image_size, train=train, uint8=uint8)
+    self._transform = image_transform(image_size, train=train, uint8=uint8, **self.preprocess)
     self._tokenizer = None
 
   def __getstate__(self):  # the tokenizer is rebuilt in each worker
@@ -55,7 +56,8 @@ class PrepareExample:
 
   def __setstate__(self, state):
     self.__dict__.update(state)
-    self._transform = image_transform(self.image_size, train=self.train, uint8=self.uint8)
+    self._transform = image_transform(self.image_size, train=self.train, uint8=self.uint8,
+                                      **self.preprocess)
     self._tokenizer = None
 
   def _bad(self, reason: str, detail: str):

@@ -17,7 +17,6 @@ from tqdm.auto import tqdm
 
 from clipjax.data.pipeline import PrepareExample, build_dataset
 from clipjax.data.records import BAD_REASONS
-from clipjax.data.transforms import normalize_on_device
 from clipjax.data.views import MapRecords
 from clipjax.models.clip import l2_normalize
 from clipjax.models.text import trim_padding
@@ -34,6 +33,7 @@ class Encoders:
   embed_dim: int
   key: str
   image_key: str = ""  # names the image tower alone: equal keys share image embeddings
+  preprocess: tuple = ()  # image_transform's options as (name, value) pairs; () = OpenAI's
 
 
 def params_fingerprint(params: Any) -> str:
@@ -57,7 +57,8 @@ def make_encoders(image_fn: Callable[[np.ndarray], jax.Array],
                   text_fn: Callable[[np.ndarray], jax.Array], *, image_size: int, embed_dim: int,
                   key: str, image_key: str = "", context_length: int = 77,
                   batch_size: int = 256, hf_tokenizer: str | None = None,
-                  tokenizer_clean: str = "whitespace", trim_text: bool = True) -> Encoders:
+                  tokenizer_clean: str = "whitespace", trim_text: bool = True,
+                  preprocess: dict | None = None) -> Encoders:
   """Encoders from jitted image_fn(uint8 or float pixels [B,H,W,3]) and text_fn(ids int32
   [B, L]), each returning unit-norm embeddings [B, D].
 
@@ -65,7 +66,8 @@ def make_encoders(image_fn: Callable[[np.ndarray], jax.Array],
   cache name, with open_clip's `tokenizer_clean` mode),
   cut to the longest sequence of the batch (a `padded_length` bucket; exact, see
   `models.text.trim_padding`; `trim_text=False` for towers that read the padding) and padded
-  to `batch_size` rows so only a few shapes compile.
+  to `batch_size` rows so only a few shapes compile. `preprocess`: how `embed_images` resizes
+  and crops (image_transform's options; None = OpenAI's), matching what image_fn normalises.
   """
   tokenizer = make_tokenizer(context_length, hf_tokenizer, tokenizer_clean)
   pad_id = getattr(tokenizer, "pad_token_id", 0)
@@ -86,7 +88,8 @@ def make_encoders(image_fn: Callable[[np.ndarray], jax.Array],
     return np.concatenate(chunks) if chunks else np.zeros((0, embed_dim), np.float32)
 
   return Encoders(lambda x: padded(image_fn, np.asarray(x)), encode_texts,
-                  image_size, embed_dim, key, image_key or key)
+                  image_size, embed_dim, key, image_key or key,
+                  tuple(sorted((preprocess or {}).items())))
 
 
 @functools.lru_cache(maxsize=16)
@@ -94,8 +97,9 @@ def _jitted_towers(model) -> tuple[Callable, Callable]:
   """jit((params, pixels) -> unit image embeddings), jit((params, ids) -> unit text
   embeddings) of a CLIP model. The weights are arguments, not constants, so every set of
   weights of one architecture (base, adapted, blends, seeds) runs the same compiled programs."""
+  pre = model.cfg.image_preprocess
   image = jax.jit(lambda p, x: l2_normalize(
-      model.apply({"params": p}, normalize_on_device(x), method=model.encode_image)))
+      model.apply({"params": p}, pre.normalize_on_device(x), method=model.encode_image)))
   text = jax.jit(lambda p, ids: l2_normalize(
       model.apply({"params": p}, ids, method=model.encode_text)))
   return image, text
@@ -114,7 +118,8 @@ def clip_encoders(model, params: Any, batch_size: int = 256) -> Encoders:
       image_key=f"visual-{arch}-{params_fingerprint(params['visual'])}",
       context_length=cfg.text.context_length,
       batch_size=batch_size, hf_tokenizer=cfg.text.tokenizer_dir,
-      tokenizer_clean=cfg.text.tokenizer_clean, trim_text=cfg.text.trimmable)
+      tokenizer_clean=cfg.text.tokenizer_clean, trim_text=cfg.text.trimmable,
+      preprocess=cfg.image_preprocess.transform_kwargs())
 
 
 def embed_images(encoders: Encoders, source, *, batch_size: int = 64, num_workers: int = 2,
@@ -128,7 +133,8 @@ def embed_images(encoders: Encoders, source, *, batch_size: int = 64, num_worker
   if len(source) == 0:
     raise ValueError(f"no images to embed in {source!r}")
   indexed = MapRecords(source, _with_position)
-  prepare = PrepareExample(encoders.image_size, train=False, text_fields=())
+  prepare = PrepareExample(encoders.image_size, train=False, text_fields=(),
+                           preprocess=dict(encoders.preprocess))
   ds = build_dataset(indexed, prepare, batch_size=batch_size, shuffle=False, num_epochs=1,
                      num_workers=num_workers, pad_remainder=True, process_index=0,
                      process_count=1)

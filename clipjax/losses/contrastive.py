@@ -1,4 +1,4 @@
-"""Contrastive losses over the global batch (METHODS §1, §2, §3 eq. 4.4.1, §4, §5, §6).
+"""Contrastive losses over the global batch (METHODS §1, §2, §3 eq. 4.4.1, §4, §5, §6, §7).
 
 Every loss takes embeddings whose leading dimension is the batch and an optional
 `axis_name`. With `axis_name=None` the inputs are the whole global batch on one device. Under
@@ -12,13 +12,22 @@ computed in float32 at HIGHEST matmul precision whatever the towers' compute dty
 non-finite embedding makes the loss non-finite (never silently masked): the training loop
 checks the loss and refuses the step. `block_size` switches to the tiled path, which never
 holds more than a [b_local, block] tile of the logit matrix (forward or backward).
+
+Each query-side term has two forms (`form`, METHODS §7b): "softmax", CE_rows(s·Q Kᵀ), and
+"sigmoid", SigLIP's SL(Q, K) = −(1/B) Σ_i Σ_j log σ(z_ij (t·Q_i·K_j + b)) for models adapted
+from a SigLIP base (t, b: its logit scale and bias).
 """
 from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
 
-from clipjax.losses.tiled import HIGHEST, pick_block, tiled_row_cross_entropy
+from clipjax.losses.tiled import (
+  HIGHEST,
+  pick_block,
+  tiled_row_cross_entropy,
+  tiled_row_sigmoid_loss,
+)
 from clipjax.parallel.collectives import AxisName, all_gather, psum, shard_offset
 
 
@@ -84,6 +93,59 @@ def query_loss(queries: jax.Array, keys: jax.Array, scale, *, bias=None, labels=
   return psum(total, axis_name) / psum(n, axis_name)
 
 
+def row_sigmoid_loss(queries: jax.Array, keys: jax.Array, scale, bias, *, q_labels, k_labels,
+                     block_size: int | None = None) -> jax.Array:
+  """Per query row Σ_j −log σ(z_ij (scale·q_i·k_j + bias)), z = +1 for the keys sharing its
+  label, −1 for the rest. [b, D], [B, D] -> [b]."""
+  q = queries.astype(jnp.float32)
+  k = keys.astype(jnp.float32)
+  scale = jnp.asarray(scale, jnp.float32)
+  bias = jnp.asarray(bias, jnp.float32)
+  if block_size:
+    return tiled_row_sigmoid_loss(q, k, scale, bias, q_labels, k_labels,
+                                  pick_block(k.shape[0], block_size))
+  logits = scale * jnp.dot(q, k.T, precision=HIGHEST) + bias
+  z = jnp.where(q_labels[:, None] == k_labels[None, :], 1.0, -1.0)
+  return -jax.nn.log_sigmoid(z * logits).sum(axis=1)
+
+
+def sigmoid_query_loss(queries: jax.Array, keys: jax.Array, scale, bias, *, labels=None,
+                       block_size: int | None = None, axis_name: AxisName = None) -> jax.Array:
+  """SL(Q, K) = −(1/B) Σ_i Σ_j log σ(z_ij (t·Q_i·K_j + b)) over the global batch (METHODS §7,
+  §7b): each device scores its query rows against every key. The sum runs over all pairs, so
+  SL(Q, K) = SL(K, Q): the sigmoid form has no direction. queries, keys: [N, D] normalised."""
+  n = check_embeddings(queries=queries, keys=keys)
+  q_lab, k_lab = _labels(n, labels, axis_name)
+  total = row_sigmoid_loss(queries, all_gather(keys, axis_name), scale, bias, q_labels=q_lab,
+                           k_labels=k_lab, block_size=block_size).sum()
+  return psum(total, axis_name) / psum(n, axis_name)
+
+
+def siglip_loss(image_emb: jax.Array, text_emb: jax.Array, logit_scale, logit_bias, *,
+                labels=None, block_size: int | None = None, axis_name: AxisName = None) -> jax.Array:
+  """SigLIP (METHODS §7): −(1/B) Σ_i Σ_j log σ(z_ij (t·I_i·T_j + b)), z = +1 on the diagonal
+  (or for equal `labels`), −1 elsewhere. logit_scale: the multiplier t = exp(t') (t' init
+  log 10); logit_bias: b (init −10). open_clip's SigLipLoss sums the same B² terms."""
+  return sigmoid_query_loss(image_emb, text_emb, logit_scale, logit_bias, labels=labels,
+                            block_size=block_size, axis_name=axis_name)
+
+
+def adaptation_term(form: str, logit_bias=None, bidirectional: bool = False):
+  """One query-side term of CLIP-3Modal / DRAFT: (queries, keys, scale, **kw) -> scalar, in the
+  softmax form (CE_rows, both directions averaged with `bidirectional`) or the sigmoid form
+  with the base's bias (METHODS §7b)."""
+  if form == "softmax":
+    return lambda q, k, s, **kw: query_loss(q, k, s, bidirectional=bidirectional, **kw)
+  if form != "sigmoid":
+    raise ValueError(f"form must be 'softmax' or 'sigmoid', got {form!r}")
+  if logit_bias is None:
+    raise ValueError("the sigmoid form needs the base's logit_bias (a SigLIP model)")
+  if bidirectional:
+    raise ValueError("bidirectional has no meaning in the sigmoid form: it scores every pair "
+                     "once, whichever side is the query")
+  return lambda q, k, s, **kw: sigmoid_query_loss(q, k, s, logit_bias, **kw)
+
+
 def clip_loss(image_emb: jax.Array, text_emb: jax.Array, logit_scale, logit_bias=None, *,
               labels=None, block_size: int | None = None, axis_name: AxisName = None) -> jax.Array:
   """CLIP's symmetric InfoNCE, ½(CE(L) + CE(Lᵀ)) with L = s·I Tᵀ (+ bias) (METHODS §1).
@@ -107,26 +169,31 @@ def unicl_loss(image_emb: jax.Array, text_emb: jax.Array, labels, logit_scale, *
 
 def three_tower_loss(image_emb: jax.Array, text_emb: jax.Array, dialogue_emb: jax.Array,
                      logit_scale, a: float = 0.65, *, bidirectional: bool = False, labels=None,
-                     block_size: int | None = None, axis_name: AxisName = None) -> jax.Array:
+                     form: str = "softmax", logit_bias=None, block_size: int | None = None,
+                     axis_name: AxisName = None) -> jax.Array:
   """CLIP-3Modal, seed 001 eq. 4.3.1 (METHODS §2):
   a·CE_rows(s·G(z) I(x)ᵀ) + (1−a)·CE_rows(s·G(z) T(y)ᵀ), dialogue rows as queries.
-  `bidirectional` averages each term with its transposed direction. All [N, D] normalised."""
+  `bidirectional` averages each term with its transposed direction; `form="sigmoid"` uses
+  SL(G(z), ·) with `logit_bias` instead of CE_rows (§7b). All [N, D] normalised."""
   check_embeddings(image_emb=image_emb, text_emb=text_emb, dialogue_emb=dialogue_emb)
-  kw = dict(bidirectional=bidirectional, labels=labels, block_size=block_size, axis_name=axis_name)
-  return (a * query_loss(dialogue_emb, image_emb, logit_scale, **kw)
-          + (1 - a) * query_loss(dialogue_emb, text_emb, logit_scale, **kw))
+  term = adaptation_term(form, logit_bias, bidirectional)
+  kw = dict(labels=labels, block_size=block_size, axis_name=axis_name)
+  return (a * term(dialogue_emb, image_emb, logit_scale, **kw)
+          + (1 - a) * term(dialogue_emb, text_emb, logit_scale, **kw))
 
 
 def draft_contrastive_loss(image_emb: jax.Array, caption_emb: jax.Array, dialogue_emb: jax.Array,
                            logit_scale, a: float = 0.65, *, bidirectional: bool = False,
-                           labels=None, block_size: int | None = None,
-                           axis_name: AxisName = None) -> jax.Array:
+                           labels=None, form: str = "softmax", logit_bias=None,
+                           block_size: int | None = None, axis_name: AxisName = None) -> jax.Array:
   """DRAFT's L_con, seed 001 eq. 4.4.1 (METHODS §3): texts as queries against the images,
-  a·CE_rows(s·T(z) I(x)ᵀ) + (1−a)·CE_rows(s·T(y) I(x)ᵀ)."""
+  a·CE_rows(s·T(z) I(x)ᵀ) + (1−a)·CE_rows(s·T(y) I(x)ᵀ); `form="sigmoid"`: SL(T(·), I) with
+  `logit_bias` (§7b)."""
   check_embeddings(image_emb=image_emb, caption_emb=caption_emb, dialogue_emb=dialogue_emb)
-  kw = dict(bidirectional=bidirectional, labels=labels, block_size=block_size, axis_name=axis_name)
-  return (a * query_loss(dialogue_emb, image_emb, logit_scale, **kw)
-          + (1 - a) * query_loss(caption_emb, image_emb, logit_scale, **kw))
+  term = adaptation_term(form, logit_bias, bidirectional)
+  kw = dict(labels=labels, block_size=block_size, axis_name=axis_name)
+  return (a * term(dialogue_emb, image_emb, logit_scale, **kw)
+          + (1 - a) * term(caption_emb, image_emb, logit_scale, **kw))
 
 
 def mult_loss(image_emb: jax.Array, text_emb: jax.Array, fused_emb: jax.Array, logit_scale,

@@ -12,9 +12,14 @@ from clipjax.parallel.collectives import AxisName
 def draft_loss(image_emb: jax.Array, caption_emb: jax.Array, dialogue_emb: jax.Array,
                logit_scale, *, key: jax.Array | None = None, a: float = 0.65,
                mmd_weight: float = 1.0, mmd: MMDConfig = MMDConfig(),
-               bidirectional: bool = False, labels=None, block_size: int | None = None,
-               axis_name: AxisName = None):
+               bidirectional: bool = False, labels=None, form: str = "softmax",
+               logit_bias=None, block_size: int | None = None, axis_name: AxisName = None):
   """L = a·CE_rows(s·T(z)Iᵀ) + (1−a)·CE_rows(s·T(y)Iᵀ) + λ·L_MMD(S, D).
+
+  `form="sigmoid"` (a SigLIP base, METHODS §7b): the two CE_rows terms become SL(·, I) with
+  t = logit_scale and b = logit_bias. The MMD samples are then t·T·I + b; the RBF kernel and
+  σ (a standard deviation) see only differences of samples, so b cancels and the MMD is the
+  one computed from t·T·I.
 
   image_emb, caption_emb, dialogue_emb: [N, D] L2-normalised (this shard's rows on a mesh).
   logit_scale: the multiplier s (frozen at the pretrained value in DRAFT: the caller passes it
@@ -23,8 +28,9 @@ def draft_loss(image_emb: jax.Array, caption_emb: jax.Array, dialogue_emb: jax.A
   Returns (loss, aux) with aux = {"contrastive", "mmd2", "mmd", "sigma"} (global values).
   """
   contrastive = draft_contrastive_loss(image_emb, caption_emb, dialogue_emb, logit_scale, a,
-                                       bidirectional=bidirectional, labels=labels,
-                                       block_size=block_size, axis_name=axis_name)
+                                       bidirectional=bidirectional, labels=labels, form=form,
+                                       logit_bias=logit_bias, block_size=block_size,
+                                       axis_name=axis_name)
   value, sigmas = mmd2(caption_emb, dialogue_emb, image_emb, logit_scale, key=key, config=mmd,
                        block_size=block_size, axis_name=axis_name)
   mmd_term = value if mmd.squared else jnp.sqrt(jnp.maximum(value, 0.0) + 1e-12)

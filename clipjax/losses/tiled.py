@@ -87,16 +87,15 @@ def _row_ce_fwd(q, k, scale, bias, q_labels, k_labels, block):
   return loss, (q, k, scale, bias, q_labels, k_labels, lse, tcnt)
 
 
-def _row_ce_bwd(block, res, g):
-  q, k, scale, bias, q_labels, k_labels, lse, tcnt = res
-  coef = g / tcnt
-
+def _logits_backward(q, k, scale, bias, k_labels, block, grad_of_logits):
+  """The custom_vjp cotangents (q, k, scale, bias, labels) of a row loss whose gradient with
+  respect to one [b, block] tile of logits is `grad_of_logits(logits, key_labels_of_tile)`;
+  each tile is recomputed, never stored."""
   def step(carry, blk):
     dq, dscale, dbias = carry
     k_blk, kl_blk = blk
     dots = jnp.dot(q, k_blk.T, precision=HIGHEST)
-    p = jnp.exp(scale * dots + bias - lse[:, None])
-    grad_logits = g[:, None] * p - jnp.where(q_labels[:, None] == kl_blk[None, :], coef[:, None], 0.0)
+    grad_logits = grad_of_logits(scale * dots + bias, kl_blk)
     dq = dq + scale * jnp.dot(grad_logits, k_blk, precision=HIGHEST)
     dk_blk = scale * jnp.dot(grad_logits.T, q, precision=HIGHEST)
     return (dq, dscale + jnp.sum(grad_logits * dots), dbias + jnp.sum(grad_logits)), dk_blk
@@ -107,7 +106,60 @@ def _row_ce_bwd(block, res, g):
           dbias.astype(jnp.result_type(bias)), None, None)
 
 
+def _row_ce_bwd(block, res, g):
+  q, k, scale, bias, q_labels, k_labels, lse, tcnt = res
+  coef = g / tcnt
+  return _logits_backward(  # softmax minus the uniform target over the matching keys
+      q, k, scale, bias, k_labels, block, lambda logits, kl_blk: (
+          g[:, None] * jnp.exp(logits - lse[:, None])
+          - jnp.where(q_labels[:, None] == kl_blk[None, :], coef[:, None], 0.0)))
+
+
 _tiled_row_ce.defvjp(_row_ce_fwd, _row_ce_bwd)
+
+
+# ---------------------------------------------------------------- pairwise sigmoid
+
+def _signs(q_labels, kl_blk):
+  """z: +1 where the labels match (positives), −1 elsewhere."""
+  return jnp.where(q_labels[:, None] == kl_blk[None, :], 1.0, -1.0)
+
+
+def tiled_row_sigmoid_loss(q, k, scale, bias, q_labels, k_labels, block: int):
+  """Per-row Σ_j −log σ(z_ij (scale q_i·k_j + bias)), z = +1 for keys sharing the row's
+  label, −1 otherwise (SigLIP). q: [b, D], k: [B, D], labels int [b] / [B] -> [b]."""
+  return _tiled_row_sigmoid(q, k, _as_varying(scale, q), _as_varying(bias, q), q_labels,
+                            k_labels, block)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(6,))
+def _tiled_row_sigmoid(q, k, scale, bias, q_labels, k_labels, block: int):
+  def step(acc, blk):
+    k_blk, kl_blk = blk
+    z = _signs(q_labels, kl_blk)
+    return acc - jax.nn.log_sigmoid(z * _tile_logits(q, k_blk, scale, bias)).sum(axis=1), None
+
+  acc, _ = jax.lax.scan(step, _full((q.shape[0],), 0.0, q),
+                        (_blocks(k, block), _blocks(k_labels, block)))
+  return acc
+
+
+def _row_sigmoid_fwd(q, k, scale, bias, q_labels, k_labels, block):
+  return (_tiled_row_sigmoid(q, k, scale, bias, q_labels, k_labels, block),
+          (q, k, scale, bias, q_labels, k_labels))
+
+
+def _row_sigmoid_bwd(block, res, g):
+  q, k, scale, bias, q_labels, k_labels = res
+
+  def grad_of_logits(logits, kl_blk):  # d/dl −log σ(z l) = −z σ(−z l)
+    z = _signs(q_labels, kl_blk)
+    return -g[:, None] * z * jax.nn.sigmoid(-z * logits)
+
+  return _logits_backward(q, k, scale, bias, k_labels, block, grad_of_logits)
+
+
+_tiled_row_sigmoid.defvjp(_row_sigmoid_fwd, _row_sigmoid_bwd)
 
 
 # ---------------------------------------------------------------- random Fourier features

@@ -29,8 +29,7 @@ import jax.numpy as jnp
 import ml_collections
 from jax.sharding import Mesh
 
-from clipjax.config import base_config
-from clipjax.data.transforms import normalize_on_device
+from clipjax.config import DEFAULT_ARCH, base_config
 from clipjax.errors import ConfigError
 from clipjax.evaluate.embed import Encoders, clip_encoders
 from clipjax.models import CLIP
@@ -89,6 +88,8 @@ class Method:
   adapts_pretrained: bool = False
   # Parameter trees beyond "clip" (their paths exist only after `init_params`).
   extra_towers: tuple[str, ...] = ()
+  # Values of loss.form this method trains with; "sigmoid" (METHODS §7b) needs a SigLIP base.
+  loss_forms: tuple[str, ...] = ("softmax",)
 
   def configure(self, c: ml_collections.ConfigDict) -> None:
     """Sets the method's defaults on a fresh `clipjax.config.base_config`."""
@@ -98,6 +99,24 @@ class Method:
     if self.adapts_pretrained and not cfg.model.checkpoint and not cfg.get("base"):
       raise ConfigError(f"{self.name} adapts a pretrained CLIP: set model.checkpoint (a file, "
                         f"hf-hub:ORG/REPO, or ARCH with model.pretrained) or config.base")
+    form = cfg.loss.get("form", "softmax")
+    if form not in self.loss_forms:
+      others = [n for n in _REGISTRY if form in _REGISTRY[n].loss_forms]
+      raise ConfigError(f"loss.form={form!r} is not one of {list(self.loss_forms)} for method "
+                        f"{self.name}" + (f" (it is for {others})" if others else ""))
+    if form == "sigmoid" and cfg.loss.bidirectional:
+      raise ConfigError("loss.bidirectional has no meaning with loss.form='sigmoid' (the "
+                        "sigmoid loss scores every pair once, whichever side is the query)")
+
+  def validate_model(self, cfg: ml_collections.ConfigDict, model_cfg) -> None:
+    """Raises ConfigError when the architecture (resolved from the checkpoint) cannot be
+    trained by this config: the sigmoid form needs a model with a logit bias."""
+    if cfg.loss.get("form") == "sigmoid" and model_cfg.init_logit_bias is None:
+      source = cfg.model.checkpoint or cfg.model.arch or f"the default {DEFAULT_ARCH}"
+      raise ConfigError(f"loss.form='sigmoid' needs a SigLIP base with a logit_bias (METHODS "
+                        f"§7b); {source} has none: set model.checkpoint to a SigLIP model, e.g. "
+                        f"--config.model.checkpoint=ViT-B-16-SigLIP2 "
+                        f"--config.model.pretrained=webli")
 
   def init_params(self, model: CLIP, clip_params: dict, cfg) -> dict:
     """The method's own parameter trees, by name (see `extra_towers`)."""
@@ -139,7 +158,7 @@ def embed_image_text(ctx: Context, params: dict, batch: dict) -> Embeddings:
   if "image_embedding" in batch:
     image = batch["image_embedding"]
   else:
-    pixels = normalize_on_device(batch["image"])  # uint8 from the pipeline
+    pixels = ctx.model.cfg.image_preprocess.normalize_on_device(batch["image"])
     image = l2_normalize(ctx.model.apply({"params": params["clip"]}, pixels,
                                          method=ctx.model.encode_image))
   return {"image": image, "caption": caption}
@@ -147,6 +166,11 @@ def embed_image_text(ctx: Context, params: dict, batch: dict) -> Embeddings:
 
 def logit_scale(params: dict) -> jax.Array:
   return jnp.exp(params["clip"]["logit_scale"])
+
+
+def logit_bias(params: dict) -> jax.Array | None:
+  """The SigLIP bias b, or None for a model without one."""
+  return params["clip"].get("logit_bias")
 
 
 def same_image_labels(ctx: Context, batch: dict) -> dict:

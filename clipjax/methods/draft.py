@@ -2,7 +2,9 @@
 The image tower stays frozen; captions and dialogues go through the same text tower, trained
 with a·CE(I, T(caption)) + (1−a)·CE(I, T(dialogue)) plus an RBF-kernel MMD between the caption
 and dialogue embeddings. Evaluation compares the base, DRAFT and their text-embedding blend;
-the WiSE-FT weight blend (β = export.wise_beta) is evaluated and exported too."""
+the WiSE-FT weight blend (β = export.wise_beta) is evaluated and exported too. On a SigLIP
+base, loss.form=sigmoid scores each text–image term with the base's frozen t and b
+(METHODS §7b)."""
 from __future__ import annotations
 
 from clipjax import losses
@@ -13,6 +15,7 @@ from clipjax.methods.base import (
   Method,
   embed_image_text,
   encode_text,
+  logit_bias,
   logit_scale,
   pretrained_clip_base,
   register,
@@ -27,9 +30,11 @@ class Draft(Method):
   text_fields = {"": ("caption", "dialogue")}
   caches_frozen_images = True
   adapts_pretrained = True
+  loss_forms = ("softmax", "sigmoid")
 
   def configure(self, c):
-    c.freeze = ("^clip/visual/", "^clip/logit_scale$")  # only the text tower trains
+    # only the text tower trains (a SigLIP base's bias stays frozen with the scale)
+    c.freeze = ("^clip/visual/", "^clip/logit_(scale|bias)$")
     c.loss.a = 0.65
     c.loss.mmd_weight = 1.0
     c.data.dialogue_mode = "one_qa"
@@ -45,8 +50,8 @@ class Draft(Method):
     out, aux = on_mesh(losses.draft_loss, ctx.mesh)(
         emb["image"], emb["caption"], emb["dialogue"], logit_scale(params), key=key, a=cfg.a,
         mmd_weight=cfg.mmd_weight, mmd=losses.MMDConfig(**cfg.mmd),
-        bidirectional=cfg.bidirectional, block_size=ctx.block_size,
-        **same_image_labels(ctx, batch))
+        bidirectional=cfg.bidirectional, form=cfg.form, logit_bias=logit_bias(params),
+        block_size=ctx.block_size, **same_image_labels(ctx, batch))
     return out, dict(aux)
 
   def evaluate(self, model, params, base_params, cfg):

@@ -9,7 +9,6 @@ import jax
 import jax.numpy as jnp
 
 from clipjax import losses
-from clipjax.data.transforms import normalize_on_device
 from clipjax.methods.base import Method, embed_image_text, logit_scale, register
 from clipjax.models import CLIP
 from clipjax.models.clip import l2_normalize
@@ -50,7 +49,7 @@ class MulT(Method):
   def embed(self, ctx, params, batch):
     out = embed_image_text(ctx, params, batch)
     out["fused"] = l2_normalize(mult_tower(ctx.model, ctx.cfg).apply(
-        {"params": params["mult"]}, normalize_on_device(batch["image"]), batch["caption"]))
+        {"params": params["mult"]}, ctx.model.cfg.image_preprocess.normalize_on_device(batch["image"]), batch["caption"]))
     return out
 
   def loss(self, ctx, params, emb, batch, key):

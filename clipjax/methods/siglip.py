@@ -1,11 +1,18 @@
 """SigLIP (METHODS §7): a pairwise sigmoid loss with a learnable bias; open_clip's init of
-t' = log 10 and b = −10."""
+t' = log 10 and b = −10 from scratch, or the loaded SigLIP model's own t and b when fine-tuning
+(model.checkpoint)."""
 from __future__ import annotations
 
 import math
 
 from clipjax import losses
-from clipjax.methods.base import Method, logit_scale, register
+from clipjax.methods.base import (
+  Method,
+  logit_bias,
+  logit_scale,
+  register,
+  same_image_labels,
+)
 from clipjax.parallel.mesh import on_mesh
 
 
@@ -18,7 +25,9 @@ class SigLIP(Method):
     c.model.init_logit_bias = -10.0
 
   def loss(self, ctx, params, emb, batch, key):
-    del batch, key
-    scale, bias = logit_scale(params), params["clip"]["logit_bias"]
-    out = on_mesh(losses.siglip_loss, ctx.mesh)(emb["image"], emb["caption"], scale, bias)
+    del key
+    scale, bias = logit_scale(params), logit_bias(params)
+    out = on_mesh(losses.siglip_loss, ctx.mesh)(emb["image"], emb["caption"], scale, bias,
+                                                block_size=ctx.block_size,
+                                                **same_image_labels(ctx, batch))
     return out, {"scale": scale, "bias": bias}

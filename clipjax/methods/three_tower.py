@@ -1,7 +1,8 @@
 """CLIP-3Modal (seed 001 §4.3, METHODS §2): a pretrained CLIP's image tower I and text tower T
 stay frozen; a third (dialogue) tower G, initialised as a copy of T, is trained with
 a·CE(G(z), I) + (1−a)·CE(G(z), T(y)) on the concatenated dialogue. Evaluation blends T and G
-on the same caption; G is exported as the text tower of a standalone CLIP."""
+on the same caption; G is exported as the text tower of a standalone CLIP. On a SigLIP base,
+loss.form=sigmoid scores both terms with the base's frozen t and b (METHODS §7b)."""
 from __future__ import annotations
 
 import flax.linen as nn
@@ -14,6 +15,7 @@ from clipjax.methods.base import (
   Evaluation,
   Method,
   embed_image_text,
+  logit_bias,
   logit_scale,
   pretrained_clip_base,
   register,
@@ -58,6 +60,7 @@ class ThreeTower(Method):
   caches_frozen_captions = True  # T is frozen as well
   adapts_pretrained = True
   extra_towers = ("dialogue",)
+  loss_forms = ("softmax", "sigmoid")
 
   def configure(self, c):
     c.freeze = ("^clip/",)  # I, T and the logit scale stay at the pretrained values
@@ -78,7 +81,8 @@ class ThreeTower(Method):
     del batch, key
     out = on_mesh(losses.three_tower_loss, ctx.mesh)(
         emb["image"], emb["caption"], emb["dialogue"], logit_scale(params), a=ctx.cfg.a,
-        bidirectional=ctx.cfg.bidirectional, block_size=ctx.block_size)
+        bidirectional=ctx.cfg.bidirectional, form=ctx.cfg.form, logit_bias=logit_bias(params),
+        block_size=ctx.block_size)
     return out, {}
 
   def evaluate(self, model, params, base_params, cfg):

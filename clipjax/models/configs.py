@@ -9,7 +9,39 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
+from clipjax.data.transforms import OPENAI_MEAN, OPENAI_STD, normalize_on_device
 from clipjax.text.hf_tokenizer import CLEAN_MODES
+
+
+@dataclasses.dataclass(frozen=True)
+class ImagePreprocess:
+  """How the weights expect pixels (open_clip's `PreprocessCfg` of a pretrained tag or hub
+  config): normalisation, resize filter and eval resize mode (shortest side + centre crop, or
+  squash to the square). Training crops with RandomResizedCrop whatever the mode, as open_clip."""
+  mean: tuple[float, ...] = OPENAI_MEAN
+  std: tuple[float, ...] = OPENAI_STD
+  interpolation: str = "bicubic"
+  resize_mode: str = "shortest"
+
+  @classmethod
+  def from_openclip(cls, pre: dict, default: "ImagePreprocess | None" = None) -> "ImagePreprocess":
+    """open_clip's preprocess dict (mean, std, interpolation, resize_mode; other keys such as
+    size or fill_color ignored) over `default`."""
+    base = dataclasses.asdict(default or cls())
+    base.update({k: tuple(v) if k in ("mean", "std") else v for k, v in pre.items() if k in base})
+    return cls(**base)
+
+  def transform_kwargs(self) -> dict[str, Any]:
+    """Keyword arguments of `clipjax.data.transforms.image_transform`."""
+    return dataclasses.asdict(self)
+
+  def normalize_on_device(self, images):
+    """uint8 [..., 3] pipeline pixels -> normalised float32 (floats pass unchanged)."""
+    return normalize_on_device(images, self.mean, self.std)
+
+
+# open_clip's `_slpcfg`: every SigLIP / SigLIP 2 webli tag.
+SIGLIP_PREPROCESS = ImagePreprocess((0.5, 0.5, 0.5), (0.5, 0.5, 0.5), "bicubic", "squash")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -268,13 +300,28 @@ class HFTextConfig:
 @dataclasses.dataclass(frozen=True)
 class CLIPConfig:
   """`custom_text`: open_clip's CustomTextCLIP, whose text tower sits under `text.` (always
-  so for HF text towers; the SigLIP configs set it for their own TextTransformer)."""
+  so for HF text towers; the SigLIP configs set it for their own TextTransformer).
+  `preprocess`: the loaded weights' pixel preprocessing when their tag or hub config names it
+  (not part of open_clip's model JSON); None = the tower family's (`image_preprocess`)."""
   embed_dim: int
   vision: VisionConfig | TimmViTConfig
   text: TextConfig | HFTextConfig
   quick_gelu: bool = False
   init_logit_bias: float | None = None  # SigLIP-style models carry a learnable logit bias
   custom_text: bool = False
+  preprocess: ImagePreprocess | None = None
+
+  @property
+  def image_preprocess(self) -> ImagePreprocess:
+    """The pixel preprocessing of these weights: `preprocess`, else SigLIP's for timm SigLIP
+    trunks and OpenAI's for the rest (open_clip's defaults for the tags of each family)."""
+    if self.preprocess is not None:
+      return self.preprocess
+    return SIGLIP_PREPROCESS if isinstance(self.vision, TimmViTConfig) else ImagePreprocess()
+
+  def architecture(self) -> "CLIPConfig":
+    """The network alone, without the weights' preprocessing (compares with the registry)."""
+    return dataclasses.replace(self, preprocess=None)
 
   def replace(self, **kw: Any) -> "CLIPConfig":
     """Returns a copy; `vision=`/`text=` accept dicts of field overrides."""

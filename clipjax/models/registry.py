@@ -84,10 +84,15 @@ TIMM_SIGLIP_TRUNKS: dict[str, tuple[int, int, int, int, float, bool]] = {
     "vit_giantopt_patch16_siglip": (16, 1536, 40, 16, 4.0, True),
 }
 _TANH_AT = {"vit_large_patch16_siglip_512"}  # the SigLIP 2-only resolution of ViT-L
+# Not in timm: the trunk of clipjax's tiny test architecture, so its exported JSON reads back.
+_CLIPJAX_TRUNKS = {"vit_tiny_test_patch16_siglip_32": TimmViTConfig(
+    "vit_tiny_test_patch16_siglip_32", 32, 16, 64, 2, 2, gelu_tanh=True)}
 
 
 def timm_siglip_trunk(timm_model_name: str) -> TimmViTConfig:
   """The TimmViTConfig of a timm `vit_*_siglip_<res>` model name."""
+  if timm_model_name in _CLIPJAX_TRUNKS:
+    return _CLIPJAX_TRUNKS[timm_model_name]
   family, _, res = timm_model_name.rpartition("_")
   if family not in TIMM_SIGLIP_TRUNKS or not res.isdigit():
     raise ValueError(f"timm model {timm_model_name!r} is not a SigLIP trunk clipjax knows; "
@@ -149,7 +154,7 @@ _BASE.update(_SIGLIP)
 # A tiny SigLIP 2 for tests: not a timm model name, so its open_clip twin is built in the tests;
 # the CLIP BPE vocabulary, so it runs without an HF tokenizer.
 _BASE["ViT-T-16-SigLIP2-test"] = CLIPConfig(
-    64, TimmViTConfig("vit_tiny_test_patch16_siglip_32", 32, 16, 64, 2, 2, gelu_tanh=True),
+    64, timm_siglip_trunk("vit_tiny_test_patch16_siglip_32"),
     dataclasses.replace(_SIGLIP["ViT-B-16-SigLIP2"].text, width=64, heads=2, layers=2,
                         vocab_size=49408, context_length=16, hf_tokenizer_name=None,
                         tokenizer_kwargs=()),

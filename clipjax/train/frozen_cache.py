@@ -66,9 +66,9 @@ class FrozenEmbeddings:
     return batch
 
 
-def _key(params: Any, source_spec: dict, size: int) -> str:
-  text = json.dumps({"params": params_fingerprint(params), "source": source_spec, "size": size},
-                    sort_keys=True, default=str)
+def _key(params: Any, source_spec: dict, size: int, preprocess: dict | None = None) -> str:
+  text = json.dumps({"params": params_fingerprint(params), "source": source_spec, "size": size,
+                     "preprocess": preprocess}, sort_keys=True, default=str)
   return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
@@ -112,7 +112,8 @@ def build_image_cache(model, clip_params: dict, source, source_spec: dict, workd
                       *, num_workers: int = 2, batch_size: int = 64) -> ImageEmbeddingCache:
   """Embeds every unique image_id of `source` with the (frozen) image tower, or loads the
   table a previous run saved in `workdir/frozen_cache/`."""
-  key = _key(clip_params["visual"], dict(source_spec), model.cfg.vision.image_size)
+  key = _key(clip_params["visual"], dict(source_spec), model.cfg.vision.image_size,
+             model.cfg.image_preprocess.transform_kwargs())
   path = workdir / "frozen_cache" / f"images-{key}.npz"
   cached = _load(path)
   if cached is not None:

@@ -100,7 +100,8 @@ def _dataset(cfg, method: Method, model, params, frozen, workdir):
                            text_fields=fields[image_stream],
                            context_length=context, with_image=cache is None,
                            hf_tokenizer=model.cfg.text.tokenizer_dir,
-                           tokenizer_clean=model.cfg.text.tokenizer_clean)
+                           tokenizer_clean=model.cfg.text.tokenizer_clean,
+                           preprocess=model.cfg.image_preprocess.transform_kwargs())
   bad_window = min(cfg.data.get("bad_window", 1000) or len(source), len(source))
   images = build_dataset(source, prepare, batch_size=per_host(cfg.batch_size, "batch_size"),
                          seed=cfg.seed, num_workers=cfg.data.num_workers,

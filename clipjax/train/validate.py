@@ -108,9 +108,11 @@ def validate(cfg, *, check_base: bool = True) -> None:
       check_source_spec(cfg.eval[task].source, f"eval.{task}.source")
   _choice("data.dialogue_mode", cfg.data.dialogue_mode, ("one_qa", "concat"))
   _choice("loss.mmd.estimator", cfg.loss.mmd.estimator, ESTIMATORS)
+  _choice("loss.form", cfg.loss.get("form", "softmax"), ("softmax", "sigmoid"))
   method.validate(cfg)
   _check_batches(cfg)
   arch_cfg = _check_model(cfg)
+  method.validate_model(cfg, arch_cfg)
   _check_freeze(cfg, method, arch_cfg)
   if check_base and cfg.get("base") is not None and not cfg.model.checkpoint:
     inherit_model(cfg.base, cfg)

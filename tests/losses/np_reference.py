@@ -39,10 +39,20 @@ def draft_contrastive(i, y, z, s, a=0.65):
   return a * query(z, i, s) + (1 - a) * query(y, i, s)
 
 
-def sigmoid_loss(i, t, s, b):
+def sigmoid_loss(i, t, s, b, labels=None):
+  """SL(I, T) = -(1/B) sum_ij log sigmoid(z_ij (s i.t + b)); z = +1 for positives, else -1."""
   logits = s * i @ t.T + b
-  z = 2 * np.eye(len(i)) - 1
+  pos = np.eye(len(i), dtype=bool) if labels is None else same_label(labels)
+  z = np.where(pos, 1.0, -1.0)
   return float(np.sum(np.logaddexp(0.0, -z * logits)) / len(i))
+
+
+def three_tower_sigmoid(i, t, g, s, b, a=0.65):
+  return a * sigmoid_loss(g, i, s, b) + (1 - a) * sigmoid_loss(g, t, s, b)
+
+
+def draft_contrastive_sigmoid(i, y, z, s, b, a=0.65):
+  return a * sigmoid_loss(z, i, s, b) + (1 - a) * sigmoid_loss(y, i, s, b)
 
 
 def infonce(q, p, negatives=None, tau=0.05):

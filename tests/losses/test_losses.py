@@ -85,10 +85,54 @@ def test_draft_contrastive_loss(mesh):
          lambda i, y, z, s: ref.draft_contrastive(i, y, z, s, 0.65), _embeddings(3))
 
 
-def test_siglip_loss(mesh):
-  _check(mesh, lambda i, t, s, axis_name: losses.siglip_loss(i, t, s, jnp.float32(-10.0),
-                                                             axis_name=axis_name),
+@pytest.mark.parametrize("block", [None, 4])
+def test_siglip_loss(mesh, block):
+  _check(mesh, lambda i, t, s, axis_name: losses.siglip_loss(
+             i, t, s, jnp.float32(-10.0), block_size=block, axis_name=axis_name),
          lambda i, t, s: ref.sigmoid_loss(i, t, s, -10.0), _embeddings(2))
+
+
+def test_siglip_loss_with_shared_labels(mesh):
+  labels = np.repeat(np.arange(B // 4), 4)[np.random.default_rng(4).permutation(B)]
+  _check(mesh, lambda i, t, s, axis_name: losses.siglip_loss(
+             i, t, s, jnp.float32(-3.0), labels=jnp.asarray(labels)[_rows(axis_name)],
+             block_size=4, axis_name=axis_name),
+         lambda i, t, s: ref.sigmoid_loss(i, t, s, -3.0, labels), _embeddings(2))
+
+
+@pytest.mark.parametrize("block", [None, 4])
+def test_sigmoid_form_of_the_adaptation_losses(mesh, block):
+  """METHODS §7b: CLIP-3Modal and DRAFT with each query-side term SL(Q, K) and the base's
+  t and b; DRAFT's MMD is unchanged (the bias cancels in the kernel and in σ)."""
+  bias, key = -4.0, jax.random.key(3)
+  i, y, z = _embeddings(3, seed=2)
+  kw = dict(form="sigmoid", logit_bias=jnp.float32(bias), block_size=block)
+  _check(mesh, lambda i, t, g, s, axis_name: losses.three_tower_loss(
+             i, t, g, s, a=0.65, axis_name=axis_name, **kw),
+         lambda i, t, g, s: ref.three_tower_sigmoid(i, t, g, s, bias), [i, y, z])
+  _check(mesh, lambda i, y, z, s, axis_name: losses.draft_contrastive_loss(
+             i, y, z, s, a=0.65, axis_name=axis_name, **kw),
+         lambda i, y, z, s: ref.draft_contrastive_sigmoid(i, y, z, s, bias), [i, y, z])
+  cfg = MMDConfig("full")
+  mmd_only = _draft_reference("full", key, False, False, i, y, z)
+  _check(mesh, lambda i, y, z, s, axis_name: losses.draft_loss(
+             i, y, z, s, key=key, mmd=cfg, axis_name=axis_name, **kw)[0],
+         lambda i, y, z, s: (mmd_only(i, y, z, s) - ref.draft_contrastive(i, y, z, s, 0.65)
+                             + ref.draft_contrastive_sigmoid(i, y, z, s, bias)), [i, y, z])
+
+
+def test_tiled_sigmoid_gradient_of_the_bias(mesh):
+  """The tiled backward's d/db (and d/dt) equal the dense path's."""
+  i, t = (jnp.asarray(x, jnp.float32) for x in _embeddings(2, seed=8, b=64))
+  out = {}
+  for block in (None, 16):
+    f = on_mesh(lambda i, t, s, b, axis_name, block=block: losses.siglip_loss(
+        i, t, s, b, block_size=block, axis_name=axis_name), mesh)
+    out[block] = jax.jit(jax.value_and_grad(f, argnums=(0, 1, 2, 3)))(
+        i, t, jnp.float32(SCALE), jnp.float32(-5.0))
+  assert rel_err(out[16][0], out[None][0]) < 1e-6
+  for g_tiled, g_dense in zip(out[16][1], out[None][1]):
+    assert rel_err(g_tiled, g_dense) < 1e-5
 
 
 def test_mult_loss(mesh):
@@ -255,6 +299,13 @@ def test_bad_inputs_are_clear_errors(mesh):
     MMDConfig("exact")
   with pytest.raises(ValueError, match="a \\+ b < 1"):
     losses.mult_loss(i, t, t, SCALE, 0.6, 0.5)
+  with pytest.raises(ValueError, match="the sigmoid form needs the base's logit_bias"):
+    losses.three_tower_loss(i, t, t, SCALE, form="sigmoid")
+  with pytest.raises(ValueError, match="bidirectional has no meaning in the sigmoid form"):
+    losses.draft_contrastive_loss(i, t, t, SCALE, form="sigmoid", logit_bias=-1.0,
+                                  bidirectional=True)
+  with pytest.raises(ValueError, match="form must be 'softmax' or 'sigmoid', got 'sigmiod'"):
+    losses.three_tower_loss(i, t, t, SCALE, form="sigmiod")
 
 
 def test_non_finite_embeddings_give_a_non_finite_loss():

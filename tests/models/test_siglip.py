@@ -121,6 +121,41 @@ def test_bidirectional_text_tower_refuses_trimmed_ids():
     model.apply({"params": params}, jnp.ones((2, 8), jnp.int32), method=model.encode_text)
 
 
+def test_evaluation_and_training_feed_siglip_pixels():
+  """Non-square photos through clipjax's evaluation (`embed_images`, grain pipeline) and the
+  training step's `embed_image_text` give open_clip's embeddings with SigLIP preprocessing
+  (squash resize, mean/std 0.5), not the OpenAI crop and statistics of CLIP towers."""
+  from PIL import Image
+
+  from clipjax.data.pipeline import PrepareExample
+  from clipjax.evaluate.embed import clip_encoders, embed_images
+  from clipjax.methods.base import Context, embed_image_text
+  from clipjax.parallel.mesh import make_mesh
+  cfg = get_model_config("ViT-T-16-SigLIP2-test")
+  assert cfg.image_preprocess.resize_mode == "squash" and cfg.image_preprocess.mean == (0.5,) * 3
+  ref = make_openclip_model(cfg)
+  params = state_dict_to_params(torch_state_dict(ref), cfg)
+  model = CLIP(cfg)
+  rng = np.random.default_rng(0)
+  photos = [rng.integers(0, 256, size=shape, dtype=np.uint8) for shape in ((48, 80, 3),
+                                                                           (70, 40, 3))]
+  theirs = open_clip.image_transform(32, is_train=False, mean=(0.5,) * 3, std=(0.5,) * 3,
+                                     resize_mode="squash", interpolation="bicubic")
+  with torch.no_grad():
+    want = ref.encode_image(torch.stack([theirs(Image.fromarray(p)) for p in photos])).numpy()
+  want /= np.linalg.norm(want, axis=-1, keepdims=True)
+  evaluated = embed_images(clip_encoders(model, params), [{"image": p} for p in photos],
+                           num_workers=0)["embeddings"]
+  assert rel_err(evaluated, want) < TOL
+  prepare = PrepareExample(32, train=False, text_fields=(),
+                           preprocess=cfg.image_preprocess.transform_kwargs())
+  pixels = np.stack([prepare({"image": p})["image"] for p in photos])
+  assert pixels.dtype == np.uint8  # as the training pipeline ships them
+  ctx = Context(model, make_mesh(devices=jax.devices()[:1]), None)
+  trained = embed_image_text(ctx, {"clip": params}, {"image": pixels, "caption_embedding": 0})
+  assert rel_err(trained["image"], want) < TOL
+
+
 
 @pytest.mark.parametrize("variant", ["siglip2", "siglip_no_text_projection"])
 def test_hf_export_loads_in_transformers_siglip_model(tmp_path, variant):

@@ -74,6 +74,7 @@ def test_readme_own_data_command_trains_on_the_coco_sample(tmp_path, coco_sample
     (["--config.model.checkpoint=/no/model.safetensors"], ["/no/model.safetensors", "does not exist"]),
     (["--config.freeze=('^clip/visuall/',)"], ["^clip/visuall/", "matches no parameter"]),
     (["--config.loss.mmd.estimator=rf"], ["loss.mmd.estimator", "did you mean 'rff'"]),
+    (["--config.loss.form=sigmoid"], ["loss.form='sigmoid' needs a SigLIP base", "ViT-S-16-tiny"]),
     (["--config.data.dialogue_mode=all"], ["data.dialogue_mode"]),
     (["--config.data.train=synthetic:caption_detail=parial"],
      ["caption_detail='parial'", "did you mean 'partial'"]),
@@ -94,6 +95,23 @@ def test_missing_config_file_and_bad_config_argument(tmp_path):
                      "'arhc'", "did you mean 'arch'")
   _assert_user_error(_main(f"--config={REPO}/configs/multitask.py:stage=two", timeout=120),
                      "stage='two'", "is not an int")
+
+
+def test_siglip_fine_tune_command_without_the_weights(tmp_path):
+  """The README's SigLIP 2 fine-tuning line (run where its data/train.jsonl exists), offline
+  with an empty HF cache: one line naming the repository and the cache, nothing trained."""
+  cmd = _readme_command("configs/siglip.py:arch=ViT-B-16-SigLIP2")
+  assert cmd[:3] == ["python", "-m", "clipjax.main"], cmd
+  (tmp_path / "data").mkdir()
+  (tmp_path / "data/train.jsonl").write_text('{"image": "a.jpg", "caption": "a cat"}\n')
+  cache = tmp_path / "hf"
+  out = subprocess.run([sys.executable, "-m", "clipjax.main",
+                        *[a.replace("configs/", f"{REPO}/configs/") for a in cmd[3:]],
+                        f"--workdir={tmp_path / 'wd'}"],
+                       env=dict(_env(), HF_HUB_CACHE=str(cache)), cwd=tmp_path,
+                       capture_output=True, text=True, timeout=120)
+  _assert_user_error(out, "timm/ViT-B-16-SigLIP2", str(cache))
+  assert not (tmp_path / "wd/checkpoints").exists()
 
 
 def _manifest(tmp_path, coco_sample, lines):
