@@ -85,7 +85,8 @@ def describe_checkpoint(name: str | os.PathLike, arch=None, pretrained=None) -> 
 
 def load_openclip(name: str | os.PathLike, pretrained: str | os.PathLike | None = None, *,
                   arch: str | CLIPConfig | None = None, context_length: int | None = None,
-                  dtype=jnp.float32, remat: bool = False, cache_dir: str | None = None):
+                  dtype=jnp.float32, remat: bool = False, cache_dir: str | None = None,
+                  attention: str = "auto"):
   """Loads OpenCLIP weights by any name open_clip users write. Returns (model, params);
   params are float32.
 
@@ -94,27 +95,29 @@ def load_openclip(name: str | os.PathLike, pretrained: str | os.PathLike | None 
   arch: open_clip architecture name (or CLIPConfig, or model JSON path); None takes it from
     the name (tag, hub config, the JSON next to the file) or infers it from tensor shapes.
   context_length: build a text tower with this context, interpolating positional embeddings.
+  attention: the attention kernel, "auto" | "xla" | "cudnn" (`models.layers.attention_kernel`).
   """
   cfg, params, _ = load_checkpoint(name, pretrained, arch=arch, context_length=context_length,
                                    cache_dir=cache_dir)
-  return CLIP(cfg, dtype=dtype, remat=remat), params
+  return CLIP(cfg, dtype=dtype, remat=remat, attention=attention), params
 
 
 def create_model_and_transforms(name: str | os.PathLike, pretrained=None, **kwargs):
   """open_clip's entry point: (model, params, train_transform, eval_transform). The transforms
   use the preprocessing the weights were trained with (mean, std, interpolation, resize mode
   from the tag table or the hub config); keyword arguments go to `load_openclip`."""
-  dtype, remat = kwargs.pop("dtype", jnp.float32), kwargs.pop("remat", False)
+  compute = {k: kwargs.pop(k) for k in ("dtype", "remat", "attention") if k in kwargs}
   cfg, params, _ = load_checkpoint(name, pretrained, **kwargs)
   pre, size = cfg.image_preprocess.transform_kwargs(), cfg.vision.image_size
-  return (CLIP(cfg, dtype=dtype, remat=remat), params, image_transform(size, train=True, **pre),
+  return (CLIP(cfg, **compute), params, image_transform(size, train=True, **pre),
           image_transform(size, train=False, **pre))
 
 
 def load_or_create(checkpoint: str | None, pretrained: str | None = None, *, arch=None,
                    default_arch: str | CLIPConfig = "ViT-B-32", context_length: int | None = None,
                    dtype=jnp.float32, remat: bool = False, seed: int = 0,
-                   init_logit_bias: float | None = None, warn_random: bool = True):
+                   init_logit_bias: float | None = None, warn_random: bool = True,
+                   attention: str = "auto"):
   """The weights `checkpoint` names (any `load_openclip` name; the architecture comes with
   them unless `arch` is given), or random weights (`seed`) of `arch`, else `default_arch`
   (with `init_logit_bias`: a learnable SigLIP bias), logged as meaningless for evaluation
@@ -123,7 +126,7 @@ def load_or_create(checkpoint: str | None, pretrained: str | None = None, *, arc
   if checkpoint:
     model, params, _, transform = create_model_and_transforms(
         checkpoint, pretrained, arch=arch, context_length=context_length, dtype=dtype,
-        remat=remat)
+        remat=remat, attention=attention)
     return model, params, transform, checkpoint + (f" pretrained={pretrained}" if pretrained
                                                    else "")
   cfg = get_model_config(arch or default_arch)
@@ -133,7 +136,7 @@ def load_or_create(checkpoint: str | None, pretrained: str | None = None, *, arc
     log.warning("no checkpoint: random %s weights, so the results are meaningless",
                 arch or default_arch)
   model, params = create_model(cfg, dtype=dtype, remat=remat, context_length=context_length,
-                               seed=seed)
+                               seed=seed, attention=attention)
   return (model, params, image_transform(model.cfg.vision.image_size,
                                          **model.cfg.image_preprocess.transform_kwargs()),
           f"random {arch or default_arch}")

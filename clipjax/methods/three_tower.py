@@ -32,7 +32,8 @@ def dialogue_tower(model: CLIP) -> nn.Module:
   cfg = model.cfg
   if isinstance(cfg.text, HFTextConfig):
     return HFTextTower(cfg.text, cfg.embed_dim, model.dtype, model.remat)
-  return TextTransformer(cfg.text, cfg.embed_dim, cfg.quick_gelu, model.dtype, model.remat)
+  return TextTransformer(cfg.text, cfg.embed_dim, cfg.quick_gelu, model.dtype, model.remat,
+                         model.attention)
 
 
 def init_dialogue_params(clip_params: dict) -> dict:

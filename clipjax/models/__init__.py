@@ -12,15 +12,16 @@ from clipjax.models.vision import VisionTransformer
 
 
 def create_model(arch: str | CLIPConfig, *, dtype=jnp.float32, remat: bool = False,
-                 context_length: int | None = None, seed: int = 0):
+                 context_length: int | None = None, seed: int = 0, attention: str = "auto"):
   """Randomly initialised model (open_clip's init scheme for the text tower).
 
-  Returns (model, params) with float32 params; `dtype` is the compute dtype.
+  Returns (model, params) with float32 params; `dtype` is the compute dtype, `attention` the
+  attention kernel (`clipjax.models.layers.attention_kernel`).
   """
   cfg = get_model_config(arch)
   if context_length:
     cfg = cfg.replace(text={"context_length": context_length})
-  model = CLIP(cfg, dtype=dtype, remat=remat)
+  model = CLIP(cfg, dtype=dtype, remat=remat, attention=attention)
   images = jnp.zeros((1, cfg.vision.image_size, cfg.vision.image_size, 3), jnp.float32)
   ids = jnp.zeros((1, cfg.text.context_length), jnp.int32)
   params = jax.jit(model.init)(jax.random.key(seed), images, ids)["params"]

@@ -14,6 +14,34 @@ import jax.numpy as jnp
 
 Dtype = Any
 
+# `model.attention`: the kernel of jax.nn.dot_product_attention.
+ATTENTION_KERNELS = ("auto", "xla", "cudnn")
+_CUDNN_DTYPES = (jnp.bfloat16, jnp.float16)
+
+
+def attention_kernel(attention: str, dtype: Dtype, head_dim: int, *, has_bias: bool = False,
+                     backend: str | None = None) -> str:
+  """The `implementation` for `jax.nn.dot_product_attention`: "xla" or "cudnn" as asked, or
+  for "auto" cuDNN flash attention on a GPU for the shapes it takes (bfloat16 / float16, head
+  dim a multiple of 8 up to 128, no additive bias), XLA everywhere else (CPU, TPU, float32)."""
+  if attention not in ATTENTION_KERNELS:
+    raise ValueError(f"model.attention={attention!r} is not one of {list(ATTENTION_KERNELS)}")
+  if attention != "auto":
+    return attention
+  backend = backend or jax.default_backend()
+  cudnn = (backend in ("gpu", "cuda") and jnp.dtype(dtype) in _CUDNN_DTYPES
+           and head_dim % 8 == 0 and head_dim <= 128 and not has_bias)
+  return "cudnn" if cudnn else "xla"
+
+
+def dot_product_attention(q: jax.Array, k: jax.Array, v: jax.Array, attention: str = "auto",
+                          **kwargs) -> jax.Array:
+  """`jax.nn.dot_product_attention` ([N, L, H, Dh] q/k/v) with the kernel `attention` picks for
+  the compute dtype and head dim (see `attention_kernel`)."""
+  kernel = attention_kernel(attention, q.dtype, q.shape[-1],
+                            has_bias=kwargs.get("bias") is not None)
+  return jax.nn.dot_product_attention(q, k, v, implementation=kernel, **kwargs)
+
 
 def check_images(images: jax.Array, size: int, tower: str) -> None:
   """Raises a ValueError naming the expected [N, size, size, 3] (NHWC) shape."""
@@ -65,6 +93,7 @@ class MultiheadAttention(nn.Module):
   causal: bool = False
   dtype: Dtype = jnp.float32
   init_std: tuple[float, float] | None = None  # (in_proj, out_proj) normal stds; None: default
+  attention: str = "auto"  # the kernel (ATTENTION_KERNELS)
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
@@ -75,7 +104,8 @@ class MultiheadAttention(nn.Module):
                          else (nn.initializers.lecun_normal(),) * 2)
     qkv = nn.Dense(3 * width, dtype=self.dtype, kernel_init=in_init, name="in_proj")(x)
     q, k, v = jnp.split(qkv.reshape(n, length, 3, self.heads, head_dim), 3, axis=2)
-    out = jax.nn.dot_product_attention(q[:, :, 0], k[:, :, 0], v[:, :, 0], is_causal=self.causal)
+    out = dot_product_attention(q[:, :, 0], k[:, :, 0], v[:, :, 0], self.attention,
+                                is_causal=self.causal)
     out = out.reshape(n, length, width)
     return nn.Dense(width, dtype=self.dtype, kernel_init=out_init, name="out_proj")(out)
 
@@ -104,12 +134,13 @@ class ResidualAttentionBlock(nn.Module):
   dtype: Dtype = jnp.float32
   init_stds: tuple[float, float, float, float] | None = None  # attn, proj, fc, proj
   ln_eps: float = 1e-5
+  attention: str = "auto"
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
     s = self.init_stds
     x = x + MultiheadAttention(self.heads, self.causal, self.dtype,
-                               (s[0], s[1]) if s else None, name="attn")(
+                               (s[0], s[1]) if s else None, self.attention, name="attn")(
                                    LayerNorm(self.dtype, self.ln_eps, name="ln_1")(x))
     x = x + MLP(self.mlp_width, self.act, self.dtype, (s[2], s[3]) if s else None, name="mlp")(
         LayerNorm(self.dtype, self.ln_eps, name="ln_2")(x))
@@ -127,6 +158,7 @@ class Transformer(nn.Module):
   remat: bool = False
   openclip_init: bool = False  # open_clip's text-tower normal init (vision uses torch defaults)
   ln_eps: float = 1e-5
+  attention: str = "auto"
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
@@ -138,5 +170,5 @@ class Transformer(nn.Module):
     block = nn.remat(ResidualAttentionBlock) if self.remat else ResidualAttentionBlock
     for i in range(self.layers):
       x = block(self.heads, self.mlp_width, self.act, self.causal, self.dtype, stds,
-                self.ln_eps, name=f"resblocks_{i}")(x)
+                self.ln_eps, self.attention, name=f"resblocks_{i}")(x)
     return x

@@ -19,7 +19,7 @@ import jax
 import jax.numpy as jnp
 
 from clipjax.models.configs import VisionConfig
-from clipjax.models.layers import Dtype, check_images
+from clipjax.models.layers import Dtype, check_images, dot_product_attention
 
 BN_EPS = 1e-5  # torch.nn.BatchNorm2d default
 
@@ -83,6 +83,7 @@ class AttentionPool(nn.Module):
   heads: int
   out_dim: int
   dtype: Dtype = jnp.float32
+  attention: str = "auto"  # the attention kernel (layers.ATTENTION_KERNELS)
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
@@ -98,7 +99,7 @@ class AttentionPool(nn.Module):
     q = dense(c, "q_proj")(x[:, :1]).reshape(n, 1, self.heads, head_dim)
     k = dense(c, "k_proj")(x).reshape(n, h * w + 1, self.heads, head_dim)
     v = dense(c, "v_proj")(x).reshape(n, h * w + 1, self.heads, head_dim)
-    out = jax.nn.dot_product_attention(q, k, v).reshape(n, c)
+    out = dot_product_attention(q, k, v, self.attention).reshape(n, c)
     return dense(self.out_dim, "c_proj")(out)
 
 
@@ -107,6 +108,7 @@ class ModifiedResNet(nn.Module):
   embed_dim: int
   dtype: Dtype = jnp.float32
   remat: bool = False
+  attention: str = "auto"
 
   @nn.compact
   def __call__(self, images: jax.Array) -> jax.Array:
@@ -124,5 +126,6 @@ class ModifiedResNet(nn.Module):
       for b in range(blocks):
         stride = 2 if stage > 0 and b == 0 else 1
         x = block(width * 2 ** stage, stride, self.dtype, name=f"layer{stage + 1}_{b}")(x)
-    out = AttentionPool(cfg.heads, self.embed_dim, self.dtype, name="attnpool")(x)
+    out = AttentionPool(cfg.heads, self.embed_dim, self.dtype, self.attention,
+                        name="attnpool")(x)
     return out.astype(jnp.float32)

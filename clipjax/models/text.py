@@ -30,7 +30,7 @@ from clipjax.models.layers import (
 
 
 def attach_text_tower(module: nn.Module, cfg: TextConfig, embed_dim: int, use_quick_gelu: bool,
-                      dtype: Dtype, remat: bool) -> None:
+                      dtype: Dtype, remat: bool, attention: str = "auto") -> None:
   """Creates the text-tower submodules and params on `module` (call from its `setup`)."""
   module.token_embedding = nn.Embed(cfg.vocab_size, cfg.width, embedding_init=
                                     nn.initializers.normal(0.02), name="token_embedding")
@@ -39,7 +39,7 @@ def attach_text_tower(module: nn.Module, cfg: TextConfig, embed_dim: int, use_qu
   act = tanh_gelu if cfg.gelu_tanh else quick_gelu if use_quick_gelu else exact_gelu
   module.transformer = Transformer(cfg.layers, cfg.heads, cfg.mlp_width, act, causal=cfg.causal,
                                    dtype=dtype, remat=remat, openclip_init=True,
-                                   ln_eps=cfg.ln_eps, name="transformer")
+                                   ln_eps=cfg.ln_eps, attention=attention, name="transformer")
   module.ln_final = LayerNorm(jnp.float32, cfg.ln_eps, name="ln_final")
   init = nn.initializers.normal(cfg.width ** -0.5)
   if cfg.proj_type == "none":
@@ -115,9 +115,11 @@ class TextTransformer(nn.Module):
   quick_gelu: bool = False
   dtype: Dtype = jnp.float32
   remat: bool = False
+  attention: str = "auto"  # the attention kernel (layers.ATTENTION_KERNELS)
 
   def setup(self):
-    attach_text_tower(self, self.cfg, self.embed_dim, self.quick_gelu, self.dtype, self.remat)
+    attach_text_tower(self, self.cfg, self.embed_dim, self.quick_gelu, self.dtype, self.remat,
+                      self.attention)
 
   def __call__(self, ids: jax.Array) -> jax.Array:
     return run_text_tower(self, ids, self.cfg, self.dtype)

@@ -16,7 +16,14 @@ import jax
 import jax.numpy as jnp
 
 from clipjax.models.configs import TimmViTConfig
-from clipjax.models.layers import Dtype, LayerNorm, check_images, exact_gelu, tanh_gelu
+from clipjax.models.layers import (
+  Dtype,
+  LayerNorm,
+  check_images,
+  dot_product_attention,
+  exact_gelu,
+  tanh_gelu,
+)
 
 TIMM_LN_EPS = 1e-6  # timm's LayerNorm default, used by every SigLIP trunk
 _init = nn.initializers.truncated_normal(0.02)  # timm's trunc_normal_(std=.02) for Linears
@@ -38,6 +45,7 @@ class TimmAttention(nn.Module):
   softmax(q k^T / sqrt(head_dim)) v, `proj`."""
   heads: int
   dtype: Dtype = jnp.float32
+  attention: str = "auto"  # the attention kernel (layers.ATTENTION_KERNELS)
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
@@ -45,7 +53,7 @@ class TimmAttention(nn.Module):
     n, length, width = x.shape
     qkv = nn.Dense(3 * width, dtype=self.dtype, kernel_init=_init, name="qkv")(x)
     q, k, v = jnp.split(qkv.reshape(n, length, 3, self.heads, width // self.heads), 3, axis=2)
-    out = jax.nn.dot_product_attention(q[:, :, 0], k[:, :, 0], v[:, :, 0])
+    out = dot_product_attention(q[:, :, 0], k[:, :, 0], v[:, :, 0], self.attention)
     return nn.Dense(width, dtype=self.dtype, kernel_init=_init, name="proj")(
         out.reshape(n, length, width))
 
@@ -55,10 +63,11 @@ class TimmBlock(nn.Module):
   mlp_width: int
   act: Callable[[jax.Array], jax.Array]
   dtype: Dtype = jnp.float32
+  attention: str = "auto"
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
-    x = x + TimmAttention(self.heads, self.dtype, name="attn")(
+    x = x + TimmAttention(self.heads, self.dtype, self.attention, name="attn")(
         LayerNorm(self.dtype, TIMM_LN_EPS, name="norm1")(x))
     return x + TimmMlp(self.mlp_width, self.act, self.dtype, name="mlp")(
         LayerNorm(self.dtype, TIMM_LN_EPS, name="norm2")(x))
@@ -70,6 +79,7 @@ class MAPHead(nn.Module):
   mlp_width: int
   act: Callable[[jax.Array], jax.Array]
   dtype: Dtype = jnp.float32
+  attention: str = "auto"
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
@@ -81,7 +91,8 @@ class MAPHead(nn.Module):
     q = jnp.broadcast_to(q.reshape(1, 1, self.heads, head_dim), (n, 1, self.heads, head_dim))
     kv = nn.Dense(2 * width, dtype=self.dtype, kernel_init=_init, name="kv")(x)
     k, v = jnp.split(kv.reshape(n, length, 2, self.heads, head_dim), 2, axis=2)
-    pooled = jax.nn.dot_product_attention(q, k[:, :, 0], v[:, :, 0]).reshape(n, 1, width)
+    pooled = dot_product_attention(q, k[:, :, 0], v[:, :, 0], self.attention).reshape(
+        n, 1, width)
     pooled = nn.Dense(width, dtype=self.dtype, kernel_init=_init, name="proj")(pooled)
     pooled = pooled + TimmMlp(self.mlp_width, self.act, self.dtype, name="mlp")(
         LayerNorm(self.dtype, TIMM_LN_EPS, name="norm")(pooled))
@@ -105,6 +116,7 @@ class TimmViTTrunk(nn.Module):
   cfg: TimmViTConfig
   dtype: Dtype = jnp.float32
   remat: bool = False
+  attention: str = "auto"
 
   @nn.compact
   def __call__(self, images: jax.Array) -> jax.Array:
@@ -116,9 +128,10 @@ class TimmViTTrunk(nn.Module):
     x = x + pos.astype(x.dtype)
     block = nn.remat(TimmBlock) if self.remat else TimmBlock
     for i in range(cfg.layers):
-      x = block(cfg.heads, cfg.mlp_width, act, self.dtype, name=f"blocks_{i}")(x)
+      x = block(cfg.heads, cfg.mlp_width, act, self.dtype, self.attention, name=f"blocks_{i}")(x)
     x = LayerNorm(self.dtype, TIMM_LN_EPS, name="norm")(x)
-    return MAPHead(cfg.heads, cfg.mlp_width, act, self.dtype, name="attn_pool")(x)
+    return MAPHead(cfg.heads, cfg.mlp_width, act, self.dtype, self.attention,
+                   name="attn_pool")(x)
 
 
 class TimmVisionTower(nn.Module):
@@ -128,6 +141,7 @@ class TimmVisionTower(nn.Module):
   embed_dim: int
   dtype: Dtype = jnp.float32
   remat: bool = False
+  attention: str = "auto"  # the attention kernel (layers.ATTENTION_KERNELS)
 
   @nn.compact
   def __call__(self, images: jax.Array) -> jax.Array:
@@ -136,5 +150,5 @@ class TimmVisionTower(nn.Module):
       raise ValueError(f"timm tower {self.cfg.timm_model_name}: embed_dim {self.embed_dim} must "
                        f"equal the trunk width {self.cfg.width} (timm_proj 'none')")
     check_images(images, self.cfg.image_size, self.cfg.timm_model_name)
-    return TimmViTTrunk(self.cfg, self.dtype, self.remat, name="trunk")(images).astype(
-        jnp.float32)
+    return TimmViTTrunk(self.cfg, self.dtype, self.remat, self.attention, name="trunk")(
+        images).astype(jnp.float32)

@@ -23,6 +23,7 @@ class VisionTransformer(nn.Module):
   quick_gelu: bool = False
   dtype: Dtype = jnp.float32
   remat: bool = False
+  attention: str = "auto"  # the attention kernel (layers.ATTENTION_KERNELS)
 
   @nn.compact
   def __call__(self, images: jax.Array) -> jax.Array:
@@ -41,7 +42,8 @@ class VisionTransformer(nn.Module):
     x = x + pos.astype(x.dtype)
     x = LayerNorm(self.dtype, name="ln_pre")(x)
     x = Transformer(cfg.layers, cfg.heads, cfg.mlp_width, quick_gelu if self.quick_gelu
-                    else exact_gelu, dtype=self.dtype, remat=self.remat, name="transformer")(x)
+                    else exact_gelu, dtype=self.dtype, remat=self.remat,
+                    attention=self.attention, name="transformer")(x)
     pooled = LayerNorm(jnp.float32, name="ln_post")(x[:, 0])
     proj = self.param("proj", nn.initializers.normal(scale), (cfg.width, self.embed_dim))
     return jnp.dot(pooled, proj, precision=jax.lax.Precision.HIGHEST)

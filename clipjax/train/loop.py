@@ -56,7 +56,7 @@ def _model_and_params(cfg, method: Method) -> tuple[Any, dict]:
       default_arch=DEFAULT_ARCH, context_length=cfg.model.get("context_length") or None,
       dtype={"float32": jnp.float32, "bfloat16": jnp.bfloat16}[cfg.model.dtype],
       remat=cfg.model.remat, seed=cfg.seed, init_logit_bias=cfg.model.get("init_logit_bias"),
-      warn_random=False)
+      warn_random=False, attention=cfg.model.get("attention", "auto"))
   if not cfg.model.checkpoint and cfg.model.get("init_logit_scale") is not None:
     clip = dict(clip, logit_scale=jnp.full((), cfg.model.init_logit_scale, jnp.float32))
   return model, {"clip": clip, **method.init_params(model, clip, cfg)}

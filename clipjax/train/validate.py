@@ -25,6 +25,7 @@ from clipjax.errors import ConfigError
 from clipjax.files import write_atomically
 from clipjax.losses.mmd import ESTIMATORS
 from clipjax.methods import Method, get_method, method_names
+from clipjax.models.layers import ATTENTION_KERNELS
 from clipjax.models.naming import param_paths
 from clipjax.models.registry import get_model_config
 
@@ -43,6 +44,10 @@ def _choice(name: str, value: Any, choices) -> None:
 def _check_model(cfg) -> Any:
   """The architecture config (resolved from the checkpoint when arch is empty)."""
   _choice("model.dtype", cfg.model.dtype, ("float32", "bfloat16"))
+  _choice("model.attention", cfg.model.get("attention", "auto"), ATTENTION_KERNELS)
+  if cfg.model.get("attention") == "cudnn" and jax.default_backend() not in ("gpu", "cuda"):
+    raise ConfigError(f"model.attention='cudnn' needs a GPU, this run's JAX backend is "
+                      f"{jax.default_backend()} (use 'auto' or 'xla')")
   if cfg.model.checkpoint:
     return describe_checkpoint(cfg.model.checkpoint, cfg.model.arch or None,
                                cfg.model.get("pretrained") or None)
@@ -123,8 +128,9 @@ def inherit_model(base, cfg) -> None:
   """The base model is the same architecture as the model adapted from it (its own context
   length)."""
   with base.unlocked():
-    for field in ("arch", "dtype", "remat"):
-      base.model[field] = cfg.model[field]
+    for field in ("arch", "dtype", "remat", "attention"):
+      if field in cfg.model:
+        base.model[field] = cfg.model[field]
 
 
 def _flatten(tree: Any, prefix: str = "") -> dict[str, Any]:

@@ -44,7 +44,7 @@ def _readme_command(marker: str) -> list[str]:
 
 
 def test_readme_own_data_command_trains_on_the_coco_sample(tmp_path, coco_sample):
-  cmd = _readme_command("--config.data.train=manifest:")
+  cmd = _readme_command("--config.data.train=manifest:manifest=../shared/data/coco_sample")
   assert cmd[:3] == ["python", "-m", "clipjax.main"], cmd
   if COCO_SAMPLE != REPO.parent / "shared/data/coco_sample":  # the README's relative path
     cmd = [a.replace("../shared/data/coco_sample", str(COCO_SAMPLE)) for a in cmd]
@@ -75,6 +75,7 @@ def test_readme_own_data_command_trains_on_the_coco_sample(tmp_path, coco_sample
     (["--config.freeze=('^clip/visuall/',)"], ["^clip/visuall/", "matches no parameter"]),
     (["--config.loss.mmd.estimator=rf"], ["loss.mmd.estimator", "did you mean 'rff'"]),
     (["--config.loss.form=sigmoid"], ["loss.form='sigmoid' needs a SigLIP base", "ViT-S-16-tiny"]),
+    (["--config.model.attention=cudnn"], ["model.attention='cudnn' needs a GPU", "cpu"]),
     (["--config.data.dialogue_mode=all"], ["data.dialogue_mode"]),
     (["--config.data.train=synthetic:caption_detail=parial"],
      ["caption_detail='parial'", "did you mean 'partial'"]),
