@@ -72,9 +72,11 @@ def base_config(method: str) -> ml_collections.ConfigDict:
   # arch: an open_clip name (or clipjax test config, or model JSON); empty: the checkpoint's
   # own (tag, hub config, JSON next to the file, or tensor shapes), DEFAULT_ARCH from scratch.
   # context_length: 0 = the architecture's; longer interpolates the checkpoint's positions.
+  # dtype: the towers' compute dtype, "auto" (bfloat16 on TPUs / GPUs, float32 on CPUs),
+  # "float32" or "bfloat16"; parameters, optimizer state and losses are float32 regardless.
   # attention: the attention kernel, "auto" (cuDNN flash attention on GPUs in bfloat16 /
   # float16, XLA elsewhere), "xla" or "cudnn" (clipjax/models/layers.py `attention_kernel`).
-  c.model = dict(arch="", checkpoint="", pretrained="", dtype="float32", remat=False,
+  c.model = dict(arch="", checkpoint="", pretrained="", dtype="auto", remat=False,
                  context_length=0, attention="auto")
   # trim_text: cut token ids after the batch's last end-of-text token (exact, and 2-4x less
   # text-tower work for real captions of ~15 of 77 tokens); skipped for bidirectional SigLIP

@@ -14,6 +14,23 @@ import jax.numpy as jnp
 
 Dtype = Any
 
+# `model.dtype`: the towers' compute dtype by name; "auto" picks by backend (`compute_dtype`).
+COMPUTE_DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
+ACCELERATORS = ("tpu", "gpu", "cuda", "rocm")
+
+
+def compute_dtype(setting: str, backend: str | None = None) -> Dtype:
+  """The towers' compute dtype for `model.dtype`: "auto" is bfloat16 on TPUs and GPUs and
+  float32 on CPUs (where bfloat16 matmuls are emulated, slower and less exact). Parameters,
+  optimizer state, LayerNorms, the final projections and every loss stay float32 whatever
+  this says."""
+  if setting == "auto":
+    return jnp.bfloat16 if (backend or jax.default_backend()) in ACCELERATORS else jnp.float32
+  if setting not in COMPUTE_DTYPES:
+    raise ValueError(f"model.dtype={setting!r} is not one of {['auto', *COMPUTE_DTYPES]}")
+  return COMPUTE_DTYPES[setting]
+
+
 # `model.attention`: the kernel of jax.nn.dot_product_attention.
 ATTENTION_KERNELS = ("auto", "xla", "cudnn")
 _CUDNN_DTYPES = (jnp.bfloat16, jnp.float16)

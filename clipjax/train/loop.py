@@ -34,6 +34,7 @@ from clipjax.data.pipeline import (
 from clipjax.data.records import BAD_REASONS
 from clipjax.data.views import CachedInputs, MapRecords, OneQAPerSample
 from clipjax.methods import Method, get_method
+from clipjax.models.layers import compute_dtype
 from clipjax.models.text import padded_length
 from clipjax.parallel.mesh import host_batch_to_global, make_mesh
 from clipjax.parallel.sharding import param_shardings, state_shardings
@@ -54,7 +55,7 @@ def _model_and_params(cfg, method: Method) -> tuple[Any, dict]:
   model, clip, _, _ = load_or_create(
       cfg.model.checkpoint, cfg.model.get("pretrained") or None, arch=cfg.model.arch or None,
       default_arch=DEFAULT_ARCH, context_length=cfg.model.get("context_length") or None,
-      dtype={"float32": jnp.float32, "bfloat16": jnp.bfloat16}[cfg.model.dtype],
+      dtype=compute_dtype(cfg.model.dtype),
       remat=cfg.model.remat, seed=cfg.seed, init_logit_bias=cfg.model.get("init_logit_bias"),
       warn_random=False, attention=cfg.model.get("attention", "auto"))
   if not cfg.model.checkpoint and cfg.model.get("init_logit_scale") is not None:

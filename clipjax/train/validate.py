@@ -25,7 +25,7 @@ from clipjax.errors import ConfigError
 from clipjax.files import write_atomically
 from clipjax.losses.mmd import ESTIMATORS
 from clipjax.methods import Method, get_method, method_names
-from clipjax.models.layers import ATTENTION_KERNELS
+from clipjax.models.layers import ATTENTION_KERNELS, COMPUTE_DTYPES
 from clipjax.models.naming import param_paths
 from clipjax.models.registry import get_model_config
 
@@ -43,7 +43,7 @@ def _choice(name: str, value: Any, choices) -> None:
 
 def _check_model(cfg) -> Any:
   """The architecture config (resolved from the checkpoint when arch is empty)."""
-  _choice("model.dtype", cfg.model.dtype, ("float32", "bfloat16"))
+  _choice("model.dtype", cfg.model.dtype, ("auto", *COMPUTE_DTYPES))
   _choice("model.attention", cfg.model.get("attention", "auto"), ATTENTION_KERNELS)
   if cfg.model.get("attention") == "cudnn" and jax.default_backend() not in ("gpu", "cuda"):
     raise ConfigError(f"model.attention='cudnn' needs a GPU, this run's JAX backend is "
