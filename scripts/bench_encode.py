@@ -26,25 +26,6 @@ flags.DEFINE_integer("matmul_size", 2048, "Side of the square matmul used as the
 FLAGS = flags.FLAGS
 
 
-def encoder_flops(cfg) -> tuple[float, float]:
-  """Multiply-add FLOPs (2 per MAC) of one image and one text through the towers."""
-  def tower(tokens, width, layers, mlp_width):
-    per_layer = 2 * tokens * width * (4 * width + 2 * mlp_width) + 4 * tokens * tokens * width
-    return layers * per_layer
-  v, t = cfg.vision, cfg.text
-  patches = v.grid ** 2
-  embed = 2 * patches * 3 * v.patch_size ** 2 * v.width
-  if getattr(v, "timm_model_name", None):  # no class token; MAP head: kv over the patches,
-    head = (2 * patches * v.width * 2 * v.width + 4 * patches * v.width  # one query, MLP
-            + 2 * v.width * 2 * v.width + 2 * 2 * v.width * v.mlp_width)
-    image = embed + tower(patches, v.width, v.layers, v.mlp_width) + head
-  else:
-    image = embed + tower(patches + 1, v.width, v.layers, v.mlp_width) + 2 * v.width * cfg.embed_dim
-  projection = 0 if getattr(t, "proj_type", "linear") == "none" else 2 * t.width * cfg.embed_dim
-  text = tower(t.context_length, t.width, t.layers, t.mlp_width) + projection
-  return float(image), float(text)
-
-
 def _median_seconds(fn, repeats):
   fn()  # warm-up / compile
   fn()
@@ -109,7 +90,8 @@ def main(argv):
   dot = jax.jit(jnp.dot)
   mm = _median_seconds(lambda: dot(a, a).block_until_ready(), max(5, FLAGS.repeats // 2))
   mm_gflops = 2 * m ** 3 / mm / 1e9
-  img_flops, txt_flops = encoder_flops(cfg)
+  from clipjax.train.flops import image_flops, text_flops
+  img_flops, txt_flops = image_flops(cfg), text_flops(cfg, cfg.text.context_length)
   ours_gflops = n * (img_flops + txt_flops) / (ours_img + ours_txt) / 1e9
 
   print(f"{FLAGS.arch}, batch {n}, float32, {jax.devices()[0].platform}, "

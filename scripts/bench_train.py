@@ -8,7 +8,9 @@ MMD (R = 64, σ = std of the similarities, no gradient through σ), AdamW on the
 Random weights (identical), random pixels; texts are the synthetic scenes' captions and
 question–answer pairs (10-25 tokens, as real captions). open_clip always runs the 77-token
 context; clipjax's loop cuts the padding columns (exact under the causal mask) unless
---notrim. Prints samples/s and the ratio.
+--notrim. Prints samples/s and the ratio, and clipjax's model TFLOP/s and MFU (model FLOPs
+of the step from the shapes, clipjax/train/flops.py, against the device's peak: the data
+sheet for TPUs / GPUs, a timed float32 matmul on CPUs).
 """
 import math
 import time
@@ -65,6 +67,7 @@ def main(argv):
   from clipjax.convert.openclip import state_dict_to_params
   from clipjax.methods import get_method, method_config
   from clipjax.parallel.mesh import make_mesh
+  from clipjax.train import flops
   from clipjax.train.optim import make_optimizer
   from clipjax.train.step import make_train_step
 
@@ -122,6 +125,12 @@ def main(argv):
         f"{batch['caption'].shape[1]}/{batch['dialogue'].shape[1]} of 77")
   print(f"  open_clip/PyTorch: {ref_rate:7.2f} samples/s")
   print(f"  clipjax:           {our_rate:7.2f} samples/s   ratio {our_rate / ref_rate:.2f}x")
+  step_flops = flops.step_flops(model, batch, method.text_towers(), flops.trainable_towers(frozen))
+  peak, source = flops.peak_flops()
+  achieved = step_flops * our_rate / n
+  print(f"  clipjax model FLOPs {step_flops / 1e9:.1f} G/step: {achieved / 1e12:.3f} TFLOP/s, "
+        f"MFU {achieved / (peak * mesh.size):.1%} of {mesh.size} x {peak / 1e12:.3g} TFLOP/s "
+        f"({source})")
 
 
 if __name__ == "__main__":

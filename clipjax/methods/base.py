@@ -94,6 +94,11 @@ class Method:
   def configure(self, c: ml_collections.ConfigDict) -> None:
     """Sets the method's defaults on a fresh `clipjax.config.base_config`."""
 
+  def text_towers(self) -> dict[str, str]:
+    """Token-id field -> the tower that encodes it: "text" (the CLIP text tower) or one of
+    `extra_towers` (model FLOPs, `clipjax.train.flops`)."""
+    return {f: "text" for fields in self.text_fields.values() for f in fields}
+
   def validate(self, cfg: ml_collections.ConfigDict) -> None:
     """Raises ConfigError for a config this method cannot train (before any model init)."""
     if self.adapts_pretrained and not cfg.model.checkpoint and not cfg.get("base"):

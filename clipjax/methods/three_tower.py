@@ -69,6 +69,9 @@ class ThreeTower(Method):
     c.data.dialogue_mode = "concat"
     c.base = pretrained_clip_base()
 
+  def text_towers(self):
+    return {"caption": "text", "dialogue": "dialogue"}  # T frozen, G trained
+
   def init_params(self, model, clip_params, cfg):
     return {"dialogue": init_dialogue_params(clip_params)}
 

@@ -38,7 +38,7 @@ from clipjax.models.layers import compute_dtype
 from clipjax.models.text import padded_length
 from clipjax.parallel.mesh import host_batch_to_global, make_mesh
 from clipjax.parallel.sharding import param_shardings, state_shardings
-from clipjax.train import frozen_cache
+from clipjax.train import flops, frozen_cache
 from clipjax.train.checkpoint import Checkpointer, PreemptionFlag
 from clipjax.train.events import EventWriter
 from clipjax.train.optim import make_optimizer
@@ -182,23 +182,33 @@ class _BadRecordLog:
 
 
 class _Logs:
-  """JSONL + TensorBoard event files (process 0), and the progress bar."""
+  """JSONL + TensorBoard event files (process 0), and the progress bar. Besides the step's
+  metrics: samples/s, model TFLOP/s and MFU (model FLOPs over the interval's wall time, data
+  included, against `peak_flops` per device x `devices`; clipjax/train/flops.py)."""
 
-  def __init__(self, workdir: epath.Path, start: int, total: int, batch_size: int):
+  def __init__(self, workdir: epath.Path, start: int, total: int, batch_size: int,
+               peak: float, devices: int):
     self.main = jax.process_index() == 0
     self.batch_size, self.last_time, self.last_step = batch_size, time.perf_counter(), start
+    self.peak, self.flops = peak * devices, 0.0
     self.bar = tqdm(total=total, initial=start, desc="train", unit="step", disable=not self.main)
     if self.main:
       self.tb = EventWriter(workdir / "tensorboard")
       self.jsonl = (workdir / "metrics.jsonl").open("a")
 
+  def add_flops(self, flops: float) -> None:
+    self.flops += flops
+
   def write(self, step: int, values: dict[str, float]) -> None:
     now = time.perf_counter()
-    rate = (step - self.last_step) * self.batch_size / max(now - self.last_time, 1e-9)
-    self.last_time, self.last_step = now, step
-    values = dict(values, samples_per_sec=rate)
+    seconds = max(now - self.last_time, 1e-9)
+    rate = (step - self.last_step) * self.batch_size / seconds
+    achieved = self.flops / seconds
+    self.last_time, self.last_step, self.flops = now, step, 0.0
+    values = dict(values, samples_per_sec=rate, model_tflops=achieved / 1e12,
+                  mfu=achieved / self.peak)
     self.bar.set_postfix({k: f"{v:.4g}" for k, v in values.items()
-                          if k in ("loss", "mmd", "contrastive", "samples_per_sec")})
+                          if k in ("loss", "mmd", "contrastive", "samples_per_sec", "mfu")})
     if self.main:
       self.tb.scalars(step, {f"train/{k}": v for k, v in values.items()})
       self.jsonl.write(json.dumps({"step": step, **values}) + "\n")
@@ -250,10 +260,13 @@ def train(cfg, workdir: str, devices: list[jax.Device] | None = None) -> dict:
                             clamp_scale=not frozen["clip"]["logit_scale"],
                             state_sharding=sharding)
   bad = np.zeros(len(BAD_REASONS), np.int64)
+  peak, peak_source = flops.peak_flops(mesh.devices.flat[0])
+  trainable = flops.trainable_towers(frozen)
   if jax.process_index() == 0:  # the stage header, above its progress bar
     print(f"{cfg.method}: {n_samples} samples per epoch, global batch {cfg.batch_size}, steps "
-          f"{start}..{cfg.total_steps}, mesh {dict(mesh.shape)}, work dir {workdir}", flush=True)
-  logs = _Logs(workdir, start, cfg.total_steps, cfg.batch_size)
+          f"{start}..{cfg.total_steps}, mesh {dict(mesh.shape)}, work dir {workdir}; MFU "
+          f"against {peak / 1e12:.3g} TFLOP/s per device ({peak_source})", flush=True)
+  logs = _Logs(workdir, start, cfg.total_steps, cfg.batch_size, peak, mesh.size)
   bad_log = _BadRecordLog(workdir)
   preempt = PreemptionFlag()
   last_saved = start if start else None
@@ -268,6 +281,8 @@ def train(cfg, workdir: str, devices: list[jax.Device] | None = None) -> dict:
       if cfg.data.get("trim_text", True) and model.cfg.text.trimmable:
         batch = trim_text_padding(batch, method.text_fields,
                                   getattr(model.cfg.text, "pad_token_id", 0))
+      logs.add_flops(jax.process_count() * flops.step_flops(model, batch, method.text_towers(),
+                                                             trainable))
       state, metrics = step_fn(state, host_batch_to_global(batch, mesh))
       done = step + 1
       logs.bar.update(1)
