@@ -1,13 +1,11 @@
 """Model FLOPs from the shapes (clipjax/train/flops.py) against XLA's cost analysis of the
 same computation (within 5 %: XLA also counts LayerNorms, activations, softmax and the loss,
-which the model-FLOPs convention leaves out), the peak FLOP/s table, and MFU in the logs."""
-import json
-
+which the model-FLOPs convention leaves out) and the peak FLOP/s table. MFU in the logs:
+tests/train/test_main.py (metrics.jsonl and TensorBoard of a CLI run)."""
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from test_methods import fit, load_config
 
 from clipjax.methods import get_method, method_config
 from clipjax.models import CLIP, get_model_config
@@ -97,15 +95,3 @@ def test_peak_flops_table(kind, want):
 def test_peak_flops_of_this_cpu_is_measured():
   peak, source = flops.peak_flops()
   assert 1e8 < peak < 1e14 and "measured float32 matmul" in source
-
-
-def test_mfu_is_logged(tmp_path):
-  result = fit(load_config("clip", total_steps=4, log_every=2, batch_size=16), tmp_path)
-  logged = [json.loads(line) for line in (tmp_path / "metrics.jsonl").open()]
-  assert result["steps_run"] == 4 and len(logged) == 2
-  for row in logged:
-    assert row["model_tflops"] > 0 and 0 < row["mfu"] < 1, row
-  from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-  events = EventAccumulator(str(tmp_path / "tensorboard"))
-  events.Reload()
-  assert {"train/mfu", "train/model_tflops"} <= set(events.Tags()["scalars"])

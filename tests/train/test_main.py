@@ -76,6 +76,10 @@ def test_sigterm_then_resume_is_bitwise_identical(tmp_path):
   losses = events.Scalars("train/loss")
   assert [e.step for e in losses] == list(range(1, 15))
   assert losses[-1].value == pytest.approx(straight_log[14], rel=1e-6)
+  # Throughput beside samples/s: model TFLOP/s and MFU against the probed CPU peak.
+  assert {"train/mfu", "train/model_tflops"} <= set(events.Tags()["scalars"])
+  rows = [json.loads(r) for r in (tmp_path / "straight/metrics.jsonl").read_text().splitlines()]
+  assert all(r["model_tflops"] > 0 and 0 < r["mfu"] < 1 for r in rows), rows
 
 
 def test_nan_loss_stops_with_step_and_checkpoint(tmp_path):
