@@ -76,8 +76,13 @@ def base_config(method: str) -> ml_collections.ConfigDict:
   # "float32" or "bfloat16"; parameters, optimizer state and losses are float32 regardless.
   # attention: the attention kernel, "auto" (cuDNN flash attention on GPUs in bfloat16 /
   # float16, XLA elsewhere), "xla" or "cudnn" (clipjax/models/layers.py `attention_kernel`).
+  # remat: recompute each block's activations in the backward pass, keeping what
+  # remat_policy names ("nothing_saveable", "dots_saveable", "dots_with_no_batch_dims_saveable").
+  # scan_layers: each transformer tower's blocks under one nn.scan (compiles one block, not L;
+  # params stacked on a leading layer axis, exported in open_clip's per-block names).
   c.model = dict(arch="", checkpoint="", pretrained="", dtype="auto", remat=False,
-                 context_length=0, attention="auto")
+                 remat_policy="nothing_saveable", scan_layers=False, context_length=0,
+                 attention="auto")
   # trim_text: cut token ids after the batch's last end-of-text token (exact, and 2-4x less
   # text-tower work for real captions of ~15 of 77 tokens); skipped for bidirectional SigLIP
   # text towers, which read the padding.

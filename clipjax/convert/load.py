@@ -13,7 +13,7 @@ import numpy as np
 
 from clipjax.convert.hf import hf_to_state_dict
 from clipjax.convert.io import CheckpointError, load_state_dict
-from clipjax.convert.openclip import infer_config, state_dict_to_params
+from clipjax.convert.openclip import infer_config, state_dict_to_params, to_layer_layout
 from clipjax.convert.pretrained import resolve
 from clipjax.data.transforms import image_transform
 from clipjax.models import create_model
@@ -85,8 +85,8 @@ def describe_checkpoint(name: str | os.PathLike, arch=None, pretrained=None) -> 
 
 def load_openclip(name: str | os.PathLike, pretrained: str | os.PathLike | None = None, *,
                   arch: str | CLIPConfig | None = None, context_length: int | None = None,
-                  dtype=jnp.float32, remat: bool = False, cache_dir: str | None = None,
-                  attention: str = "auto"):
+                  dtype=jnp.float32, remat: bool | str = False, cache_dir: str | None = None,
+                  attention: str = "auto", scan_layers: bool = False):
   """Loads OpenCLIP weights by any name open_clip users write. Returns (model, params);
   params are float32.
 
@@ -96,28 +96,35 @@ def load_openclip(name: str | os.PathLike, pretrained: str | os.PathLike | None 
     the name (tag, hub config, the JSON next to the file) or infers it from tensor shapes.
   context_length: build a text tower with this context, interpolating positional embeddings.
   attention: the attention kernel, "auto" | "xla" | "cudnn" (`models.layers.attention_kernel`).
+  remat: rematerialise each block: True, or a jax checkpoint policy name
+    (`models.layers.REMAT_POLICIES`).
+  scan_layers: every transformer tower's blocks under one nn.scan, params stacked on a leading
+    layer axis (`models.stacking`); export takes either layout.
   """
   cfg, params, _ = load_checkpoint(name, pretrained, arch=arch, context_length=context_length,
                                    cache_dir=cache_dir)
-  return CLIP(cfg, dtype=dtype, remat=remat, attention=attention), params
+  return (CLIP(cfg, dtype=dtype, remat=remat, attention=attention, scan_layers=scan_layers),
+          to_layer_layout(params, cfg, scan_layers))
 
 
 def create_model_and_transforms(name: str | os.PathLike, pretrained=None, **kwargs):
   """open_clip's entry point: (model, params, train_transform, eval_transform). The transforms
   use the preprocessing the weights were trained with (mean, std, interpolation, resize mode
   from the tag table or the hub config); keyword arguments go to `load_openclip`."""
-  compute = {k: kwargs.pop(k) for k in ("dtype", "remat", "attention") if k in kwargs}
+  compute = {k: kwargs.pop(k) for k in ("dtype", "remat", "attention", "scan_layers")
+             if k in kwargs}
   cfg, params, _ = load_checkpoint(name, pretrained, **kwargs)
   pre, size = cfg.image_preprocess.transform_kwargs(), cfg.vision.image_size
+  params = to_layer_layout(params, cfg, compute.get("scan_layers", False))
   return (CLIP(cfg, **compute), params, image_transform(size, train=True, **pre),
           image_transform(size, train=False, **pre))
 
 
 def load_or_create(checkpoint: str | None, pretrained: str | None = None, *, arch=None,
                    default_arch: str | CLIPConfig = "ViT-B-32", context_length: int | None = None,
-                   dtype=jnp.float32, remat: bool = False, seed: int = 0,
+                   dtype=jnp.float32, remat: bool | str = False, seed: int = 0,
                    init_logit_bias: float | None = None, warn_random: bool = True,
-                   attention: str = "auto"):
+                   attention: str = "auto", scan_layers: bool = False):
   """The weights `checkpoint` names (any `load_openclip` name; the architecture comes with
   them unless `arch` is given), or random weights (`seed`) of `arch`, else `default_arch`
   (with `init_logit_bias`: a learnable SigLIP bias), logged as meaningless for evaluation
@@ -126,7 +133,7 @@ def load_or_create(checkpoint: str | None, pretrained: str | None = None, *, arc
   if checkpoint:
     model, params, _, transform = create_model_and_transforms(
         checkpoint, pretrained, arch=arch, context_length=context_length, dtype=dtype,
-        remat=remat, attention=attention)
+        remat=remat, attention=attention, scan_layers=scan_layers)
     return model, params, transform, checkpoint + (f" pretrained={pretrained}" if pretrained
                                                    else "")
   cfg = get_model_config(arch or default_arch)
@@ -136,7 +143,7 @@ def load_or_create(checkpoint: str | None, pretrained: str | None = None, *, arc
     log.warning("no checkpoint: random %s weights, so the results are meaningless",
                 arch or default_arch)
   model, params = create_model(cfg, dtype=dtype, remat=remat, context_length=context_length,
-                               seed=seed, attention=attention)
+                               seed=seed, attention=attention, scan_layers=scan_layers)
   return (model, params, image_transform(model.cfg.vision.image_size,
                                          **model.cfg.image_preprocess.transform_kwargs()),
           f"random {arch or default_arch}")

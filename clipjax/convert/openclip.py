@@ -36,6 +36,7 @@ from clipjax.models.configs import (
 )
 from clipjax.models.naming import flatten, torch_key, unflatten
 from clipjax.models.registry import CLIPJAX_ONLY, MODEL_CONFIGS, get_model_config
+from clipjax.models.stacking import stack_layers, unstack_layers
 
 Params = dict[str, Any]
 log = logging.getLogger(__name__)
@@ -61,14 +62,20 @@ _BN_COUNTER = ".num_batches_tracked"
 
 
 def params_to_state_dict(params: Params) -> dict[str, np.ndarray]:
-  """clipjax params -> open_clip state_dict (numpy float32, torch layouts)."""
+  """clipjax params (either layer layout) -> open_clip state_dict (numpy float32, torch
+  layouts)."""
   sd = {}
-  for path, v in flatten(params).items():
+  for path, v in flatten(unstack_layers(params)).items():
     key, kind = torch_key(path)
     sd[key] = np.array(_to_torch_layout(np.asarray(v, np.float32), kind), order="C")
     if path[-1] == "running_var":
       sd[key[:-len(".running_var")] + _BN_COUNTER] = np.zeros((), np.int64)
   return sd
+
+
+def to_layer_layout(params: Params, cfg: CLIPConfig, scan_layers: bool) -> Params:
+  """Per-block params (as converted from open_clip) in the layout of `CLIP(cfg, scan_layers)`."""
+  return stack_layers(params, param_shapes(cfg, True)) if scan_layers else params
 
 
 def resize_positional_embedding(pos: np.ndarray, length: int) -> np.ndarray:
@@ -88,9 +95,9 @@ def resize_positional_embedding(pos: np.ndarray, length: int) -> np.ndarray:
   return (f32(1) - lam) * pos[lo] + lam * pos[hi]
 
 
-def param_shapes(cfg: CLIPConfig) -> Params:
+def param_shapes(cfg: CLIPConfig, scan_layers: bool = False) -> Params:
   """Abstract params (ShapeDtypeStruct leaves) of `CLIP(cfg)`, without allocating them."""
-  model = CLIP(cfg)
+  model = CLIP(cfg, scan_layers=scan_layers)
   images = jax.ShapeDtypeStruct((1, cfg.vision.image_size, cfg.vision.image_size, 3), jnp.float32)
   ids = jax.ShapeDtypeStruct((1, cfg.text.context_length), jnp.int32)
   return jax.eval_shape(model.init, jax.random.key(0), images, ids)["params"]
@@ -231,8 +238,10 @@ def infer_config(sd: dict[str, np.ndarray]) -> CLIPConfig:
 
 
 def config_for_params(arch: str | CLIPConfig, params: Params) -> CLIPConfig:
-  """The registry config of `arch`, with the text context length taken from the params."""
+  """The registry config of `arch`, with the text context length taken from the params (either
+  layer layout)."""
   cfg = get_model_config(arch)
+  params = unstack_layers(params)
   text = params.get("text", {}) if cfg.text_prefix else params
   ctx = text["positional_embedding"].shape[0] if "positional_embedding" in text else \
       cfg.text.context_length  # HF text towers have no CLIP positional table

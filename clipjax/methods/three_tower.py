@@ -31,9 +31,9 @@ def dialogue_tower(model: CLIP) -> nn.Module:
   """G: a text tower of the same architecture as the model's."""
   cfg = model.cfg
   if isinstance(cfg.text, HFTextConfig):
-    return HFTextTower(cfg.text, cfg.embed_dim, model.dtype, model.remat)
+    return HFTextTower(cfg.text, cfg.embed_dim, model.dtype, model.remat, model.scan_layers)
   return TextTransformer(cfg.text, cfg.embed_dim, cfg.quick_gelu, model.dtype, model.remat,
-                         model.attention)
+                         model.attention, model.scan_layers)
 
 
 def init_dialogue_params(clip_params: dict) -> dict:

@@ -31,29 +31,33 @@ class CLIP(nn.Module):
   """
   cfg: CLIPConfig
   dtype: Dtype = jnp.float32
-  remat: bool = False
+  remat: bool | str = False  # False, True or a jax checkpoint policy name (layers.REMAT_POLICIES)
   # The attention kernel (layers.ATTENTION_KERNELS): "auto" = cuDNN flash attention on GPUs in
   # bfloat16 / float16, XLA elsewhere. HF text towers always use XLA (their padding and T5
   # position biases are additive biases, outside what the cuDNN path takes).
   attention: str = "auto"
+  # Every transformer tower's blocks under one nn.scan (parameters stacked on a leading layer
+  # axis; `models.stacking` converts to and from open_clip's per-block layout). ResNet towers
+  # stay unrolled.
+  scan_layers: bool = False
 
   def setup(self):
-    cfg, att = self.cfg, self.attention
+    cfg, att, scan = self.cfg, self.attention, self.scan_layers
     if isinstance(cfg.vision, TimmViTConfig):
-      self.visual = TimmVisionTower(cfg.vision, cfg.embed_dim, self.dtype, self.remat, att)
+      self.visual = TimmVisionTower(cfg.vision, cfg.embed_dim, self.dtype, self.remat, att, scan)
     elif cfg.vision.is_resnet:
       self.visual = ModifiedResNet(cfg.vision, cfg.embed_dim, self.dtype, self.remat, att)
     else:
       self.visual = VisionTransformer(cfg.vision, cfg.embed_dim, cfg.quick_gelu, self.dtype,
-                                      self.remat, att)
+                                      self.remat, att, scan)
     if isinstance(cfg.text, HFTextConfig):  # open_clip's CustomTextCLIP: params under `text/`
-      self.text = HFTextTower(cfg.text, cfg.embed_dim, self.dtype, self.remat)
+      self.text = HFTextTower(cfg.text, cfg.embed_dim, self.dtype, self.remat, scan)
     elif cfg.custom_text:
       self.text = TextTransformer(cfg.text, cfg.embed_dim, cfg.quick_gelu, self.dtype, self.remat,
-                                  att)
+                                  att, scan)
     else:
       attach_text_tower(self, cfg.text, cfg.embed_dim, cfg.quick_gelu, self.dtype, self.remat,
-                        att)
+                        att, scan)
     self.logit_scale = self.param("logit_scale", nn.initializers.constant(math.log(1 / 0.07)), ())
     if cfg.init_logit_bias is not None:
       self.logit_bias = self.param("logit_bias", nn.initializers.constant(cfg.init_logit_bias), ())

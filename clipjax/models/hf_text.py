@@ -22,7 +22,13 @@ import jax.numpy as jnp
 import numpy as np
 
 from clipjax.models.configs import HFTextConfig
-from clipjax.models.layers import Dtype, LayerNorm, exact_gelu
+from clipjax.models.layers import (
+  Dtype,
+  LayerNorm,
+  exact_gelu,
+  layer_stack,
+  remat_policy,
+)
 
 _INIT = nn.initializers.normal(0.02)  # HF's initializer_range for BERT-style models
 
@@ -110,27 +116,27 @@ class _RobertaLayer(nn.Module):
 class _RobertaStack(nn.Module):
   cfg: HFTextConfig
   dtype: Dtype
-  remat: bool
+  remat: bool | str
+  scan: bool
 
   @nn.compact
   def __call__(self, x: jax.Array, bias: jax.Array) -> jax.Array:
-    layer = nn.remat(_RobertaLayer) if self.remat else _RobertaLayer
-    for i in range(self.cfg.layers):
-      x = layer(self.cfg, self.dtype, name=f"layer_{i}")(x, bias)
-    return x
+    return layer_stack(_RobertaLayer, (self.cfg, self.dtype), self.cfg.layers, "layer",
+                       remat=self.remat, scan=self.scan)(x, bias)
 
 
 class RobertaEncoder(nn.Module):
   """RobertaModel without its pooling layer: ids, mask [N, L] -> hidden [N, L, W]."""
   cfg: HFTextConfig
   dtype: Dtype = jnp.float32
-  remat: bool = False
+  remat: bool | str = False
+  scan: bool = False
 
   @nn.compact
   def __call__(self, ids: jax.Array, mask: jax.Array) -> jax.Array:
     x = _RobertaEmbeddings(self.cfg, self.dtype, name="embeddings")(ids, mask)
     bias = jnp.where(mask[:, None, None, :] > 0, 0.0, jnp.finfo(jnp.float32).min).astype(x.dtype)
-    return _RobertaStack(self.cfg, self.dtype, self.remat, name="encoder")(x, bias)
+    return _RobertaStack(self.cfg, self.dtype, self.remat, self.scan, name="encoder")(x, bias)
 
 
 # ---------------------------------------------------------------- T5 / mT5 encoder
@@ -235,10 +241,12 @@ class _T5Block(nn.Module):
 
 
 class T5Encoder(nn.Module):
-  """HF T5Stack (encoder): ids, mask [N, L] -> hidden [N, L, W]."""
+  """HF T5Stack (encoder): ids, mask [N, L] -> hidden [N, L, W]. Scanned, `block_0` (which holds
+  the relative position-bias table) stays apart and `block` stacks blocks 1 .. L-1."""
   cfg: HFTextConfig
   dtype: Dtype = jnp.float32
-  remat: bool = False
+  remat: bool | str = False
+  scan: bool = False
 
   @nn.compact
   def __call__(self, ids: jax.Array, mask: jax.Array) -> jax.Array:
@@ -247,10 +255,11 @@ class T5Encoder(nn.Module):
                  name="embed_tokens")(ids).astype(self.dtype)
     mask_bias = jnp.where(mask[:, None, None, :] > 0, 0.0,
                           jnp.finfo(jnp.float32).min).astype(self.dtype)
-    block = nn.remat(_T5Block) if self.remat else _T5Block
-    bias = None
-    for i in range(cfg.layers):
-      x, bias = block(cfg, i == 0, self.dtype, name=f"block_{i}")(x, bias, mask_bias)
+    policy = remat_policy(self.remat)
+    first = _T5Block if policy is None else nn.remat(_T5Block, policy=policy)
+    x, bias = first(cfg, True, self.dtype, name="block_0")(x, None, mask_bias)
+    x = layer_stack(_T5Block, (cfg, False, self.dtype), cfg.layers - 1, "block",
+                    remat=self.remat, scan=self.scan, start=1)(x, bias, mask_bias)
     return RMSNorm(cfg.layer_norm_eps, self.dtype, name="final_layer_norm")(x)
 
 
@@ -260,7 +269,8 @@ class HFTextTower(nn.Module):
   cfg: HFTextConfig
   embed_dim: int
   dtype: Dtype = jnp.float32
-  remat: bool = False
+  remat: bool | str = False
+  scan: bool = False  # blocks under nn.scan (layers.layer_stack)
 
   @nn.compact
   def __call__(self, ids: jax.Array) -> jax.Array:
@@ -269,7 +279,7 @@ class HFTextTower(nn.Module):
       raise ValueError(f"HF text tower expects token ids of shape [N, L], got {ids.shape}")
     mask = (ids != cfg.pad_token_id).astype(jnp.int32)
     encoder = RobertaEncoder if cfg.family == "roberta" else T5Encoder
-    hidden = encoder(cfg, self.dtype, self.remat, name="transformer")(ids, mask).astype(jnp.float32)
+    hidden = encoder(cfg, self.dtype, self.remat, self.scan, name="transformer")(ids, mask).astype(jnp.float32)
     if cfg.pooler == "mean_pooler":
       m = mask.astype(jnp.float32)[..., None]
       pooled = jnp.sum(hidden * m, axis=1) / jnp.sum(m, axis=1)

@@ -60,6 +60,61 @@ def dot_product_attention(q: jax.Array, k: jax.Array, v: jax.Array, attention: s
   return jax.nn.dot_product_attention(q, k, v, implementation=kernel, **kwargs)
 
 
+# `model.remat`: True (= "nothing_saveable") or one of jax's checkpoint policies by name: what
+# each block keeps from its forward pass for the backward (the rest is recomputed).
+REMAT_POLICIES = ("nothing_saveable", "dots_saveable", "dots_with_no_batch_dims_saveable")
+
+
+def remat_policy(remat: bool | str) -> Callable | None:
+  """None for no rematerialisation, else the `jax.checkpoint` policy `remat` names."""
+  if remat is False or remat in (None, "", "none", "False"):
+    return None
+  name = "nothing_saveable" if remat is True or remat == "True" else remat
+  if name not in REMAT_POLICIES:
+    raise ValueError(f"model.remat={remat!r} is not one of {[False, True, *REMAT_POLICIES]}")
+  return getattr(jax.checkpoint_policies, name)
+
+
+def _scan_step(block: type[nn.Module]) -> type[nn.Module]:
+  """`block` as an nn.scan body: (carry, *broadcast) -> (first output, None)."""
+  class Step(block):
+    def __call__(self, carry, *broadcast):
+      out = super().__call__(carry, *broadcast)
+      return (out[0] if isinstance(out, tuple) else out), None
+  Step.__name__ = block.__name__
+  return Step
+
+
+def layer_stack(block: type[nn.Module], args: tuple, count: int, name: str, *,
+                remat: bool | str = False, scan: bool = False,
+                start: int = 0) -> Callable[..., jax.Array]:
+  """`count` identical blocks `block(*args)` applied in turn: run(x, *broadcast) -> x (a block
+  returning a tuple passes on its first element; `broadcast` goes to every block unchanged).
+
+  Unrolled, the blocks are submodules `{name}_{start}` ... `{name}_{start + count - 1}` (open_clip's
+  numbering). With `scan`, one `nn.scan` submodule `{name}` holds every block's parameters
+  stacked on a leading [count] axis (`models.stacking` converts between the two layouts), and
+  XLA compiles the block once instead of `count` times. Call from a compact method.
+  """
+  policy = remat_policy(remat)
+  if scan and count > 0:
+    step = _scan_step(block)
+    if policy is not None:
+      step = nn.remat(step, policy=policy, prevent_cse=False)  # a scan body needs no CSE guard
+    stacked = nn.scan(step, variable_axes={"params": 0}, split_rngs={"params": True},
+                      in_axes=nn.broadcast, length=count)(*args, name=name)
+    return lambda x, *broadcast: stacked(x, *broadcast)[0]
+  cls = block if policy is None else nn.remat(block, policy=policy)
+  blocks = [cls(*args, name=f"{name}_{i}") for i in range(start, start + count)]
+
+  def run(x, *broadcast):
+    for b in blocks:
+      out = b(x, *broadcast)
+      x = out[0] if isinstance(out, tuple) else out
+    return x
+  return run
+
+
 def check_images(images: jax.Array, size: int, tower: str) -> None:
   """Raises a ValueError naming the expected [N, size, size, 3] (NHWC) shape."""
   if images.ndim != 4 or images.shape[1:] != (size, size, 3):
@@ -165,17 +220,19 @@ class ResidualAttentionBlock(nn.Module):
 
 
 class Transformer(nn.Module):
-  """A stack of `resblocks_{i}`, optionally rematerialised block by block."""
+  """A stack of `resblocks_{i}` (or, scanned, one `resblocks` with a leading layer axis),
+  optionally rematerialised block by block (`layer_stack`)."""
   layers: int
   heads: int
   mlp_width: int
   act: Callable[[jax.Array], jax.Array]
   causal: bool = False
   dtype: Dtype = jnp.float32
-  remat: bool = False
+  remat: bool | str = False  # False, True or a policy name (REMAT_POLICIES)
   openclip_init: bool = False  # open_clip's text-tower normal init (vision uses torch defaults)
   ln_eps: float = 1e-5
   attention: str = "auto"
+  scan: bool = False
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
@@ -184,8 +241,8 @@ class Transformer(nn.Module):
     if self.openclip_init:
       proj_std = width ** -0.5 * (2 * self.layers) ** -0.5
       stds = (width ** -0.5, proj_std, (2 * width) ** -0.5, proj_std)
-    block = nn.remat(ResidualAttentionBlock) if self.remat else ResidualAttentionBlock
-    for i in range(self.layers):
-      x = block(self.heads, self.mlp_width, self.act, self.causal, self.dtype, stds,
-                self.ln_eps, self.attention, name=f"resblocks_{i}")(x)
-    return x
+    blocks = layer_stack(ResidualAttentionBlock, (self.heads, self.mlp_width, self.act,
+                                                  self.causal, self.dtype, stds, self.ln_eps,
+                                                  self.attention),
+                         self.layers, "resblocks", remat=self.remat, scan=self.scan)
+    return blocks(x)

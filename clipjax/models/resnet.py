@@ -19,7 +19,12 @@ import jax
 import jax.numpy as jnp
 
 from clipjax.models.configs import VisionConfig
-from clipjax.models.layers import Dtype, check_images, dot_product_attention
+from clipjax.models.layers import (
+  Dtype,
+  check_images,
+  dot_product_attention,
+  remat_policy,
+)
 
 BN_EPS = 1e-5  # torch.nn.BatchNorm2d default
 
@@ -107,7 +112,7 @@ class ModifiedResNet(nn.Module):
   cfg: VisionConfig
   embed_dim: int
   dtype: Dtype = jnp.float32
-  remat: bool = False
+  remat: bool | str = False  # never scanned: the stages' blocks differ in shape
   attention: str = "auto"
 
   @nn.compact
@@ -121,7 +126,8 @@ class ModifiedResNet(nn.Module):
       x = nn.relu(FrozenBatchNorm(dtype=self.dtype, name=f"bn{i}")(
           _conv(features, 3, self.dtype, f"conv{i}", stride)(x)))
     x = _avg_pool(x, 2)
-    block = nn.remat(Bottleneck) if self.remat else Bottleneck
+    policy = remat_policy(self.remat)
+    block = Bottleneck if policy is None else nn.remat(Bottleneck, policy=policy)
     for stage, blocks in enumerate(cfg.layers):
       for b in range(blocks):
         stride = 2 if stage > 0 and b == 0 else 1

@@ -30,7 +30,8 @@ from clipjax.models.layers import (
 
 
 def attach_text_tower(module: nn.Module, cfg: TextConfig, embed_dim: int, use_quick_gelu: bool,
-                      dtype: Dtype, remat: bool, attention: str = "auto") -> None:
+                      dtype: Dtype, remat: bool | str, attention: str = "auto",
+                      scan: bool = False) -> None:
   """Creates the text-tower submodules and params on `module` (call from its `setup`)."""
   module.token_embedding = nn.Embed(cfg.vocab_size, cfg.width, embedding_init=
                                     nn.initializers.normal(0.02), name="token_embedding")
@@ -39,7 +40,8 @@ def attach_text_tower(module: nn.Module, cfg: TextConfig, embed_dim: int, use_qu
   act = tanh_gelu if cfg.gelu_tanh else quick_gelu if use_quick_gelu else exact_gelu
   module.transformer = Transformer(cfg.layers, cfg.heads, cfg.mlp_width, act, causal=cfg.causal,
                                    dtype=dtype, remat=remat, openclip_init=True,
-                                   ln_eps=cfg.ln_eps, attention=attention, name="transformer")
+                                   ln_eps=cfg.ln_eps, attention=attention, scan=scan,
+                                   name="transformer")
   module.ln_final = LayerNorm(jnp.float32, cfg.ln_eps, name="ln_final")
   init = nn.initializers.normal(cfg.width ** -0.5)
   if cfg.proj_type == "none":
@@ -114,12 +116,13 @@ class TextTransformer(nn.Module):
   embed_dim: int
   quick_gelu: bool = False
   dtype: Dtype = jnp.float32
-  remat: bool = False
+  remat: bool | str = False
   attention: str = "auto"  # the attention kernel (layers.ATTENTION_KERNELS)
+  scan: bool = False  # blocks under nn.scan (layers.layer_stack)
 
   def setup(self):
     attach_text_tower(self, self.cfg, self.embed_dim, self.quick_gelu, self.dtype, self.remat,
-                      self.attention)
+                      self.attention, self.scan)
 
   def __call__(self, ids: jax.Array) -> jax.Array:
     return run_text_tower(self, ids, self.cfg, self.dtype)

@@ -22,6 +22,7 @@ from clipjax.models.layers import (
   check_images,
   dot_product_attention,
   exact_gelu,
+  layer_stack,
   tanh_gelu,
 )
 
@@ -115,8 +116,9 @@ class PatchEmbed(nn.Module):
 class TimmViTTrunk(nn.Module):
   cfg: TimmViTConfig
   dtype: Dtype = jnp.float32
-  remat: bool = False
+  remat: bool | str = False
   attention: str = "auto"
+  scan: bool = False
 
   @nn.compact
   def __call__(self, images: jax.Array) -> jax.Array:
@@ -126,9 +128,8 @@ class TimmViTTrunk(nn.Module):
     pos = self.param("pos_embed", nn.initializers.truncated_normal(0.02),
                      (1, cfg.grid ** 2, cfg.width))
     x = x + pos.astype(x.dtype)
-    block = nn.remat(TimmBlock) if self.remat else TimmBlock
-    for i in range(cfg.layers):
-      x = block(cfg.heads, cfg.mlp_width, act, self.dtype, self.attention, name=f"blocks_{i}")(x)
+    x = layer_stack(TimmBlock, (cfg.heads, cfg.mlp_width, act, self.dtype, self.attention),
+                    cfg.layers, "blocks", remat=self.remat, scan=self.scan)(x)
     x = LayerNorm(self.dtype, TIMM_LN_EPS, name="norm")(x)
     return MAPHead(cfg.heads, cfg.mlp_width, act, self.dtype, self.attention,
                    name="attn_pool")(x)
@@ -140,8 +141,9 @@ class TimmVisionTower(nn.Module):
   cfg: TimmViTConfig
   embed_dim: int
   dtype: Dtype = jnp.float32
-  remat: bool = False
+  remat: bool | str = False
   attention: str = "auto"  # the attention kernel (layers.ATTENTION_KERNELS)
+  scan: bool = False  # blocks under nn.scan (layers.layer_stack)
 
   @nn.compact
   def __call__(self, images: jax.Array) -> jax.Array:
@@ -150,5 +152,6 @@ class TimmVisionTower(nn.Module):
       raise ValueError(f"timm tower {self.cfg.timm_model_name}: embed_dim {self.embed_dim} must "
                        f"equal the trunk width {self.cfg.width} (timm_proj 'none')")
     check_images(images, self.cfg.image_size, self.cfg.timm_model_name)
-    return TimmViTTrunk(self.cfg, self.dtype, self.remat, self.attention, name="trunk")(
+    return TimmViTTrunk(self.cfg, self.dtype, self.remat, self.attention, self.scan,
+                        name="trunk")(
         images).astype(jnp.float32)

@@ -22,8 +22,9 @@ class VisionTransformer(nn.Module):
   embed_dim: int
   quick_gelu: bool = False
   dtype: Dtype = jnp.float32
-  remat: bool = False
+  remat: bool | str = False
   attention: str = "auto"  # the attention kernel (layers.ATTENTION_KERNELS)
+  scan: bool = False  # blocks under nn.scan (layers.layer_stack)
 
   @nn.compact
   def __call__(self, images: jax.Array) -> jax.Array:
@@ -43,7 +44,7 @@ class VisionTransformer(nn.Module):
     x = LayerNorm(self.dtype, name="ln_pre")(x)
     x = Transformer(cfg.layers, cfg.heads, cfg.mlp_width, quick_gelu if self.quick_gelu
                     else exact_gelu, dtype=self.dtype, remat=self.remat,
-                    attention=self.attention, name="transformer")(x)
+                    attention=self.attention, scan=self.scan, name="transformer")(x)
     pooled = LayerNorm(jnp.float32, name="ln_post")(x[:, 0])
     proj = self.param("proj", nn.initializers.normal(scale), (cfg.width, self.embed_dim))
     return jnp.dot(pooled, proj, precision=jax.lax.Precision.HIGHEST)

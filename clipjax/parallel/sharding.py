@@ -1,7 +1,8 @@
 """Parameter sharding by regex rules (FSDP over the mesh's `fsdp` axis).
 
 A leaf whose "/"-joined path matches one of `rules` and has at least `min_size` elements is
-split over `fsdp` on its largest dimension that the axis divides; everything else (small
+split over `fsdp` on its largest dimension that the axis divides (never the layer axis of a
+scanned stack, which the scan walks through one block at a time); everything else (small
 leaves, LayerNorms, the logit scale) is replicated. Optimizer state follows its parameters.
 With `mesh.fsdp=1` every leaf is replicated: plain data parallelism.
 """
@@ -15,7 +16,8 @@ import optax
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from clipjax.models.naming import path_string
+from clipjax.models.naming import flatten, path_keys, path_string
+from clipjax.models.stacking import block_names, stacked_segment
 from clipjax.parallel.mesh import FSDP
 
 
@@ -24,12 +26,14 @@ def param_shardings(params: Any, mesh: Mesh, rules: Sequence[str] = (".*",),
   """A NamedSharding per leaf of `params` (arrays or ShapeDtypeStructs)."""
   n = mesh.shape[FSDP]
   compiled = [re.compile(r) for r in rules]
+  paths = list(flatten(params))
 
   def sharding(path, leaf):
-    name = path_string(path)
+    names = (path_string(path), block_names(path, leaf, paths)[0])  # rules read either layout
     spec = [None] * leaf.ndim
-    if n > 1 and leaf.size >= min_size and any(c.search(name) for c in compiled):
-      dims = [d for d in sorted(range(leaf.ndim), key=lambda d: -leaf.shape[d])
+    first = int(stacked_segment(path_keys(path)) is not None)
+    if n > 1 and leaf.size >= min_size and any(c.search(m) for c in compiled for m in names):
+      dims = [d for d in sorted(range(first, leaf.ndim), key=lambda d: -leaf.shape[d])
               if leaf.shape[d] % n == 0]
       if dims:
         spec[dims[0]] = FSDP

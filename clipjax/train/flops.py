@@ -21,6 +21,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from clipjax.models.configs import CLIPConfig, HFTextConfig, TimmViTConfig
+from clipjax.train.optim import is_frozen
 
 # Dense bfloat16 peak FLOP/s per chip by `device_kind` (vendor data sheets; GPUs: SXM, no
 # sparsity). Matched as case-insensitive substrings, first hit wins.
@@ -85,7 +86,7 @@ def trainable_towers(frozen: dict) -> dict[str, bool]:
   """Which towers have a trainable leaf: "image" (clip/visual), "text" (the rest of clip but
   the logit scale / bias) and each extra tower by name, from the optimizer's frozen mask."""
   def any_trainable(tree) -> bool:
-    return not all(jax.tree.leaves(tree))
+    return not all(is_frozen(f) for f in jax.tree.leaves(tree))
   clip = frozen["clip"]
   text = {k: v for k, v in clip.items() if k not in ("visual", "logit_scale", "logit_bias")}
   out = {"image": any_trainable(clip["visual"]), "text": any_trainable(text)}

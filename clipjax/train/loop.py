@@ -41,7 +41,7 @@ from clipjax.parallel.sharding import param_shardings, state_shardings
 from clipjax.train import flops, frozen_cache
 from clipjax.train.checkpoint import Checkpointer, PreemptionFlag
 from clipjax.train.events import EventWriter
-from clipjax.train.optim import make_optimizer
+from clipjax.train.optim import is_frozen, make_optimizer
 from clipjax.train.step import make_train_step
 
 
@@ -56,8 +56,10 @@ def _model_and_params(cfg, method: Method) -> tuple[Any, dict]:
       cfg.model.checkpoint, cfg.model.get("pretrained") or None, arch=cfg.model.arch or None,
       default_arch=DEFAULT_ARCH, context_length=cfg.model.get("context_length") or None,
       dtype=compute_dtype(cfg.model.dtype),
-      remat=cfg.model.remat, seed=cfg.seed, init_logit_bias=cfg.model.get("init_logit_bias"),
-      warn_random=False, attention=cfg.model.get("attention", "auto"))
+      remat=cfg.model.remat and cfg.model.get("remat_policy", True), seed=cfg.seed,
+      init_logit_bias=cfg.model.get("init_logit_bias"), warn_random=False,
+      attention=cfg.model.get("attention", "auto"),
+      scan_layers=cfg.model.get("scan_layers", False))
   if not cfg.model.checkpoint and cfg.model.get("init_logit_scale") is not None:
     clip = dict(clip, logit_scale=jnp.full((), cfg.model.init_logit_scale, jnp.float32))
   return model, {"clip": clip, **method.init_params(model, clip, cfg)}
@@ -86,7 +88,7 @@ def _dataset(cfg, method: Method, model, params, frozen, workdir):
   if cfg.data.cache_frozen:  # validate() checked the method, augmentation and freeze rules
     images = frozen_cache.build_image_cache(model, params["clip"], source, cfg.data.train,
                                             workdir, num_workers=cfg.data.num_workers)
-    text_frozen = all(f for path, f in jax.tree_util.tree_leaves_with_path(frozen["clip"])
+    text_frozen = all(is_frozen(f) for path, f in jax.tree_util.tree_leaves_with_path(frozen["clip"])
                       if getattr(path[0], "key", None) != "visual")
     captions = None
     if method.caches_frozen_captions and text_frozen:

@@ -14,28 +14,49 @@ from typing import Any, Sequence
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
-from clipjax.models.naming import param_paths, path_keys, torch_key
+from clipjax.models.naming import flatten, path_keys, torch_key
+from clipjax.models.stacking import block_names, stacked_segment
 
 
 def frozen_mask(params: Any, patterns: Sequence[str]) -> Any:
   """True for leaves whose path matches any regex (re.search). Every pattern must match
-  something, so a typo cannot silently train a tower that was meant to be frozen."""
+  something, so a typo cannot silently train a tower that was meant to be frozen.
+
+  Patterns read per-block names in both layouts (`resblocks_3`, models/stacking.py): a stacked
+  leaf whose layers match only in part gets a bool [L] array, True for its frozen layers."""
   compiled = [re.compile(p) for p in patterns]
-  paths = param_paths(params)
+  paths = list(flatten(params))
+  leaves, treedef = jax.tree_util.tree_flatten_with_path(params)
+  names = [block_names(path, leaf, paths) for path, leaf in leaves]
   for pattern in compiled:
-    if not any(pattern.search(p) for p in jax.tree.leaves(paths)):
+    if not any(pattern.search(n) for layers in names for n in layers):
       raise ValueError(f"freeze pattern {pattern.pattern!r} matches no parameter; paths look "
-                       f"like {jax.tree.leaves(paths)[:3]}")
-  return jax.tree.map(lambda p: any(c.search(p) for c in compiled), paths)
+                       f"like {[layers[0] for layers in names[:3]]}")
+
+  def mask(layers: list[str]):
+    hits = np.array([any(c.search(n) for c in compiled) for n in layers])
+    return bool(hits.all()) if hits.all() or not hits.any() else hits
+  return treedef.unflatten([mask(layers) for layers in names])
+
+
+def is_frozen(f: bool | np.ndarray) -> bool:
+  """Whether a `frozen_mask` leaf freezes the whole leaf (every layer of a stack)."""
+  return bool(np.all(f))
 
 
 def decay_mask(params: Any) -> Any:
-  """open_clip's rule on open_clip names: decay iff ndim >= 2 and no bn/ln/bias/logit_scale."""
+  """open_clip's rule on open_clip names: decay iff ndim >= 2 and no bn/ln/bias/logit_scale
+  (per block: a stacked leaf's layer axis does not count)."""
+  paths = list(flatten(params))
+
   def decays(path, leaf):
-    name = torch_key(path_keys(path))[0]
-    return leaf.ndim >= 2 and not any(s in name for s in ("bn", "ln", "bias", "logit_scale"))
+    block = block_names(path, leaf, paths)[0]
+    ndim = leaf.ndim - (stacked_segment(path_keys(path)) is not None)
+    name = torch_key(tuple(block.split("/")))[0]
+    return ndim >= 2 and not any(s in name for s in ("bn", "ln", "bias", "logit_scale"))
   return jax.tree_util.tree_map_with_path(decays, params)
 
 
@@ -56,13 +77,14 @@ def make_optimizer(params: Any, *, lr: float, total_steps: int, warmup_steps: in
                    eps: float = 1e-6, grad_clip_norm: float | None = None,
                    freeze: Sequence[str] = ()) -> tuple[optax.GradientTransformation, Any]:
   """Returns (optimizer, frozen mask). Frozen leaves get `set_to_zero` (no optimizer state)
-  and the train step keeps them bitwise unchanged."""
+  and the train step keeps them bitwise unchanged (frozen layers of a partly frozen stack too,
+  train/step.py)."""
   frozen = frozen_mask(params, freeze)
-  if all(jax.tree.leaves(frozen)):
+  if all(is_frozen(f) for f in jax.tree.leaves(frozen)):
     raise ValueError(f"freeze patterns {list(freeze)} freeze every parameter: nothing to train")
   adamw = optax.adamw(cosine_schedule(lr, warmup_steps, total_steps), b1=b1, b2=b2, eps=eps,
                       weight_decay=weight_decay, mask=decay_mask)
   if grad_clip_norm:
     adamw = optax.chain(optax.clip_by_global_norm(grad_clip_norm), adamw)
-  labels = jax.tree.map(lambda f: "frozen" if f else "train", frozen)
+  labels = jax.tree.map(lambda f: "frozen" if is_frozen(f) else "train", frozen)
   return optax.multi_transform({"train": adamw, "frozen": optax.set_to_zero()}, labels), frozen

@@ -20,12 +20,14 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from clipjax.methods import Objective
 from clipjax.parallel.mesh import BATCH_AXES
+from clipjax.train.optim import is_frozen
 
 LOGIT_SCALE_MAX = math.log(100)  # open_clip clamps the learnable scale to [0, ln 100]
 
@@ -61,12 +63,29 @@ def merge_rows(tree: Any, mesh: Mesh) -> Any:
   return jax.tree.map(merge, tree)
 
 
+def _per_layer(mask: np.ndarray, leaf: jax.Array) -> jax.Array:
+  """A [L] mask shaped to broadcast over a stacked [L, ...] leaf."""
+  return jnp.asarray(mask.reshape((-1,) + (1,) * (leaf.ndim - 1)), leaf.dtype)
+
+
+def _carry_frozen(new: jax.Array, old: jax.Array, frozen) -> jax.Array:
+  """The updated leaf, with frozen leaves (or frozen layers of a stack) bitwise as before."""
+  if np.ndim(frozen) == 0:
+    return old if frozen else new
+  return jnp.where(_per_layer(frozen, old).astype(bool), old, new)
+
+
 def make_grad_fn(method: Objective, frozen: Any, mesh: Mesh, accum_steps: int = 1):
   """grad_fn(params, batch, key) -> (loss, aux, grads) with grads w.r.t. the trainable leaves
   only (a list, in `jax.tree.leaves` order of the non-frozen leaves), so frozen towers run
-  forward only."""
+  forward only. The frozen layers of a partly frozen stack (scanned towers) get zero gradient,
+  so the gradient is the one of the per-block layout."""
   frozen_leaves = jax.tree.leaves(frozen)
-  trainable = [i for i, f in enumerate(frozen_leaves) if not f]
+  trainable = [i for i, f in enumerate(frozen_leaves) if not is_frozen(f)]
+  keep = [None if np.ndim(frozen_leaves[i]) == 0 else ~frozen_leaves[i] for i in trainable]
+
+  def zero_frozen_layers(grads):
+    return [g if k is None else g * _per_layer(k, g) for g, k in zip(grads, keep)]
 
   def with_trainable(params, train_leaves):
     leaves, treedef = jax.tree.flatten(params)
@@ -79,7 +98,7 @@ def make_grad_fn(method: Objective, frozen: Any, mesh: Mesh, accum_steps: int = 
     if accum_steps == 1:
       objective = lambda t: method.loss_fn(with_trainable(params, t), batch, key)
       (loss, aux), grads = jax.value_and_grad(objective, has_aux=True)(train_leaves)
-      return loss, aux, grads
+      return loss, aux, zero_frozen_layers(grads)
 
     chunks = split_rows(batch, accum_steps, mesh)
     embed = lambda t, chunk: method.embed(with_trainable(params, t), chunk)
@@ -95,7 +114,7 @@ def make_grad_fn(method: Objective, frozen: Any, mesh: Mesh, accum_steps: int = 
       return jax.tree.map(jnp.add, total, vjp(cotangent)[0]), None
 
     grads, _ = jax.lax.scan(accumulate, grads, (chunks, split_rows(emb_grads, accum_steps, mesh)))
-    return loss, aux, grads
+    return loss, aux, zero_frozen_layers(grads)
 
   return grad_fn
 
@@ -112,11 +131,12 @@ def make_train_step(method: Objective, tx: optax.GradientTransformation, frozen:
     key = jax.random.fold_in(jax.random.wrap_key_data(state["rng"]), state["step"])
     loss, aux, g = grad_fn(state["params"], batch, key)
     it = iter(g)
-    grads = treedef.unflatten([jnp.zeros_like(x) if f else next(it)
+    grads = treedef.unflatten([jnp.zeros_like(x) if is_frozen(f) else next(it)
                                for x, f in zip(leaves, frozen_leaves)])
     updates, opt_state = tx.update(grads, state["opt_state"], state["params"])
     new = jax.tree.leaves(optax.apply_updates(state["params"], updates))
-    params = treedef.unflatten([old if f else x for x, old, f in zip(new, leaves, frozen_leaves)])
+    params = treedef.unflatten([_carry_frozen(x, old, f)
+                                for x, old, f in zip(new, leaves, frozen_leaves)])
     if clamp_scale:
       clip = dict(params["clip"], logit_scale=jnp.clip(params["clip"]["logit_scale"], 0,
                                                        LOGIT_SCALE_MAX))

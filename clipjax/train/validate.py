@@ -25,7 +25,7 @@ from clipjax.errors import ConfigError
 from clipjax.files import write_atomically
 from clipjax.losses.mmd import ESTIMATORS
 from clipjax.methods import Method, get_method, method_names
-from clipjax.models.layers import ATTENTION_KERNELS, COMPUTE_DTYPES
+from clipjax.models.layers import ATTENTION_KERNELS, COMPUTE_DTYPES, REMAT_POLICIES
 from clipjax.models.naming import param_paths
 from clipjax.models.registry import get_model_config
 
@@ -45,6 +45,7 @@ def _check_model(cfg) -> Any:
   """The architecture config (resolved from the checkpoint when arch is empty)."""
   _choice("model.dtype", cfg.model.dtype, ("auto", *COMPUTE_DTYPES))
   _choice("model.attention", cfg.model.get("attention", "auto"), ATTENTION_KERNELS)
+  _choice("model.remat_policy", cfg.model.get("remat_policy", REMAT_POLICIES[0]), REMAT_POLICIES)
   if cfg.model.get("attention") == "cudnn" and jax.default_backend() not in ("gpu", "cuda"):
     raise ConfigError(f"model.attention='cudnn' needs a GPU, this run's JAX backend is "
                       f"{jax.default_backend()} (use 'auto' or 'xla')")
@@ -128,7 +129,7 @@ def inherit_model(base, cfg) -> None:
   """The base model is the same architecture as the model adapted from it (its own context
   length)."""
   with base.unlocked():
-    for field in ("arch", "dtype", "remat", "attention"):
+    for field in ("arch", "dtype", "remat", "remat_policy", "scan_layers", "attention"):
       if field in cfg.model:
         base.model[field] = cfg.model[field]
 

@@ -9,9 +9,11 @@ from jax.sharding import PartitionSpec as P
 import clipjax
 from clipjax.data.synthetic import SyntheticScenes
 from clipjax.methods import get_method, method_config
+from clipjax.models.naming import flatten
+from clipjax.models.stacking import is_stacked, stack_layers, unstack_layers
 from clipjax.parallel.mesh import host_batch_to_global, make_mesh, replicated
 from clipjax.text.tokenizer import Tokenizer
-from clipjax.train.optim import make_optimizer
+from clipjax.train.optim import frozen_mask, make_optimizer
 from clipjax.train.step import make_grad_fn, make_train_step, merge_rows, split_rows
 
 ARCH = "ViT-T-16-test"
@@ -143,7 +145,8 @@ def test_fsdp_shards_parameters_and_trains_like_data_parallel(tmp_path):
   assert specs["clip"]["token_embedding"]["embedding"].spec == P("fsdp", None)  # [49408, 64]
   assert specs["clip"]["logit_scale"].spec == P()
   curves = {}
-  for fsdp in (1, 2):
+  # (fsdp, scanned blocks with dots_saveable remat): the scanned layout trains the same curve
+  for fsdp, scan in ((1, False), (2, False), (2, True)):
     cfg = method_config("clip")
     cfg.model.arch = ARCH
     cfg.data.train = dict(kind="synthetic", size=256, resolution=32, seed=0, split="train")
@@ -151,8 +154,56 @@ def test_fsdp_shards_parameters_and_trains_like_data_parallel(tmp_path):
     cfg.batch_size, cfg.total_steps, cfg.log_every = 32, 3, 1
     cfg.checkpoint.every, cfg.eval = 0, None
     cfg.mesh.fsdp, cfg.mesh.fsdp_min_size = fsdp, 4096
-    result = train(cfg, str(tmp_path / str(fsdp)))
-    curves[fsdp] = [json.loads(line)["loss"]
-                    for line in (tmp_path / str(fsdp) / "metrics.jsonl").open()]
+    cfg.model.scan_layers, cfg.model.remat, cfg.model.remat_policy = scan, scan, "dots_saveable"
+    workdir = tmp_path / f"{fsdp}{scan}"
+    result = train(cfg, str(workdir))
+    curves[fsdp, scan] = [json.loads(line)["loss"] for line in (workdir / "metrics.jsonl").open()]
     assert result["params"]["clip"]["token_embedding"]["embedding"].shape == (49408, 64)
-  np.testing.assert_allclose(curves[2], curves[1], rtol=1e-5)
+    assert is_stacked(result["params"]) == scan
+  np.testing.assert_allclose(curves[2, False], curves[1, False], rtol=1e-5)
+  np.testing.assert_allclose(curves[2, True], curves[1, False], rtol=1e-5)
+
+
+def test_scanned_step_equals_unrolled_with_a_partly_frozen_stack(scenes):
+  """Two CLIP steps with the first visual block frozen: the scanned layout (a stack whose layer
+  0 is frozen) ends where the per-block layout does, and the frozen layer is bitwise kept.
+  Weight decay and FSDP sharding read the same per-block rules in both layouts."""
+  from clipjax.parallel.sharding import param_shardings
+  from clipjax.train.optim import decay_mask
+  model, clip = clipjax.create_model(ARCH)
+  scanned, init = clipjax.create_model(ARCH, scan_layers=True)
+  stacked = stack_layers(jax.tree.map(np.asarray, clip), init)
+  freeze = ("^clip/visual/transformer/resblocks_0/", "^clip/logit_scale$")
+  host = image_text_batch(scenes)
+  mesh = make_mesh()
+  results = []
+  for m, p in ((model, clip), (scanned, stacked)):
+    params = {"clip": jax.tree.map(np.asarray, p)}
+    tx, frozen = make_optimizer(params, lr=1e-3, total_steps=10, warmup_steps=1, freeze=freeze)
+    state = jax.device_put({"params": params, "opt_state": tx.init(params), "step": np.int32(0),
+                            "rng": jax.random.key_data(jax.random.key(0))}, replicated(mesh))
+    step = make_train_step(get_method("clip").objective(m, mesh, method_config("clip").loss),
+                           tx, frozen, mesh, clamp_scale=False)
+    for _ in range(2):
+      state, _ = step(state, host_batch_to_global(host, mesh))
+    results.append(unstack_layers(jax.tree.map(np.asarray, state["params"])))
+  mask = frozen_mask({"clip": stacked}, freeze)["clip"]["visual"]["transformer"]["resblocks"]
+  assert mask["ln_1"]["scale"].tolist() == [True, False]  # layer 0 of 2 frozen
+  block0 = lambda r: r["clip"]["visual"]["transformer"]["resblocks_0"]
+  for a, b, before in zip(jax.tree.leaves(block0(results[1])), jax.tree.leaves(block0(results[0])),
+                          jax.tree.leaves(block0({"clip": clip}))):
+    assert np.array_equal(a, before) and np.array_equal(b, before)
+  # same tolerances as the 8-vs-1-device comparison above (float32 summation order, Adam eps)
+  for a, b in zip(jax.tree.leaves(results[1]), jax.tree.leaves(results[0])):
+    np.testing.assert_allclose(a, b, rtol=1e-5, atol=2e-5)
+  # weight decay: per-block decision equal in both layouts
+  decays = lambda tree: {k[:1] + tuple(s for s in k[1:] if not s.startswith("resblocks")): v
+                         for k, v in flatten(decay_mask(tree)).items()}
+  assert decays(stacked) == decays(jax.tree.map(np.asarray, clip))
+  # FSDP: a stacked leaf is split like its per-block leaves, never on the layer axis
+  fsdp_mesh = make_mesh(data=4, fsdp=2)
+  specs = flatten(param_shardings(stacked, fsdp_mesh, min_size=1024))
+  unrolled = flatten(param_shardings(clip, fsdp_mesh, min_size=1024))
+  key = ("visual", "transformer", "resblocks", "mlp", "c_fc", "kernel")
+  assert specs[key].spec == P(None, *unrolled[key[:2] + ("resblocks_1",) + key[3:]].spec)
+  assert specs[key].spec[1:] != (None, None)

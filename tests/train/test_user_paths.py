@@ -76,6 +76,8 @@ def test_readme_own_data_command_trains_on_the_coco_sample(tmp_path, coco_sample
     (["--config.loss.mmd.estimator=rf"], ["loss.mmd.estimator", "did you mean 'rff'"]),
     (["--config.loss.form=sigmoid"], ["loss.form='sigmoid' needs a SigLIP base", "ViT-S-16-tiny"]),
     (["--config.model.attention=cudnn"], ["model.attention='cudnn' needs a GPU", "cpu"]),
+    (["--config.model.remat_policy=dots_savable"], ["model.remat_policy='dots_savable'",
+                                                    "did you mean 'dots_saveable'"]),
     (["--config.data.dialogue_mode=all"], ["data.dialogue_mode"]),
     (["--config.data.train=synthetic:caption_detail=parial"],
      ["caption_detail='parial'", "did you mean 'partial'"]),
