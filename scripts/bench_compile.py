@@ -9,9 +9,13 @@ abstract shapes (no weights allocated), once with every tower's blocks unrolled 
 per-block layout) and once under `nn.scan` (`model.scan_layers=True`). Then, for models whose
 weights plus AdamW state fit this machine (--step_max_params), both compiled steps run on the
 same random weights and batch: step time, and the loss of each as a check that they compute
-the same thing. Prints each figure for both layouts side by side with the ratio
+the same thing. Each (architecture, layout) runs in a fresh process: cold compile caches and
+the machine's whole memory. Prints each figure for both layouts side by side with the ratio
 unrolled / scanned.
 """
+import json
+import subprocess
+import sys
 import time
 
 from absl import app, flags
@@ -24,6 +28,7 @@ flags.DEFINE_float("step_max_params", 1.2e9, "Time steps only for models up to t
                    "parameters (weights, gradients and two AdamW moments: 16 bytes each).")
 flags.DEFINE_string("remat", "", "Remat policy for both layouts (models.layers.REMAT_POLICIES); "
                     "empty: none.")
+flags.DEFINE_string("one", "", "Internal: measure one ARCH:scanned|unrolled and print JSON.")
 FLAGS = flags.FLAGS
 
 
@@ -72,42 +77,57 @@ def _real(batch, cfg, scan: bool, tx):
            "rng": jax.random.key_data(jax.random.key(0))}, host)
 
 
-def main(argv):
-  del argv
+def measure(arch: str, scan: bool) -> dict:
+  """Trace + lower and compile times of one layout, and its step time when it fits."""
   import jax
 
   from clipjax.models import get_model_config
   from clipjax.parallel.mesh import make_mesh
+  cfg = get_model_config(arch)
+  state, step, batch, tx = _state_and_step(cfg, scan, make_mesh())
+  start = time.perf_counter()
+  lowered = step.lower(state, batch)
+  traced = time.perf_counter() - start
+  compiled = lowered.compile()
+  out = {"traced": traced, "compile": time.perf_counter() - start,
+         "params": sum(x.size for x in jax.tree.leaves(state["params"]))}
+  if out["params"] <= FLAGS.step_max_params:
+    real_state, host = _real(batch, cfg, scan, tx)
+    real_state, metrics = compiled(real_state, host)  # warm-up
+    out["loss"] = float(metrics["loss"])
+    start = time.perf_counter()
+    for _ in range(FLAGS.steps):
+      real_state, metrics = compiled(real_state, host)
+    jax.block_until_ready(metrics)
+    out["step"] = (time.perf_counter() - start) / FLAGS.steps
+  return out
 
-  mesh = make_mesh()
+
+def main(argv):
+  del argv
+  if FLAGS.one:
+    arch, layout = FLAGS.one.rsplit(":", 1)
+    print("RESULT " + json.dumps(measure(arch, layout == "scanned")), flush=True)
+    return
+  import jax
   rows = []
   for arch in FLAGS.archs:
-    cfg = get_model_config(arch)
     result = {}
     for scan in (False, True):
-      state, step, batch, tx = _state_and_step(cfg, scan, mesh)
-      start = time.perf_counter()
-      lowered = step.lower(state, batch)
-      traced = time.perf_counter() - start
-      compiled = lowered.compile()
-      total = time.perf_counter() - start
-      n_params = sum(x.size for x in jax.tree.leaves(state["params"]))
-      timing = None
-      if n_params <= FLAGS.step_max_params:
-        real_state, host = _real(batch, cfg, scan, tx)
-        real_state, metrics = compiled(real_state, host)  # warm-up
-        loss = float(metrics["loss"])
-        start = time.perf_counter()
-        for _ in range(FLAGS.steps):
-          real_state, metrics = compiled(real_state, host)
-        jax.block_until_ready(metrics)
-        timing = ((time.perf_counter() - start) / FLAGS.steps, loss)
-        del real_state
-      result[scan] = (traced, total, timing, n_params)
-      print(f"{arch} {'scanned' if scan else 'unrolled'}: trace+lower {traced:.1f} s, "
-            f"compile total {total:.1f} s"
-            + (f", step {timing[0]:.2f} s, first loss {timing[1]:.5f}" if timing else ""),
-            flush=True)
+      layout = "scanned" if scan else "unrolled"
+      run = subprocess.run(
+          [sys.executable, __file__, f"--one={arch}:{layout}", f"--batch={FLAGS.batch}",
+           f"--steps={FLAGS.steps}", f"--step_max_params={FLAGS.step_max_params}",
+           f"--remat={FLAGS.remat}"], capture_output=True, text=True)
+      found = [line for line in run.stdout.splitlines() if line.startswith("RESULT ")]
+      if run.returncode != 0 or not found:
+        sys.exit(f"{arch} {layout} failed (status {run.returncode}):\n{run.stderr[-3000:]}")
+      r = json.loads(found[0][len("RESULT "):])
+      result[scan] = (r["traced"], r["compile"],
+                      (r["step"], r["loss"]) if "step" in r else None, r["params"])
+      print(f"{arch} {layout}: trace+lower {r['traced']:.1f} s, compile total "
+            f"{r['compile']:.1f} s" + (f", step {r['step']:.2f} s, first loss {r['loss']:.5f}"
+                                        if "step" in r else ""), flush=True)
     rows.append((arch, result))
 
   print(f"\nCLIP train step, batch {FLAGS.batch}, float32, {jax.devices()[0].platform} "

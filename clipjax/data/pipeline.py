@@ -108,6 +108,8 @@ class PrepareExample:
            "label": np.int64(-1 if label is None else label)}
     if "record_index" in record:  # key of a cached caption embedding
       out["record_index"] = np.int64(record["record_index"])
+    if "image_embedding" in record:  # a cached frozen image tower's row (data/views.py)
+      out["image_embedding"] = record["image_embedding"]
     if self.with_image:
       pil = self._image(record["image"])
       if isinstance(pil, BadRecord):

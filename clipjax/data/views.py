@@ -4,8 +4,6 @@ from __future__ import annotations
 
 from typing import Callable, Sequence
 
-import numpy as np
-
 from clipjax.data.records import BadRecord
 
 
@@ -61,14 +59,15 @@ class OneQAPerSample:
 
 
 class CachedInputs:
-  """The training source with cached inputs replaced by their keys: images by `image_id`
-  and, with `captions=True`, captions by `record_index` (the source position). Records whose
-  image could not be embedded become BadRecord("corrupt_image"), empty cached captions
-  BadRecord("empty_caption"): counted like any other bad record."""
+  """The training source with cached inputs replaced: each image by its `image_embedding` row
+  from `table` (an `EmbeddingTable`, read here, in the data workers) and, with
+  `captions=True`, each caption by its `record_index` (the source position, the key of the
+  host's caption table). Records whose image could not be embedded become
+  BadRecord("corrupt_image"), empty cached captions BadRecord("empty_caption"): counted like
+  any other bad record."""
 
-  def __init__(self, source, cached_ids: np.ndarray, captions: bool = False):
-    self.source, self.cached = source, {int(i) for i in cached_ids}
-    self.captions = captions
+  def __init__(self, source, table, captions: bool = False):
+    self.source, self.table, self.captions = source, table, captions
 
   def __len__(self) -> int:
     return len(self.source)
@@ -78,9 +77,10 @@ class CachedInputs:
     if isinstance(record, BadRecord):
       return record
     image_id = int(record.get("image_id", index))
-    if image_id not in self.cached:
+    if image_id not in self.table:
       return BadRecord("corrupt_image", f"image_id {image_id}: unreadable when caching")
-    out = dict({k: v for k, v in record.items() if k != "image"}, image_id=image_id)
+    out = dict({k: v for k, v in record.items() if k != "image"}, image_id=image_id,
+               image_embedding=self.table.lookup([image_id])[0])
     if self.captions:
       if not (record.get("caption") or "").strip():
         return BadRecord("empty_caption", f"image_id {image_id}: empty caption")

@@ -6,8 +6,9 @@ epoch. CLIP-3Modal's caption tower is frozen too. With `data.cache_frozen=True` 
 each unique `image_id` of the training source once (through the evaluation's image pipeline),
 and for CLIP-3Modal every record's caption, saves the tables in the work dir keyed by the
 towers' weights and the data, and the workers then skip decoding images (and tokenising
-captions): batches carry `image_id` / `record_index`, the host looks up `image_embedding` /
-`caption_embedding` rows.
+captions). The image table is sharded across hosts and files and read by the data workers
+(`image_embedding` rows by `image_id`, clipjax/data/embedding_table.py), so it scales with the
+data set; the caption table is one host array (`caption_embedding` rows by `record_index`).
 """
 from __future__ import annotations
 
@@ -16,53 +17,40 @@ import io
 import json
 from typing import Any
 
+import jax
 import numpy as np
 from absl import logging
 from etils import epath
+from jax.experimental import multihost_utils
 
+from clipjax.data.embedding_table import (
+  EmbeddingTable,
+  finish_table,
+  part_done,
+  plan_parts,
+  start_table,
+  table_done,
+  write_part,
+)
 from clipjax.data.records import BadRecord
 from clipjax.data.views import Subset, first_record_per_image
 from clipjax.evaluate.embed import clip_encoders, embed_images, params_fingerprint
 from clipjax.files import write_atomically
 
-
-class ImageEmbeddingCache:
-  """image_id -> unit embedding row. ids: int64 [M]; embeddings: float32 [M, D]."""
-
-  def __init__(self, ids: np.ndarray, embeddings: np.ndarray):
-    order = np.argsort(ids)
-    self.ids, self.embeddings = ids[order], embeddings[order]
-
-  def __contains__(self, image_id: int) -> bool:
-    i = np.searchsorted(self.ids, image_id)
-    return bool(i < len(self.ids) and self.ids[i] == image_id)
-
-  def lookup(self, image_ids: np.ndarray) -> np.ndarray:
-    """[B] ids -> [B, D] rows; every id must be cached (the source filter guarantees it)."""
-    rows = np.searchsorted(self.ids, image_ids)
-    rows = np.minimum(rows, len(self.ids) - 1)
-    missing = self.ids[rows] != image_ids
-    if missing.any():
-      raise KeyError(f"image_ids {image_ids[missing][:5].tolist()} are not in the frozen-tower "
-                     f"cache")
-    return self.embeddings[rows]
+PART_SIZE = 65536  # images per table part: 128 MB of float32 rows at embed_dim 512
 
 
 class FrozenEmbeddings:
-  """Adds the cached rows to a host batch (`image_embedding`, and `caption_embedding` when
-  captions are cached)."""
+  """The cached tables of a run: `images`, read by the data workers (`CachedInputs` puts each
+  record's `image_embedding` row in it), and `captions`, added to a host batch here."""
 
-  def __init__(self, images: ImageEmbeddingCache, captions: np.ndarray | None = None):
+  def __init__(self, images: EmbeddingTable, captions: np.ndarray | None = None):
     self.images, self.captions = images, captions
 
-  @property
-  def ids(self) -> np.ndarray:
-    return self.images.ids
-
   def add_to(self, batch: dict) -> dict:
-    batch = dict(batch, image_embedding=self.images.lookup(batch["image_id"]))
     if self.captions is not None:
-      batch["caption_embedding"] = self.captions[batch.pop("record_index")]
+      batch = dict(batch, caption_embedding=self.captions[batch["record_index"]])
+      del batch["record_index"]
     return batch
 
 
@@ -109,24 +97,42 @@ def build_caption_cache(model, clip_params: dict, source, source_spec: dict,
 
 
 def build_image_cache(model, clip_params: dict, source, source_spec: dict, workdir: epath.Path,
-                      *, num_workers: int = 2, batch_size: int = 64) -> ImageEmbeddingCache:
-  """Embeds every unique image_id of `source` with the (frozen) image tower, or loads the
-  table a previous run saved in `workdir/frozen_cache/`."""
+                      *, num_workers: int = 2, batch_size: int = 64,
+                      part_size: int = PART_SIZE) -> EmbeddingTable:
+  """Embeds every unique image_id of `source` with the (frozen) image tower into a sharded
+  table in `workdir/frozen_cache/` (clipjax/data/embedding_table.py), or opens the one a
+  previous run finished. With several hosts (jax.distributed), host h embeds parts h, h + hosts,
+  ... in parallel and all wait for the table before training; a partly built table (a run
+  stopped while caching) continues with its missing parts."""
   key = _key(clip_params["visual"], dict(source_spec), model.cfg.vision.image_size,
              model.cfg.image_preprocess.transform_kwargs())
-  path = workdir / "frozen_cache" / f"images-{key}.npz"
-  cached = _load(path)
-  if cached is not None:
-    return ImageEmbeddingCache(cached["ids"], cached["embeddings"])
-  first = first_record_per_image(source)
-  positions = np.asarray(list(first.values()), np.int64)
-  out = embed_images(clip_encoders(model, clip_params, batch_size), Subset(source, positions),
-                     batch_size=batch_size, num_workers=num_workers,
-                     desc="caching frozen image tower")
-  ids = np.asarray(list(first.keys()), np.int64)[out["index"]]
-  skipped = int(out["bad_records"].sum())
-  if skipped:
-    logging.warning("frozen-tower cache: %d unreadable images; their records are skipped and "
-                    "counted as corrupt_image", skipped)
-  _save(path, ids=ids, embeddings=out["embeddings"].astype(np.float32))
-  return ImageEmbeddingCache(ids, out["embeddings"].astype(np.float32))
+  directory = workdir / "frozen_cache" / f"images-{key}"
+  if not table_done(directory):
+    first = first_record_per_image(source)
+    ids = np.fromiter(first.keys(), np.int64, len(first))
+    positions = np.fromiter(first.values(), np.int64, len(first))
+    order = np.argsort(ids, kind="stable")
+    ids, positions = ids[order], positions[order]
+    parts = plan_parts(len(ids), part_size)
+    host, hosts = jax.process_index(), jax.process_count()
+    start_table(directory, model.cfg.embed_dim, len(parts), part_size)
+    todo = [p for p in range(host, len(parts), hosts) if not part_done(directory, p)]
+    encoders = clip_encoders(model, clip_params, batch_size) if todo else None
+    skipped = 0
+    for n, p in enumerate(todo):
+      lo, hi = parts[p]
+      out = embed_images(encoders, Subset(source, positions[lo:hi]), batch_size=batch_size,
+                         num_workers=num_workers,
+                         desc=f"caching frozen image tower, part {n + 1}/{len(todo)}")
+      write_part(directory, p, ids[lo:hi][out["index"]], out["embeddings"])
+      skipped += int(out["bad_records"].sum())
+    if skipped:
+      logging.warning("frozen-tower cache: %d unreadable images; their records are skipped and "
+                      "counted as corrupt_image", skipped)
+    logging.info("frozen-tower cache: host %d embedded %d of %d parts (%d images)", host,
+                 len(todo), len(parts), sum(parts[p][1] - parts[p][0] for p in todo))
+    multihost_utils.sync_global_devices("frozen image cache: parts written")
+    if host == 0:
+      finish_table(directory)
+    multihost_utils.sync_global_devices("frozen image cache: table finished")
+  return EmbeddingTable(directory)

@@ -96,7 +96,7 @@ def _dataset(cfg, method: Method, model, params, frozen, workdir):
       captions = frozen_cache.build_caption_cache(model, params["clip"], source, spec, workdir)
       fields[image_stream] = tuple(f for f in fields[image_stream] if f != "caption")
     cache = frozen_cache.FrozenEmbeddings(images, captions)
-    source = CachedInputs(source, cache.ids, captions=captions is not None)
+    source = CachedInputs(source, images, captions=captions is not None)
   if "dialogue" in fields[image_stream] and cfg.data.dialogue_mode == "one_qa":
     source = OneQAPerSample(source)  # else "concat" (validate() checked the value)
   prepare = PrepareExample(model.cfg.vision.image_size, train=cfg.data.augment,

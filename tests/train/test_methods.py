@@ -12,6 +12,7 @@ from conftest import REPO
 
 import clipjax
 import clipjax.data.builder
+from clipjax.data.embedding_table import EmbeddingTable
 from clipjax.evaluate import tasks
 from clipjax.evaluate.embed import clip_encoders
 from clipjax.methods import get_method
@@ -210,9 +211,11 @@ def test_frozen_tower_cache_matches_the_towers(base_clip, tmp_path, name):
     curves[cached] = [json.loads(line)["loss"]
                       for line in (tmp_path / str(cached) / "metrics.jsonl").open()]
   np.testing.assert_allclose(curves[True], curves[False], rtol=1e-4)
-  tables = {p.name.split("-")[0]: np.load(p)
-            for p in (tmp_path / "True" / "frozen_cache").glob("*.npz")}
-  assert tables["images"]["embeddings"].shape == (512, 64)  # one row per unique image
+  cache = tmp_path / "True" / "frozen_cache"
+  images, = cache.glob("images-*")
+  table = EmbeddingTable(images)
+  assert len(table) == 512 and table.dim == 64  # one row per unique image
+  tables = {p.name.split("-")[0]: np.load(p) for p in cache.glob("*.npz")}
   if name == "three_tower":
     assert tables["captions"]["embeddings"].shape == (512, 64)  # one row per record
   else:

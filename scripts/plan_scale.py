@@ -1,0 +1,349 @@
+r"""Scale on paper: per-device memory, collective bytes and the loss's FLOP share of the DRAFT and
+CLIP train steps from 64 to 1,024 chips, fitted to compiled programs on simulated CPU meshes.
+
+  python scripts/plan_scale.py                       # measure, fit, write docs/scaling.md
+  python scripts/plan_scale.py --devices=8 --per_device=2,4 --out=/tmp/scaling.md   # quick
+
+Measure: for each mesh size (8, 16, 64 simulated CPU devices, one fresh process each, data
+parallel) and per-device batch, the whole train step (ViT-B-16, bfloat16 towers as on an
+accelerator, scanned blocks, tiled loss with --block_size keys per tile, AdamW, DRAFT's or
+CLIP's freeze rules) is lowered and compiled from abstract shapes, never run. From the
+compiled program: XLA's per-device memory (`memory_analysis`: arguments + outputs + temporaries
+- aliased donations) and the bytes each collective produces per device, read from the HLO
+(ops inside a `while` loop counted once per iteration). The step's batch-dependent memory at
+such batches is the towers' activations; what grows with the global batch (the gathered
+embeddings, the loss tiles and their gradients) only shows at data-center batches, so the loss
+phase (the loss and its gradient with respect to the embeddings) is also compiled alone at
+1,024 and 4,096 rows per device (up to 262,144 global).
+
+Fit, per method, by least squares on the points of the meshes but the largest:
+  loss(B, N) = l0 + l1·B + l2·B/N             (the loss phase, per device)
+  step(b, B, N) = P + a·c + loss(B, N)        all-gather(B) = g·B
+with b the per-device batch, N devices, c = the sub-batch the towers run at once (b, or b /
+accum_steps under GradCache), B = N·b the global batch; P is the weights, gradients and
+optimizer state, a·c the tower activations. Adding the loss phase to the towers' activations
+is exact without GradCache (the activations are live during the loss) and an upper bound with
+it. The largest mesh's points and a GradCache point are predicted, not fitted, and the report
+prints prediction against measurement.
+
+The loss's share of step FLOPs is analytic: the similarity matmuls (2·B²·D per matrix per
+pass; DRAFT has two, caption-image and dialogue-image, with gradients into the text side
+only) against the towers' model FLOPs (clipjax/train/flops.py, 77-token texts).
+"""
+import json
+import os
+import re
+import subprocess
+import sys
+
+import numpy as np
+from absl import app, flags
+
+flags.DEFINE_string("arch", "ViT-B-16", "Architecture.")
+flags.DEFINE_list("methods", ["draft", "clip"], "Methods.")
+flags.DEFINE_list("devices", ["8", "16", "64"], "Simulated mesh sizes (fit: all but the "
+                  "largest; the largest is held out).")
+flags.DEFINE_list("per_device", ["4", "8", "16"], "Per-device batches measured.")
+flags.DEFINE_integer("block_size", 256, "Tiled loss: keys per tile.")
+flags.DEFINE_list("loss_per_device", ["1024", "4096"], "Loss phase alone: per-device batches.")
+flags.DEFINE_integer("chunk", 64, "Plan: the per-device sub-batch under GradCache.")
+flags.DEFINE_string("out", "docs/scaling.md", "Markdown report.")
+flags.DEFINE_string("json", "", "Also write the measured points here.")
+flags.DEFINE_integer("one", 0, "Internal: measure on this many simulated devices, print JSON.")
+FLAGS = flags.FLAGS
+
+_COLLECTIVE = re.compile(r"^\s*%?[\w.\-]+ = (.*?) (all-gather|all-reduce|reduce-scatter|"
+                         r"collective-permute|all-to-all)(-start)?\(")
+_SHAPE = re.compile(r"(pred|s8|u8|s16|u16|s32|u32|s64|u64|bf16|f16|f32|f64)\[([\d,]*)\]")
+_BYTES = {"pred": 1, "s8": 1, "u8": 1, "s16": 2, "u16": 2, "bf16": 2, "f16": 2, "s32": 4,
+          "u32": 4, "f32": 4, "s64": 8, "u64": 8, "f64": 8}
+
+
+def _shape_bytes(text: str) -> int:
+  total = 0
+  for dtype, dims in _SHAPE.findall(text):
+    n = 1
+    for d in filter(None, dims.split(",")):
+      n *= int(d)
+    total += n * _BYTES[dtype]
+  return total
+
+
+def collective_bytes(hlo: str) -> dict[str, int]:
+  """Bytes produced per device by each kind of collective in one execution of the entry
+  computation: a `while` body's collectives count once per known trip count."""
+  comps, name = {}, None
+  for line in hlo.splitlines():
+    head = re.match(r"^(ENTRY\s+)?%?([\w.\-]+)\s.*\{\s*$", line)
+    if head and not line.startswith(" "):
+      name = "ENTRY" if head.group(1) else head.group(2)
+      comps[name] = []
+    elif name is not None:
+      comps[name].append(line)
+
+  def total(comp: str, seen=()) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for line in comps.get(comp, ()):
+      m = _COLLECTIVE.search(line)
+      if m:
+        kind = m.group(2)
+        # an all-gather-start's result tuple holds the operand and the result: count the result
+        shapes = m.group(1)
+        size = (_shape_bytes(shapes.split("), ")[-1]) if m.group(3) and kind == "all-gather"
+                else _shape_bytes(shapes))
+        out[kind] = out.get(kind, 0) + size
+      w = re.search(r"\swhile\(.*body=%?([\w.\-]+)", line)
+      if w and w.group(1) not in seen:
+        trips = re.search(r'"known_trip_count":\{"n":"(\d+)"', line)
+        for k, v in total(w.group(1), seen + (w.group(1),)).items():
+          out[k] = out.get(k, 0) + v * (int(trips.group(1)) if trips else 1)
+      for callee in re.findall(r"(?:to_apply|calls|true_computation|false_computation)="
+                               r"%?([\w.\-]+)", line):
+        if callee not in seen and callee in comps:
+          for k, v in total(callee, seen + (callee,)).items():
+            out[k] = out.get(k, 0) + v
+    return out
+  return total("ENTRY")
+
+
+def measure(devices: int, per_device: list[int]) -> list[dict]:
+  """Compile each (method, per-device batch) on this process's simulated mesh."""
+  import jax
+  import jax.numpy as jnp
+  from jax.sharding import NamedSharding
+  from jax.sharding import PartitionSpec as P
+
+  from clipjax.methods import get_method, method_config
+  from clipjax.models import get_model_config
+  from clipjax.models.clip import CLIP
+  from clipjax.parallel.mesh import BATCH_AXES, make_mesh
+  from clipjax.train.optim import make_optimizer
+  from clipjax.train.step import make_train_step
+
+  assert jax.device_count() == devices, jax.device_count()
+  mesh = make_mesh()
+  cfg_model = get_model_config(FLAGS.arch)
+  model = CLIP(cfg_model, dtype=jnp.bfloat16, scan_layers=True)
+  size, ctx = cfg_model.vision.image_size, cfg_model.text.context_length
+  rep, rows = NamedSharding(mesh, P()), NamedSharding(mesh, P(BATCH_AXES))
+  params = {"clip": jax.eval_shape(model.init, jax.random.key(0),
+                                   jax.ShapeDtypeStruct((1, size, size, 3), jnp.float32),
+                                   jax.ShapeDtypeStruct((1, ctx), jnp.int32))["params"]}
+  params = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=rep), params)
+  def abstract_batch(name: str, n: int) -> dict:
+    batch = {"image": jax.ShapeDtypeStruct((n, size, size, 3), jnp.uint8, sharding=rows),
+             "caption": jax.ShapeDtypeStruct((n, ctx), jnp.int32, sharding=rows),
+             "image_id": jax.ShapeDtypeStruct((n,), jnp.int32, sharding=rows),
+             "label": jax.ShapeDtypeStruct((n,), jnp.int32, sharding=rows)}
+    if name == "draft":
+      batch["dialogue"] = batch["caption"]
+    return batch
+
+  def memory_of(compiled) -> int:
+    mem = compiled.memory_analysis()
+    return (mem.argument_size_in_bytes + mem.output_size_in_bytes + mem.temp_size_in_bytes
+            - mem.alias_size_in_bytes)
+
+  key = jax.ShapeDtypeStruct((), jax.eval_shape(lambda: jax.random.key(0)).dtype, sharding=rep)
+  points = []
+  for name in FLAGS.methods:
+    cfg = method_config(name)
+    cfg.loss.block_size = FLAGS.block_size
+    tx, frozen = make_optimizer(params, lr=1e-5, total_steps=100, freeze=cfg.freeze)
+    opt = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=rep),
+                       jax.eval_shape(tx.init, params))
+    state = {"params": params, "opt_state": opt,
+             "step": jax.ShapeDtypeStruct((), jnp.int32, sharding=rep),
+             "rng": jax.ShapeDtypeStruct((2,), jnp.uint32, sharding=rep)}
+    objective = get_method(name).objective(model, mesh, cfg.loss)
+    # GradCache (4 sub-batches) on the smallest mesh: a held-out check of the sub-batch term
+    smallest = devices == min(int(d) for d in FLAGS.devices) and max(per_device) % 4 == 0
+    cases = [(b, 1) for b in per_device] + ([(max(per_device), 4)] if smallest else [])
+    for b, accum in cases:
+      n = b * devices
+      step = make_train_step(objective, tx, frozen, mesh, clamp_scale=True, accum_steps=accum)
+      compiled = step.lower(state, abstract_batch(name, n)).compile()
+      points.append({"kind": "step", "method": name, "devices": devices, "per_device": b,
+                     "accum": accum, "global": n, "memory": memory_of(compiled),
+                     "weights": compiled.memory_analysis().argument_size_in_bytes,
+                     "collectives": collective_bytes(compiled.as_text())})
+      print(json.dumps(points[-1]), file=sys.stderr, flush=True)
+    # The loss phase alone at data-center batches: the loss and its gradient with respect to
+    # the embeddings, what a step adds on top of its towers (jit drops the unused weights from
+    # its arguments: only the logit scale is counted).
+    for b in FLAGS.loss_per_device:
+      n = int(b) * devices
+      batch = abstract_batch(name, n)
+      emb = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=rows),
+                         jax.eval_shape(objective.embed, params, batch))
+      grad = jax.jit(lambda p, e, bt, k: jax.value_and_grad(
+          lambda e: objective.loss(p, e, bt, k), has_aux=True)(e))
+      compiled = grad.lower(params, emb, batch, key).compile()
+      points.append({"kind": "loss", "method": name, "devices": devices, "per_device": int(b),
+                     "accum": 1, "global": n, "memory": memory_of(compiled),
+                     "collectives": collective_bytes(compiled.as_text())})
+      print(json.dumps(points[-1]), file=sys.stderr, flush=True)
+  return points
+
+
+def lstsq(rows: list[list[float]], y: list[float]) -> np.ndarray:
+  coef, *_ = np.linalg.lstsq(np.array(rows, float), np.array(y, float), rcond=None)
+  return coef
+
+
+class Fit:
+  """The per-method model of the module docstring, fitted on `points` (dicts as measured)."""
+
+  def __init__(self, points: list[dict]):
+    loss = [p for p in points if p["kind"] == "loss"]
+    self.loss = lstsq([[1, p["global"], p["global"] / p["devices"]] for p in loss],
+                      [p["memory"] for p in loss])
+    step = [p for p in points if p["kind"] == "step" and p["accum"] == 1]
+    self.step = lstsq([[1, p["per_device"]] for p in step],
+                      [p["memory"] - self.loss_memory(p["global"], p["devices"]) for p in step])
+    self.gather = lstsq([[p["global"]] for p in step],
+                        [p["collectives"].get("all-gather", 0) for p in step])[0]
+    self.reduce = float(np.mean([p["collectives"].get("all-reduce", 0) for p in step]))
+
+  def loss_memory(self, batch: int, devices: int) -> float:
+    return float(self.loss @ [1, batch, batch / devices])
+
+  def memory(self, per_device: int, accum: int, devices: int) -> float:
+    return float(self.step @ [1, per_device / accum]) + self.loss_memory(per_device * devices,
+                                                                       devices)
+
+  def all_gather(self, batch: int) -> float:
+    return self.gather * batch
+
+
+def loss_share(method: str, global_batch: int) -> float:
+  """The similarity matmuls' share of the step's FLOPs (towers: clipjax/train/flops.py)."""
+  from clipjax.models import get_model_config
+  from clipjax.models.clip import CLIP
+  from clipjax.train import flops
+  cfg = get_model_config(FLAGS.arch)
+  model = CLIP(cfg)
+  image, text = (flops.tower_forward_flops(model, "image"),
+                 flops.tower_forward_flops(model, "text", cfg.text.context_length))
+  row = 2 * global_batch * cfg.embed_dim  # one query row of one similarity matrix, one pass
+  if method == "draft":  # frozen image tower (forward), captions and dialogues trained
+    towers, loss = image + 2 * 3 * text, row * 2 * 2  # two matrices; forward + text gradient
+  else:
+    towers, loss = 3 * (image + text), row * 3  # one matrix; forward + both gradients
+  return loss / (loss + towers)  # both per sample
+
+
+def report(points: list[dict]) -> str:
+  largest = max(int(d) for d in FLAGS.devices)
+  mib, gib = 2**20, 2**30
+  lines = [
+      "# Scaling on paper",
+      "",
+      f"Generated by `python scripts/plan_scale.py` (do not edit by hand). {FLAGS.arch}, "
+      f"bfloat16 towers, scanned blocks without remat, tiled loss ({FLAGS.block_size} keys per "
+      "tile), AdamW, data parallel (weights, gradients and AdamW state replicated: ViT-B-16's "
+      "150 M parameters take 2.4 GB that way, so FSDP buys little at this size). The model of "
+      "the fit and how each figure is measured: the script's docstring. Programs are compiled "
+      "for simulated CPU meshes, never run: XLA's TPU and GPU compilers fuse, rematerialise and "
+      "lay out differently, so read the memory as an estimate (tens of percent) and the "
+      "collective bytes as exact counts of what the program moves.",
+      "",
+  ]
+  for method in FLAGS.methods:
+    pts = [p for p in points if p["method"] == method]
+    train = [p for p in pts if p["devices"] != largest and p["accum"] == 1]
+    held = [p for p in pts if p not in train]
+    fit = Fit(train)
+    accum = [p for p in pts if p["accum"] > 1]
+    same = [p for p in pts if accum and p["kind"] == "step" and p["accum"] == 1
+            and p["devices"] == accum[0]["devices"] and p["per_device"] == accum[0]["per_device"]]
+    factor = (accum[0]["collectives"].get("all-reduce", 0)
+              / same[0]["collectives"].get("all-reduce", 1)) if accum and same else 1.0
+    lines += [f"## {method.upper()}", "",
+              f"Fit on {len(train)} points (meshes of {sorted({p['devices'] for p in train})} "
+              f"devices): step = {fit.step[0] / gib:.2f} GiB + {fit.step[1] / mib:.0f} MiB x "
+              f"sub-batch + loss phase; loss phase = {fit.loss[0] / mib:.0f} MiB + "
+              f"{fit.loss[1] / 2**10:.2f} KiB x global batch + {fit.loss[2] / 2**10:.1f} KiB x "
+              f"per-device batch; all-gather = {fit.gather / 2**10:.2f} KiB x global batch; "
+              f"all-reduce = {fit.reduce / mib:.0f} MiB per step (the gradient), "
+              f"x{factor:.1f} with {accum[0]['accum'] if accum else 1} GradCache sub-batches "
+              "(the gradient is all-reduced once per sub-batch).", "",
+              "Held-out points (not used by the fit): measured vs predicted.", "",
+              "| program | devices | per device | accum | global | memory measured | predicted | "
+              "error | all-gather measured | predicted |",
+              "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for p in held:
+      m = p["memory"]
+      pm = (fit.loss_memory(p["global"], p["devices"]) if p["kind"] == "loss"
+            else fit.memory(p["per_device"], p["accum"], p["devices"]))
+      a = p["collectives"].get("all-gather", 0)
+      lines.append(f"| {p['kind']} | {p['devices']} | {p['per_device']} | {p['accum']} | "
+                   f"{p['global']:,} | {m / gib:.2f} GiB | {pm / gib:.2f} GiB | "
+                   f"{(pm - m) / m:+.1%} | {a / mib:.2f} MiB | "
+                   f"{fit.all_gather(p['global']) / mib:.2f} MiB |")
+    lines += ["", f"Plan: towers run GradCache sub-batches of at most {FLAGS.chunk} per device "
+              f"(`optim.accum_steps` = per-device batch / {FLAGS.chunk}). Fits: the predicted "
+              "memory is within the chip's HBM (16 GB: TPU v5e; 32 GB: TPU v4; 95 GB: TPU v5p; "
+              "80 GB A100 / H100 fall between). Collectives are per device per step.", "",
+              "| global batch | chips | per device | accum | memory / device | 16 GB | 32 GB | "
+              "95 GB | all-gather | all-reduce | loss share of FLOPs |",
+              "|---:|---:|---:|---:|---:|:-:|:-:|:-:|---:|---:|---:|"]
+    for batch in (32768, 65536, 131072, 262144, 524288, 1048576):
+      share = loss_share(method, batch)
+      for chips in (64, 256, 1024):
+        b = batch // chips
+        k = max(1, b // FLAGS.chunk)
+        m = fit.memory(b, k, chips)
+        fits = ["yes" if m <= gb * 1e9 else "no" for gb in (16, 32, 95)]
+        reduce = fit.reduce * (factor / (accum[0]["accum"] if accum else 1) * k if k > 1 else 1)
+        lines.append(f"| {batch:,} | {chips} | {b} | {k} | {m / gib:.1f} GiB | "
+                     f"{' | '.join(fits)} | {fit.all_gather(batch) / mib:,.0f} MiB | "
+                     f"{reduce / gib:.1f} GiB | {share:.1%} |")
+    lines.append("")
+  lines += ["Measured points:", "", "| program | method | devices | per device | accum | global |"
+            " memory | all-gather | all-reduce | other collectives |",
+            "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+  for p in points:
+    c = p["collectives"]
+    other = sum(v for k, v in c.items() if k not in ("all-gather", "all-reduce"))
+    lines.append(f"| {p['kind']} | {p['method']} | {p['devices']} | {p['per_device']} | "
+                 f"{p['accum']} | {p['global']:,} | {p['memory'] / gib:.2f} GiB | "
+                 f"{c.get('all-gather', 0) / mib:.2f} MiB | {c.get('all-reduce', 0) / mib:.1f} MiB"
+                 f" | {other / mib:.2f} MiB |")
+  return "\n".join(lines) + "\n"
+
+
+def main(argv):
+  del argv
+  per_device = [int(b) for b in FLAGS.per_device]
+  if FLAGS.one:
+    print("RESULT " + json.dumps(measure(FLAGS.one, per_device)), flush=True)
+    return
+  points = []
+  for devices in FLAGS.devices:
+    kept = re.sub(r"--xla_force_host_platform_device_count=\d+", "",
+                  os.environ.get("XLA_FLAGS", ""))  # the user's other XLA flags stay
+    env = dict(os.environ, JAX_PLATFORMS="cpu",
+               XLA_FLAGS=f"{kept} --xla_force_host_platform_device_count={devices}".strip())
+    args = [f"--one={devices}", f"--arch={FLAGS.arch}", f"--methods={','.join(FLAGS.methods)}",
+            f"--devices={','.join(FLAGS.devices)}",
+            f"--per_device={','.join(FLAGS.per_device)}", f"--block_size={FLAGS.block_size}",
+            f"--loss_per_device={','.join(FLAGS.loss_per_device)}"]
+    run = subprocess.run([sys.executable, __file__, *args], env=env, capture_output=True,
+                         text=True)
+    found = [line for line in run.stdout.splitlines() if line.startswith("RESULT ")]
+    if run.returncode != 0 or not found:
+      sys.exit(f"{devices} devices failed (status {run.returncode}):\n{run.stderr[-3000:]}")
+    points += json.loads(found[0][len("RESULT "):])
+    print(f"{devices} devices: {len(points)} points so far", flush=True)
+  if FLAGS.json:
+    with open(FLAGS.json, "w") as f:
+      json.dump(points, f, indent=1)
+  text = report(points)
+  with open(FLAGS.out, "w") as f:
+    f.write(text)
+  print(text)
+
+
+if __name__ == "__main__":
+  app.run(main)
