@@ -288,6 +288,7 @@ def report(points: list[dict]) -> str:
               "| global batch | chips | per device | accum | memory / device | 16 GB | 32 GB | "
               "95 GB | all-gather | all-reduce | loss share of FLOPs |",
               "|---:|---:|---:|---:|---:|:-:|:-:|:-:|---:|---:|---:|"]
+    largest_on_16 = 0
     for batch in (32768, 65536, 131072, 262144, 524288, 1048576):
       share = loss_share(method, batch)
       for chips in (64, 256, 1024):
@@ -295,11 +296,23 @@ def report(points: list[dict]) -> str:
         k = max(1, b // FLAGS.chunk)
         m = fit.memory(b, k, chips)
         fits = ["yes" if m <= gb * 1e9 else "no" for gb in (16, 32, 95)]
+        largest_on_16 = max(largest_on_16, batch if fits[0] == "yes" else 0)
         reduce = fit.reduce * (factor / (accum[0]["accum"] if accum else 1) * k if k > 1 else 1)
         lines.append(f"| {batch:,} | {chips} | {b} | {k} | {m / gib:.1f} GiB | "
                      f"{' | '.join(fits)} | {fit.all_gather(batch) / mib:,.0f} MiB | "
                      f"{reduce / gib:.1f} GiB | {share:.1%} |")
-    lines.append("")
+    lines += ["", f"Reading it: the weights and optimizer state ({fit.step[0] / gib:.1f} GiB) and "
+              f"{FLAGS.chunk} samples of tower activations take most of a chip; the loss phase "
+              f"adds {fit.loss[1] / 2**10:.0f} KiB per global sample, so on 16 GB chips the "
+              f"largest global batch of the table is {largest_on_16:,} (remat, "
+              "`model.remat=True`, or a smaller sub-batch buys more), and every batch fits on "
+              "32 GB and larger chips. The all-gather of embeddings grows with the global batch "
+              "only (the chip count does not matter), and stays below a GiB per step up to "
+              "256k. The loss's FLOP share stays small: the towers dominate the step. GradCache "
+              f"multiplies the gradient's all-reduce by the number of sub-batches ({factor:.1f}x "
+              "measured at 4): the step all-reduces each sub-batch's gradient instead of "
+              "accumulating per device and reducing once, which is what a 64-chip run at 1M "
+              "would spend its interconnect on.", ""]
   lines += ["Measured points:", "", "| program | method | devices | per device | accum | global |"
             " memory | all-gather | all-reduce | other collectives |",
             "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]

@@ -90,17 +90,20 @@ def test_stacked_layout_is_open_clips_names_with_a_layer_axis(towers):
   assert jax.tree.structure(unstack_layers(params)) == jax.tree.structure(params)
 
 
+def _outputs_and_gradients(model, images, ids):
+  """One compiled program: (image and text embeddings, gradient of the probe)."""
+  return jax.jit(lambda p: (model.apply({"params": p}, images, ids)[:2],
+                            jax.grad(_objective(model, images, ids))(p)))
+
+
 def test_scanned_outputs_and_gradients_equal_unrolled(towers):
   _, cfg, model, params, scanned, scanned_init = towers
   images, ids = _inputs(cfg)
-  stacked = stack_layers(params, scanned_init)
-  f, f_scan = _objective(model, images, ids), _objective(scanned, images, ids)
-  out = model.apply({"params": params}, images, ids)
-  out_scan = scanned.apply({"params": stacked}, images, ids)
-  for a, b in zip(out[:2], out_scan[:2]):
+  out, grads = _outputs_and_gradients(model, images, ids)(params)
+  out_scan, grads_scan = _outputs_and_gradients(scanned, images, ids)(scanned_init)
+  for a, b in zip(out, out_scan):
     np.testing.assert_allclose(np.asarray(b), np.asarray(a), atol=ATOL, rtol=0)
-  grads = jax.jit(jax.grad(f))(params)
-  grads_scan = unstack_layers(jax.jit(jax.grad(f_scan))(stacked))
+  grads_scan = unstack_layers(grads_scan)
   for (path, g), g_scan in zip(jax.tree_util.tree_leaves_with_path(grads),
                                jax.tree.leaves(grads_scan)):
     scale = float(np.abs(np.asarray(g)).max()) + 1e-12
@@ -108,13 +111,20 @@ def test_scanned_outputs_and_gradients_equal_unrolled(towers):
                                err_msg=jax.tree_util.keystr(path))
 
 
-@pytest.mark.parametrize("policy", REMAT_POLICIES)
-def test_remat_policies_keep_outputs_and_gradients(policy):
+@pytest.fixture(scope="module")
+def scanned_vit():
+  """(scanned ViT model, its params, inputs, the gradient of the probe without remat)."""
   cfg = _config("vit")
   images, ids = _inputs(cfg)
   scanned, params = create_model(cfg, scan_layers=True)
-  remat, _ = create_model(cfg, scan_layers=True, remat=policy)
-  g = jax.jit(jax.grad(_objective(scanned, images, ids)))(params)
+  return scanned, params, (images, ids), jax.jit(jax.grad(_objective(scanned, images, ids)))(
+      params)
+
+
+@pytest.mark.parametrize("policy", REMAT_POLICIES)
+def test_remat_policies_keep_outputs_and_gradients(scanned_vit, policy):
+  scanned, params, (images, ids), g = scanned_vit
+  remat = scanned.clone(remat=policy)
   g_remat = jax.jit(jax.grad(_objective(remat, images, ids)))(params)
   for a, b in zip(jax.tree.leaves(g), jax.tree.leaves(g_remat)):  # recomputation re-fuses
     scale = float(np.abs(np.asarray(a)).max()) + 1e-12
