@@ -42,11 +42,13 @@ COCO_SAMPLE = Path(os.environ.get("CLIPJAX_COCO_SAMPLE", REPO.parent / "shared/d
 # (--dist loadscope --no-loadscope-reorder) hands modules out in collection order, so starting
 # the long ones first keeps one worker from finishing alone with a slow module
 # (longest-processing-time-first). Order only: no effect on any result.
-SLOWEST_FIRST = ("study/test_study.py", "train/test_methods.py", "train/test_user_paths.py",
-                 "convert/test_convert.py",
-                 "train/test_step.py", "models/test_openclip_parity.py",
-                 "train/test_multihost.py", "train/test_main.py", "losses/test_losses.py",
-                 "models/test_resnet.py", "evaluate/test_runner.py", "models/test_hf_text.py")
+SLOWEST_FIRST = ("study/test_study.py", "train/test_methods.py", "convert/test_convert.py",
+                 "train/test_user_paths.py", "train/test_step.py",
+                 "models/test_openclip_parity.py", "models/test_scan_layers.py",
+                 "train/test_multihost.py", "train/test_main.py", "parallel/test_plan_scale.py",
+                 "losses/test_losses.py", "train/test_siglip_base.py", "evaluate/test_runner.py",
+                 "train/test_bench_device.py", "models/test_siglip.py", "models/test_resnet.py",
+                 "data/test_pipeline.py", "models/test_hf_text.py")
 
 
 def pytest_collection_modifyitems(config, items):
