@@ -18,7 +18,7 @@ import subprocess
 import sys
 import time
 
-from absl import app, flags
+from absl import flags
 
 flags.DEFINE_list("archs", ["ViT-L-14", "ViT-SO400M-14-SigLIP", "ViT-bigG-14"],
                   "Architectures, smallest first.")
@@ -110,6 +110,10 @@ def main(argv):
     print("RESULT " + json.dumps(measure(arch, layout == "scanned")), flush=True)
     return
   import jax
+
+  from clipjax.models import get_model_config
+  for arch in FLAGS.archs:  # a typo is one line before any work, not a child's traceback
+    get_model_config(arch)
   rows = []
   for arch in FLAGS.archs:
     result = {}
@@ -144,4 +148,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  from clipjax import cli
+  cli.run(main)

@@ -37,7 +37,7 @@ import subprocess
 import sys
 
 import numpy as np
-from absl import app, flags
+from absl import flags
 
 flags.DEFINE_string("arch", "ViT-B-16", "Architecture.")
 flags.DEFINE_list("methods", ["draft", "clip"], "Methods.")
@@ -52,60 +52,6 @@ flags.DEFINE_string("json", "", "Also write the measured points here.")
 flags.DEFINE_integer("one", 0, "Internal: measure on this many simulated devices, print JSON.")
 FLAGS = flags.FLAGS
 
-_COLLECTIVE = re.compile(r"^\s*%?[\w.\-]+ = (.*?) (all-gather|all-reduce|reduce-scatter|"
-                         r"collective-permute|all-to-all)(-start)?\(")
-_SHAPE = re.compile(r"(pred|s8|u8|s16|u16|s32|u32|s64|u64|bf16|f16|f32|f64)\[([\d,]*)\]")
-_BYTES = {"pred": 1, "s8": 1, "u8": 1, "s16": 2, "u16": 2, "bf16": 2, "f16": 2, "s32": 4,
-          "u32": 4, "f32": 4, "s64": 8, "u64": 8, "f64": 8}
-
-
-def _shape_bytes(text: str) -> int:
-  total = 0
-  for dtype, dims in _SHAPE.findall(text):
-    n = 1
-    for d in filter(None, dims.split(",")):
-      n *= int(d)
-    total += n * _BYTES[dtype]
-  return total
-
-
-def collective_bytes(hlo: str) -> dict[str, int]:
-  """Bytes produced per device by each kind of collective in one execution of the entry
-  computation: a `while` body's collectives count once per known trip count."""
-  comps, name = {}, None
-  for line in hlo.splitlines():
-    head = re.match(r"^(ENTRY\s+)?%?([\w.\-]+)\s.*\{\s*$", line)
-    if head and not line.startswith(" "):
-      name = "ENTRY" if head.group(1) else head.group(2)
-      comps[name] = []
-    elif name is not None:
-      comps[name].append(line)
-
-  def total(comp: str, seen=()) -> dict[str, int]:
-    out: dict[str, int] = {}
-    for line in comps.get(comp, ()):
-      m = _COLLECTIVE.search(line)
-      if m:
-        kind = m.group(2)
-        # an all-gather-start's result tuple holds the operand and the result: count the result
-        shapes = m.group(1)
-        size = (_shape_bytes(shapes.split("), ")[-1]) if m.group(3) and kind == "all-gather"
-                else _shape_bytes(shapes))
-        out[kind] = out.get(kind, 0) + size
-      w = re.search(r"\swhile\(.*body=%?([\w.\-]+)", line)
-      if w and w.group(1) not in seen:
-        trips = re.search(r'"known_trip_count":\{"n":"(\d+)"', line)
-        for k, v in total(w.group(1), seen + (w.group(1),)).items():
-          out[k] = out.get(k, 0) + v * (int(trips.group(1)) if trips else 1)
-      for callee in re.findall(r"(?:to_apply|calls|true_computation|false_computation)="
-                               r"%?([\w.\-]+)", line):
-        if callee not in seen and callee in comps:
-          for k, v in total(callee, seen + (callee,)).items():
-            out[k] = out.get(k, 0) + v
-    return out
-  return total("ENTRY")
-
-
 def measure(devices: int, per_device: list[int]) -> list[dict]:
   """Compile each (method, per-device batch) on this process's simulated mesh."""
   import jax
@@ -116,6 +62,7 @@ def measure(devices: int, per_device: list[int]) -> list[dict]:
   from clipjax.methods import get_method, method_config
   from clipjax.models import get_model_config
   from clipjax.models.clip import CLIP
+  from clipjax.parallel.hlo_stats import collective_bytes
   from clipjax.parallel.mesh import BATCH_AXES, make_mesh
   from clipjax.train.optim import make_optimizer
   from clipjax.train.step import make_train_step
@@ -332,6 +279,15 @@ def main(argv):
   if FLAGS.one:
     print("RESULT " + json.dumps(measure(FLAGS.one, per_device)), flush=True)
     return
+  from clipjax.errors import ConfigError
+  from clipjax.methods import get_method
+  from clipjax.models import get_model_config
+  get_model_config(FLAGS.arch)  # typos are one line before any work, not a child's traceback
+  for name in FLAGS.methods:
+    get_method(name)
+  out_dir = os.path.dirname(os.path.abspath(FLAGS.out))
+  if not os.path.isdir(out_dir):
+    raise ConfigError(f"--out={FLAGS.out}: directory {out_dir} does not exist")
   points = []
   for devices in FLAGS.devices:
     kept = re.sub(r"--xla_force_host_platform_device_count=\d+", "",
@@ -359,4 +315,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  from clipjax import cli
+  cli.run(main)

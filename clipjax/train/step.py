@@ -7,7 +7,7 @@ whole batch, with peak activation memory of one sub-batch:
   2. take the loss and its gradient w.r.t. all embeddings (and w.r.t. the logit scale/bias,
      which the loss reads directly) on the full global batch;
   3. re-run each sub-batch's towers under `vjp` with its slice of the embedding gradient and
-     sum the parameter gradients.
+     sum the parameter gradients, each device over its own rows, reduced over the mesh once.
 The result equals the gradient of the un-accumulated step (tested to float32 rounding).
 
 Sub-batch j takes the j-th slice of every device's rows, so splitting and merging never move
@@ -108,13 +108,27 @@ def make_grad_fn(method: Objective, frozen: Any, mesh: Mesh, accum_steps: int = 
     (loss, aux), (grads, emb_grads) = jax.value_and_grad(objective, argnums=(0, 1),
                                                          has_aux=True)(train_leaves, emb)
 
-    def accumulate(total, xs):
-      chunk, cotangent = xs
-      _, vjp = jax.vjp(lambda t: embed(t, chunk), train_leaves)
-      return jax.tree.map(jnp.add, total, vjp(cotangent)[0]), None
+    towers = tower_gradients(params, train_leaves, chunks,
+                             split_rows(emb_grads, accum_steps, mesh))
+    return loss, aux, zero_frozen_layers(jax.tree.map(jnp.add, grads, towers))
 
-    grads, _ = jax.lax.scan(accumulate, grads, (chunks, split_rows(emb_grads, accum_steps, mesh)))
-    return loss, aux, zero_frozen_layers(grads)
+  def tower_gradients(params, train_leaves, chunks, cotangents):
+    """Σ over sub-batches of the towers' VJP with the embeddings' cotangents. Each device sums
+    the partial gradients of its own rows and the mesh reduces once at the end: a scan whose
+    carry is the replicated gradient would all-reduce it after every sub-batch (accum_steps
+    times the traffic, docs/scaling.md)."""
+    def local(params, train_leaves, chunks, cotangents):
+      def accumulate(total, xs):
+        chunk, cotangent = xs
+        _, vjp = jax.vjp(lambda t: method.embed(with_trainable(params, t), chunk), train_leaves)
+        return jax.tree.map(jnp.add, total, vjp(cotangent)[0]), None
+      zeros = jax.tree.map(jnp.zeros_like, train_leaves)
+      total, _ = jax.lax.scan(accumulate, zeros, (chunks, cotangents))
+      return jax.lax.psum(total, BATCH_AXES)
+
+    rows = P(None, BATCH_AXES)  # [sub-batch, rows, ...]: every device its rows of each
+    return jax.shard_map(local, mesh=mesh, in_specs=(P(), P(), rows, rows), out_specs=P(),
+                         check_vma=False)(params, train_leaves, chunks, cotangents)
 
   return grad_fn
 

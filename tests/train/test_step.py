@@ -11,6 +11,7 @@ from clipjax.data.synthetic import SyntheticScenes
 from clipjax.methods import get_method, method_config
 from clipjax.models.naming import flatten
 from clipjax.models.stacking import is_stacked, stack_layers, unstack_layers
+from clipjax.parallel.hlo_stats import collective_bytes
 from clipjax.parallel.mesh import host_batch_to_global, make_mesh, replicated
 from clipjax.text.tokenizer import Tokenizer
 from clipjax.train.optim import frozen_mask, make_optimizer
@@ -98,6 +99,25 @@ def test_gradcache_needs_less_activation_memory(scenes):
     temp[k] = fn.lower(params, batch, jax.random.key(0)).compile().memory_analysis(
         ).temp_size_in_bytes
   assert temp[4] < 0.75 * temp[1], temp  # compiled temporaries (42 vs 27 MB), not a timing
+
+
+def test_gradcache_reduces_the_gradient_once(scenes):
+  """With 4 sub-batches the compiled step all-reduces the gradient once, as without GradCache
+  (each device sums its rows' partial gradients first), not once per sub-batch."""
+  model, clip = clipjax.create_model(ARCH)
+  params = jax.device_put({"clip": clip}, replicated(mesh := make_mesh()))
+  method = get_method("clip").objective(model, mesh, method_config("clip").loss)
+  _, frozen = make_optimizer(params, lr=1e-3, total_steps=10)
+  batch = host_batch_to_global(image_text_batch(scenes), mesh)
+  weights = sum(x.size * 4 for x in jax.tree.leaves(clip))
+  reduced = {}
+  for k in (1, 4):
+    hlo = jax.jit(make_grad_fn(method, frozen, mesh, k)).lower(
+        params, batch, jax.random.key(0)).compile().as_text()
+    reduced[k] = collective_bytes(hlo)["all-reduce"]
+  # about the weights once (the unused text positions beyond the 24 tokens need no reduction)
+  assert 0.99 * weights <= reduced[1] < 1.01 * weights, (reduced, weights)
+  assert 0.99 * weights <= reduced[4] < 1.01 * weights, (reduced, weights)  # was 4x
 
 
 def test_eight_devices_equal_one_device(scenes):

@@ -204,6 +204,11 @@ def test_ctrl_c_saves_and_a_changed_rerun_is_refused(tmp_path):
     ([str(REPO / "scripts/convert.py")], ["--inptu=w.pt"], ["inptu"]),
     ([str(REPO / "scripts/quickstart.py")], ["--checkpoint=/no/w.safetensors"], ["does not exist"]),
     ([str(REPO / "scripts/quickstart.py")], ["--archh=ViT-B-32"], ["archh"]),
+    ([str(REPO / "scripts/bench_compile.py")], ["--archs=ViT-L-15"],
+     ["unknown architecture 'ViT-L-15'"]),
+    ([str(REPO / "scripts/plan_scale.py")], ["--methods=drfat"], ["method='drfat'"]),
+    ([str(REPO / "scripts/plan_scale.py")], ["--out=/no/dir/scaling.md"],
+     ["/no/dir", "does not exist"]),
 ])
 def test_every_cli_reports_user_errors_in_one_line(cli, args, needles):
   out = subprocess.run([sys.executable, *cli, *args], env=_env(), cwd=REPO, capture_output=True,
