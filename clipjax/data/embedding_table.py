@@ -138,6 +138,12 @@ class EmbeddingTable:
   def __contains__(self, image_id: int) -> bool:
     return bool(self._rows(np.asarray([image_id], np.int64))[1][0])
 
+  def get(self, image_id: int) -> np.ndarray | None:
+    """[dim] row of one id, or None when it is not cached (one search: the data workers'
+    per-record call)."""
+    rows, found = self._rows(np.asarray([image_id], np.int64))
+    return self._read(rows)[0] if found[0] else None
+
   def lookup(self, image_ids: Sequence[int] | np.ndarray) -> np.ndarray:
     """[B] ids -> [B, dim] float32 rows; raises KeyError naming ids that are not cached."""
     image_ids = np.asarray(image_ids, np.int64)
@@ -145,8 +151,12 @@ class EmbeddingTable:
     if not found.all():
       raise KeyError(f"image_ids {image_ids[~found][:5].tolist()} are not in the frozen-tower "
                      f"cache {self.directory}")
+    return self._read(rows)
+
+  def _read(self, rows: np.ndarray) -> np.ndarray:
+    """Global rows -> [len(rows), dim] float32, read part by part."""
     parts = np.searchsorted(self.offsets, rows, side="right") - 1
-    out = np.empty((len(image_ids), self.dim), np.float32)
+    out = np.empty((len(rows), self.dim), np.float32)
     for part in np.unique(parts):
       where = np.flatnonzero(parts == part)
       records = self._reader(int(part)).read([int(r) for r in rows[where] - self.offsets[part]])

@@ -77,10 +77,11 @@ class CachedInputs:
     if isinstance(record, BadRecord):
       return record
     image_id = int(record.get("image_id", index))
-    if image_id not in self.table:
+    row = self.table.get(image_id)
+    if row is None:
       return BadRecord("corrupt_image", f"image_id {image_id}: unreadable when caching")
     out = dict({k: v for k, v in record.items() if k != "image"}, image_id=image_id,
-               image_embedding=self.table.lookup([image_id])[0])
+               image_embedding=row)
     if self.captions:
       if not (record.get("caption") or "").strip():
         return BadRecord("empty_caption", f"image_id {image_id}: empty caption")

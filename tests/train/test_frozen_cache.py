@@ -51,6 +51,8 @@ def test_table_parts_round_trip_by_id(tmp_path):
   query = rng.permutation(good)
   np.testing.assert_array_equal(table.lookup(ids[query]), rows[query])  # bitwise
   assert int(ids[17]) not in table and int(ids[18]) in table
+  assert table.get(int(ids[17])) is None
+  np.testing.assert_array_equal(table.get(int(ids[18])), rows[18])
   with pytest.raises(KeyError, match=rf"\[{ids[17]}\] are not in the frozen-tower cache"):
     table.lookup([ids[18], ids[17]])
   with pytest.raises(ValueError, match="describes another table"):
