@@ -279,7 +279,8 @@ class HFTextTower(nn.Module):
       raise ValueError(f"HF text tower expects token ids of shape [N, L], got {ids.shape}")
     mask = (ids != cfg.pad_token_id).astype(jnp.int32)
     encoder = RobertaEncoder if cfg.family == "roberta" else T5Encoder
-    hidden = encoder(cfg, self.dtype, self.remat, self.scan, name="transformer")(ids, mask).astype(jnp.float32)
+    hidden = encoder(cfg, self.dtype, self.remat, self.scan, name="transformer")(ids, mask)
+    hidden = hidden.astype(jnp.float32)
     if cfg.pooler == "mean_pooler":
       m = mask.astype(jnp.float32)[..., None]
       pooled = jnp.sum(hidden * m, axis=1) / jnp.sum(m, axis=1)

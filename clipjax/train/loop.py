@@ -88,7 +88,8 @@ def _dataset(cfg, method: Method, model, params, frozen, workdir):
   if cfg.data.cache_frozen:  # validate() checked the method, augmentation and freeze rules
     images = frozen_cache.build_image_cache(model, params["clip"], source, cfg.data.train,
                                             workdir, num_workers=cfg.data.num_workers)
-    text_frozen = all(is_frozen(f) for path, f in jax.tree_util.tree_leaves_with_path(frozen["clip"])
+    text_frozen = all(is_frozen(f) for path, f in
+                      jax.tree_util.tree_leaves_with_path(frozen["clip"])
                       if getattr(path[0], "key", None) != "visual")
     captions = None
     if method.caches_frozen_captions and text_frozen:
