@@ -2,6 +2,10 @@
 
 - Data source fields take spec strings (`--config.data.train=manifest:manifest=a.jsonl`) or
   JSON dicts; they are rewritten into the dict literal ml_collections parses for a ConfigDict.
+  A source field given twice is refused: it is what a shell makes of an unquoted brace range.
+- Path flags (`--workdir=~/runs/x`, `--index=$DATA/photos`, ...) expand `~` and `$VAR`.
+- `--help` (`-h`, `--helpshort`, `--helpfull`) prints the command's usage and flags, and with
+  `--config=FILE` every field of that config with its value, and exits 0.
 - A flag or config error (unknown field, bad value, missing config file) and every `UserError`
   raised while running is one line on stderr and exit status 2, never a traceback.
 - Ctrl-C outside the training loop (which saves first) is one line and exit status 130.
@@ -19,21 +23,42 @@ from typing import Callable, Sequence
 from absl import app, flags
 
 from clipjax.data.builder import parse_source_spec
+from clipjax.data.paths import expand_user
 from clipjax.errors import UserError
 
 _FIELD_FLAG = re.compile(r"^--(config\.[\w.]+)=(.*)$", re.S)
 # Config fields that hold a data source spec.
 _SOURCE_FIELD = re.compile(r"^config\.(data\.(train|text)|.*\.source)$")
+# Flags (and config fields, by their last name) that hold a local path.
+PATH_FLAGS = ("workdir", "index", "images", "out", "doc", "input", "output", "json", "md",
+              "captions", "image", "model_dir", "config", "checkpoint", "adapted")
+_PATH_FLAG = re.compile(rf"^--((?:config\.[\w.]*\.)?({'|'.join(PATH_FLAGS)}))=(.*)$", re.S)
+HELP_FLAGS = ("--help", "-h", "--helpshort", "--helpfull", "-?")
+
+
+def expand_path_flags(argv: Sequence[str]) -> list[str]:
+  """`~` and `$VAR` expanded in the values of path flags (a shell leaves `--x=~/a` as it is)."""
+  out = []
+  for arg in argv:
+    match = _PATH_FLAG.match(arg)
+    out.append(f"--{match.group(1)}={expand_user(match.group(3))}" if match else arg)
+  return out
 
 
 def rewrite_source_specs(argv: Sequence[str]) -> list[str]:
   """`--config.data.train=KIND:k=v,...` or `={"json": ...}` -> `={'python': dict}`, for the
   source fields (`data.train`, `data.text`, `*.source`); every other argument passes through.
-  A spec that cannot be parsed is a UserError naming the flag."""
-  out = []
+  A spec that cannot be parsed, or a source field given twice, is a UserError naming the flag."""
+  out, seen = [], set()
   for arg in argv:
     match = _FIELD_FLAG.match(arg)
     if match and _SOURCE_FIELD.match(match.group(1)):
+      if match.group(1) in seen:
+        raise UserError(f"--{match.group(1)} is given twice: an unquoted brace range or list "
+                        f"({{00000..00009}}, {{a,b}}) is split by the shell into several "
+                        f"arguments; quote the spec, e.g. --{match.group(1)}='wds:shards="
+                        f"data/{{00000..00009}}.tar'")
+      seen.add(match.group(1))
       value = match.group(2).strip()
       if value.startswith("{"):
         try:
@@ -118,11 +143,53 @@ def quiet_cpu_logs() -> None:
     sys.warnoptions.append(quiet)
 
 
+def _config_lines(tree, prefix: str = "--config") -> list[str]:
+  if hasattr(tree, "items") and (not hasattr(tree, "get") or "kind" not in tree):
+    return [line for k, v in tree.items() for line in _config_lines(v, f"{prefix}.{k}")]
+  value = tree.to_dict() if hasattr(tree, "to_dict") else tree
+  return [f"  {prefix}={value!r}"]
+
+
+def print_help(main: Callable, argv: Sequence[str]) -> None:
+  """The usage of `main`'s module, its flags and, for a config-file CLI given --config, every
+  config field with its value (each one a `--config.FIELD=VALUE` override)."""
+  module = sys.modules.get(main.__module__)
+  print((module.__doc__ or "").strip() + "\n")
+  if "--helpfull" in argv:
+    print(flags.FLAGS.get_help())
+    return
+  lines = flags.FLAGS.main_module_help().splitlines()
+  print("flags:\n" + "\n".join(l for l in lines if not l.rstrip().endswith(".py:")) + "\n")
+  if "config" not in flags.FLAGS:
+    return
+  rest = [a for a in argv if a not in HELP_FLAGS]
+  if not any(a.startswith("--config=") for a in rest):
+    print("config fields: add --config=FILE (e.g. --config=configs/draft.py --help) to list "
+          "that config's fields with their values; override any with --config.FIELD=VALUE")
+    return
+  try:
+    flags.FLAGS(rest)
+  except flags.IllegalFlagValueError as e:  # a required flag (--workdir) is not needed here
+    if "must have a value other than None" not in str(e):
+      parse_flags(rest)
+  except Exception:  # noqa: BLE001 (parse_flags reports it in one line)
+    parse_flags(rest)
+  print("config fields (override with --config.FIELD=VALUE):")
+  print("\n".join(_config_lines(flags.FLAGS["config"].value)))
+
+
 def run(main: Callable[[list[str]], None], argv: Sequence[str] | None = None) -> None:
   """`app.run(main)` with clipjax's conventions (see the module docstring)."""
   quiet_cpu_logs()
+  argv = list(sys.argv if argv is None else argv)
   try:
-    argv = rewrite_source_specs(sys.argv if argv is None else argv)
+    argv = rewrite_source_specs(expand_path_flags(argv))
   except UserError as e:
     _usage_exit(str(e))
+  if any(a in HELP_FLAGS for a in argv[1:]):
+    try:
+      print_help(main, argv)
+    except UserError as e:
+      _usage_exit(str(e))
+    sys.exit(0)
   app.run(_guarded(main), argv=argv, flags_parser=parse_flags)

@@ -95,9 +95,11 @@ def base_config(method: str) -> ml_collections.ConfigDict:
   # train: a source spec (clipjax/data/builder.py), e.g. on the command line
   # --config.data.train=manifest:manifest=data/train.jsonl,image_root=data
   # bad_window: stop when this many records in a row are bad (0: the whole source).
+  # max_image_pixels: a larger image (width x height, read from its header before decoding)
+  # is skipped as a bad record `too_large`; the default is Pillow's decompression-bomb limit.
   c.data = dict(train=synthetic(20_000), dialogue_mode="one_qa", augment=False, num_workers=2,
                 read_threads=-1, trim_text=True, caption_field="caption", cache_frozen=False,
-                bad_window=1000)
+                bad_window=1000, max_image_pixels=89_478_485)
   c.batch_size = 64            # global, over all hosts and devices
   c.total_steps = 300
   c.optim = dict(lr=5e-4, warmup_steps=30, weight_decay=0.2, b1=0.9, b2=0.98, eps=1e-6,
@@ -105,7 +107,7 @@ def base_config(method: str) -> ml_collections.ConfigDict:
                  accum_steps=1)  # > 1: GradCache sub-batches, every negative kept (step.py)
   c.freeze = ()                # regexes on parameter paths (e.g. "^clip/visual/")
   # form: "sigmoid" turns each query-side term of lit / draft / three_tower into SigLIP's
-  # pairwise sigmoid with the base's logit scale and bias (a SigLIP base; METHODS §7b).
+  # pairwise sigmoid with the base's logit scale and bias (a SigLIP base; docs/methods.md §7b).
   c.loss = dict(a=0.65, bidirectional=False, mmd_weight=1.0, same_image_positives=False,
                 form="softmax",
                 block_size=0,  # > 0: the tiled loss path with this many keys per tile

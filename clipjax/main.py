@@ -24,7 +24,8 @@ from clipjax.evaluate.runner import run_evaluation
 from clipjax.methods import get_method
 from clipjax.parallel.mesh import initialize_distributed
 from clipjax.train.loop import TrainingError, train
-from clipjax.train.validate import check_workdir_config, inherit_model, validate
+from clipjax.train.validate import inherit_model, validate
+from clipjax.train.workdir import WorkdirLock, check_workdir_config
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Training config file.",
                                           lock_config=True)
@@ -64,7 +65,13 @@ def _train_base(cfg, workdir: str):
 
 
 def run(cfg, workdir: str) -> dict:
-  """Base pretraining (if needed), training, export and evaluation. Returns the results."""
+  """Base pretraining (if needed), training, export and evaluation in `workdir`, which no
+  other run may use meanwhile (clipjax.train.workdir). Returns the results."""
+  with WorkdirLock(workdir):
+    return _run(cfg, workdir)
+
+
+def _run(cfg, workdir: str) -> dict:
   validate(cfg)  # seconds, before any model init, cache or base pretraining
   check_workdir_config(cfg, workdir)
   method = get_method(cfg.method)

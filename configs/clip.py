@@ -1,4 +1,4 @@
-r"""CLIP (METHODS §1): symmetric InfoNCE over the global batch with a learnable logit scale.
+r"""CLIP (docs/methods.md §1): symmetric InfoNCE over the global batch with a learnable logit scale.
 
   python -m clipjax.main --config=configs/clip.py                # from scratch, synthetic data
   python -m clipjax.main --config=configs/clip.py:arch=ViT-B-32 \

@@ -1,4 +1,4 @@
-r"""DRAFT (seed 001 §4.4, METHODS §3): frozen image tower, the text tower trained on captions
+r"""DRAFT (seed 001 §4.4, methods.md §3): frozen image tower, the text tower trained on captions
 and dialogue (one QA pair per sample) with the contrastive loss (a = 0.65) + RBF-kernel MMD.
 
   python -m clipjax.main --config=configs/draft.py

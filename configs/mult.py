@@ -1,4 +1,4 @@
-r"""CLIP augmented with a MulT fusion tower (seed 001 §4.2, METHODS §6): image, text and MulT
+r"""CLIP augmented with a MulT fusion tower (seed 001 §4.2, methods.md §6): image, text and MulT
 towers trained jointly with a·CE(I,T) + b·CE(T,M) + (1−a−b)·CE(M,I); retrieval evaluates the
 image and text towers, as for clip (the thesis found no gain over plain CLIP: docs/training.md).
 

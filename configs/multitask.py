@@ -1,4 +1,4 @@
-r"""jina-style multi-task training (seed 000, METHODS §5): every step sums a text–text loss
+r"""jina-style multi-task training (seed 000, docs/methods.md §5): every step sums a text–text loss
 (InfoNCE on text pairs, fixed τ = 0.05) and the CLIP loss on an image–caption batch; the two
 streams have their own batch sizes.
 

@@ -1,4 +1,4 @@
-r"""SigLIP (METHODS §7): pairwise sigmoid loss, t = exp(t') with t' init log 10, bias init −10.
+r"""SigLIP (methods.md §7): pairwise sigmoid loss, t = exp(t') with t' init log 10, bias init −10.
 
   python -m clipjax.main --config=configs/siglip.py                  # from scratch, synthetic
   python -m clipjax.main --config=configs/siglip.py:arch=ViT-B-16-SigLIP2 \

@@ -1,4 +1,4 @@
-r"""CLIP-3Modal (seed 001 §4.3, METHODS §2): frozen image and text towers; a third (dialogue)
+r"""CLIP-3Modal (seed 001 §4.3, methods.md §2): frozen image and text towers; a third (dialogue)
 tower G, initialised from the text tower, trained with a·CE(G(z), I) + (1−a)·CE(G(z), T(y))
 on the concatenated dialogue; evaluation blends T and G on the same caption.
 

@@ -1,4 +1,4 @@
-r"""UniCL (seed 004, METHODS §4): image–label targets (same label = positive); the synthetic
+r"""UniCL (seed 004, docs/methods.md §4): image–label targets (same label = positive); the synthetic
 scenes' label is the main object's colour + shape (64 classes)."""
 from clipjax.config import parse_arg
 from clipjax.methods import method_config

@@ -53,7 +53,7 @@ def main(argv):
   from PIL import Image
 
   from clipjax.data.pipeline import PrepareExample, build_dataset
-  from clipjax.data.sources import ManifestSource
+  from clipjax.data.manifest import ManifestSource
   from clipjax.data.synthetic import SyntheticScenes
 
   root = Path(tempfile.mkdtemp(prefix="bench_data_"))

@@ -2,7 +2,7 @@ r"""Tokenizer throughput: clipjax vs open_clip's SimpleTokenizer on 10,000 capti
 
   python scripts/bench_tokenizer.py [--captions=/path/captions.txt]
 
-Captions: one per line from --captions, else the COCO sample's captions (../shared), else
+Captions: one per line from --captions, else the vendored COCO sample's captions, else
 synthetic sentences. The first clipjax call starts from an empty cache (cold); the second
 is warm. Both outputs are checked to be identical before timing is reported.
 """
@@ -16,7 +16,7 @@ from absl import app, flags
 flags.DEFINE_string("captions", None, "Text file with one caption per line.")
 flags.DEFINE_integer("n", 10_000, "Number of captions.")
 FLAGS = flags.FLAGS
-_COCO = Path(__file__).resolve().parents[2] / "shared/data/coco_sample/captions_coco_format.json"
+_COCO = Path(__file__).resolve().parents[1] / "third_party/coco_sample/captions_coco_format.json"
 
 
 def _captions(n: int) -> tuple[list[str], str]:

@@ -25,23 +25,21 @@ FLAGS = flags.FLAGS
 
 def main(argv):
   del argv
-  from etils import epath
   from tqdm import tqdm
 
-  from clipjax.data import sources
   from clipjax.data.array_record import write_array_record
+  from clipjax.data.builder import make_source
   from clipjax.data.synthetic import SyntheticScenes
   if FLAGS.source == "synthetic":
     source = SyntheticScenes(FLAGS.n, FLAGS.resolution)
   elif FLAGS.input is None:
     raise app.UsageError(f"--input is required for --source={FLAGS.source}")
   elif FLAGS.source == "manifest":
-    source = sources.ManifestSource(FLAGS.input, FLAGS.images)
+    source = make_source({"kind": "manifest", "manifest": FLAGS.input, "image_root": FLAGS.images})
   elif FLAGS.source == "coco":
-    source = sources.CocoCaptionsSource(FLAGS.input, FLAGS.images)
+    source = make_source({"kind": "coco", "annotations": FLAGS.input, "image_root": FLAGS.images})
   else:
-    pattern = epath.Path(FLAGS.input)
-    source = sources.WebDatasetSource(sorted(str(p) for p in pattern.parent.glob(pattern.name)))
+    source = make_source({"kind": "wds", "shards": FLAGS.input})
   bar = tqdm(total=len(source), unit="record", desc="array_record")
   paths, skipped = write_array_record(source, FLAGS.output, FLAGS.num_shards,
                                       progress=lambda _: bar.update())

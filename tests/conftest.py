@@ -35,7 +35,8 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
-COCO_SAMPLE = Path(os.environ.get("CLIPJAX_COCO_SAMPLE", REPO.parent / "shared/data/coco_sample"))
+# 29 real COCO photos with five captions each, vendored with their licences.
+COCO_SAMPLE = REPO / "third_party/coco_sample"
 
 
 # Test modules in falling order of their cost on the 2-core CI machine. pytest-xdist
@@ -60,8 +61,7 @@ def pytest_collection_modifyitems(config, items):
 
 @pytest.fixture(scope="session")
 def coco_sample() -> Path:
-  if not (COCO_SAMPLE / "images").is_dir():
-    pytest.skip(f"COCO sample not found at {COCO_SAMPLE} (set CLIPJAX_COCO_SAMPLE to its folder)")
+  assert len(list((COCO_SAMPLE / "images").glob("*.jpg"))) == 29, COCO_SAMPLE
   return COCO_SAMPLE
 
 

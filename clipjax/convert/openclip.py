@@ -114,7 +114,7 @@ def state_dict_to_params(sd: dict[str, np.ndarray], cfg: CLIPConfig,
   """open_clip state_dict -> clipjax params for `cfg`, checking keys and shapes exactly.
 
   A text `positional_embedding` shorter or longer than `cfg.text.context_length` is
-  interpolated (METHODS §5); every other mismatch is an error naming the tensors.
+  interpolated (docs/methods.md §5); every other mismatch is an error naming the tensors.
   """
   shapes = flatten(param_shapes(cfg))
   by_key = {key: (kind, p) for p in shapes for key, kind in [torch_key(p)]}

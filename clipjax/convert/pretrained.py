@@ -8,7 +8,10 @@ about it (architecture, preprocessing):
 - an architecture with `pretrained=TAG` (open_clip's tag table, e.g. `("ViT-B-32",
   "laion2b_s34b_b79k")`) or with `pretrained=PATH`.
 Hub files come from huggingface_hub's cache (`HF_HOME`, `HF_HUB_CACHE`); the network is asked
-only when a file is missing from the cache and `HF_HUB_OFFLINE` is not set.
+only when a file is missing from the cache, `HF_HUB_OFFLINE` is not set and the hub endpoint
+(`HF_ENDPOINT`, or the proxy in `HTTPS_PROXY`) answers a connection within
+`HUB_CONNECT_TIMEOUT` seconds, so a machine without network fails at once, not after
+huggingface_hub's retries.
 `open_clip_model.safetensors` is preferred over `open_clip_pytorch_model.bin`. A directory
 holding a Hugging Face `CLIPModel` (`config.json` with model_type clip) is imported too.
 """
@@ -21,6 +24,9 @@ import importlib.resources
 import json
 import os
 import re
+import socket
+import threading
+import urllib.parse
 from pathlib import Path
 from typing import Any
 
@@ -86,17 +92,53 @@ def _unknown_arch(arch: str) -> str:
           f"architecture" + (f" (did you mean {close[0]!r}?)" if close else ""))
 
 
+HUB_CONNECT_TIMEOUT = 3.0
+
+
+def _hub_address() -> tuple[str, int]:
+  """The host and port a download connects to first: the proxy if one is set, else the hub."""
+  from huggingface_hub import constants
+  endpoint = urllib.parse.urlsplit(constants.ENDPOINT)
+  proxy = os.environ.get(f"{endpoint.scheme.upper()}_PROXY") or os.environ.get(
+      f"{endpoint.scheme}_proxy")
+  url = urllib.parse.urlsplit(proxy if proxy and "://" in proxy else
+                              f"http://{proxy}" if proxy else constants.ENDPOINT)
+  return url.hostname or "", url.port or (443 if url.scheme == "https" else 80)
+
+
+@functools.lru_cache(maxsize=None)
+def hub_reachable(address: tuple[str, int] | None = None) -> bool:
+  """Whether a TCP connection to the hub (or its proxy) opens within HUB_CONNECT_TIMEOUT
+  seconds, name lookup included (asked once per process)."""
+  host, port = address or _hub_address()
+  result: list[bool] = []
+
+  def connect():
+    try:
+      socket.create_connection((host, port), timeout=HUB_CONNECT_TIMEOUT).close()
+      result.append(True)
+    except OSError:
+      result.append(False)
+
+  thread = threading.Thread(target=connect, daemon=True)  # bounds a hanging DNS lookup too
+  thread.start()
+  thread.join(HUB_CONNECT_TIMEOUT)
+  return bool(result and result[0])
+
+
 def _hub_file(repo: str, filename: str, cache_dir: str | None) -> str | None:
-  """A file of a hub repo from the cache, else downloaded (unless offline); None if absent."""
+  """A file of a hub repo from the cache, else downloaded (unless offline or the hub cannot
+  be reached); None if absent."""
   import huggingface_hub
   from huggingface_hub import constants
   cached = huggingface_hub.try_to_load_from_cache(repo, filename, cache_dir=cache_dir)
   if isinstance(cached, str):
     return cached
-  if constants.HF_HUB_OFFLINE or cached is not None:  # offline, or known to be absent
+  if constants.HF_HUB_OFFLINE or cached is not None or not hub_reachable():
     return None
   try:
-    return huggingface_hub.hf_hub_download(repo, filename, cache_dir=cache_dir)
+    return huggingface_hub.hf_hub_download(repo, filename, cache_dir=cache_dir,
+                                           etag_timeout=HUB_CONNECT_TIMEOUT)
   except Exception:  # not found, no network: the caller names what is missing
     return None
 
@@ -107,6 +149,10 @@ def _offline_hint(repo: str, cache_dir: str | None = None) -> str:
   if constants.HF_HUB_OFFLINE:
     return (f"{repo} is not in {where} and HF_HUB_OFFLINE is set; download it on a machine "
             f"with access (`hf download {repo}`) and copy the cache, or pass a local file")
+  if not hub_reachable():
+    return (f"{repo} is not in {where}, and the hub ({constants.ENDPOINT}) cannot be reached "
+            f"(no connection within {HUB_CONNECT_TIMEOUT:g} s); copy the files into that cache "
+            f"or pass a local file")
   return f"{repo} is not in {where} and could not be downloaded"
 
 

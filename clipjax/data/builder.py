@@ -2,9 +2,11 @@
 
 A spec is a dict (`{"kind": "coco", "annotations": ..., "image_root": ...}`), a JSON object
 string, or the command-line form `KIND:key=value,key=value`
-(`manifest:manifest=data/train.jsonl,image_root=data`). Kinds: synthetic, manifest, coco, wds,
-tfds, array_record, vqav1. `check_source_spec` validates a spec (kind, fields, that its paths
-exist) without reading any data, so a typo fails before a model is built.
+(`manifest:manifest=data/train.jsonl,image_root=data`). Kinds: synthetic, manifest, csv, folder,
+coco, wds, parquet, tfds, array_record, vqav1 (docs/data.md). Paths expand `~` and `$VAR`;
+shard and file lists take brace ranges and globs (`clipjax.data.paths`). `check_source_spec`
+validates a spec (kind, fields, that its paths exist) without reading any data, so a typo
+fails before a model is built.
 """
 from __future__ import annotations
 
@@ -16,13 +18,11 @@ from typing import Any, Mapping
 from etils import epath
 
 from clipjax.data.array_record import ArrayRecordSource
-from clipjax.data.sources import (
-  CocoCaptionsSource,
-  ManifestSource,
-  TfdsSource,
-  VQAv1Source,
-  WebDatasetSource,
-)
+from clipjax.data.folder import LAYOUTS, FolderSource
+from clipjax.data.manifest import ManifestSource, open_clip_csv
+from clipjax.data.paths import split_outside_braces, expand_user, resolve_files
+from clipjax.data.shards import ParquetSource, WebDatasetSource
+from clipjax.data.sources import CocoCaptionsSource, TfdsSource, VQAv1Source
 from clipjax.data.synthetic import CAPTION_DETAILS, SPLITS, SyntheticScenes
 from clipjax.errors import ConfigError
 
@@ -33,7 +33,7 @@ class _Kind:
   required: tuple[str, ...]
   optional: tuple[str, ...] = ()
   paths: tuple[str, ...] = ()  # fields naming files or folders that must exist
-  globs: tuple[str, ...] = ()  # fields holding a glob pattern that must match
+  globs: tuple[str, ...] = ()  # fields holding a file list spec (braces, globs) that must match
   ints: tuple[str, ...] = ()   # fields parsed as integers from a spec string
   choices: tuple[tuple[str, tuple[str, ...]], ...] = ()  # (field, allowed values)
 
@@ -43,11 +43,17 @@ _KINDS = {
                                              "caption_detail"),
                        ints=("size", "resolution", "seed"),
                        choices=(("split", tuple(SPLITS)), ("caption_detail", CAPTION_DETAILS))),
-    "manifest": _Kind(ManifestSource, ("manifest",), ("image_root",),
-                      paths=("manifest", "image_root")),
+    "manifest": _Kind(ManifestSource, ("manifest",), ("image_root", "img_key", "caption_key",
+                                                      "sep"), paths=("manifest", "image_root")),
+    "csv": _Kind(open_clip_csv, ("file",), ("image_root", "img_key", "caption_key", "sep"),
+                 paths=("file", "image_root")),
+    "folder": _Kind(FolderSource, ("root",), ("layout", "template"), paths=("root",),
+                    choices=(("layout", LAYOUTS),)),
     "coco": _Kind(CocoCaptionsSource, ("annotations", "image_root"),
                   paths=("annotations", "image_root")),
     "wds": _Kind(WebDatasetSource, ("shards",), globs=("shards",)),
+    "parquet": _Kind(ParquetSource, ("files",), ("image_key", "caption_key", "label_key",
+                                                 "id_key"), globs=("files",)),
     "tfds": _Kind(TfdsSource, ("name", "split", "data_dir"),
                   ("image_key", "caption_key", "label_key", "id_key"), paths=("data_dir",)),
     "array_record": _Kind(ArrayRecordSource, ("paths",), globs=("paths",)),
@@ -78,7 +84,7 @@ def parse_source_spec(spec: Any) -> dict[str, Any]:
     return parse_source_spec(value)
   kind, _, rest = text.partition(":")
   out: dict[str, Any] = {"kind": kind}
-  for item in filter(None, (p.strip() for p in rest.split(","))):
+  for item in filter(None, (p.strip() for p in split_outside_braces(rest))):  # commas in {a,b} stay
     key, eq, value = item.partition("=")
     if not eq:
       raise ConfigError(f"data source {text!r}: {item!r} is not key=value")
@@ -113,22 +119,17 @@ def check_source_spec(spec: Any, name: str = "data source") -> dict[str, Any]:
     if spec.get(field) is not None and spec[field] not in allowed:
       raise ConfigError(f"{name} ({kind}): {field}={spec[field]!r} is not one of {list(allowed)}"
                         f"{_suggest(str(spec[field]), allowed)}")
+  for field in rule.paths + rule.globs:
+    if isinstance(spec.get(field), str):
+      spec[field] = expand_user(spec[field])
   for field in rule.paths:
     if spec.get(field) and not epath.Path(spec[field]).exists():
       hint = (f" (prepare it with `tfds build {spec.get('name')} --data_dir={spec[field]} "
               f"--file_format=array_record`)" if kind == "tfds" else "")
       raise ConfigError(f"{name} ({kind}): {field}={spec[field]} does not exist{hint}")
   for field in rule.globs:
-    _glob(spec[field], f"{name} ({kind}): {field}")
+    resolve_files(spec[field], f"{name} ({kind}): {field}")
   return spec
-
-
-def _glob(pattern: str, what: str = "pattern") -> list[str]:
-  path = epath.Path(pattern)
-  matches = sorted(str(p) for p in path.parent.glob(path.name)) if path.parent.exists() else []
-  if not matches:
-    raise ConfigError(f"{what}={pattern} matches no files")
-  return matches
 
 
 def make_source(spec: Any):
@@ -137,6 +138,6 @@ def make_source(spec: Any):
   kind = spec.pop("kind")
   args = {k: v for k, v in spec.items() if v is not None}
   info = _KINDS[kind]
-  if info.globs:
-    return info.cls(_glob(args[info.globs[0]]))
+  for field in info.globs:
+    args[field] = resolve_files(args[field], field)
   return info.cls(**args)

@@ -1,4 +1,4 @@
-"""Combining sources: UniCL's image–label + image–text mix (METHODS §4)."""
+"""Combining sources: UniCL's image–label + image–text mix (docs/methods.md §4)."""
 from __future__ import annotations
 
 import functools

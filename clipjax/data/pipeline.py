@@ -12,6 +12,7 @@ import collections
 import concurrent.futures
 import io
 import signal
+import warnings
 from typing import Any, Sequence
 
 import grain
@@ -23,27 +24,47 @@ from PIL import Image, UnidentifiedImageError
 
 from clipjax.data.records import BAD_REASONS, BadRecord, dialogue_text, format_qa
 from clipjax.data.transforms import image_transform
-from clipjax.data.views import MapRecords
+from clipjax.data.views import MapRecords, SafeRecords
 from clipjax.errors import DataError
 from clipjax.parallel.mesh import host_batch_to_global
 from clipjax.text.factory import make_tokenizer
+
+
+# Pillow's own decompression-bomb limit (~89.5 megapixels), the default of max_image_pixels.
+DEFAULT_MAX_IMAGE_PIXELS = 89_478_485
+# PrepareExample applies its own limit from the header; Pillow's warning would only repeat it.
+warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
+
+
+def _allow_pixels(limit: int) -> None:
+  """Pillow refuses images over twice its process-wide limit before we see their size: a
+  larger data.max_image_pixels raises that limit in this process (a data worker)."""
+  if limit and Image.MAX_IMAGE_PIXELS and limit > Image.MAX_IMAGE_PIXELS:
+    Image.MAX_IMAGE_PIXELS = limit
 
 
 class PrepareExample:
   """Decode + augment (train) or resize-crop (eval) + tokenize one record, in a worker.
 
   Returns a dict of fixed-shape arrays, or a BadRecord (`strict=False`), or raises ValueError
-  naming the record (`strict=True`). `image` is uint8 [S, S, 3] by default (normalised on the
-  device by `transforms.normalize_on_device`: a quarter of the bytes through worker IPC, which
-  doubled grain's throughput here); `uint8=False` gives normalised float32. `with_image=False`
+  naming the record (`strict=True`). Nothing one record holds raises otherwise: an image over
+  `max_image_pixels` (read from its header, before decoding) is `too_large`, a missing image
+  or text field `missing_field`, any other failure `error` with the exception.
+
+  `image` is uint8 [S, S, 3] by default (normalised on the device by
+  `transforms.normalize_on_device`: a quarter of the bytes through worker IPC, which doubled
+  grain's throughput here); `uint8=False` gives normalised float32. `with_image=False`
   leaves images undecoded and out of the batch (their embeddings are cached).
   """
 
   def __init__(self, image_size: int, train: bool, text_fields: Sequence[str] = ("caption",),
                context_length: int = 77, strict: bool = False, uint8: bool = True,
                with_image: bool = True, hf_tokenizer: str | None = None,
-               tokenizer_clean: str = "whitespace", preprocess: dict | None = None):
+               tokenizer_clean: str = "whitespace", preprocess: dict | None = None,
+               max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS):
     self.image_size, self.train, self.strict, self.uint8 = image_size, train, strict, uint8
+    self.max_image_pixels = max_image_pixels
+    _allow_pixels(max_image_pixels)
     self.preprocess = dict(preprocess or {})  # image_transform's mean/std/resize options
     self.with_image, self.hf_tokenizer = with_image, hf_tokenizer
     self.tokenizer_clean = tokenizer_clean
@@ -56,6 +77,7 @@ class PrepareExample:
 
   def __setstate__(self, state):
     self.__dict__.update(state)
+    _allow_pixels(self.max_image_pixels)
     self._transform = image_transform(self.image_size, train=self.train, uint8=self.uint8,
                                       **self.preprocess)
     self._tokenizer = None
@@ -65,9 +87,11 @@ class PrepareExample:
       raise ValueError(f"bad record ({reason}): {detail}")
     return BadRecord(reason, detail)
 
-  def _image(self, image) -> Image.Image | BadRecord:
+  def _image(self, image, where: str) -> Image.Image | BadRecord:
+    """`where`: the record's name, which an encoded image (bytes) has instead of a path."""
     if isinstance(image, np.ndarray):
       return Image.fromarray(image)
+    name = where if isinstance(image, bytes) else str(image)
     try:
       if isinstance(image, bytes):
         pil = Image.open(io.BytesIO(image))
@@ -75,18 +99,33 @@ class PrepareExample:
         pil = Image.open(io.BytesIO(epath.Path(image).read_bytes()))
       else:
         pil = Image.open(image)
+      width, height = pil.size
+      if self.max_image_pixels and width * height > self.max_image_pixels:
+        return self._bad("too_large", f"{name}: {width}x{height} pixels, over the limit of "
+                                      f"{self.max_image_pixels} (data.max_image_pixels)")
       pil.load()  # decode now: truncated files fail here, not later
       return pil
+    except Image.DecompressionBombError as e:  # over twice Pillow's process-wide limit
+      return self._bad("too_large", f"{name}: {e}")
     except FileNotFoundError:
-      return self._bad("missing_file", str(image))
+      return self._bad("missing_file", name)
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
-      return self._bad("corrupt_image", f"{str(image)[:120]}: {e}")
+      return self._bad("corrupt_image", f"{name}: {e}")
 
   def __call__(self, record, rng: np.random.Generator | None = None):
     if isinstance(record, BadRecord):
       if self.strict:
         raise ValueError(f"bad record ({record.reason}): {record.detail}")
       return record
+    try:
+      return self._prepare(record, rng)
+    except Exception as e:  # a record must never stop the pipeline: counted and named
+      if self.strict:
+        raise
+      where = record.get("where") if isinstance(record, dict) else None
+      return BadRecord("error", f"{where or 'a record'}: {type(e).__name__}: {e}"[:500])
+
+  def _prepare(self, record: dict, rng: np.random.Generator | None):
     if self._tokenizer is None:
       self._tokenizer = make_tokenizer(self.context_length, self.hf_tokenizer,
                                        self.tokenizer_clean)
@@ -99,6 +138,8 @@ class PrepareExample:
           return self._bad("missing_dialogue", f"{where}: no dialogue")
         texts[field] = format_qa(*dialogue[0]) if len(dialogue) == 1 else dialogue_text(dialogue)
       else:
+        if field not in record:
+          return self._bad("missing_field", f"{where}: no {field} field")
         text = record.get(field) or ""
         if not text.strip():
           return self._bad("empty_caption", f"{where}: empty {field}")
@@ -111,10 +152,12 @@ class PrepareExample:
     if "image_embedding" in record:  # a cached frozen image tower's row (data/views.py)
       out["image_embedding"] = record["image_embedding"]
     if self.with_image:
-      pil = self._image(record["image"])
+      if record.get("image") is None:
+        return self._bad("missing_field", f"{where}: no image field")
+      pil = self._image(record["image"], where)
       if isinstance(pil, BadRecord):
-        return BadRecord(pil.reason, f"{record['where']}: {pil.detail}") if "where" in record \
-            else pil
+        known = "where" in record and not pil.detail.startswith(record["where"])
+        return BadRecord(pil.reason, f"{record['where']}: {pil.detail}") if known else pil
       out["image"] = self._transform(pil, rng) if self.train else self._transform(pil)
     if texts:
       out.update(zip(texts, self._tokenizer(list(texts.values()))))
@@ -141,6 +184,13 @@ class PrepareText:
   def __call__(self, record):
     if isinstance(record, BadRecord):
       return record
+    try:
+      return self._prepare(record)
+    except Exception as e:  # never stops the pipeline: counted and named
+      return BadRecord("error", f"{record.get('where', 'a text record')}: {type(e).__name__}: "
+                                f"{e}"[:500])
+
+  def _prepare(self, record: dict):
     if self._tokenizer is None:
       self._tokenizer = make_tokenizer(self.context_length, self.hf_tokenizer,
                                        self.tokenizer_clean)
@@ -311,7 +361,8 @@ def build_dataset(source, prepare: PrepareExample, *, batch_size: int, seed: int
   _ensure_flags_parsed()  # grain reads absl flags; outside an absl app nobody parsed them
   if process_index is None or process_count is None:
     process_index, process_count = jax.process_index(), jax.process_count()
-  ds = source if isinstance(source, grain.MapDataset) else grain.MapDataset.source(source)
+  ds = source if isinstance(source, grain.MapDataset) else grain.MapDataset.source(
+      SafeRecords(source))
   if shuffle:
     ds = ds.shuffle(seed=seed)
   ds = ds[process_index::process_count]

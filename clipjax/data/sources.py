@@ -1,93 +1,23 @@
-"""Random-access record sources (grain data sources: `__len__` + `__getitem__`).
+"""Random-access record sources of published data sets (grain data sources: `__len__` +
+`__getitem__`): COCO captions, TFDS, VQA v1. Users' own files are read by
+`clipjax.data.manifest`, `clipjax.data.folder` and `clipjax.data.shards`.
 
 Each returns records of the schema in `clipjax.data.records`, or a `BadRecord` for a record
-it cannot produce (an undecodable JSON line, an empty caption), which the pipeline skips and
-counts. Images stay encoded (bytes or a path) until the pipeline's decode step. Paths may be
-local or any `etils.epath` URL (`gs://...`).
+it cannot produce, which the pipeline skips and counts. Images stay encoded (bytes or a path)
+until the pipeline's decode step. Paths may be local or any `etils.epath` URL (`gs://...`).
 """
 from __future__ import annotations
 
-import csv
-import io
 import json
-import tarfile
-from collections import defaultdict
-from typing import Any, Sequence
+from typing import Any
 
 from etils import epath
 
-from clipjax.data.records import BadRecord, format_qa
+from clipjax.data.records import check_fields, format_qa
 
 
 def _path(p) -> epath.Path:
   return epath.Path(p)
-
-
-class ManifestSource:
-  """A JSONL or CSV manifest next to an image folder.
-
-  Each line/row: `image` (path relative to `image_root`, default the manifest's folder),
-  `caption` or a `captions` list, and optionally `long_caption`, `dialogue` (JSONL: list of
-  [q, a]; CSV: a JSON string), `label`, `image_id`. A line with a `captions` list gives one
-  record per caption, sharing the line's `image_id` (as the COCO source does). A line that is
-  not valid JSON becomes BadRecord("bad_json"). Every record carries `where`
-  (`manifest:line`), so a skipped record can be found again.
-  """
-
-  def __init__(self, manifest: str, image_root: str | None = None):
-    self.manifest = _path(manifest)
-    if not self.manifest.exists():
-      raise FileNotFoundError(f"manifest {self.manifest} does not exist")
-    self.image_root = _path(image_root) if image_root else self.manifest.parent
-    text = self.manifest.read_text()
-    rows: list[tuple[int, Any]] = []  # (line number, row dict or BadRecord)
-    if self.manifest.suffix == ".csv":
-      for number, row in enumerate(csv.DictReader(io.StringIO(text)), 2):
-        try:
-          if row.get("dialogue"):
-            row["dialogue"] = json.loads(row["dialogue"])
-          if row.get("captions"):
-            row["captions"] = json.loads(row["captions"])
-        except json.JSONDecodeError as e:
-          row = BadRecord("bad_json", f"{self.manifest}:{number}: {e}")
-        rows.append((number, row))
-    elif self.manifest.suffix in (".jsonl", ".json"):
-      for number, line in enumerate(text.splitlines(), 1):
-        if not line.strip():
-          continue
-        try:
-          rows.append((number, json.loads(line)))
-        except json.JSONDecodeError as e:
-          rows.append((number, BadRecord("bad_json", f"{self.manifest}:{number}: {e}")))
-    else:
-      raise ValueError(f"manifest {self.manifest} must be .jsonl or .csv")
-    # One item per record: (row index, caption index or None for the row's own `caption`).
-    self._rows = rows
-    self._items: list[tuple[int, int | None]] = []
-    for i, (_, row) in enumerate(rows):
-      captions = row.get("captions") if isinstance(row, dict) else None
-      if isinstance(captions, list) and captions and not row.get("caption"):
-        self._items.extend((i, c) for c in range(len(captions)))
-      else:
-        self._items.append((i, None))
-
-  def __len__(self) -> int:
-    return len(self._items)
-
-  def __getitem__(self, index: int):
-    row_index, caption_index = self._items[index]
-    number, row = self._rows[row_index]
-    if isinstance(row, BadRecord):
-      return row
-    record = dict(row, where=f"{self.manifest}:{number}")
-    if caption_index is not None:
-      record["caption"] = row["captions"][caption_index]
-    if "image" in row:  # text-only manifests (query/positive/negatives) have none
-      record["image"] = str(self.image_root / row["image"])
-    record.setdefault("image_id", row_index)
-    if "label" in record and record["label"] not in (None, ""):
-      record["label"] = int(record["label"])
-    return record
 
 
 class CocoCaptionsSource:
@@ -101,7 +31,8 @@ class CocoCaptionsSource:
     missing = [a["image_id"] for a in data["annotations"] if a["image_id"] not in files]
     if missing:
       raise ValueError(f"{self.annotations}: captions refer to unknown image ids {missing[:5]}")
-    self._items = [(a["image_id"], files[a["image_id"]], a["caption"]) for a in data["annotations"]]
+    self._items = [(a["image_id"], files[a["image_id"]], a.get("caption"))
+                   for a in data["annotations"]]
     self.image_ids = sorted(files)
 
   def __len__(self) -> int:
@@ -109,60 +40,9 @@ class CocoCaptionsSource:
 
   def __getitem__(self, index: int) -> dict:
     image_id, file_name, caption = self._items[index]
-    return dict(image=str(self.image_root / file_name), caption=caption, image_id=image_id)
-
-
-_IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".webp")
-
-
-class WebDatasetSource:
-  """WebDataset / img2dataset `.tar` shards (`key.jpg` + `key.txt` + optional `key.json`).
-
-  Shards are indexed once (member names, offsets, sizes) and members are read by offset into
-  memory: nothing is ever extracted to disk by the member's own path.
-  """
-
-  def __init__(self, shards: Sequence[str]):
-    self.shards = [_path(s) for s in shards]
-    self._index: list[tuple[int, dict[str, tuple[int, int]]]] = []
-    for shard_id, shard in enumerate(self.shards):
-      groups: dict[str, dict[str, tuple[int, int]]] = defaultdict(dict)
-      with shard.open("rb") as f, tarfile.open(fileobj=f, mode="r:") as tar:
-        for member in tar:
-          if not member.isfile():
-            continue
-          stem, _, ext = member.name.rpartition(".")
-          groups[stem]["." + ext.lower()] = (member.offset_data, member.size)
-      for stem in sorted(groups):
-        self._index.append((shard_id, groups[stem]))
-
-  def __len__(self) -> int:
-    return len(self._index)
-
-  def _read(self, shard_id: int, where: tuple[int, int]) -> bytes:
-    offset, size = where
-    with self.shards[shard_id].open("rb") as f:
-      f.seek(offset)
-      return f.read(size)
-
-  def __getitem__(self, index: int):
-    shard_id, parts = self._index[index]
-    image_ext = next((e for e in _IMAGE_EXTS if e in parts), None)
-    record: dict[str, Any] = {"image_id": index}
-    if image_ext is None:
-      return BadRecord("missing_file", f"{self.shards[shard_id]}: sample {index} has no image")
-    record["image"] = self._read(shard_id, parts[image_ext])
-    if ".txt" in parts:
-      record["caption"] = self._read(shard_id, parts[".txt"]).decode("utf-8", "replace")
-    if ".json" in parts:
-      try:
-        meta = json.loads(self._read(shard_id, parts[".json"]))
-      except json.JSONDecodeError as e:
-        return BadRecord("bad_json", f"{self.shards[shard_id]} sample {index}: {e}")
-      for key in ("caption", "long_caption", "dialogue", "label"):
-        if key in meta and key not in record:
-          record[key] = meta[key]
-    return record
+    return check_fields(dict(image=str(self.image_root / file_name), caption=caption,
+                             image_id=image_id, where=f"{self.annotations}:annotation {index}"),
+                        f"{self.annotations}:annotation {index}")
 
 
 class TfdsSource:

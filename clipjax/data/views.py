@@ -21,6 +21,25 @@ class MapRecords:
     return record if isinstance(record, BadRecord) else self.fn(record, index)
 
 
+class SafeRecords:
+  """`source` whose reads never raise: any exception while reading record i becomes a
+  BadRecord("error") naming the index and the exception, so one unreadable record (a flaky
+  file system, a malformed shard member) is counted instead of ending a week-long run."""
+
+  def __init__(self, source):
+    self.source = source
+
+  def __len__(self) -> int:
+    return len(self.source)
+
+  def __getitem__(self, index: int):
+    try:
+      return self.source[index]
+    except Exception as e:  # noqa: BLE001 (the reason of this class)
+      return BadRecord("error", f"record {index} of {type(self.source).__name__}: "
+                                f"{type(e).__name__}: {e}"[:500])
+
+
 class Subset:
   """The records of `source` at `indices`, in that order."""
 
@@ -39,7 +58,7 @@ class Subset:
 
 class OneQAPerSample:
   """`one_qa` dialogue mode (DRAFT default): record i of the source becomes `pairs` samples,
-  one per question–answer pair, so the dataset grows `pairs`-fold (METHODS §3)."""
+  one per question–answer pair, so the dataset grows `pairs`-fold (docs/methods.md §3)."""
 
   def __init__(self, source, pairs: int = 3):
     self.source, self.pairs = source, pairs

@@ -1,4 +1,4 @@
-"""Embedding blending and weight-space blending (METHODS §2, §3).
+"""Embedding blending and weight-space blending (docs/methods.md §2, §3).
 
 Embedding blending combines two text towers applied to the *same* text:
 `normalise(β · n(T_orig(y)) + (1 − β) · n(T_adapted(y)))` — β = 1 is the original tower,

@@ -1,4 +1,4 @@
-"""Image–text retrieval R@K and MRR (the LAION CLIP_benchmark protocol, METHODS §8), computed
+"""Image–text retrieval R@K and MRR (the LAION CLIP_benchmark protocol, methods.md §8), computed
 block by block on a device mesh so a 100k x 500k gallery never materialises its score matrix.
 
 Ranks instead of top-k: the rank of the first correct item is 1 + the number of *wrong* items

@@ -46,7 +46,7 @@ def run_evaluation(cfg: Mapping[str, Any], models: Mapping[str, Encoders], out_d
     cfg: the `eval` config block. models: name -> Encoders (same image tower for blending).
     out_dir: where results.json and the plots go.
     blend: (original, adapted) model names: adds a β sweep over `cfg.betas` of their text
-      embeddings (METHODS §2) to the retrieval and VQA tasks.
+      embeddings (docs/methods.md §2) to the retrieval and VQA tasks.
   Returns {task: {model or "blend": result}}.
   """
   kw = dict(batch_size=cfg.get("batch_size", 64), num_workers=cfg.get("num_workers", 2),

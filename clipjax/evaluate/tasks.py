@@ -68,7 +68,7 @@ def retrieval(text_towers: Sequence[Encoders], source, *, text_field: str = "cap
               betas: Sequence[float] | None = None, batch_size: int = 64, num_workers: int = 2,
               ks: Sequence[int] = (1, 5, 10), cache: dict | None = None) -> dict:
   """R@k / MRR of the first tower's images against captions; with two text towers and `betas`,
-  one row per β of `normalise(β·T0 + (1−β)·T1)` (METHODS §2 blending)."""
+  one row per β of `normalise(β·T0 + (1−β)·T1)` (docs/methods.md §2 blending)."""
   records = _read_all(source)
   out, ok, row, bad = _embed_unique_images(text_towers[0], source, records, batch_size,
                                            num_workers, cache)

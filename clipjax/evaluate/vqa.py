@@ -1,4 +1,4 @@
-"""VQA as retrieval (METHODS §8): embed `format_qa(question, candidate)` for every candidate,
+"""VQA as retrieval (methods.md §8): embed `format_qa(question, candidate)` for every candidate,
 pick the one closest to the image; multiple-choice accuracy, and the official VQA accuracy
 when ten human answers exist.
 

@@ -1,4 +1,4 @@
-"""Zero-shot classification with prompt ensembles (METHODS §8).
+"""Zero-shot classification with prompt ensembles (docs/methods.md §8).
 
 class embedding = normalise(mean over templates of normalised prompt embeddings);
 logits = 100 · normalise(image) · W; top-1, top-5 (when there are >= 5 classes) and mean

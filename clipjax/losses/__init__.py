@@ -1,4 +1,4 @@
-"""Global-batch losses (METHODS §1–7). Each is a function of embeddings usable on one device
+"""Global-batch losses (docs/methods.md §1–7). Each is a function of embeddings usable on one device
 with the whole batch, or per shard under `clipjax.parallel.mesh.on_mesh` (pass axis_name)."""
 from clipjax.losses.contrastive import (
                                         clip_loss,

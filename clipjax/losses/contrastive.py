@@ -1,4 +1,4 @@
-"""Contrastive losses over the global batch (METHODS §1, §2, §3 eq. 4.4.1, §4, §5, §6, §7).
+"""Contrastive losses over the global batch (docs/methods.md §1, §2, §3 eq. 4.4.1, §4, §5, §6, §7).
 
 Every loss takes embeddings whose leading dimension is the batch and an optional
 `axis_name`. With `axis_name=None` the inputs are the whole global batch on one device. Under
@@ -13,7 +13,7 @@ non-finite embedding makes the loss non-finite (never silently masked): the trai
 checks the loss and refuses the step. `block_size` switches to the tiled path, which never
 holds more than a [b_local, block] tile of the logit matrix (forward or backward).
 
-Each query-side term has two forms (`form`, METHODS §7b): "softmax", CE_rows(s·Q Kᵀ), and
+Each query-side term has two forms (`form`, docs/methods.md §7b): "softmax", CE_rows(s·Q Kᵀ), and
 "sigmoid", SigLIP's SL(Q, K) = −(1/B) Σ_i Σ_j log σ(z_ij (t·Q_i·K_j + b)) for models adapted
 from a SigLIP base (t, b: its logit scale and bias).
 """
@@ -111,7 +111,7 @@ def row_sigmoid_loss(queries: jax.Array, keys: jax.Array, scale, bias, *, q_labe
 
 def sigmoid_query_loss(queries: jax.Array, keys: jax.Array, scale, bias, *, labels=None,
                        block_size: int | None = None, axis_name: AxisName = None) -> jax.Array:
-  """SL(Q, K) = −(1/B) Σ_i Σ_j log σ(z_ij (t·Q_i·K_j + b)) over the global batch (METHODS §7,
+  """SL(Q, K) = −(1/B) Σ_i Σ_j log σ(z_ij (t·Q_i·K_j + b)) over the global batch (methods.md §7,
   §7b): each device scores its query rows against every key. The sum runs over all pairs, so
   SL(Q, K) = SL(K, Q): the sigmoid form has no direction. queries, keys: [N, D] normalised."""
   n = check_embeddings(queries=queries, keys=keys)
@@ -123,7 +123,7 @@ def sigmoid_query_loss(queries: jax.Array, keys: jax.Array, scale, bias, *, labe
 
 def siglip_loss(image_emb: jax.Array, text_emb: jax.Array, logit_scale, logit_bias, *,
                 labels=None, block_size: int | None = None, axis_name: AxisName = None) -> jax.Array:
-  """SigLIP (METHODS §7): −(1/B) Σ_i Σ_j log σ(z_ij (t·I_i·T_j + b)), z = +1 on the diagonal
+  """SigLIP (docs/methods.md §7): −(1/B) Σ_i Σ_j log σ(z_ij (t·I_i·T_j + b)), z = +1 on the diagonal
   (or for equal `labels`), −1 elsewhere. logit_scale: the multiplier t = exp(t') (t' init
   log 10); logit_bias: b (init −10). open_clip's SigLipLoss sums the same B² terms."""
   return sigmoid_query_loss(image_emb, text_emb, logit_scale, logit_bias, labels=labels,
@@ -133,7 +133,7 @@ def siglip_loss(image_emb: jax.Array, text_emb: jax.Array, logit_scale, logit_bi
 def adaptation_term(form: str, logit_bias=None, bidirectional: bool = False):
   """One query-side term of CLIP-3Modal / DRAFT: (queries, keys, scale, **kw) -> scalar, in the
   softmax form (CE_rows, both directions averaged with `bidirectional`) or the sigmoid form
-  with the base's bias (METHODS §7b)."""
+  with the base's bias (docs/methods.md §7b)."""
   if form == "softmax":
     return lambda q, k, s, **kw: query_loss(q, k, s, bidirectional=bidirectional, **kw)
   if form != "sigmoid":
@@ -148,7 +148,7 @@ def adaptation_term(form: str, logit_bias=None, bidirectional: bool = False):
 
 def clip_loss(image_emb: jax.Array, text_emb: jax.Array, logit_scale, logit_bias=None, *,
               labels=None, block_size: int | None = None, axis_name: AxisName = None) -> jax.Array:
-  """CLIP's symmetric InfoNCE, ½(CE(L) + CE(Lᵀ)) with L = s·I Tᵀ (+ bias) (METHODS §1).
+  """CLIP's symmetric InfoNCE, ½(CE(L) + CE(Lᵀ)) with L = s·I Tᵀ (+ bias) (docs/methods.md §1).
 
   image_emb, text_emb: [N, D] L2-normalised. logit_scale: the multiplier s. labels: optional
   int [N]; samples with equal labels are positives of each other (UniCL targets, §4; pass image
@@ -161,7 +161,7 @@ def clip_loss(image_emb: jax.Array, text_emb: jax.Array, logit_scale, logit_bias
 
 def unicl_loss(image_emb: jax.Array, text_emb: jax.Array, labels, logit_scale, *,
                block_size: int | None = None, axis_name: AxisName = None) -> jax.Array:
-  """UniCL (METHODS §4): targets A_ij = 1[y_i = y_j], rows normalised, both directions averaged.
+  """UniCL (methods.md §4): targets A_ij = 1[y_i = y_j], rows normalised, both directions averaged.
   Samples without a class must carry a label unique across the global batch (and hosts)."""
   return clip_loss(image_emb, text_emb, logit_scale, labels=labels, block_size=block_size,
                    axis_name=axis_name)
@@ -171,7 +171,7 @@ def three_tower_loss(image_emb: jax.Array, text_emb: jax.Array, dialogue_emb: ja
                      logit_scale, a: float = 0.65, *, bidirectional: bool = False, labels=None,
                      form: str = "softmax", logit_bias=None, block_size: int | None = None,
                      axis_name: AxisName = None) -> jax.Array:
-  """CLIP-3Modal, seed 001 eq. 4.3.1 (METHODS §2):
+  """CLIP-3Modal, seed 001 eq. 4.3.1 (docs/methods.md §2):
   a·CE_rows(s·G(z) I(x)ᵀ) + (1−a)·CE_rows(s·G(z) T(y)ᵀ), dialogue rows as queries.
   `bidirectional` averages each term with its transposed direction; `form="sigmoid"` uses
   SL(G(z), ·) with `logit_bias` instead of CE_rows (§7b). All [N, D] normalised."""
@@ -186,7 +186,7 @@ def draft_contrastive_loss(image_emb: jax.Array, caption_emb: jax.Array, dialogu
                            logit_scale, a: float = 0.65, *, bidirectional: bool = False,
                            labels=None, form: str = "softmax", logit_bias=None,
                            block_size: int | None = None, axis_name: AxisName = None) -> jax.Array:
-  """DRAFT's L_con, seed 001 eq. 4.4.1 (METHODS §3): texts as queries against the images,
+  """DRAFT's L_con, seed 001 eq. 4.4.1 (docs/methods.md §3): texts as queries against the images,
   a·CE_rows(s·T(z) I(x)ᵀ) + (1−a)·CE_rows(s·T(y) I(x)ᵀ); `form="sigmoid"`: SL(T(·), I) with
   `logit_bias` (§7b)."""
   check_embeddings(image_emb=image_emb, caption_emb=caption_emb, dialogue_emb=dialogue_emb)
@@ -199,7 +199,7 @@ def draft_contrastive_loss(image_emb: jax.Array, caption_emb: jax.Array, dialogu
 def mult_loss(image_emb: jax.Array, text_emb: jax.Array, fused_emb: jax.Array, logit_scale,
               a: float, b: float, *, block_size: int | None = None,
               axis_name: AxisName = None) -> jax.Array:
-  """MulT three-way loss (METHODS §6): a·CEsym(I,T) + b·CEsym(T,M) + (1−a−b)·CEsym(M,I)."""
+  """MulT three-way loss (docs/methods.md §6): a·CEsym(I,T) + b·CEsym(T,M) + (1−a−b)·CEsym(M,I)."""
   if not (0 < a and 0 < b and a + b < 1):
     raise ValueError(f"mult_loss needs 0 < a, 0 < b and a + b < 1, got a={a}, b={b}")
   check_embeddings(image_emb=image_emb, text_emb=text_emb, fused_emb=fused_emb)
@@ -211,7 +211,7 @@ def mult_loss(image_emb: jax.Array, text_emb: jax.Array, fused_emb: jax.Array, l
 
 def text_infonce(q: jax.Array, p: jax.Array, negatives: jax.Array | None = None,
                  tau: float = 0.05, *, axis_name: AxisName = None) -> jax.Array:
-  """jina-style text–text loss (METHODS §5) with cosine similarities over temperature τ.
+  """jina-style text–text loss (docs/methods.md §5) with cosine similarities over temperature τ.
 
   pairs:     InfoNCE(q→p) + InfoNCE(p→q)  (summed, not averaged)
   InfoNCE+:  with negatives [N, m, D], every hard negative of the global batch joins the

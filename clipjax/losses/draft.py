@@ -1,4 +1,4 @@
-"""The full DRAFT objective (seed 001 §4.4, METHODS §3): L_con + λ·L_MMD."""
+"""The full DRAFT objective (seed 001 §4.4, docs/methods.md §3): L_con + λ·L_MMD."""
 from __future__ import annotations
 
 import jax
@@ -16,7 +16,7 @@ def draft_loss(image_emb: jax.Array, caption_emb: jax.Array, dialogue_emb: jax.A
                logit_bias=None, block_size: int | None = None, axis_name: AxisName = None):
   """L = a·CE_rows(s·T(z)Iᵀ) + (1−a)·CE_rows(s·T(y)Iᵀ) + λ·L_MMD(S, D).
 
-  `form="sigmoid"` (a SigLIP base, METHODS §7b): the two CE_rows terms become SL(·, I) with
+  `form="sigmoid"` (a SigLIP base, docs/methods.md §7b): the two CE_rows terms become SL(·, I) with
   t = logit_scale and b = logit_bias. The MMD samples are then t·T·I + b; the RBF kernel and
   σ (a standard deviation) see only differences of samples, so b cancels and the MMD is the
   one computed from t·T·I.

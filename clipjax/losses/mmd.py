@@ -1,4 +1,4 @@
-"""DRAFT's RBF-kernel MMD between image–caption and image–dialogue similarities (METHODS §3).
+"""DRAFT's RBF-kernel MMD between image–caption and image–dialogue similarities (methods.md §3).
 
 The samples are the B² scalar entries of S = s·T(y) I(x)ᵀ and D = s·T(z) I(x)ᵀ over the
 global batch. Each device holds its query rows of S and D; every estimator reduces partial

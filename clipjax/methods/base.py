@@ -1,6 +1,6 @@
 """What every training method is made of, and the registry that finds one by name.
 
-A method (METHODS §1–7) is one `Method` subclass in its own file under `clipjax/methods/`,
+A method (docs/methods.md §1–7) is one `Method` subclass in its own file under `clipjax/methods/`,
 registered with `@register`. `clipjax.main` and `clipjax.train` only ever call the hooks
 below, so a method reads top to bottom in its file and adding one touches no other module
 (docs/architecture.md walks through an example).
@@ -88,7 +88,8 @@ class Method:
   adapts_pretrained: bool = False
   # Parameter trees beyond "clip" (their paths exist only after `init_params`).
   extra_towers: tuple[str, ...] = ()
-  # Values of loss.form this method trains with; "sigmoid" (METHODS §7b) needs a SigLIP base.
+  # Values of loss.form this method trains with; "sigmoid" (docs/methods.md §7b) needs a
+  # SigLIP base.
   loss_forms: tuple[str, ...] = ("softmax",)
 
   def configure(self, c: ml_collections.ConfigDict) -> None:
@@ -118,8 +119,9 @@ class Method:
     trained by this config: the sigmoid form needs a model with a logit bias."""
     if cfg.loss.get("form") == "sigmoid" and model_cfg.init_logit_bias is None:
       source = cfg.model.checkpoint or cfg.model.arch or f"the default {DEFAULT_ARCH}"
-      raise ConfigError(f"loss.form='sigmoid' needs a SigLIP base with a logit_bias (METHODS "
-                        f"§7b); {source} has none: set model.checkpoint to a SigLIP model, e.g. "
+      raise ConfigError(f"loss.form='sigmoid' needs a SigLIP base with a logit_bias (docs/"
+                        f"methods.md §7b); {source} has none: set model.checkpoint to a SigLIP "
+                        f"model, e.g. "
                         f"--config.model.checkpoint=ViT-B-16-SigLIP2 "
                         f"--config.model.pretrained=webli")
 

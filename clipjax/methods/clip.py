@@ -1,4 +1,4 @@
-"""CLIP (METHODS §1): the symmetric InfoNCE of every image–caption pair of the global batch
+"""CLIP (docs/methods.md §1): the symmetric InfoNCE of every image–caption pair of the global batch
 against all others; with loss.same_image_positives, every caption of an image is a positive."""
 from __future__ import annotations
 

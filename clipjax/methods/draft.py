@@ -1,10 +1,10 @@
-"""DRAFT (seed 001 §4.4, METHODS §3): the text tower of a pretrained CLIP adapted to dialogue.
+"""DRAFT (seed 001 §4.4, methods.md §3): the text tower of a pretrained CLIP adapted to dialogue.
 The image tower stays frozen; captions and dialogues go through the same text tower, trained
 with a·CE(I, T(caption)) + (1−a)·CE(I, T(dialogue)) plus an RBF-kernel MMD between the caption
 and dialogue embeddings. Evaluation compares the base, DRAFT and their text-embedding blend;
 the WiSE-FT weight blend (β = export.wise_beta) is evaluated and exported too. On a SigLIP
 base, loss.form=sigmoid scores each text–image term with the base's frozen t and b
-(METHODS §7b)."""
+(docs/methods.md §7b)."""
 from __future__ import annotations
 
 from clipjax import losses

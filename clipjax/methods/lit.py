@@ -1,7 +1,7 @@
 """LiT (Zhai et al., 2022): the CLIP loss with a locked (frozen) pretrained image tower, so
 image embeddings can be computed once per image (data.cache_frozen). On a SigLIP base,
 loss.form=sigmoid trains with SigLIP's pairwise sigmoid instead, its t and b trained as the
-CLIP loss trains s (METHODS §7b)."""
+CLIP loss trains s (docs/methods.md §7b)."""
 from __future__ import annotations
 
 from clipjax import losses

@@ -1,4 +1,4 @@
-"""CLIP with a MulT fusion tower (seed 001 §4.2, METHODS §6): image, text and fusion towers
+"""CLIP with a MulT fusion tower (seed 001 §4.2, docs/methods.md §6): image, text and fusion towers
 trained jointly with a·CE(I,T) + b·CE(T,M) + (1−a−b)·CE(M,I), where M is the fused view of
 each image–caption pair. Retrieval evaluates the image and text towers, as for clip (the
 thesis found no gain over plain CLIP: docs/training.md)."""

@@ -1,4 +1,4 @@
-"""jina-style multi-task training (seed 000, METHODS §5): every step sums a text–text InfoNCE
+"""jina-style multi-task training (seed 000, methods.md §5): every step sums a text–text InfoNCE
 (fixed τ = loss.tau; InfoNCE+ with hard negatives when the text records carry them) and the
 CLIP loss on an image–caption batch, in one backward pass. The two streams have their own
 batch sizes (batch_size, data.text_batch_size); configs/multitask.py chains the three stages."""

@@ -1,4 +1,4 @@
-"""SigLIP (METHODS §7): a pairwise sigmoid loss with a learnable bias; open_clip's init of
+"""SigLIP (docs/methods.md §7): a pairwise sigmoid loss with a learnable bias; open_clip's init of
 t' = log 10 and b = −10 from scratch, or the loaded SigLIP model's own t and b when fine-tuning
 (model.checkpoint)."""
 from __future__ import annotations

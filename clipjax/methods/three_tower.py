@@ -1,8 +1,8 @@
-"""CLIP-3Modal (seed 001 §4.3, METHODS §2): a pretrained CLIP's image tower I and text tower T
+"""CLIP-3Modal (seed 001 §4.3, methods.md §2): a pretrained CLIP's image tower I and text tower T
 stay frozen; a third (dialogue) tower G, initialised as a copy of T, is trained with
 a·CE(G(z), I) + (1−a)·CE(G(z), T(y)) on the concatenated dialogue. Evaluation blends T and G
 on the same caption; G is exported as the text tower of a standalone CLIP. On a SigLIP base,
-loss.form=sigmoid scores both terms with the base's frozen t and b (METHODS §7b)."""
+loss.form=sigmoid scores both terms with the base's frozen t and b (docs/methods.md §7b)."""
 from __future__ import annotations
 
 import flax.linen as nn

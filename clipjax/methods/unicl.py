@@ -1,4 +1,4 @@
-"""UniCL (METHODS §4): image–label–text contrastive learning; every pair in the global batch
+"""UniCL (docs/methods.md §4): image–label–text contrastive learning; every pair in the global batch
 with the same label is a positive."""
 from __future__ import annotations
 

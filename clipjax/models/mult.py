@@ -1,4 +1,4 @@
-"""MulT fusion tower (seed 001 §4.2, METHODS §6): a crossmodal transformer over raw image
+"""MulT fusion tower (seed 001 §4.2, docs/methods.md §6): a crossmodal transformer over raw image
 patches and text token embeddings, giving one fused vector M per image–text pair.
 
 Inputs are the image cut into P x P patches, each flattened to its P²·C raw values (row-major

@@ -102,8 +102,8 @@ CLAIMS: tuple[Claim, ...] = (
           "scenes' captions, paraphrases and one-attribute-swap negatives, with more steps "
           "(three stages) than the CLIP comparison"),
     Claim("siglip_vs_clip", "SigLIP matches or beats CLIP at the same steps (image R@1)",
-          "METHODS §7 (beyond the seeds)", "—", "siglip", f"siglip/{IMAGE_R1}", "base/full",
-          f"clip/{IMAGE_R1}", "higher",
+          "docs/methods.md §7 (beyond the seeds)", "—", "siglip", f"siglip/{IMAGE_R1}",
+          "base/full", f"clip/{IMAGE_R1}", "higher",
           "SigLIP's gains are reported at large batch and long schedules; ours is batch 64 "
           "for ~100 steps"),
 )

@@ -17,8 +17,11 @@ import os
 import socket
 import struct
 import time
+from typing import Iterator
 
 from etils import epath
+
+from clipjax.files import write_atomically
 
 
 def _crc32c_table() -> tuple[int, ...]:
@@ -70,6 +73,62 @@ def _record(data: bytes) -> bytes:
   length = struct.pack("<Q", len(data))
   return (length + struct.pack("<I", _masked_crc(length)) + data
           + struct.pack("<I", _masked_crc(data)))
+
+
+def _read_varint(data: bytes, pos: int) -> tuple[int, int]:
+  value = shift = 0
+  while True:
+    byte = data[pos]
+    value |= (byte & 0x7F) << shift
+    pos, shift = pos + 1, shift + 7
+    if not byte & 0x80:
+      return value, pos
+
+
+def event_step(event: bytes) -> int:
+  """The `step` field of an encoded Event (0 when absent, as protobuf reads it)."""
+  pos = 0
+  while pos < len(event):
+    key, pos = _read_varint(event, pos)
+    number, wire = key >> 3, key & 7
+    if wire == 0:
+      value, pos = _read_varint(event, pos)
+      if number == 2:
+        return value - (1 << 64) if value >> 63 else value
+    elif wire == 1:
+      pos += 8
+    elif wire == 2:
+      length, pos = _read_varint(event, pos)
+      pos += length
+    elif wire == 5:
+      pos += 4
+    else:
+      raise ValueError(f"unsupported protobuf wire type {wire}")
+  return 0
+
+
+def _records(data: bytes) -> Iterator[tuple[bytes, bytes]]:
+  """(framed record, payload) of each whole record; a record cut short (a killed writer) ends
+  the stream."""
+  pos = 0
+  while pos + 12 <= len(data):
+    (length,) = struct.unpack_from("<Q", data, pos)
+    end = pos + 12 + length + 4
+    if end > len(data):
+      return
+    yield data[pos:end], data[pos + 12:pos + 12 + length]
+    pos = end
+
+
+def truncate_events(logdir: str | os.PathLike, step: int) -> None:
+  """Rewrites the event files of `logdir` without the scalars logged after `step` (and
+  without a last record cut short), so that a run resumed from the checkpoint at `step` logs
+  each later step once. Files with nothing to drop are left as they are."""
+  for path in epath.Path(logdir).glob("events.out.tfevents.*"):
+    data = path.read_bytes()
+    kept = [framed for framed, event in _records(data) if event_step(event) <= step]
+    if sum(map(len, kept)) != len(data):
+      write_atomically(path, b"".join(kept))
 
 
 class EventWriter:

@@ -7,9 +7,11 @@ uninterrupted run on the same machine.
 from __future__ import annotations
 
 import functools
+import hashlib
 import json
 import math
 import os
+import sys
 import time
 from typing import Any
 
@@ -25,6 +27,7 @@ from clipjax.config import DEFAULT_ARCH
 from clipjax.convert.load import load_or_create
 from clipjax.data.builder import make_source
 from clipjax.data.pipeline import (
+  DEFAULT_MAX_IMAGE_PIXELS,
   PrepareExample,
   PrepareText,
   TwoStreams,
@@ -43,6 +46,7 @@ from clipjax.train.checkpoint import Checkpointer, PreemptionFlag
 from clipjax.train.events import EventWriter
 from clipjax.train.optim import is_frozen, make_optimizer
 from clipjax.train.step import make_train_step
+from clipjax.train.workdir import rewind_logs
 
 
 class TrainingError(RuntimeError):
@@ -105,7 +109,9 @@ def _dataset(cfg, method: Method, model, params, frozen, workdir):
                            context_length=context, with_image=cache is None,
                            hf_tokenizer=model.cfg.text.tokenizer_dir,
                            tokenizer_clean=model.cfg.text.tokenizer_clean,
-                           preprocess=model.cfg.image_preprocess.transform_kwargs())
+                           preprocess=model.cfg.image_preprocess.transform_kwargs(),
+                           max_image_pixels=cfg.data.get("max_image_pixels",
+                                                         DEFAULT_MAX_IMAGE_PIXELS))
   bad_window = min(cfg.data.get("bad_window", 1000) or len(source), len(source))
   images = build_dataset(source, prepare, batch_size=per_host(cfg.batch_size, "batch_size"),
                          seed=cfg.seed, num_workers=cfg.data.num_workers,
@@ -159,16 +165,31 @@ def trim_text_padding(batch: dict, fields: dict[str, Any], pad_id: int = 0) -> d
 
 
 class _BadRecordLog:
-  """Names skipped records: the first `shown` in the log, every one in
-  WORKDIR/bad_records.jsonl (one file per host on multi-host runs)."""
+  """Names skipped records: the first `shown` in the log, every distinct one once in
+  WORKDIR/bad_records.jsonl (one file per host on multi-host runs) with the step it was first
+  seen at; a record skipped again in a later epoch is counted, not written again. Memory: one
+  8-byte digest per distinct bad record."""
 
   def __init__(self, workdir: epath.Path, shown: int = 10):
     name = ("bad_records.jsonl" if jax.process_count() == 1
             else f"bad_records.host{jax.process_index()}.jsonl")
     self.path, self.shown, self.seen, self._file = workdir / name, shown, 0, None
+    self._written: set[bytes] = set()
+    if self.path.exists():  # a resumed run (rewound to its checkpoint): those stay known
+      for line in self.path.read_text().splitlines():
+        row = json.loads(line)
+        self._written.add(self._digest(row["reason"], row["detail"]))
+
+  @staticmethod
+  def _digest(reason: str, detail: str) -> bytes:
+    return hashlib.blake2b(f"{reason}\0{detail}".encode(), digest_size=8).digest()
 
   def add(self, step: int, examples: list[tuple[str, str]]) -> None:
     for reason, detail in examples:
+      digest = self._digest(reason, detail)
+      if digest in self._written:
+        continue
+      self._written.add(digest)
       if self.seen < self.shown:
         logging.warning("skipped record (%s): %s%s", reason, detail,
                         f" (further ones: {self.path})" if self.seen + 1 == self.shown else "")
@@ -269,6 +290,7 @@ def train(cfg, workdir: str, devices: list[jax.Device] | None = None) -> dict:
     print(f"{cfg.method}: {n_samples} samples per epoch, global batch {cfg.batch_size}, steps "
           f"{start}..{cfg.total_steps}, mesh {dict(mesh.shape)}, work dir {workdir}; MFU "
           f"against {peak / 1e12:.3g} TFLOP/s per device ({peak_source})", flush=True)
+  rewind_logs(workdir, start)  # what an interrupted run logged after its last checkpoint
   logs = _Logs(workdir, start, cfg.total_steps, cfg.batch_size, peak, mesh.size)
   bad_log = _BadRecordLog(workdir)
   preempt = PreemptionFlag()
@@ -316,7 +338,9 @@ def train(cfg, workdir: str, devices: list[jax.Device] | None = None) -> dict:
     if hasattr(iterator, "close"):
       iterator.close()
   if bad.any():
-    logging.warning("skipped records: %s", {r: int(n) for r, n in zip(BAD_REASONS, bad) if n})
+    counts = ", ".join(f"{r} {n}" for r, n in zip(BAD_REASONS, bad) if n)
+    print(f"skipped {int(bad.sum())} records ({counts}); each one is named in "
+          f"{bad_log.path}", file=sys.stderr, flush=True)
   # Every host gets the full parameters (FSDP shards live on several hosts' devices).
   params = jax.tree.map(np.asarray, multihost_utils.process_allgather(state["params"], tiled=True))
   return {"model": model, "params": params, "bad_records": bad,

@@ -2,36 +2,27 @@
 pretraining: a typo in a source kind, a path, the architecture, a freeze pattern or the batch
 size is a `ConfigError` naming the field, not a failure an hour into the run.
 
-It also guards the work dir: the resolved config is saved as WORKDIR/config.json, and a rerun
-whose config differs in anything that changes training (not `total_steps`, logging,
-checkpointing, evaluation or the multi-host addresses) is refused with the difference, since
-resuming it would mix two experiments.
+The work dir's guards (one run at a time, the config bound once it has a checkpoint) are in
+`clipjax.train.workdir`.
 """
 from __future__ import annotations
 
 import difflib
-import json
 import re
 from typing import Any
 
 import jax
-from etils import epath
 
 from clipjax.config import DEFAULT_ARCH, EVAL_TASKS
 from clipjax.convert.load import describe_checkpoint
 from clipjax.convert.openclip import param_shapes
 from clipjax.data.builder import check_source_spec
 from clipjax.errors import ConfigError
-from clipjax.files import write_atomically
 from clipjax.losses.mmd import ESTIMATORS
 from clipjax.methods import Method, get_method, method_names
 from clipjax.models.layers import ATTENTION_KERNELS, COMPUTE_DTYPES, REMAT_POLICIES
 from clipjax.models.naming import param_paths
 from clipjax.models.registry import get_model_config
-
-# Fields a rerun may change: how long to train, how often to log and checkpoint, what to
-# evaluate, and how the processes find each other (a new coordinator port on every restart).
-RERUN_FIELDS = ("total_steps", "log_every", "eval", "checkpoint", "distributed")
 
 
 def _choice(name: str, value: Any, choices) -> None:
@@ -132,32 +123,3 @@ def inherit_model(base, cfg) -> None:
     for field in ("arch", "dtype", "remat", "remat_policy", "scan_layers", "attention"):
       if field in cfg.model:
         base.model[field] = cfg.model[field]
-
-
-def _flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
-  if isinstance(tree, dict):
-    out = {}
-    for k, v in tree.items():
-      out.update(_flatten(v, f"{prefix}{k}."))
-    return out
-  return {prefix[:-1]: tree}
-
-
-def check_workdir_config(cfg, workdir: str) -> None:
-  """Saves `cfg` as WORKDIR/config.json, or refuses (ConfigError) a rerun whose config
-  differs from the saved one in a field outside RERUN_FIELDS."""
-  path = epath.Path(workdir) / "config.json"
-  current = json.loads(cfg.to_json_best_effort())
-  if path.exists():
-    saved = json.loads(path.read_text())
-    old, new = _flatten(saved), _flatten(current)
-    changed = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k)
-                     and k.split(".")[0] not in RERUN_FIELDS)
-    if changed:
-      diff = "; ".join(f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in changed[:6])
-      more = f" (+{len(changed) - 6} more)" if len(changed) > 6 else ""
-      raise ConfigError(f"work dir {workdir} was trained with another config ({diff}{more}); "
-                        f"rerun with the same values to resume, or start fresh with another "
-                        f"--workdir (or delete {workdir})")
-  if jax.process_index() == 0:
-    write_atomically(path, json.dumps(current, indent=2, sort_keys=True))

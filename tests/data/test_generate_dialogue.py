@@ -10,7 +10,7 @@ import transformers
 from conftest import REPO
 from tokenizers import ByteLevelBPETokenizer
 
-from clipjax.data.sources import ManifestSource
+from clipjax.data.manifest import ManifestSource
 from clipjax.data.synthetic import SyntheticScenes
 
 CORPUS = ["USER: Ask three different questions about this image. ASSISTANT: Q: what is it? A: red",

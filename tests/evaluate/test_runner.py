@@ -9,6 +9,7 @@ import sys
 import ml_collections
 import numpy as np
 import pytest
+from PIL import Image
 from conftest import REPO, xla_flags
 
 import clipjax
@@ -144,23 +145,27 @@ def test_search_cli_on_photos(coco_sample, tmp_path):
   _, params = clipjax.create_model("ViT-T-16-test", seed=0)
   weights = tmp_path / "tiny.safetensors"  # the architecture comes from tiny.json next to it
   clipjax.export_openclip(params, "ViT-T-16-test", str(weights))
-  common = [sys.executable, "-m", "clipjax.search", f"--index={tmp_path}/index"]
-  built = subprocess.run(common + [f"--images={photos}", "--num_workers=2",
-                                   f"--checkpoint={weights}"], env=_env(),
+  # Paths as a user types them: `~` is expanded by clipjax (a shell leaves `--x=~/a` alone).
+  env, cwd = dict(_env(), HOME=str(tmp_path)), tmp_path / "cwd"
+  cwd.mkdir()
+  common = [sys.executable, "-m", "clipjax.search", "--index=~/index"]
+  built = subprocess.run(common + ["--images=~/photos", "--num_workers=2",
+                                   f"--checkpoint={weights}"], env=env, cwd=cwd,
                          capture_output=True, text=True, timeout=600)
   assert built.returncode == 0, built.stderr[-3000:]
   n = len(list((coco_sample / "images").iterdir()))
   assert f"indexed {n} images" in built.stdout and "skipped 1 unreadable" in built.stdout
   for noise in ("faiss", "leaked shared_memory", "tpu"):  # quiet on CPU
     assert noise not in built.stderr.lower(), built.stderr[-3000:]
+  assert not (cwd / "~").exists()
   meta = json.loads((tmp_path / "index/meta.json").read_text())
   assert meta["model_name"] == str(weights)
   found = subprocess.run(common + ["--query=a red car", "--k=3", f"--checkpoint={weights}"],
-                         env=_env(), capture_output=True, text=True, timeout=300)
+                         env=env, cwd=cwd, capture_output=True, text=True, timeout=300)
   assert found.returncode == 0, found.stderr[-3000:]
   lines = [l for l in found.stdout.splitlines() if l.startswith("  ")]
   assert len(lines) == 3 and all(str(photos) in l for l in lines)
-  other = subprocess.run(common + ["--arch=ViT-S-16-tiny", "--query=a red car"], env=_env(),
+  other = subprocess.run(common + ["--arch=ViT-S-16-tiny", "--query=a red car"], env=env,
                          capture_output=True, text=True, timeout=300)
   assert other.returncode == 2 and "Traceback" not in other.stderr, other.stderr[-3000:]
   assert f"built with model {weights}" in other.stderr and "random ViT-S-16-tiny" in other.stderr
@@ -210,3 +215,44 @@ def test_vqav1_files_end_to_end(two_models, tmp_path):
   assert res["metrics"]["vqa_accuracy"] == pytest.approx(expected, abs=1e-9)
   with pytest.raises(FileNotFoundError, match="questions file"):
     VQAv1Source(str(tmp_path / "missing.json"), str(tmp_path))
+
+
+def test_zeroshot_on_a_class_folder_equals_a_float64_reference(two_models, coco_sample,
+                                                              tmp_path):
+  """`folder:root=DIR` of class folders: class names from the folder names, labels from the
+  tree; top-1 and per-class recall against float64 NumPy on the same encoders' embeddings."""
+  from clipjax.data.transforms import image_transform
+  base, _ = two_models
+  photos = sorted((coco_sample / "images").glob("*.jpg"))[:9]
+  classes = ["golden_retriever", "red_car", "teddy_bear"]
+  for k, photo in enumerate(photos):
+    (tmp_path / "classes" / classes[k % 3]).mkdir(parents=True, exist_ok=True)
+    shutil.copy(photo, tmp_path / "classes" / classes[k % 3] / photo.name)
+  templates = ["a photo of a {c}.", "a blurry photo of a {c}."]
+  (tmp_path / "templates.txt").write_text("\n".join(templates))
+  cfg = ml_collections.ConfigDict(dict(
+      tasks="zeroshot", batch_size=4, num_workers=0,
+      zeroshot=dict(source=f"folder:root={tmp_path}/classes", classnames="source",
+                    templates=str(tmp_path / "templates.txt"))))
+  res = run_evaluation(cfg, {"base": base}, str(tmp_path / "out"))["zeroshot"]["base"]
+  names = ["golden retriever", "red car", "teddy bear"]
+  weights = np.stack([np.mean([_unit64(base.encode_texts([t.replace("{c}", n)]))[0]
+                               for t in templates], axis=0) for n in names])
+  weights = _unit64(weights)
+  transform = image_transform(base.image_size, train=False, uint8=True)
+  labels, images = [], []
+  for c, name in enumerate(classes):
+    for photo in sorted((tmp_path / "classes" / name).iterdir()):
+      labels.append(c)
+      images.append(transform(Image.open(photo).convert("RGB")))
+  predictions = (_unit64(base.encode_images(np.stack(images))) @ weights.T).argmax(1)
+  labels = np.array(labels)
+  assert res["metrics"]["top1"] == pytest.approx(np.mean(predictions == labels), abs=1e-9)
+  # Per class, by name: a random model predicts few classes, so this pins the label mapping.
+  assert res["per_class_recall"] == {n: pytest.approx(np.mean(predictions[labels == c] == c))
+                                     for c, n in enumerate(names)}
+
+
+def _unit64(x):
+  x = np.asarray(x, np.float64)
+  return x / np.linalg.norm(x, axis=-1, keepdims=True)

@@ -1,4 +1,4 @@
-"""Float64 NumPy reference implementations of METHODS §1–7, written from the formulas
+"""Float64 NumPy reference implementations of docs/methods.md §1–7, written from the formulas
 independently of clipjax.losses (no shared code), plus central-difference gradients."""
 import numpy as np
 

@@ -102,7 +102,7 @@ def test_siglip_loss_with_shared_labels(mesh):
 
 @pytest.mark.parametrize("block", [None, 4])
 def test_sigmoid_form_of_the_adaptation_losses(mesh, block):
-  """METHODS §7b: CLIP-3Modal and DRAFT with each query-side term SL(Q, K) and the base's
+  """docs/methods.md §7b: CLIP-3Modal and DRAFT with each query-side term SL(Q, K) and the base's
   t and b; DRAFT's MMD is unchanged (the bias cancels in the kernel and in σ)."""
   bias, key = -4.0, jax.random.key(3)
   i, y, z = _embeddings(3, seed=2)

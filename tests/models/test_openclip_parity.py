@@ -104,7 +104,7 @@ def test_remat_and_bfloat16_compute():
 
 
 def test_long_context_matches_openclip_resize():
-  """A 77-position checkpoint loaded with context 248 (METHODS §5): positional embeddings
+  """A 77-position checkpoint loaded with context 248 (docs/methods.md §5): positional embeddings
   equal open_clip's resize_text_pos_embed, and the text tower equals open_clip's model built
   with that context and loaded with the resized state_dict."""
   ref77 = make_openclip_model("ViT-T-16-test")

@@ -1,7 +1,7 @@
 """Training on a SigLIP base (issue: SigLIP towers, part 5): configs/siglip.py from scratch on
 the tiny SigLIP 2 architecture (timm trunk + MAP head, bidirectional last-token text tower)
 gives the base; SigLIP fine-tuning, LiT, DRAFT and CLIP-3Modal then adapt it, in the sigmoid
-form of METHODS §7b (the base's t and b) and, for DRAFT, the softmax form with the base's t.
+form of docs/methods.md §7b (the base's t and b) and, for DRAFT, the softmax form with the base's t.
 
 "The loss falls" is measured on one fixed held-out batch with the method's own objective:
 base parameters vs trained ones (same PRNG key for DRAFT's MMD features)."""
@@ -66,7 +66,7 @@ def fixed_batch(dialogue_mode: str, n: int = 32) -> dict:
 
 def objective_values(name, cfg, model, *param_sets) -> list[float]:
   """The method's loss on the fixed batch for each parameter set; in the sigmoid form also
-  checked against the float64 NumPy SL(Q, K) of the same embeddings (METHODS §7b)."""
+  checked against the float64 NumPy SL(Q, K) of the same embeddings (docs/methods.md §7b)."""
   objective = get_method(name).objective(model, make_mesh(devices=jax.devices()[:1]), cfg.loss)
   batch, key = fixed_batch(cfg.data.dialogue_mode), jax.random.key(0)
 
@@ -113,7 +113,7 @@ def test_methods_adapt_a_siglip_base(siglip_base, tmp_path, name, form):
   assert end < start, (name, form, start, end)
 
   clip = params["clip"]
-  if name in ("draft", "three_tower"):  # the base's t and b stay frozen (METHODS §2, §3, §7b)
+  if name in ("draft", "three_tower"):  # the base's t and b stay frozen (methods.md §2, §3, §7b)
     assert float(clip["logit_scale"]) == np.float32(BASE_SCALE)
     assert float(clip["logit_bias"]) == np.float32(BASE_BIAS)
   else:  # trained from the base's values, not re-initialised

@@ -12,7 +12,7 @@ import sys
 import time
 
 import pytest
-from conftest import COCO_SAMPLE, REPO, xla_flags
+from conftest import REPO, xla_flags
 
 TINY = ["--config.model.arch=ViT-T-16-test", "--config.batch_size=8", "--config.eval.tasks=",
         "--config.export.hf=False", "--config.log_every=1", "--config.data.num_workers=1"]
@@ -44,10 +44,8 @@ def _readme_command(marker: str) -> list[str]:
 
 
 def test_readme_own_data_command_trains_on_the_coco_sample(tmp_path, coco_sample):
-  cmd = _readme_command("--config.data.train=manifest:manifest=../shared/data/coco_sample")
+  cmd = _readme_command("--config.data.train=manifest:manifest=third_party/coco_sample")
   assert cmd[:3] == ["python", "-m", "clipjax.main"], cmd
-  if COCO_SAMPLE != REPO.parent / "shared/data/coco_sample":  # the README's relative path
-    cmd = [a.replace("../shared/data/coco_sample", str(COCO_SAMPLE)) for a in cmd]
   out = _main(*cmd[3:], f"--workdir={tmp_path / 'wd'}")  # the README line + a work dir
   assert out.returncode == 0, out.stderr[-3000:]
   # Five captions per photo: 29 images -> 145 records, each a caption of its own.
