@@ -44,7 +44,7 @@ def _readme_command(marker: str) -> list[str]:
 
 
 def test_readme_own_data_command_trains_on_the_coco_sample(tmp_path, coco_sample):
-  cmd = _readme_command("--config.data.train=manifest:manifest=third_party/coco_sample")
+  cmd = _readme_command("--config.data.train='manifest:manifest=third_party/coco_sample")
   assert cmd[:3] == ["python", "-m", "clipjax.main"], cmd
   out = _main(*cmd[3:], f"--workdir={tmp_path / 'wd'}")  # the README line + a work dir
   assert out.returncode == 0, out.stderr[-3000:]
