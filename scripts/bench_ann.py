@@ -7,7 +7,9 @@ index must approach; the printed ratio is ANN queries/s over exact queries/s.
 """
 import time
 
-from absl import app, flags
+from absl import flags
+
+from clipjax import cli
 
 flags.DEFINE_integer("n", 100_000, "Gallery size.")
 flags.DEFINE_integer("dim", 64, "Embedding size.")
@@ -56,4 +58,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  cli.run(main)

@@ -12,7 +12,9 @@ import time
 from pathlib import Path
 
 import numpy as np
-from absl import app, flags
+from absl import flags
+
+from clipjax import cli
 
 flags.DEFINE_integer("n", 1024, "Number of images.")
 flags.DEFINE_integer("batch", 64, "Batch size.")
@@ -100,4 +102,4 @@ def main(argv):
     print(f"{name:55s} {n_images / t:8.1f} images/s   {ref / t:.2f}x")
 
 if __name__ == "__main__":
-  app.run(main)
+  cli.run(main)

@@ -18,7 +18,9 @@ import json
 import statistics
 import time
 
-from absl import app, flags
+from absl import flags
+
+from clipjax import cli
 
 flags.DEFINE_bool("small", False, "Tiny models and batches (CPU, the test suite).")
 flags.DEFINE_string("out", "bench_device.json", "JSON results.")
@@ -260,4 +262,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  cli.run(main)

@@ -17,7 +17,9 @@ import os
 import statistics
 import time
 
-from absl import app, flags
+from absl import flags
+
+from clipjax import cli
 
 flags.DEFINE_string("arch", "ViT-B-32", "Architecture.")
 flags.DEFINE_integer("batch", 16, "Batch size.")
@@ -107,4 +109,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  cli.run(main)

@@ -15,7 +15,9 @@ import subprocess
 import sys
 import time
 
-from absl import app, flags
+from absl import flags
+
+from clipjax import cli
 
 flags.DEFINE_list("batches", ["4096", "16384", "65536"], "Global batch sizes.")
 flags.DEFINE_integer("block", 1024, "Column block of the tiled path.")
@@ -97,4 +99,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  cli.run(main)

@@ -6,7 +6,9 @@ Target (Data issue): 100,000 samples at 64x64 in under 2 minutes on the project 
 """
 import time
 
-from absl import app, flags
+from absl import flags
+
+from clipjax import cli
 
 flags.DEFINE_integer("n", 100_000, "Samples to generate.")
 flags.DEFINE_integer("resolution", 64, "Image side in pixels.")
@@ -26,4 +28,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  cli.run(main)

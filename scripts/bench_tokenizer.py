@@ -11,7 +11,9 @@ import random
 import time
 from pathlib import Path
 
-from absl import app, flags
+from absl import flags
+
+from clipjax import cli
 
 flags.DEFINE_string("captions", None, "Text file with one caption per line.")
 flags.DEFINE_integer("n", 10_000, "Number of captions.")
@@ -61,4 +63,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  cli.run(main)

@@ -15,7 +15,9 @@ sheet for TPUs / GPUs, a timed float32 matmul on CPUs).
 import math
 import time
 
-from absl import app, flags
+from absl import flags
+
+from clipjax import cli
 
 flags.DEFINE_string("arch", "ViT-B-32", "Architecture.")
 flags.DEFINE_integer("batch", 32, "Global batch size.")
@@ -134,4 +136,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  cli.run(main)

@@ -12,6 +12,8 @@ and reported, not written.
 """
 from absl import app, flags
 
+from clipjax import cli
+
 flags.DEFINE_enum("source", "manifest", ["manifest", "coco", "webdataset", "synthetic"], "Input kind.")
 flags.DEFINE_string("input", None, "Manifest, COCO captions JSON, or tar glob.")
 flags.DEFINE_string("images", None, "Image folder (coco; manifest default: its folder).")
@@ -49,4 +51,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  cli.run(main)

@@ -30,6 +30,8 @@ from pathlib import Path
 
 from absl import app, flags
 
+from clipjax import cli
+
 flags.DEFINE_string("source", None, "Data source spec as JSON (clipjax.data.builder kinds).")
 flags.DEFINE_string("model_dir", None, "Local directory of a BLIP-2 or LLaVA model + processor.")
 flags.DEFINE_string("out", None, "Output directory (created; resumed when it exists).")
@@ -218,4 +220,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  cli.run(main)
