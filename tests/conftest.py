@@ -44,7 +44,7 @@ COCO_SAMPLE = REPO / "third_party/coco_sample"
 # the long ones first keeps one worker from finishing alone with a slow module
 # (longest-processing-time-first). Order only: no effect on any result.
 SLOWEST_FIRST = ("study/test_study.py", "train/test_methods.py", "convert/test_convert.py",
-                 "train/test_user_paths.py", "train/test_step.py",
+                 "train/test_user_paths.py", "train/test_user_data.py", "train/test_step.py",
                  "models/test_openclip_parity.py", "models/test_scan_layers.py",
                  "train/test_multihost.py", "train/test_main.py", "parallel/test_plan_scale.py",
                  "losses/test_losses.py", "train/test_siglip_base.py", "evaluate/test_runner.py",
@@ -63,6 +63,16 @@ def pytest_collection_modifyitems(config, items):
 def coco_sample() -> Path:
   assert len(list((COCO_SAMPLE / "images").glob("*.jpg"))) == 29, COCO_SAMPLE
   return COCO_SAMPLE
+
+
+def assert_user_error(out, *needles) -> None:
+  """A CLI's user error: exit status 2, one `error:` line holding every needle, no traceback."""
+  assert out.returncode == 2, out.stderr[-2000:]
+  assert "Traceback" not in out.stderr, out.stderr[-2000:]
+  lines = [l for l in out.stderr.splitlines() if "error:" in l]
+  assert len(lines) == 1, out.stderr[-2000:]
+  for needle in needles:
+    assert needle in lines[0], lines[0]
 
 
 @functools.lru_cache(maxsize=None)

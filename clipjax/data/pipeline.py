@@ -11,6 +11,7 @@ from __future__ import annotations
 import collections
 import concurrent.futures
 import io
+import re
 import signal
 import warnings
 from typing import Any, Sequence
@@ -30,6 +31,7 @@ from clipjax.parallel.mesh import host_batch_to_global
 from clipjax.text.factory import make_tokenizer
 
 
+_STREAM = re.compile(r"<_io\.BytesIO object at 0x[0-9a-f]+>")
 # Pillow's own decompression-bomb limit (~89.5 megapixels), the default of max_image_pixels.
 DEFAULT_MAX_IMAGE_PIXELS = 89_478_485
 # PrepareExample applies its own limit from the header; Pillow's warning would only repeat it.
@@ -110,7 +112,9 @@ class PrepareExample:
     except FileNotFoundError:
       return self._bad("missing_file", name)
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
-      return self._bad("corrupt_image", f"{name}: {e}")
+      # Pillow names a stream by its address, which differs on every read of the same record.
+      message = _STREAM.sub("the image bytes", str(e))
+      return self._bad("corrupt_image", f"{name}: {message}")
 
   def __call__(self, record, rng: np.random.Generator | None = None):
     if isinstance(record, BadRecord):

@@ -73,6 +73,7 @@ class TfdsSource:
       raise ValueError(f"TFDS dataset {name!r} in {data_dir} is stored as "
                        f"{builder.info.file_format.value}, which has no random access; {hint}")
     self._source = builder.as_data_source(split=split)
+    self._where = f"tfds:{name}[{split}]"
     self.image_key, self.caption_key, self.label_key, self.id_key = (image_key, caption_key,
                                                                      label_key, id_key)
     features = builder.info.features
@@ -86,7 +87,8 @@ class TfdsSource:
     example = self._source[index]
     text = lambda v: v.decode("utf-8", "replace") if isinstance(v, bytes) else str(v)
     record: dict[str, Any] = {"image": example[self.image_key],
-                              "image_id": int(example[self.id_key]) if self.id_key else index}
+                              "image_id": int(example[self.id_key]) if self.id_key else index,
+                              "where": f"{self._where}:{index}"}
     if self.caption_key:
       value = example[self.caption_key]
       captions = [text(v) for v in value] if isinstance(value, (list, tuple)) or getattr(

@@ -190,6 +190,11 @@ def test_tar_shards_name_bad_samples_by_shard_and_key(tmp_path):
                  "00000.tar:d.txt": "bad_encoding", "00000.tar:e.json": "bad_json",
                  "00001.tar:a": "duplicate_id", "00001.tar:g": "too_large"}, bad
   assert not any("this is not a jpeg" in r.detail for r in results if isinstance(r, BadRecord))
+  # Named the same on every read (each epoch's record is one line of bad_records.jsonl).
+  (corrupt,) = [i for i, r in enumerate(results)
+                if isinstance(r, BadRecord) and r.reason == "corrupt_image"]
+  again = PrepareExample(32, train=False)(source[corrupt])
+  assert again == results[corrupt] and "the image bytes" in again.detail
 
 
 def test_parquet_as_datasets_and_img2dataset_write_it(tmp_path):

@@ -12,7 +12,7 @@ import sys
 import time
 
 import pytest
-from conftest import REPO, xla_flags
+from conftest import REPO, assert_user_error, xla_flags
 
 TINY = ["--config.model.arch=ViT-T-16-test", "--config.batch_size=8", "--config.eval.tasks=",
         "--config.export.hf=False", "--config.log_every=1", "--config.data.num_workers=1"]
@@ -26,15 +26,6 @@ def _env():
 def _main(*args, timeout=300, cwd=REPO):
   return subprocess.run([sys.executable, "-m", "clipjax.main", *args], env=_env(), cwd=cwd,
                         capture_output=True, text=True, timeout=timeout)
-
-
-def _assert_user_error(out, *needles):
-  assert out.returncode == 2, out.stderr[-2000:]
-  assert "Traceback" not in out.stderr, out.stderr[-2000:]
-  lines = [l for l in out.stderr.splitlines() if "error:" in l]
-  assert len(lines) == 1, out.stderr[-2000:]
-  for needle in needles:
-    assert needle in lines[0], lines[0]
 
 
 def _readme_command(marker: str) -> list[str]:
@@ -84,17 +75,17 @@ def test_readme_own_data_command_trains_on_the_coco_sample(tmp_path, coco_sample
 def test_user_errors_are_one_line_with_status_2(tmp_path, args, needles):
   out = _main(f"--config={REPO}/configs/draft.py", f"--workdir={tmp_path / 'wd'}", *args,
               timeout=120)
-  _assert_user_error(out, *needles)
+  assert_user_error(out, *needles)
   assert not (tmp_path / "wd/checkpoints").exists()  # nothing was trained
 
 
 def test_missing_config_file_and_bad_config_argument(tmp_path):
-  _assert_user_error(_main(f"--config={REPO}/configs/draftt.py", timeout=120), "draftt.py")
-  _assert_user_error(_main(f"--config={REPO}/configs/multitask.py:stage=4", timeout=120),
+  assert_user_error(_main(f"--config={REPO}/configs/draftt.py", timeout=120), "draftt.py")
+  assert_user_error(_main(f"--config={REPO}/configs/multitask.py:stage=4", timeout=120),
                      "stage must be 1, 2 or 3")
-  _assert_user_error(_main(f"--config={REPO}/configs/draft.py:arhc=ViT-B-32", timeout=120),
+  assert_user_error(_main(f"--config={REPO}/configs/draft.py:arhc=ViT-B-32", timeout=120),
                      "'arhc'", "did you mean 'arch'")
-  _assert_user_error(_main(f"--config={REPO}/configs/multitask.py:stage=two", timeout=120),
+  assert_user_error(_main(f"--config={REPO}/configs/multitask.py:stage=two", timeout=120),
                      "stage='two'", "is not an int")
 
 
@@ -111,7 +102,7 @@ def test_siglip_fine_tune_command_without_the_weights(tmp_path):
                         f"--workdir={tmp_path / 'wd'}"],
                        env=dict(_env(), HF_HUB_CACHE=str(cache)), cwd=tmp_path,
                        capture_output=True, text=True, timeout=120)
-  _assert_user_error(out, "timm/ViT-B-16-SigLIP2", str(cache))
+  assert_user_error(out, "timm/ViT-B-16-SigLIP2", str(cache))
   assert not (tmp_path / "wd/checkpoints").exists()
 
 
@@ -142,7 +133,7 @@ def test_bad_records_are_named_and_an_all_bad_source_stops(tmp_path, coco_sample
   start = time.time()
   out = _main(f"--config={REPO}/configs/clip.py", f"--workdir={tmp_path / 'wd2'}", *TINY,
               f"--config.data.train=manifest:manifest={all_bad}")
-  _assert_user_error(out, "no usable record in 15 records", "missing_file 5", "bad_json 5",
+  assert_user_error(out, "no usable record in 15 records", "missing_file 5", "bad_json 5",
                      "empty_caption 5")
   assert time.time() - start < 280  # it stops, never hangs (the subprocess timeout is 300 s)
 
@@ -174,7 +165,7 @@ def test_ctrl_c_saves_and_a_changed_rerun_is_refused(tmp_path):
 
   # Another learning rate would mix two experiments in one work dir: refused, nothing run.
   out = _main(*args[3:], "--config.optim.lr=0.1", timeout=120)
-  _assert_user_error(out, "optim.lr", "0.1", "--workdir")
+  assert_user_error(out, "optim.lr", "0.1", "--workdir")
   assert json.loads((wd / "config.json").read_text())["optim"]["lr"] != 0.1
   # A longer (or shorter) run of the same config resumes.
   out = _main(*args[3:], f"--config.total_steps={int(saved.group(1)) + 1}", timeout=300)
@@ -211,4 +202,4 @@ def test_ctrl_c_saves_and_a_changed_rerun_is_refused(tmp_path):
 def test_every_cli_reports_user_errors_in_one_line(cli, args, needles):
   out = subprocess.run([sys.executable, *cli, *args], env=_env(), cwd=REPO, capture_output=True,
                        text=True, timeout=120)
-  _assert_user_error(out, *needles)
+  assert_user_error(out, *needles)
