@@ -20,7 +20,7 @@ from etils import epath
 from clipjax.data.array_record import ArrayRecordSource
 from clipjax.data.folder import LAYOUTS, FolderSource
 from clipjax.data.manifest import ManifestSource, open_clip_csv
-from clipjax.data.paths import split_outside_braces, expand_user, resolve_files
+from clipjax.data.paths import expand_braces, expand_user, resolve_files, split_outside_braces
 from clipjax.data.shards import ParquetSource, WebDatasetSource
 from clipjax.data.sources import CocoCaptionsSource, TfdsSource, VQAv1Source
 from clipjax.data.synthetic import CAPTION_DETAILS, SPLITS, SyntheticScenes
@@ -122,6 +122,13 @@ def check_source_spec(spec: Any, name: str = "data source") -> dict[str, Any]:
   for field in rule.paths + rule.globs:
     if isinstance(spec.get(field), str):
       spec[field] = expand_user(spec[field])
+  for field in rule.paths:  # one file or folder each: a brace list must name exactly one
+    if spec.get(field) and len(expand_braces(spec[field])) > 1:
+      raise ConfigError(f"{name} ({kind}): {field}={spec[field]} names "
+                        f"{len(expand_braces(spec[field]))} paths; it takes one (file lists "
+                        f"are for {', '.join(k for k, r in _KINDS.items() if r.globs)})")
+    if spec.get(field):
+      spec[field] = expand_braces(spec[field])[0]
   for field in rule.paths:
     if spec.get(field) and not epath.Path(spec[field]).exists():
       hint = (f" (prepare it with `tfds build {spec.get('name')} --data_dir={spec[field]} "

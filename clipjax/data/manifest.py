@@ -99,9 +99,10 @@ class ManifestSource:
     self.img_key, self.caption_key = img_key or "image", caption_key or "caption"
     # Bytes that are not UTF-8 survive decoding as lone surrogates: one bad line, not a bad file.
     text = self.manifest.read_bytes().decode("utf-8", "surrogateescape")
-    if self.manifest.suffix in (".jsonl", ".json"):
+    self._csv = bool(sep) or self.manifest.suffix in (".csv", ".tsv")
+    if self.manifest.suffix in (".jsonl", ".json") and not sep:
       rows = list(_json_rows(self.manifest, text))
-    elif self.manifest.suffix in (".csv", ".tsv", ".txt") or sep:
+    elif self._csv:
       header, rows = _csv_rows(self.manifest, text, self._separator(sep, text))
       self._check_columns(header)
     else:
@@ -143,7 +144,7 @@ class ManifestSource:
       row["image"] = row.pop(self.img_key)
     if self.caption_key != "caption" and self.caption_key in row:
       row["caption"] = row.pop(self.caption_key)
-    if self.manifest.suffix != ".jsonl":
+    if self._csv:
       row = _parse_json_columns(row, where)
       if isinstance(row, BadRecord):
         return row

@@ -249,6 +249,8 @@ def test_brace_ranges_lists_and_globs(tmp_path):
     resolve_files(f"{tmp_path}/q-{{0..1}}.tar", "shards")
   spec = parse_source_spec(f"wds:shards={tmp_path}/{{a,b}}.tar")  # the comma stays in braces
   assert spec == {"kind": "wds", "shards": f"{tmp_path}/{{a,b}}.tar"}
+  with pytest.raises(ConfigError, match=r"manifest=.*\{a,b\}\.jsonl names 2 paths; it takes one"):
+    make_source(f"manifest:manifest={tmp_path}/{{a,b}}.jsonl")
 
 
 def test_home_and_variables_in_source_paths(tmp_path, monkeypatch):

@@ -178,11 +178,13 @@ def test_one_run_per_work_dir_and_kill_9_resumes_without_repeated_steps(tmp_path
 
 
 def test_a_start_up_crash_binds_nothing_and_an_unwritable_work_dir_is_one_line(tmp_path):
+  # A source with no usable record stops (it does not search forever), naming what it saw.
   all_bad = tmp_path / "all_bad.jsonl"
-  all_bad.write_text("\n".join(l.decode(errors="replace") for l, _, _ in BAD_LINES) + "\n")
+  all_bad.write_bytes(b"\n".join(l for l, _, _ in BAD_LINES) + b"\n")
   wd = tmp_path / "wd"
   out = _main(*_clip(wd, f"--config.data.train=manifest:manifest={all_bad}"))
-  assert_user_error(out, "no usable record")
+  assert_user_error(out, f"no usable record in {len(BAD_LINES)} records of the data source in a "
+                         "row", "missing_file 4", "bad_json 2", "bad_field 2", "e.g. ")
   assert (wd / "config.json").exists() and not list((wd / "checkpoints").glob("[0-9]*"))
   out = _main(*_clip(wd, "--config.data.train.resolution=32", "--config.total_steps=1",
                      "--config.optim.lr=1e-3"))  # another config on the same dir: accepted
