@@ -15,7 +15,7 @@ _API = {
     "list_pretrained": "clipjax.convert.pretrained",
     "export_openclip": "clipjax.convert.openclip",
     "export_hf": "clipjax.convert.hf",
-    "get_tokenizer": "clipjax.text.factory",
+    "get_tokenizer": "clipjax.models.tokenizers",
     "image_transform": "clipjax.data.transforms",
 }
 

@@ -54,7 +54,7 @@ class PrepareExample:
   or text field `missing_field`, any other failure `error` with the exception.
 
   `image` is uint8 [S, S, 3] by default (normalised on the device by
-  `transforms.normalize_on_device`: a quarter of the bytes through worker IPC, which doubled
+  `clipjax.pixels.normalize_on_device`: a quarter of the bytes through worker IPC, which doubled
   grain's throughput here); `uint8=False` gives normalised float32. `with_image=False`
   leaves images undecoded and out of the batch (their embeddings are cached).
   """

@@ -9,7 +9,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-from clipjax.data.transforms import OPENAI_MEAN, OPENAI_STD, normalize_on_device
+from clipjax.pixels import OPENAI_MEAN, OPENAI_STD, normalize_on_device
 from clipjax.text.hf_tokenizer import CLEAN_MODES
 
 

@@ -122,7 +122,7 @@ def test_normalize_on_device_equals_host_normalize():
   """Batches travel as uint8 and are normalised inside jit: the same float32 arithmetic."""
   import jax
 
-  from clipjax.data.transforms import normalize, normalize_on_device
+  from clipjax.pixels import normalize, normalize_on_device
   x = np.random.default_rng(0).integers(0, 256, size=(4, 8, 8, 3), dtype=np.uint8)
   on_device = np.asarray(jax.jit(normalize_on_device)(x))
   np.testing.assert_array_equal(on_device, normalize(x))  # bitwise

@@ -9,7 +9,7 @@ import pytest
 from conftest import write_siglip_tokenizer
 
 from clipjax.models import get_model_config
-from clipjax.text.factory import get_tokenizer
+from clipjax.models.tokenizers import get_tokenizer
 from clipjax.text.hf_tokenizer import HFTokenizer, canonicalize
 
 TEXTS = ["A Photo of a CAT!", "two_dogs... play; in (the) snow?", "  spaced   out\ttext  ",

@@ -7,7 +7,7 @@ import numpy as np
 import open_clip
 import pytest
 
-from clipjax.text.factory import get_tokenizer
+from clipjax.models.tokenizers import get_tokenizer
 from clipjax.text.tokenizer import EOT_ID, SOT_ID, Tokenizer, clean_text
 
 _PIECES = [
