@@ -22,10 +22,12 @@ FLAGS = flags.FLAGS
 
 def clustered(n, dim, seed, clusters=1000, noise=0.6):
   import numpy as np
+
+  from clipjax.evaluate.embed import unit_rows
   rng = np.random.default_rng(seed)
   centres = np.random.default_rng(0).normal(size=(clusters, dim)).astype(np.float32)
   x = centres[rng.integers(clusters, size=n)] + noise * rng.normal(size=(n, dim)).astype(np.float32)
-  return x / np.linalg.norm(x, axis=1, keepdims=True)
+  return unit_rows(x)
 
 
 def main(argv):

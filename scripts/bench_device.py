@@ -162,14 +162,14 @@ def tiled_loss(batch: int, dim: int, block: int, steps: int) -> dict:
   import jax.numpy as jnp
 
   from clipjax import losses
+  from clipjax.models.clip import l2_normalize
   from clipjax.parallel.mesh import make_mesh, on_mesh
   mesh = make_mesh()
   keys = jax.random.split(jax.random.key(0), 3)
   sharding = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec(("data", "fsdp")))
 
   def unit(key):
-    x = jax.random.normal(key, (batch, dim), jnp.float32)
-    return x / jnp.linalg.norm(x, axis=-1, keepdims=True)
+    return l2_normalize(jax.random.normal(key, (batch, dim), jnp.float32))
 
   i, y, z = (jax.jit(unit, out_shardings=sharding)(k) for k in keys)
   key = jax.random.key(1)

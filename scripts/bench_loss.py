@@ -36,12 +36,13 @@ def measure(batch: int, block: int) -> dict:
   import jax.numpy as jnp
 
   from clipjax.losses import MMDConfig, draft_loss
+  from clipjax.models.clip import l2_normalize
   from clipjax.parallel.mesh import make_mesh, on_mesh
 
   mesh = make_mesh()
   keys = jax.random.split(jax.random.key(0), 3)
   embs = [jax.random.normal(k, (batch, FLAGS.dim)) for k in keys]
-  embs = [e / jnp.linalg.norm(e, axis=-1, keepdims=True) for e in embs]
+  embs = [l2_normalize(e) for e in embs]
   loss = on_mesh(lambda i, y, z, s, key, axis_name: draft_loss(
       i, y, z, s, key=key, mmd=MMDConfig(num_features=FLAGS.num_features),
       block_size=block or None, axis_name=axis_name)[0], mesh)

@@ -31,6 +31,7 @@ from pathlib import Path
 from absl import app, flags
 
 from clipjax import cli
+from clipjax.files import atomic_path, write_atomically
 
 flags.DEFINE_string("source", None, "Data source spec as JSON (clipjax.data.builder kinds).")
 flags.DEFINE_string("model_dir", None, "Local directory of a BLIP-2 or LLaVA model + processor.")
@@ -147,12 +148,11 @@ def _image_entry(record: dict, key: str, images_dir: Path):
     ext = (pil.format or "jpg").lower().replace("jpeg", "jpg")
   images_dir.mkdir(parents=True, exist_ok=True)
   path = images_dir / f"{key}.{ext}"
-  tmp = path.with_suffix(".tmp")
   if data is None:
-    pil.save(tmp, format="PNG")
+    with atomic_path(path) as tmp:
+      pil.save(tmp, format="PNG")
   else:
-    tmp.write_bytes(data)
-  os.replace(tmp, path)
+    write_atomically(path, data)
   return pil.convert("RGB"), f"images/{path.name}"
 
 

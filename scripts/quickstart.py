@@ -34,6 +34,7 @@ def main(argv):
   import clipjax
   import clipjax.errors
   from clipjax.convert.load import load_or_create
+  from clipjax.models.clip import l2_normalize
   model, params, transform, name = load_or_create(FLAGS.checkpoint, FLAGS.pretrained,
                                                   arch=FLAGS.arch)
   n_params = sum(x.size for x in jax.tree.leaves(params))
@@ -55,8 +56,7 @@ def main(argv):
 
   img = model.apply({"params": params}, pixels, method=model.encode_image)
   txt = model.apply({"params": params}, ids, method=model.encode_text)
-  img = img / jnp.linalg.norm(img, axis=-1, keepdims=True)
-  txt = txt / jnp.linalg.norm(txt, axis=-1, keepdims=True)
+  img, txt = l2_normalize(img), l2_normalize(txt)
   probs = jax.nn.softmax(jnp.exp(params["logit_scale"]) * img @ txt.T, axis=-1)[0]
   print(f"image {pixels.shape} -> embedding {img.shape}; captions {ids.shape} -> {txt.shape}")
   for p, c in sorted(zip(np.asarray(probs), captions), reverse=True):

@@ -91,8 +91,7 @@ def zero_shot_classifier(text_encode_fn: TextEncodeFn, classnames: Sequence[str]
   flat = [p for ps in prompts for p in ps]
   emb = unit_rows(text_encode_fn(flat))
   bounds = np.cumsum([0] + [len(ps) for ps in prompts])
-  weights = np.stack([emb[a:b].mean(0) for a, b in zip(bounds[:-1], bounds[1:])], axis=1)
-  weights /= np.linalg.norm(weights, axis=0, keepdims=True)
+  weights = unit_rows(np.stack([emb[a:b].mean(0) for a, b in zip(bounds[:-1], bounds[1:])])).T
   if cache_path is not None:
     with atomic_path(path) as tmp, open(tmp, "wb") as f:
       np.savez(f, weights=weights, digest=np.asarray(digest))

@@ -2,8 +2,8 @@
 
 A method (docs/methods.md §1–7) is one `Method` subclass in its own file under `clipjax/methods/`,
 registered with `@register`. `clipjax.main` and `clipjax.train` only ever call the hooks
-below, so a method reads top to bottom in its file and adding one touches no other module
-(docs/architecture.md walks through an example).
+below, so a method reads top to bottom in its file; adding one is that file, its import in
+`clipjax/methods/__init__.py` and a config (docs/architecture.md walks through an example).
 
 The objective is split in two so that gradient accumulation keeps every negative (GradCache,
 see `clipjax.train.step`):

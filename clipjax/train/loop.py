@@ -1,4 +1,5 @@
-"""The training loop: data -> jitted step on the mesh -> logs, checkpoints, evaluation, export.
+"""The training loop: data -> jitted step on the mesh -> logs and checkpoints (evaluation and
+export follow in `clipjax.main`).
 
 Resume is automatic: rerunning the same command with the same work dir continues from the
 latest checkpoint (params, optimizer, step, RNG, data position), bitwise identical to an
@@ -7,12 +8,9 @@ uninterrupted run on the same machine.
 from __future__ import annotations
 
 import functools
-import hashlib
-import json
 import math
 import os
 import sys
-import time
 from typing import Any
 
 import jax
@@ -21,7 +19,6 @@ import numpy as np
 from absl import logging
 from etils import epath
 from jax.experimental import multihost_utils
-from tqdm.auto import tqdm
 
 from clipjax.config import DEFAULT_ARCH
 from clipjax.convert.load import load_or_create
@@ -43,7 +40,7 @@ from clipjax.parallel.mesh import host_batch_to_global, make_mesh
 from clipjax.parallel.sharding import param_shardings, state_shardings
 from clipjax.train import flops, frozen_cache
 from clipjax.train.checkpoint import Checkpointer, PreemptionFlag
-from clipjax.train.events import EventWriter
+from clipjax.train.logs import BadRecordLog, MetricsLog
 from clipjax.train.optim import is_frozen, make_optimizer
 from clipjax.train.step import make_train_step
 from clipjax.train.workdir import rewind_logs
@@ -164,87 +161,6 @@ def trim_text_padding(batch: dict, fields: dict[str, Any], pad_id: int = 0) -> d
   return out
 
 
-class _BadRecordLog:
-  """Names skipped records: the first `shown` in the log, every distinct one once in
-  WORKDIR/bad_records.jsonl (one file per host on multi-host runs) with the step it was first
-  seen at; a record skipped again in a later epoch is counted, not written again. Memory: one
-  8-byte digest per distinct bad record."""
-
-  def __init__(self, workdir: epath.Path, shown: int = 10):
-    name = ("bad_records.jsonl" if jax.process_count() == 1
-            else f"bad_records.host{jax.process_index()}.jsonl")
-    self.path, self.shown, self.seen, self._file = workdir / name, shown, 0, None
-    self._written: set[bytes] = set()
-    if self.path.exists():  # a resumed run (rewound to its checkpoint): those stay known
-      for line in self.path.read_text().splitlines():
-        row = json.loads(line)
-        self._written.add(self._digest(row["reason"], row["detail"]))
-
-  @staticmethod
-  def _digest(reason: str, detail: str) -> bytes:
-    return hashlib.blake2b(f"{reason}\0{detail}".encode(), digest_size=8).digest()
-
-  def add(self, step: int, examples: list[tuple[str, str]]) -> None:
-    for reason, detail in examples:
-      digest = self._digest(reason, detail)
-      if digest in self._written:
-        continue
-      self._written.add(digest)
-      if self.seen < self.shown:
-        logging.warning("skipped record (%s): %s%s", reason, detail,
-                        f" (further ones: {self.path})" if self.seen + 1 == self.shown else "")
-      self.seen += 1
-      if self._file is None:
-        self._file = self.path.open("a")
-      self._file.write(json.dumps({"step": step, "reason": reason, "detail": detail}) + "\n")
-    if examples:
-      self._file.flush()
-
-  def close(self) -> None:
-    if self._file is not None:
-      self._file.close()
-
-
-class _Logs:
-  """JSONL + TensorBoard event files (process 0), and the progress bar. Besides the step's
-  metrics: samples/s, model TFLOP/s and MFU (model FLOPs over the interval's wall time, data
-  included, against `peak_flops` per device x `devices`; clipjax/train/flops.py)."""
-
-  def __init__(self, workdir: epath.Path, start: int, total: int, batch_size: int,
-               peak: float, devices: int):
-    self.main = jax.process_index() == 0
-    self.batch_size, self.last_time, self.last_step = batch_size, time.perf_counter(), start
-    self.peak, self.flops = peak * devices, 0.0
-    self.bar = tqdm(total=total, initial=start, desc="train", unit="step", disable=not self.main)
-    if self.main:
-      self.tb = EventWriter(workdir / "tensorboard")
-      self.jsonl = (workdir / "metrics.jsonl").open("a")
-
-  def add_flops(self, flops: float) -> None:
-    self.flops += flops
-
-  def write(self, step: int, values: dict[str, float]) -> None:
-    now = time.perf_counter()
-    seconds = max(now - self.last_time, 1e-9)
-    rate = (step - self.last_step) * self.batch_size / seconds
-    achieved = self.flops / seconds
-    self.last_time, self.last_step, self.flops = now, step, 0.0
-    values = dict(values, samples_per_sec=rate, model_tflops=achieved / 1e12,
-                  mfu=achieved / self.peak)
-    self.bar.set_postfix({k: f"{v:.4g}" for k, v in values.items()
-                          if k in ("loss", "mmd", "contrastive", "samples_per_sec", "mfu")})
-    if self.main:
-      self.tb.scalars(step, {f"train/{k}": v for k, v in values.items()})
-      self.jsonl.write(json.dumps({"step": step, **values}) + "\n")
-      self.jsonl.flush()
-
-  def close(self) -> None:
-    self.bar.close()
-    if self.main:
-      self.tb.close()
-      self.jsonl.close()
-
-
 def train(cfg, workdir: str, devices: list[jax.Device] | None = None) -> dict:
   """Trains `cfg.method` to `cfg.total_steps` in `workdir` (resuming if it holds a checkpoint).
 
@@ -291,8 +207,8 @@ def train(cfg, workdir: str, devices: list[jax.Device] | None = None) -> dict:
           f"{start}..{cfg.total_steps}, mesh {dict(mesh.shape)}, work dir {workdir}; MFU "
           f"against {peak / 1e12:.3g} TFLOP/s per device ({peak_source})", flush=True)
   rewind_logs(workdir, start)  # what an interrupted run logged after its last checkpoint
-  logs = _Logs(workdir, start, cfg.total_steps, cfg.batch_size, peak, mesh.size)
-  bad_log = _BadRecordLog(workdir)
+  logs = MetricsLog(workdir, start, cfg.total_steps, cfg.batch_size, peak, mesh.size)
+  bad_log = BadRecordLog(workdir)
   preempt = PreemptionFlag()
   last_saved = start if start else None
   try:

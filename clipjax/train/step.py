@@ -75,7 +75,7 @@ def _carry_frozen(new: jax.Array, old: jax.Array, frozen) -> jax.Array:
   return jnp.where(_per_layer(frozen, old).astype(bool), old, new)
 
 
-def make_grad_fn(method: Objective, frozen: Any, mesh: Mesh, accum_steps: int = 1):
+def make_grad_fn(objective: Objective, frozen: Any, mesh: Mesh, accum_steps: int = 1):
   """grad_fn(params, batch, key) -> (loss, aux, grads) with grads w.r.t. the trainable leaves
   only (a list, in `jax.tree.leaves` order of the non-frozen leaves), so frozen towers run
   forward only. The frozen layers of a partly frozen stack (scanned towers) get zero gradient,
@@ -96,16 +96,16 @@ def make_grad_fn(method: Objective, frozen: Any, mesh: Mesh, accum_steps: int = 
   def grad_fn(params, batch, key):
     train_leaves = [jax.tree.leaves(params)[i] for i in trainable]
     if accum_steps == 1:
-      objective = lambda t: method.loss_fn(with_trainable(params, t), batch, key)
-      (loss, aux), grads = jax.value_and_grad(objective, has_aux=True)(train_leaves)
+      loss_of = lambda t: objective.loss_fn(with_trainable(params, t), batch, key)
+      (loss, aux), grads = jax.value_and_grad(loss_of, has_aux=True)(train_leaves)
       return loss, aux, zero_frozen_layers(grads)
 
     chunks = split_rows(batch, accum_steps, mesh)
-    embed = lambda t, chunk: method.embed(with_trainable(params, t), chunk)
+    embed = lambda t, chunk: objective.embed(with_trainable(params, t), chunk)
     emb = merge_rows(jax.lax.map(lambda c: embed(train_leaves, c), chunks), mesh)
     emb = jax.lax.stop_gradient(emb)
-    objective = lambda t, e: method.loss(with_trainable(params, t), e, batch, key)
-    (loss, aux), (grads, emb_grads) = jax.value_and_grad(objective, argnums=(0, 1),
+    loss_of = lambda t, e: objective.loss(with_trainable(params, t), e, batch, key)
+    (loss, aux), (grads, emb_grads) = jax.value_and_grad(loss_of, argnums=(0, 1),
                                                          has_aux=True)(train_leaves, emb)
 
     towers = tower_gradients(params, train_leaves, chunks,
@@ -120,7 +120,7 @@ def make_grad_fn(method: Objective, frozen: Any, mesh: Mesh, accum_steps: int = 
     def local(params, train_leaves, chunks, cotangents):
       def accumulate(total, xs):
         chunk, cotangent = xs
-        _, vjp = jax.vjp(lambda t: method.embed(with_trainable(params, t), chunk), train_leaves)
+        _, vjp = jax.vjp(lambda t: objective.embed(with_trainable(params, t), chunk), train_leaves)
         return jax.tree.map(jnp.add, total, vjp(cotangent)[0]), None
       zeros = jax.tree.map(jnp.zeros_like, train_leaves)
       total, _ = jax.lax.scan(accumulate, zeros, (chunks, cotangents))
@@ -133,12 +133,12 @@ def make_grad_fn(method: Objective, frozen: Any, mesh: Mesh, accum_steps: int = 
   return grad_fn
 
 
-def make_train_step(method: Objective, tx: optax.GradientTransformation, frozen: Any, mesh: Mesh,
+def make_train_step(objective: Objective, tx: optax.GradientTransformation, frozen: Any, mesh: Mesh,
                     *, clamp_scale: bool, accum_steps: int = 1, state_sharding: Any = None):
   """jitted (state, batch) -> (state, metrics); frozen leaves are carried over bitwise.
   state_sharding: keeps the new state in the given layout (FSDP; parallel/sharding.py)."""
   frozen_leaves = jax.tree.leaves(frozen)
-  grad_fn = make_grad_fn(method, frozen, mesh, accum_steps)
+  grad_fn = make_grad_fn(objective, frozen, mesh, accum_steps)
 
   def step(state, batch):
     leaves, treedef = jax.tree.flatten(state["params"])

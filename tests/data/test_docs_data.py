@@ -8,7 +8,6 @@ import shlex
 import shutil
 
 import numpy as np
-import pytest
 from bad_data import jpeg, write_tar
 from conftest import REPO
 
