@@ -20,7 +20,7 @@ from clipjax.convert.openclip import (
 )
 from clipjax.models import CLIP, create_model
 from clipjax.models.registry import config_from_openclip_json
-from clipjax.text.factory import get_tokenizer
+from clipjax.models.tokenizers import get_tokenizer
 
 TOL = 1e-5  # observed 4e-7 .. 6e-7: float32 summation-order differences
 CORPUS = ["a photo of a cat", "Two dogs play in the snow, at night!", "naïve café 東京 🎉",
