@@ -17,13 +17,11 @@ from absl import flags
 from ml_collections import config_flags
 
 from clipjax import cli
-from clipjax.config import EVAL_TASKS
 from clipjax.convert.load import load_or_create
-from clipjax.data.builder import check_source_spec
 from clipjax.errors import ConfigError
 from clipjax.evaluate.blending import blend_params
 from clipjax.evaluate.embed import clip_encoders
-from clipjax.evaluate.runner import run_evaluation
+from clipjax.evaluate.runner import eval_tasks, run_evaluation
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Evaluation config file.",
                                           lock_config=True)
@@ -39,10 +37,7 @@ def _load(arch: str, checkpoint: str | None, pretrained: str | None = None):
 def main(argv):
   del argv
   cfg = _CONFIG.value
-  for task in [t for t in str(cfg.eval.tasks).split(",") if t]:
-    if task not in EVAL_TASKS:
-      raise ConfigError(f"eval.tasks: unknown task {task!r}; use {', '.join(EVAL_TASKS)}")
-    check_source_spec(cfg.eval[task].source, f"eval.{task}.source")
+  eval_tasks(cfg.eval)
   if cfg.model.blend not in ("", "embeddings", "weights"):
     raise ConfigError(f"model.blend must be '', 'embeddings' or 'weights', got {cfg.model.blend!r}")
   model, params = _load(cfg.model.arch, cfg.model.checkpoint, cfg.model.get("pretrained"))

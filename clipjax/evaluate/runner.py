@@ -7,14 +7,16 @@ Config (`config.eval`): tasks (comma-separated), batch_size, num_workers, betas,
 """
 from __future__ import annotations
 
+import difflib
 from typing import Any, Mapping
 
 from absl import logging
 from etils import epath
 
 from clipjax.config import EVAL_TASKS
-from clipjax.data.builder import make_source
+from clipjax.data.builder import check_source_spec, make_source
 from clipjax.data.synthetic import PROMPT_TEMPLATES
+from clipjax.errors import ConfigError
 from clipjax.evaluate import report, tasks
 from clipjax.evaluate.embed import Encoders
 from clipjax.evaluate.zeroshot import load_templates, standard_classnames
@@ -38,6 +40,24 @@ def _templates(spec: str) -> list[str]:
   return load_templates(spec)
 
 
+def eval_tasks(cfg: Mapping[str, Any]) -> list[str]:
+  """The tasks the `eval` block names (`tasks`, comma-separated; default retrieval, zeroshot,
+  vqa), each checked: a known task, with its own block and a valid source spec (no data read).
+  The one parser of `eval.tasks`, for training configs and `clipjax.evaluate` alike."""
+  tasks = [t.strip() for t in str(cfg.get("tasks", "retrieval,zeroshot,vqa")).split(",")
+           if t.strip()]
+  for task in tasks:
+    if task not in EVAL_TASKS:
+      close = difflib.get_close_matches(task, EVAL_TASKS, n=1)
+      raise ConfigError(f"eval.tasks: unknown task {task!r}"
+                        + (f" (did you mean {close[0]!r}?)" if close else "")
+                        + f"; use {', '.join(EVAL_TASKS)}")
+    if not cfg.get(task):
+      raise ConfigError(f"eval.tasks includes {task!r} but the config has no eval.{task} block")
+    check_source_spec(cfg[task].source, f"eval.{task}.source")
+  return tasks
+
+
 def run_evaluation(cfg: Mapping[str, Any], models: Mapping[str, Encoders], out_dir: str,
                    blend: tuple[str, str] | None = None, prefix: str = "") -> dict:
   """Evaluates every model on every configured task.
@@ -52,14 +72,8 @@ def run_evaluation(cfg: Mapping[str, Any], models: Mapping[str, Encoders], out_d
   kw = dict(batch_size=cfg.get("batch_size", 64), num_workers=cfg.get("num_workers", 2),
             cache={})  # image embeddings shared by models with the same image tower
   results: dict[str, Any] = {}
-  selected = [t.strip() for t in cfg.get("tasks", "retrieval,zeroshot,vqa").split(",") if t.strip()]
-  unknown = set(selected) - set(EVAL_TASKS)
-  if unknown:
-    raise ValueError(f"eval.tasks: unknown tasks {sorted(unknown)}; use {', '.join(EVAL_TASKS)}")
-  for task in selected:
+  for task in eval_tasks(cfg):
     task_cfg = cfg.get(task)
-    if not task_cfg:
-      raise ValueError(f"eval.tasks includes {task!r} but the config has no eval.{task} block")
     source = make_source(task_cfg["source"])
     per_model, rows = {}, []
     for name, enc in models.items():

@@ -13,11 +13,12 @@ from typing import Any
 
 import jax
 
-from clipjax.config import DEFAULT_ARCH, EVAL_TASKS
+from clipjax.config import DEFAULT_ARCH
 from clipjax.convert.load import describe_checkpoint
 from clipjax.convert.openclip import param_shapes
 from clipjax.data.builder import check_source_spec
 from clipjax.errors import ConfigError
+from clipjax.evaluate.runner import eval_tasks
 from clipjax.losses.mmd import ESTIMATORS
 from clipjax.methods import Method, get_method, method_names
 from clipjax.models.layers import ATTENTION_KERNELS, COMPUTE_DTYPES, REMAT_POLICIES
@@ -99,10 +100,7 @@ def validate(cfg, *, check_base: bool = True) -> None:
                       f"({cfg.log_every}) >= 1")
   check_source_spec(cfg.data.train, "data.train")
   if cfg.get("eval"):
-    tasks = [t for t in str(cfg.eval.tasks).split(",") if t]
-    for task in tasks:
-      _choice("eval.tasks entry", task, EVAL_TASKS)
-      check_source_spec(cfg.eval[task].source, f"eval.{task}.source")
+    eval_tasks(cfg.eval)
   _choice("data.dialogue_mode", cfg.data.dialogue_mode, ("one_qa", "concat"))
   _choice("loss.mmd.estimator", cfg.loss.mmd.estimator, ESTIMATORS)
   _choice("loss.form", cfg.loss.get("form", "softmax"), ("softmax", "sigmoid"))
