@@ -82,8 +82,12 @@ def _config_error(error: BaseException, argv: Sequence[str]) -> str:
       name, _, hint = e.args[0].partition("\n")
       name = name.strip("'\"")
       flag = next((a.split("=", 1)[0] for a in argv if re.search(
-          rf"^--config(\.\w+)*\.{re.escape(name)}(=|$)", a)), f"config field {name!r}")
+          rf"^--config(\.\w+)*\.{re.escape(name)}(\.[\w.]+)?(=|$)", a)),
+                  f"config field {name!r}")
       match = re.search(r'Did you mean "([^"]+)"', hint)
+      moved = _moved(flag, argv)
+      if moved:
+        return f"{flag}: {moved}"
       return (f"{flag}: unknown config field {name!r}"
               + (f" (did you mean {match.group(1)!r}?)" if match else ""))
   for e in chain:
@@ -91,6 +95,22 @@ def _config_error(error: BaseException, argv: Sequence[str]) -> str:
         isinstance(e, OSError) and "config" not in str(e)):
       return f"--config: cannot load the config file: {e}"
   return str(chain[-1]).splitlines()[0] if str(chain[-1]) else repr(chain[-1])
+
+
+def _moved(flag: str, argv: Sequence[str]) -> str | None:
+  """Where a `--config.FIELD` of the previous config layout is now (`loss.a` -> `draft.a`,
+  for the method of the `--config` file)."""
+  if not flag.startswith("--config.") or "config" not in flags.FLAGS:
+    return None
+  from clipjax.methods import moved_field  # the registry: only for this error's message
+  method = None
+  path = next((a.split("=", 1)[1] for a in argv if a.startswith("--config=")), None)
+  try:  # the flag's value is unset when an override failed: load the file again
+    method = flags.FLAGS["config"].parser.parse(path).get("method") if path else None
+  except Exception:  # noqa: BLE001 (the message names every method with the field instead)
+    pass
+  moved = moved_field(flag[len("--config."):], method)
+  return moved and moved[0]
 
 
 def parse_flags(argv: Sequence[str]) -> list[str]:

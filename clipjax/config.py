@@ -1,6 +1,7 @@
 """What the config files in configs/ share: the argument parser, the synthetic source and
-evaluation blocks, and the training defaults (every field documented here once; a method's
-own defaults are set by its `configure`, see `clipjax.methods.method_config`)."""
+evaluation blocks, and the fields every run reads (each documented here once). A method's own
+settings are its block `config.<method>`, added with its defaults by
+`clipjax.methods.method_config`."""
 from __future__ import annotations
 
 import difflib
@@ -97,7 +98,7 @@ def base_config(method: str) -> ml_collections.ConfigDict:
   # bad_window: stop when this many records in a row are bad (0: the whole source).
   # max_image_pixels: a larger image (width x height, read from its header before decoding)
   # is skipped as a bad record `too_large`; the default is Pillow's decompression-bomb limit.
-  c.data = dict(train=synthetic(20_000), dialogue_mode="one_qa", augment=False, num_workers=2,
+  c.data = dict(train=synthetic(20_000), augment=False, num_workers=2,
                 read_threads=-1, trim_text=True, caption_field="caption", cache_frozen=False,
                 bad_window=1000, max_image_pixels=89_478_485)
   c.batch_size = 64            # global, over all hosts and devices
@@ -106,14 +107,9 @@ def base_config(method: str) -> ml_collections.ConfigDict:
                  grad_clip_norm=1.0,
                  accum_steps=1)  # > 1: GradCache sub-batches, every negative kept (step.py)
   c.freeze = ()                # regexes on parameter paths (e.g. "^clip/visual/")
-  # form: "sigmoid" turns each query-side term of lit / draft / three_tower into SigLIP's
-  # pairwise sigmoid with the base's logit scale and bias (a SigLIP base; docs/methods.md §7b).
-  c.loss = dict(a=0.65, bidirectional=False, mmd_weight=1.0, same_image_positives=False,
-                form="softmax",
-                block_size=0,  # > 0: the tiled loss path with this many keys per tile
-                tau=0.05,      # multitask: the text–text temperature
-                mmd=dict(estimator="rff", squared=False, num_features=64, subsample_size=4096,
-                         multi_kernel=False))
+  # What every method's global loss shares; the method's own settings (weights, form,
+  # temperature, ...) are its block config.<method> (clipjax/methods/<method>.py `settings`).
+  c.loss = dict(block_size=0)  # > 0: the tiled loss path with this many keys per tile
   # fsdp > 1 splits parameters (and optimizer state) matching fsdp_rules with at least
   # fsdp_min_size elements over that many devices (clipjax/parallel/sharding.py).
   c.mesh = dict(data=-1, fsdp=1, fsdp_rules=(".*",), fsdp_min_size=2**14)

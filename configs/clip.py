@@ -13,6 +13,6 @@ def get_config(arg=None):
   c = method_config("clip")
   c.optim.lr = 1e-3
   c.total_steps = 300
-  c.loss.same_image_positives = False  # true: captions of the same image are positives
+  c.clip.same_image_positives = False  # true: captions of the same image are positives
   c.model.arch = args.arch
   return c

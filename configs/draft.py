@@ -15,5 +15,5 @@ from clipjax.methods import method_config
 
 def get_config(arg=None):
   args = parse_arg(arg, arch="")
-  # freeze rules, loss.a, dialogue mode and the base CLIP come from the method
+  # freeze rules, draft.* and the base CLIP come from the method
   return adaptation_run(method_config("draft"), args.arch)

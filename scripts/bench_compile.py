@@ -56,7 +56,7 @@ def _state_and_step(cfg, scan: bool, mesh):
            "image_id": jax.ShapeDtypeStruct((n,), jnp.int64 if jax.config.x64_enabled
                                             else jnp.int32),
            "label": jax.ShapeDtypeStruct((n,), np.int32)}
-  objective = get_method("clip").objective(model, mesh, method_config("clip").loss)
+  objective = get_method("clip").objective(model, mesh, method_config("clip"))
   return state, make_train_step(objective, tx, frozen, mesh, clamp_scale=True), batch, tx
 
 

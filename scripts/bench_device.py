@@ -124,7 +124,7 @@ def train_step(arch: str, max_batch: int, steps: int, min_batch: int = 1) -> dic
   mesh, method = make_mesh(), get_method("clip")
   params = {"clip": clip}
   tx, frozen = make_optimizer(params, lr=1e-4, total_steps=100)
-  step = make_train_step(method.objective(model, mesh, method_config("clip").loss), tx, frozen,
+  step = make_train_step(method.objective(model, mesh, method_config("clip")), tx, frozen,
                          mesh, clamp_scale=True)
   size, length = model.cfg.vision.image_size, model.cfg.text.context_length
   peak, source = flops.peak_flops()

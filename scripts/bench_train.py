@@ -95,7 +95,7 @@ def main(argv):
   method = get_method("draft")
   tx, frozen = make_optimizer(params, lr=1e-5, total_steps=100,
                               freeze=("^clip/visual/", "^clip/logit_scale$"))
-  step = make_train_step(method.objective(model, mesh, cfg.loss), tx, frozen, mesh, clamp_scale=False)
+  step = make_train_step(method.objective(model, mesh, cfg), tx, frozen, mesh, clamp_scale=False)
   state = {"params": params, "opt_state": tx.init(params), "step": np.int32(0),
            "rng": jax.random.key_data(jax.random.key(0))}
   batch = {"image": pixels, "caption": ids[0], "dialogue": ids[1],

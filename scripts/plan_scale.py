@@ -102,7 +102,7 @@ def measure(devices: int, per_device: list[int]) -> list[dict]:
     state = {"params": params, "opt_state": opt,
              "step": jax.ShapeDtypeStruct((), jnp.int32, sharding=rep),
              "rng": jax.ShapeDtypeStruct((2,), jnp.uint32, sharding=rep)}
-    objective = get_method(name).objective(model, mesh, cfg.loss)
+    objective = get_method(name).objective(model, mesh, cfg)
     # GradCache (4 sub-batches) on the smallest mesh: a held-out check of the sub-batch term
     smallest = devices == min(int(d) for d in FLAGS.devices) and max(per_device) % 4 == 0
     cases = [(b, 1) for b in per_device] + ([(max(per_device), 4)] if smallest else [])

@@ -17,13 +17,18 @@ from clipjax.methods.base import (
   Context,
   Evaluation,
   Method,
+  MOVED_FIELDS,
   Objective,
+  check_layout,
+  choice,
   get_method,
   method_config,
   method_names,
+  moved_field,
   pretrained_clip_base,
   register,
 )
 
-__all__ = ["Context", "Evaluation", "Method", "Objective", "get_method", "method_config",
-           "method_names", "pretrained_clip_base", "register"]
+__all__ = ["Context", "Evaluation", "MOVED_FIELDS", "Method", "Objective", "check_layout",
+           "choice", "get_method", "method_config", "method_names", "moved_field",
+           "pretrained_clip_base", "register"]

@@ -15,6 +15,11 @@ see `clipjax.train.step`):
 Towers run under `jit` on batch-sharded global arrays; losses under `shard_map` (`on_mesh`)
 with all-gathered negatives.
 
+A method owns its settings: `settings` is the block `config.<name>` (e.g. `draft.a`,
+`draft.mmd.*`), added by `method_config`, checked by `validate` and handed to `embed` / `loss`
+as `ctx.cfg`; a run's config holds no other method's block. `MOVED_FIELDS` names where the
+fields of the previous layout (`loss.a`, `data.dialogue_mode`, ...) are now.
+
 Parameters are `{"clip": CLIP params}` plus the method's own towers (`init_params`).
 Image–text batches hold `{"image", "caption", "image_id", "label", ...}`; the frozen-tower
 cache replaces `image` / `caption` with unit `image_embedding` / `caption_embedding` rows.
@@ -22,6 +27,7 @@ cache replaces `image` / `caption` with unit `image_embedding` / `caption_embedd
 from __future__ import annotations
 
 import dataclasses
+import difflib
 from typing import Any, Callable
 
 import jax
@@ -40,15 +46,13 @@ Embeddings = dict[str, Any]
 
 @dataclasses.dataclass(frozen=True)
 class Context:
-  """What `embed` and `loss` close over: the model, the device mesh and the `loss` config."""
+  """What `embed` and `loss` close over: the model, the device mesh, the method's settings
+  (`config.<method>`) and the keys per tile of the tiled loss path (None = the dense matrix,
+  `config.loss.block_size`)."""
   model: CLIP
   mesh: Mesh
   cfg: Any
-
-  @property
-  def block_size(self) -> int | None:
-    """Keys per tile of the tiled loss path; None = the dense matrix."""
-    return self.cfg.get("block_size") or None
+  block_size: int | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -74,6 +78,15 @@ class Evaluation:
 class Method:
   """The default hooks are plain two-tower CLIP on image–caption batches."""
   name: str = ""
+  # config.<name>: the method's own settings and their defaults, each documented where the
+  # subclass sets it. Shared keys mean the same in every method that has them:
+  #   form: "softmax" or "sigmoid" (SigLIP's pairwise sigmoid with the base's logit scale and
+  #     bias, docs/methods.md §7b; one of `loss_forms`);
+  #   bidirectional: add the key-side (transposed) CE term of every query-side term;
+  #   same_image_positives: every caption of one image is a positive (labels = image_id);
+  #   dialogue_mode: "one_qa" (one random question–answer pair per sample and epoch) or
+  #     "concat" (the whole dialogue in one text).
+  settings: dict[str, Any] = {}
   # Token-id fields per batch stream ("" = the batch itself); padding columns are trimmed.
   text_fields: dict[str, tuple[str, ...]] = {"": ("caption",)}
   # A second stream of text records (query / positive / [negatives]) from config.data.text,
@@ -88,8 +101,8 @@ class Method:
   adapts_pretrained: bool = False
   # Parameter trees beyond "clip" (their paths exist only after `init_params`).
   extra_towers: tuple[str, ...] = ()
-  # Values of loss.form this method trains with; "sigmoid" (docs/methods.md §7b) needs a
-  # SigLIP base.
+  # Values of its `form` setting this method trains with; "sigmoid" (docs/methods.md §7b)
+  # needs a SigLIP base.
   loss_forms: tuple[str, ...] = ("softmax",)
 
   def configure(self, c: ml_collections.ConfigDict) -> None:
@@ -105,25 +118,29 @@ class Method:
     if self.adapts_pretrained and not cfg.model.checkpoint and not cfg.get("base"):
       raise ConfigError(f"{self.name} adapts a pretrained CLIP: set model.checkpoint (a file, "
                         f"hf-hub:ORG/REPO, or ARCH with model.pretrained) or config.base")
-    form = cfg.loss.get("form", "softmax")
-    if form not in self.loss_forms:
-      others = [n for n in _REGISTRY if form in _REGISTRY[n].loss_forms]
-      raise ConfigError(f"loss.form={form!r} is not one of {list(self.loss_forms)} for method "
-                        f"{self.name}" + (f" (it is for {others})" if others else ""))
-    if form == "sigmoid" and cfg.loss.bidirectional:
-      raise ConfigError("loss.bidirectional has no meaning with loss.form='sigmoid' (the "
-                        "sigmoid loss scores every pair once, whichever side is the query)")
+    own = self.own(cfg)
+    if "form" in self.settings:
+      choice(f"{self.name}.form", own.form, self.loss_forms)
+      if own.form == "sigmoid" and own.get("bidirectional"):
+        raise ConfigError(f"{self.name}.bidirectional has no meaning with {self.name}.form="
+                          f"'sigmoid' (the sigmoid loss scores every pair once, whichever "
+                          f"side is the query)")
+    if "dialogue_mode" in self.settings:
+      choice(f"{self.name}.dialogue_mode", own.dialogue_mode, ("one_qa", "concat"))
 
   def validate_model(self, cfg: ml_collections.ConfigDict, model_cfg) -> None:
     """Raises ConfigError when the architecture (resolved from the checkpoint) cannot be
     trained by this config: the sigmoid form needs a model with a logit bias."""
-    if cfg.loss.get("form") == "sigmoid" and model_cfg.init_logit_bias is None:
+    if self.own(cfg).get("form") == "sigmoid" and model_cfg.init_logit_bias is None:
       source = cfg.model.checkpoint or cfg.model.arch or f"the default {DEFAULT_ARCH}"
-      raise ConfigError(f"loss.form='sigmoid' needs a SigLIP base with a logit_bias (docs/"
-                        f"methods.md §7b); {source} has none: set model.checkpoint to a SigLIP "
-                        f"model, e.g. "
-                        f"--config.model.checkpoint=ViT-B-16-SigLIP2 "
+      raise ConfigError(f"{self.name}.form='sigmoid' needs a SigLIP base with a logit_bias "
+                        f"(docs/methods.md §7b); {source} has none: set model.checkpoint to a "
+                        f"SigLIP model, e.g. --config.model.checkpoint=ViT-B-16-SigLIP2 "
                         f"--config.model.pretrained=webli")
+
+  def own(self, cfg: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+    """This method's block of a run's config (`config.<name>`; empty without settings)."""
+    return cfg.get(self.name) or ml_collections.ConfigDict()
 
   def init_params(self, model: CLIP, clip_params: dict, cfg) -> dict:
     """The method's own parameter trees, by name (see `extra_towers`)."""
@@ -141,8 +158,10 @@ class Method:
     del base_params, cfg
     return Evaluation({self.name: clip_encoders(model, params["clip"])})
 
-  def objective(self, model: CLIP, mesh: Mesh, loss_cfg) -> Objective:
-    ctx = Context(model, mesh, loss_cfg)
+  def objective(self, model: CLIP, mesh: Mesh, cfg: ml_collections.ConfigDict) -> Objective:
+    """The method's embed / loss pair for a run's config."""
+    block_size = cfg.get("loss", {}).get("block_size") or None
+    ctx = Context(model, mesh, self.own(cfg), block_size)
     return Objective(lambda p, b: self.embed(ctx, p, b),
                      lambda p, e, b, k: self.loss(ctx, p, e, b, k))
 
@@ -181,7 +200,7 @@ def logit_bias(params: dict) -> jax.Array | None:
 
 
 def same_image_labels(ctx: Context, batch: dict) -> dict:
-  """`labels=image_id` when captions of one image are all positives (loss.same_image_positives)."""
+  """`labels=image_id` when captions of one image are all positives (`same_image_positives`)."""
   if not ctx.cfg.get("same_image_positives"):
     return {}
   return {"labels": batch["image_id"].astype(jnp.int32)}
@@ -211,10 +230,56 @@ def get_method(name: str) -> Method:
 
 
 def method_config(name: str) -> ml_collections.ConfigDict:
-  """The training defaults with method `name`'s own (what configs/NAME.py starts from)."""
+  """The training defaults with method `name`'s own (what configs/NAME.py starts from):
+  `base_config`, the block `config.<name>` from its `settings`, then its `configure`."""
   c = base_config(name)
-  get_method(name).configure(c)
+  method = get_method(name)
+  if method.settings:
+    c[name] = ml_collections.ConfigDict(method.settings)
+  method.configure(c)
   return c
+
+
+def choice(name: str, value: Any, choices) -> None:
+  """ConfigError naming the field, the choices and the closest one, for a value not in them."""
+  if value not in choices:
+    close = difflib.get_close_matches(str(value), [str(c) for c in choices], n=1)
+    raise ConfigError(f"{name}={value!r} is not one of {list(choices)}"
+                      + (f" (did you mean {close[0]!r}?)" if close else ""))
+
+
+# The previous layout (every method's settings in every run, clipjax before issue 26):
+# old dotted field -> its name in the block of the methods that read it.
+MOVED_FIELDS = {"loss.a": "a", "loss.b": "b", "loss.mmd_weight": "mmd_weight",
+                "loss.mmd": "mmd", "loss.tau": "tau", "loss.mult": "tower",
+                "loss.bidirectional": "bidirectional", "loss.form": "form",
+                "loss.same_image_positives": "same_image_positives",
+                "data.dialogue_mode": "dialogue_mode"}
+
+
+def moved_field(field: str, method: str | None = None) -> tuple[str, str | None] | None:
+  """For a dotted field of the previous layout (or below one): a one-line message saying where
+  it is now, and its new dotted name in `method`'s block (None: that method has no such
+  setting). None for any other field."""
+  old = next((k for k in MOVED_FIELDS if field == k or field.startswith(k + ".")), None)
+  if old is None:
+    return None
+  rest = MOVED_FIELDS[old] + field[len(old):]
+  owners = [n for n, m in _REGISTRY.items() if MOVED_FIELDS[old] in m.settings]
+  if method in owners:
+    return (f"{field} is now {method}.{rest} (each method's settings are in its own block, "
+            f"config.<method>; docs/training.md)", f"{method}.{rest}")
+  where = ", ".join(f"{n}.{rest}" for n in owners)
+  return (f"{field} is now a method's own setting ({where})"
+          + (f"; method {method} has none" if method else ""), None)
+
+
+def check_layout(cfg: ml_collections.ConfigDict) -> None:
+  """ConfigError naming the new field for a config written for the previous layout."""
+  for old in MOVED_FIELDS:
+    parent, _, leaf = old.rpartition(".")
+    if leaf in (cfg.get(parent) or {}):
+      raise ConfigError(moved_field(old, cfg.get("method"))[0])
 
 
 def pretrained_clip_base(steps: int = 150) -> ml_collections.ConfigDict:

@@ -1,5 +1,5 @@
 """CLIP (docs/methods.md §1): the symmetric InfoNCE of every image–caption pair of the global batch
-against all others; with loss.same_image_positives, every caption of an image is a positive."""
+against all others; with clip.same_image_positives, every caption of an image is a positive."""
 from __future__ import annotations
 
 from clipjax import losses
@@ -10,6 +10,7 @@ from clipjax.parallel.mesh import on_mesh
 @register
 class Clip(Method):
   name = "clip"
+  settings = {"same_image_positives": False}
 
   def loss(self, ctx, params, emb, batch, key):
     del key

@@ -3,7 +3,7 @@ The image tower stays frozen; captions and dialogues go through the same text to
 with a·CE(I, T(caption)) + (1−a)·CE(I, T(dialogue)) plus an RBF-kernel MMD between the caption
 and dialogue embeddings. Evaluation compares the base, DRAFT and their text-embedding blend;
 the WiSE-FT weight blend (β = export.wise_beta) is evaluated and exported too. On a SigLIP
-base, loss.form=sigmoid scores each text–image term with the base's frozen t and b
+base, draft.form=sigmoid scores each text–image term with the base's frozen t and b
 (docs/methods.md §7b)."""
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from clipjax.evaluate.embed import clip_encoders
 from clipjax.methods.base import (
   Evaluation,
   Method,
+  choice,
   embed_image_text,
   encode_text,
   logit_bias,
@@ -31,14 +32,26 @@ class Draft(Method):
   caches_frozen_images = True
   adapts_pretrained = True
   loss_forms = ("softmax", "sigmoid")
+  settings = {
+      "a": 0.65,            # weight of CE(I, T(caption)); CE(I, T(dialogue)) gets 1 − a
+      "mmd_weight": 1.0,    # weight of the caption–dialogue MMD (0: contrastive terms only)
+      # The MMD estimator (docs/methods.md §4): "rff" (random Fourier features), "exact" or
+      # "subsample" (exact on subsample_size rows); squared: MMD² instead of MMD;
+      # multi_kernel: a sum over bandwidths around the median heuristic.
+      "mmd": {"estimator": "rff", "squared": False, "num_features": 64,
+              "subsample_size": 4096, "multi_kernel": False},
+      "bidirectional": False, "form": "softmax", "same_image_positives": False,
+      "dialogue_mode": "one_qa",
+  }
 
   def configure(self, c):
     # only the text tower trains (a SigLIP base's bias stays frozen with the scale)
     c.freeze = ("^clip/visual/", "^clip/logit_(scale|bias)$")
-    c.loss.a = 0.65
-    c.loss.mmd_weight = 1.0
-    c.data.dialogue_mode = "one_qa"
     c.base = pretrained_clip_base()
+
+  def validate(self, cfg):
+    super().validate(cfg)
+    choice("draft.mmd.estimator", cfg.draft.mmd.estimator, losses.ESTIMATORS)
 
   def embed(self, ctx, params, batch):
     out = embed_image_text(ctx, params, batch)

@@ -1,6 +1,6 @@
 """LiT (Zhai et al., 2022): the CLIP loss with a locked (frozen) pretrained image tower, so
 image embeddings can be computed once per image (data.cache_frozen). On a SigLIP base,
-loss.form=sigmoid trains with SigLIP's pairwise sigmoid instead, its t and b trained as the
+lit.form=sigmoid trains with SigLIP's pairwise sigmoid instead, its t and b trained as the
 CLIP loss trains s (docs/methods.md §7b)."""
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ class LiT(Clip):
   name = "lit"
   caches_frozen_images = True
   loss_forms = ("softmax", "sigmoid")
+  settings = {"form": "softmax", "same_image_positives": False}
 
   def configure(self, c):
     c.freeze = ("^clip/visual/",)

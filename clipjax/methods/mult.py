@@ -16,18 +16,18 @@ from clipjax.models.mult import MulTConfig, MulTFusion
 from clipjax.parallel.mesh import on_mesh
 
 
-def mult_tower(model: CLIP, loss_cfg) -> nn.Module:
-  """The fusion tower; its size comes from `loss.mult`, its vocabulary from the text tower."""
+def mult_tower(model: CLIP, mult_cfg) -> nn.Module:
+  """The fusion tower; its size comes from `mult.tower`, its vocabulary from the text tower."""
   text = model.cfg.text
-  mult_cfg = MulTConfig(**dict(loss_cfg.get("mult") or {}),
+  mult_cfg = MulTConfig(**dict(mult_cfg.get("tower") or {}),
                         vocab_size=text.vocab_size, context_length=text.context_length,
                         pad_id=getattr(text, "pad_token_id", 0))
   return MulTFusion(mult_cfg, model.cfg.embed_dim, model.dtype)
 
 
-def init_mult_params(model: CLIP, loss_cfg, seed: int) -> dict:
+def init_mult_params(model: CLIP, mult_cfg, seed: int) -> dict:
   size = model.cfg.vision.image_size
-  tower = mult_tower(model, loss_cfg)
+  tower = mult_tower(model, mult_cfg)
   images = jnp.zeros((1, size, size, 3), jnp.float32)
   ids = jnp.zeros((1, tower.cfg.context_length), jnp.int32)
   return jax.jit(tower.init)(jax.random.key(seed + 7), images, ids)["params"]
@@ -38,13 +38,12 @@ class MulT(Method):
   name = "mult"
   extra_towers = ("mult",)
 
-  def configure(self, c):
-    c.loss.a = 0.5   # CE(I, T): the pair retrieval is evaluated on
-    c.loss.b = 0.25  # CE(T, M); CE(M, I) gets 1 − a − b
-    c.loss.mult = dict(width=128, heads=4, layers=2, patch_size=8)
+  settings = {"a": 0.5,   # CE(I, T): the pair retrieval is evaluated on
+              "b": 0.25,  # CE(T, M); CE(M, I) gets 1 − a − b
+              "tower": {"width": 128, "heads": 4, "layers": 2, "patch_size": 8}}
 
   def init_params(self, model, clip_params, cfg):
-    return {"mult": init_mult_params(model, cfg.loss, cfg.seed)}
+    return {"mult": init_mult_params(model, cfg.mult, cfg.seed)}
 
   def embed(self, ctx, params, batch):
     out = embed_image_text(ctx, params, batch)

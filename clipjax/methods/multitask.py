@@ -1,5 +1,5 @@
 """jina-style multi-task training (seed 000, methods.md §5): every step sums a text–text InfoNCE
-(fixed τ = loss.tau; InfoNCE+ with hard negatives when the text records carry them) and the
+(fixed τ = multitask.tau; InfoNCE+ with hard negatives when the text records carry them) and the
 CLIP loss on an image–caption batch, in one backward pass. The two streams have their own
 batch sizes (batch_size, data.text_batch_size); configs/multitask.py chains the three stages."""
 from __future__ import annotations
@@ -27,6 +27,7 @@ class MultiTask(Method):
   name = "multitask"
   text_fields = {"text": ("query", "positive", "negatives"), "image_text": ("caption",)}
   reads_text_pairs = True
+  settings = {"tau": 0.05}  # the text–text InfoNCE temperature (fixed)
 
   def configure(self, c):
     # The text–text stream: records with query / positive / negatives (the synthetic scenes
@@ -34,7 +35,6 @@ class MultiTask(Method):
     c.data.text = synthetic(20_000)
     c.data.text_batch_size = 128
     c.data.num_negatives = 0
-    c.loss.tau = 0.05
     c.eval.tasks = "retrieval"
 
   def validate(self, cfg):

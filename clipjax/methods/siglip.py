@@ -19,6 +19,7 @@ from clipjax.parallel.mesh import on_mesh
 @register
 class SigLIP(Method):
   name = "siglip"
+  settings = {"same_image_positives": False}
 
   def configure(self, c):
     c.model.init_logit_scale = math.log(10.0)

@@ -2,7 +2,7 @@
 stay frozen; a third (dialogue) tower G, initialised as a copy of T, is trained with
 a·CE(G(z), I) + (1−a)·CE(G(z), T(y)) on the concatenated dialogue. Evaluation blends T and G
 on the same caption; G is exported as the text tower of a standalone CLIP. On a SigLIP base,
-loss.form=sigmoid scores both terms with the base's frozen t and b (docs/methods.md §7b)."""
+three_tower.form=sigmoid scores both terms with the base's frozen t and b (docs/methods.md §7b)."""
 from __future__ import annotations
 
 import flax.linen as nn
@@ -62,11 +62,11 @@ class ThreeTower(Method):
   adapts_pretrained = True
   extra_towers = ("dialogue",)
   loss_forms = ("softmax", "sigmoid")
+  settings = {"a": 0.65,  # weight of CE(G(z), I); CE(G(z), T(y)) gets 1 − a
+              "bidirectional": False, "form": "softmax", "dialogue_mode": "concat"}
 
   def configure(self, c):
     c.freeze = ("^clip/",)  # I, T and the logit scale stay at the pretrained values
-    c.loss.a = 0.65
-    c.data.dialogue_mode = "concat"
     c.base = pretrained_clip_base()
 
   def text_towers(self):

@@ -48,7 +48,7 @@ QUICK = Budget(arch="ViT-T-16-test", resolution=32, train_size=512, batch_size=3
 @dataclasses.dataclass(frozen=True)
 class Arm:
   """name: "method" or "variant/caption_detail"; base: the arm whose export it adapts;
-  overrides: dotted config fields set last (e.g. {"loss.mmd_weight": 0.0})."""
+  overrides: dotted config fields set last (e.g. {"draft.mmd_weight": 0.0})."""
   name: str
   method: str
   detail: str = "full"
@@ -62,10 +62,10 @@ def _adaptations(detail: str) -> list[Arm]:
   return [
       Arm(f"draft/{detail}", "draft", detail, base,
           doc="DRAFT, a = 0.65 with MMD: alone, blended with the base (β sweep), WiSE-FT"),
-      Arm(f"draft_no_mmd/{detail}", "draft", detail, base, (("loss.mmd_weight", 0.0),),
+      Arm(f"draft_no_mmd/{detail}", "draft", detail, base, (("draft.mmd_weight", 0.0),),
           doc="DRAFT with λ = 0 (no MMD), same blends"),
       Arm(f"caption_only/{detail}", "draft", detail, base,
-          (("loss.a", 1.0), ("loss.mmd_weight", 0.0)),
+          (("draft.a", 1.0), ("draft.mmd_weight", 0.0)),
           doc="control: the text tower fine-tuned on captions only (a = 1, λ = 0), same "
               "steps, lr, frozen image tower and blends as DRAFT"),
       Arm(f"three_tower/{detail}", "three_tower", detail, base,
@@ -133,7 +133,7 @@ def arm_config(arm: Arm, budget: Budget, seed: int,
   else:
     if not base_checkpoint:
       raise ValueError(f"arm {arm.name} adapts {arm.base}: pass its export as base_checkpoint")
-    c = method_config(arm.method)  # freeze rules, loss.a, dialogue mode from the method
+    c = method_config(arm.method)  # freeze rules and its own settings from the method
     c.base = None
     c.model.checkpoint = base_checkpoint
     c.optim.lr = 1e-4  # clipjax.config.adaptation_run

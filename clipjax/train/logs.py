@@ -55,6 +55,11 @@ class BadRecordLog:
       self._file.close()
 
 
+# Logged but kept off the progress bar, which shows the loss, the terms and values the
+# method's loss returns, samples/s and MFU.
+BAR_HIDDEN = ("grad_norm", "model_tflops")
+
+
 class MetricsLog:
   """JSONL + TensorBoard event files (process 0), and the progress bar. Besides the step's
   metrics: samples/s, model TFLOP/s and MFU (model FLOPs over the interval's wall time, data
@@ -82,7 +87,7 @@ class MetricsLog:
     values = dict(values, samples_per_sec=rate, model_tflops=achieved / 1e12,
                   mfu=achieved / self.peak)
     self.bar.set_postfix({k: f"{v:.4g}" for k, v in values.items()
-                          if k in ("loss", "mmd", "contrastive", "samples_per_sec", "mfu")})
+                          if k not in BAR_HIDDEN and not k.startswith("bad_records/")})
     if self.main:
       self.tb.scalars(step, {f"train/{k}": v for k, v in values.items()})
       self.jsonl.write(json.dumps({"step": step, **values}) + "\n")

@@ -99,7 +99,7 @@ def _dataset(cfg, method: Method, model, params, frozen, workdir):
       fields[image_stream] = tuple(f for f in fields[image_stream] if f != "caption")
     cache = frozen_cache.FrozenEmbeddings(images, captions)
     source = CachedInputs(source, images, captions=captions is not None)
-  if "dialogue" in fields[image_stream] and cfg.data.dialogue_mode == "one_qa":
+  if "dialogue" in fields[image_stream] and method.own(cfg).dialogue_mode == "one_qa":
     source = OneQAPerSample(source)  # else "concat" (validate() checked the value)
   prepare = PrepareExample(model.cfg.vision.image_size, train=cfg.data.augment,
                            text_fields=fields[image_stream],
@@ -195,7 +195,7 @@ def train(cfg, workdir: str, devices: list[jax.Device] | None = None) -> dict:
     state = ckpt.restore(state, iterator)
     print(f"resumed from {workdir / 'checkpoints'} at step {int(state['step'])}", flush=True)
   start = int(state["step"])
-  step_fn = make_train_step(method.objective(model, mesh, cfg.loss), tx, frozen, mesh,
+  step_fn = make_train_step(method.objective(model, mesh, cfg), tx, frozen, mesh,
                             accum_steps=cfg.optim.accum_steps,
                             clamp_scale=not frozen["clip"]["logit_scale"],
                             state_sharding=sharding)

@@ -7,7 +7,6 @@ The work dir's guards (one run at a time, the config bound once it has a checkpo
 """
 from __future__ import annotations
 
-import difflib
 import re
 from typing import Any
 
@@ -19,25 +18,17 @@ from clipjax.convert.openclip import param_shapes
 from clipjax.data.builder import check_source_spec
 from clipjax.errors import ConfigError
 from clipjax.evaluate.runner import eval_tasks
-from clipjax.losses.mmd import ESTIMATORS
-from clipjax.methods import Method, get_method, method_names
+from clipjax.methods import Method, check_layout, choice, get_method, method_names
 from clipjax.models.layers import ATTENTION_KERNELS, COMPUTE_DTYPES, REMAT_POLICIES
 from clipjax.models.naming import param_paths
 from clipjax.models.registry import get_model_config
 
 
-def _choice(name: str, value: Any, choices) -> None:
-  if value not in choices:
-    close = difflib.get_close_matches(str(value), [str(c) for c in choices], n=1)
-    raise ConfigError(f"{name}={value!r} is not one of {list(choices)}"
-                      + (f" (did you mean {close[0]!r}?)" if close else ""))
-
-
 def _check_model(cfg) -> Any:
   """The architecture config (resolved from the checkpoint when arch is empty)."""
-  _choice("model.dtype", cfg.model.dtype, ("auto", *COMPUTE_DTYPES))
-  _choice("model.attention", cfg.model.get("attention", "auto"), ATTENTION_KERNELS)
-  _choice("model.remat_policy", cfg.model.get("remat_policy", REMAT_POLICIES[0]), REMAT_POLICIES)
+  choice("model.dtype", cfg.model.dtype, ("auto", *COMPUTE_DTYPES))
+  choice("model.attention", cfg.model.get("attention", "auto"), ATTENTION_KERNELS)
+  choice("model.remat_policy", cfg.model.get("remat_policy", REMAT_POLICIES[0]), REMAT_POLICIES)
   if cfg.model.get("attention") == "cudnn" and jax.default_backend() not in ("gpu", "cuda"):
     raise ConfigError(f"model.attention='cudnn' needs a GPU, this run's JAX backend is "
                       f"{jax.default_backend()} (use 'auto' or 'xla')")
@@ -93,7 +84,8 @@ def _check_batches(cfg) -> None:
 
 def validate(cfg, *, check_base: bool = True) -> None:
   """Raises ConfigError for the first problem found in a training config."""
-  _choice("method", cfg.method, method_names())
+  choice("method", cfg.method, method_names())
+  check_layout(cfg)
   method = get_method(cfg.method)
   if cfg.total_steps < 0 or cfg.log_every < 1:
     raise ConfigError(f"total_steps ({cfg.total_steps}) must be >= 0 and log_every "
@@ -101,9 +93,6 @@ def validate(cfg, *, check_base: bool = True) -> None:
   check_source_spec(cfg.data.train, "data.train")
   if cfg.get("eval"):
     eval_tasks(cfg.eval)
-  _choice("data.dialogue_mode", cfg.data.dialogue_mode, ("one_qa", "concat"))
-  _choice("loss.mmd.estimator", cfg.loss.mmd.estimator, ESTIMATORS)
-  _choice("loss.form", cfg.loss.get("form", "softmax"), ("softmax", "sigmoid"))
   method.validate(cfg)
   _check_batches(cfg)
   arch_cfg = _check_model(cfg)

@@ -26,6 +26,7 @@ from etils import epath
 
 from clipjax.errors import ConfigError
 from clipjax.files import write_atomically
+from clipjax.methods import moved_field
 from clipjax.train.events import truncate_events
 
 # Fields a rerun may change: how long to train, how often to log and checkpoint, what to
@@ -105,15 +106,28 @@ def _flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
   return {prefix[:-1]: tree}
 
 
+def _current_layout(flat: dict[str, Any], method: str) -> dict[str, Any]:
+  """A saved config's fields under their names in the current layout: a field of the
+  previous layout (`loss.a`, ...) renamed into the method's block, or dropped when the method
+  never read it (the work dir of a CLIP run trained before had a `loss.tau`)."""
+  out = {}
+  for key, value in flat.items():
+    moved = moved_field(key, method)
+    if moved is None or moved[1] is not None:
+      out[key if moved is None else moved[1]] = value
+  return out
+
+
 def check_workdir_config(cfg, workdir: str) -> None:
   """Saves `cfg` as WORKDIR/config.json, or refuses (ConfigError) a rerun whose config
   differs from the saved one in a field outside RERUN_FIELDS when the work dir holds a
-  checkpoint."""
+  checkpoint. A run's config holds the shared fields and its own method's block only, so
+  a setting its method does not read never blocks a resume."""
   path = epath.Path(workdir) / "config.json"
   current = json.loads(cfg.to_json_best_effort())
   if path.exists() and has_checkpoint(workdir):
     saved = json.loads(path.read_text())
-    old, new = _flatten(saved), _flatten(current)
+    old, new = _current_layout(_flatten(saved), cfg.method), _flatten(current)
     changed = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k)
                      and k.split(".")[0] not in RERUN_FIELDS)
     if changed:

@@ -65,7 +65,7 @@ def test_step_flops_match_xla(name):
   batch = {"image": np.zeros((n, 64, 64, 3), np.uint8), "caption": np.ones((n, 16), np.int32),
            "dialogue": np.ones((n, 24), np.int32), "image_id": np.arange(n)}
   objective = method.objective(model, make_mesh(devices=jax.devices()[:1]),
-                               method_config(name).loss)
+                               method_config(name))
 
   def loss(trainable, rest, batch, key):
     merged = jax.tree.map(lambda f, t, r: r if f else t, frozen, trainable, rest)

@@ -77,13 +77,13 @@ def test_clip_learns(base_clip):
 @pytest.mark.parametrize("name", ["lit", "unicl", "mult"])  # siglip: test_siglip_base.py
 def test_from_scratch_methods_learn(name, tmp_path):
   # mult: a one-layer fusion tower (the code path of any size; a fraction of the step time)
-  small = {"loss.mult.width": 64, "loss.mult.heads": 2, "loss.mult.layers": 1}
+  small = {"mult.tower.width": 64, "mult.tower.heads": 2, "mult.tower.layers": 1}
   cfg = load_config(name, total_steps=60, **(small if name == "mult" else {}))
   result = fit(cfg, tmp_path)
   r1 = held_out_r1(result["model"], result["params"]["clip"])
   assert r1 >= 3 * CHANCE, (name, r1)
   if name == "mult":  # the fusion tower M trained with I and T
-    init = init_mult_params(result["model"], cfg.loss, cfg.seed)
+    init = init_mult_params(result["model"], cfg.mult, cfg.seed)
     assert not np.array_equal(init["proj"]["kernel"], result["params"]["mult"]["proj"]["kernel"])
 
 

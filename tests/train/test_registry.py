@@ -30,15 +30,16 @@ class CaptionsOnly(Method):
   freezing of a method's own tower, and the evaluation hook."""
   name = "toy_captions_only"
   extra_towers = ("offset",)
+  settings = {"toy_weight": 2.0}  # config.toy_captions_only.toy_weight
 
   def configure(self, c):
     c.freeze = ("^clip/visual/",)
-    c.loss.toy_weight = 2.0
 
   def validate(self, cfg):
     super().validate(cfg)
-    if cfg.loss.toy_weight <= 0:
-      raise ConfigError(f"loss.toy_weight must be > 0, got {cfg.loss.toy_weight}")
+    if self.own(cfg).toy_weight <= 0:
+      raise ConfigError(f"toy_captions_only.toy_weight must be > 0, got "
+                        f"{self.own(cfg).toy_weight}")
 
   def init_params(self, model, clip_params, cfg):
     return {"offset": {"value": jnp.zeros((), jnp.float32)}}
@@ -87,12 +88,36 @@ def test_a_method_defined_in_a_test_trains_through_main(tmp_path):
 def test_a_method_validates_its_own_config(tmp_path):
   from clipjax.train.validate import validate
   cfg = toy_config()
-  cfg.loss.toy_weight = -1.0
+  cfg.toy_captions_only.toy_weight = -1.0
   with pytest.raises(ConfigError, match="toy_weight must be > 0"):
     validate(cfg)
   cfg = toy_config()
   cfg.freeze = ("^offset/", "^clip/visual/")  # the method's own tower may be frozen by name
   validate(cfg)
+
+
+def test_a_run_holds_only_its_methods_settings_and_the_old_layout_is_named():
+  from clipjax.methods import MOVED_FIELDS
+  from clipjax.train.validate import validate
+  blocks = {name: set(method_config(name)) - set(method_config("unicl")) for name in
+            ("clip", "draft", "three_tower", "mult", "multitask")}
+  assert blocks == {"clip": {"clip"}, "draft": {"draft"}, "three_tower": {"three_tower"},
+                    "mult": {"mult"}, "multitask": {"multitask"}}
+  assert set(method_config("unicl").loss) == {"block_size"}
+  # every field of the previous layout is some method's setting now
+  owners = {new: [n for n in method_names() if new in get_method(n).settings]
+            for new in MOVED_FIELDS.values()}
+  assert all(owners.values()), owners
+  cfg = method_config("draft")
+  cfg.loss.mmd_weight = 0.0  # a config file written for the previous layout
+  with pytest.raises(ConfigError, match=r"^loss.mmd_weight is now draft.mmd_weight "):
+    validate(cfg)
+  cfg = method_config("clip")
+  cfg.data.dialogue_mode = "concat"
+  with pytest.raises(ConfigError, match=r"data.dialogue_mode is now a method's own setting "
+                                        r"\(draft.dialogue_mode, three_tower.dialogue_mode\); "
+                                        r"method clip has none"):
+    validate(cfg)
 
 
 def test_builtin_methods_are_registered_by_name():

@@ -67,8 +67,8 @@ def fixed_batch(dialogue_mode: str, n: int = 32) -> dict:
 def objective_values(name, cfg, model, *param_sets) -> list[float]:
   """The method's loss on the fixed batch for each parameter set; in the sigmoid form also
   checked against the float64 NumPy SL(Q, K) of the same embeddings (docs/methods.md §7b)."""
-  objective = get_method(name).objective(model, make_mesh(devices=jax.devices()[:1]), cfg.loss)
-  batch, key = fixed_batch(cfg.data.dialogue_mode), jax.random.key(0)
+  objective = get_method(name).objective(model, make_mesh(devices=jax.devices()[:1]), cfg)
+  batch, key = fixed_batch(cfg[name].get("dialogue_mode", "one_qa")), jax.random.key(0)
 
   def evaluate(params):
     emb = objective.embed(params, batch)
@@ -80,7 +80,7 @@ def objective_values(name, cfg, model, *param_sets) -> list[float]:
 
 def _checked(name, cfg, params, emb, loss, aux) -> float:
   emb = jax.tree.map(lambda x: np.asarray(x, np.float64), emb)
-  if cfg.loss.form == "sigmoid":  # observed relative error ~1e-7
+  if cfg[name].get("form") == "sigmoid":  # observed relative error ~1e-7
     t, b = np.exp(float(params["clip"]["logit_scale"])), float(params["clip"]["logit_bias"])
     i, y = emb["image"], emb["caption"]
     want, got = {
@@ -94,13 +94,14 @@ def _checked(name, cfg, params, emb, loss, aux) -> float:
 
 
 @pytest.mark.parametrize("name,form", [
-    ("siglip", "softmax"),  # the siglip method's own loss (form is for adaptation methods)
+    ("siglip", None),  # the siglip method's own loss (form is for adaptation methods)
     ("lit", "sigmoid"), ("draft", "sigmoid"), ("three_tower", "sigmoid"), ("draft", "softmax")])
 def test_methods_adapt_a_siglip_base(siglip_base, tmp_path, name, form):
   _, checkpoint = siglip_base
   lr = {"siglip": 1e-4, "lit": 1e-3}.get(name, 3e-4)
   cfg = load_config(name, **{"model.arch": ARCH, "model.checkpoint": checkpoint,
-                             "loss.form": form, "total_steps": 8, "batch_size": 32,
+                             **({f"{name}.form": form} if form else {}),
+                             "total_steps": 8, "batch_size": 32,
                              "optim.lr": lr, "optim.warmup_steps": 2})
   result = fit(cfg, tmp_path)
   model, params = result["model"], result["params"]
@@ -146,16 +147,13 @@ def test_siglip_config_fine_tunes_the_named_weights():
 def test_sigmoid_form_needs_a_siglip_base(tmp_path):
   from clipjax.errors import ConfigError
   from clipjax.train.validate import validate
-  with pytest.raises(ConfigError, match="loss.form='sigmoid' needs a SigLIP base with a "
+  with pytest.raises(ConfigError, match="lit.form='sigmoid' needs a SigLIP base with a "
                                         "logit_bias .* ViT-T-16-test has none"):
-    validate(load_config("lit", **{"loss.form": "sigmoid"}))
-  with pytest.raises(ConfigError, match=r"loss.form='sigmoid' is not one of \['softmax'\] for "
-                                        r"method clip \(it is for \['draft', 'lit', "
-                                        r"'three_tower'\]\)"):
-    validate(load_config("clip", **{"loss.form": "sigmoid"}))
-  with pytest.raises(ConfigError, match="loss.bidirectional has no meaning"):
-    validate(load_config("three_tower", **{"loss.form": "sigmoid", "loss.bidirectional": True,
+    validate(load_config("lit", **{"lit.form": "sigmoid"}))
+  with pytest.raises(ConfigError, match="three_tower.bidirectional has no meaning"):
+    validate(load_config("three_tower", **{"three_tower.form": "sigmoid",
+                                           "three_tower.bidirectional": True,
                                            "model.checkpoint": str(tmp_path / "base.pt")}))
-  with pytest.raises(ConfigError, match=r"loss.form='sigmiod' is not one of .*did you mean "
+  with pytest.raises(ConfigError, match=r"lit.form='sigmiod' is not one of .*did you mean "
                                         r"'sigmoid'"):
-    validate(load_config("lit", **{"loss.form": "sigmiod"}))
+    validate(load_config("lit", **{"lit.form": "sigmiod"}))

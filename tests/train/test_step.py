@@ -66,7 +66,7 @@ def test_split_and_merge_rows_round_trip():
 def test_gradcache_equals_full_batch_gradient(scenes, name, freeze):
   model, clip = clipjax.create_model(ARCH)
   params = {"clip": clip}
-  cfg = method_config(name).loss
+  cfg = method_config(name)
   mesh = make_mesh()
   method = get_method(name).objective(model, mesh, cfg)
   _, frozen = make_optimizer(params, lr=1e-3, total_steps=10, freeze=freeze)
@@ -88,7 +88,7 @@ def test_gradcache_needs_less_activation_memory(scenes):
   model, clip = clipjax.create_model(ARCH)
   params = {"clip": clip}
   mesh = make_mesh()
-  method = get_method("clip").objective(model, mesh, method_config("clip").loss)
+  method = get_method("clip").objective(model, mesh, method_config("clip"))
   _, frozen = make_optimizer(params, lr=1e-3, total_steps=10)
   # 512 rows: enough that activations, not the (carried) gradients, dominate the temporaries
   batch = host_batch_to_global(image_text_batch(scenes * 16), mesh)
@@ -106,7 +106,7 @@ def test_gradcache_reduces_the_gradient_once(scenes):
   (each device sums its rows' partial gradients first), not once per sub-batch."""
   model, clip = clipjax.create_model(ARCH)
   params = jax.device_put({"clip": clip}, replicated(mesh := make_mesh()))
-  method = get_method("clip").objective(model, mesh, method_config("clip").loss)
+  method = get_method("clip").objective(model, mesh, method_config("clip"))
   _, frozen = make_optimizer(params, lr=1e-3, total_steps=10)
   batch = host_batch_to_global(image_text_batch(scenes), mesh)
   weights = sum(x.size * 4 for x in jax.tree.leaves(clip))
@@ -125,7 +125,7 @@ def test_eight_devices_equal_one_device(scenes):
   model, clip = clipjax.create_model(ARCH)
   clip = jax.tree.map(np.asarray, clip)  # host copies: the step donates its device state
   freeze = ("^clip/visual/", "^clip/logit_scale$")
-  cfg = method_config("draft").loss
+  cfg = method_config("draft")
   host = image_text_batch(scenes, True)
   results = []
   for devices in (jax.devices()[:1], jax.devices()):
@@ -202,7 +202,7 @@ def test_scanned_step_equals_unrolled_with_a_partly_frozen_stack(scenes):
     tx, frozen = make_optimizer(params, lr=1e-3, total_steps=10, warmup_steps=1, freeze=freeze)
     state = jax.device_put({"params": params, "opt_state": tx.init(params), "step": np.int32(0),
                             "rng": jax.random.key_data(jax.random.key(0))}, replicated(mesh))
-    step = make_train_step(get_method("clip").objective(m, mesh, method_config("clip").loss),
+    step = make_train_step(get_method("clip").objective(m, mesh, method_config("clip")),
                            tx, frozen, mesh, clamp_scale=False)
     for _ in range(2):
       state, _ = step(state, host_batch_to_global(host, mesh))

@@ -218,7 +218,7 @@ def test_an_offline_miss_fails_at_once_naming_the_cache(tmp_path):
 @pytest.mark.parametrize("cli,args,needles", [
     ("clipjax.main", [], ["--workdir", "config fields: add --config=FILE"]),
     ("clipjax.main", [f"--config={REPO}/configs/draft.py"],
-     ["--config.loss.mmd.estimator='rff'", "--config.optim.lr=0.0001"]),
+     ["--config.draft.mmd.estimator='rff'", "--config.optim.lr=0.0001"]),
     ("clipjax.evaluate", [f"--config={REPO}/configs/eval.py"], ["--config.model.checkpoint="]),
     ("clipjax.search", [], ["--index", "--images", "--query"]),
 ])

@@ -62,14 +62,20 @@ def test_readme_own_data_command_trains_on_the_coco_sample(tmp_path, coco_sample
     (["--config.model.arch=ViT-B-33"], ["ViT-B-33", "did you mean 'ViT-B-32'"]),
     (["--config.model.checkpoint=/no/model.safetensors"], ["/no/model.safetensors", "does not exist"]),
     (["--config.freeze=('^clip/visuall/',)"], ["^clip/visuall/", "matches no parameter"]),
-    (["--config.loss.mmd.estimator=rf"], ["loss.mmd.estimator", "did you mean 'rff'"]),
+    (["--config.draft.mmd.estimator=rf"], ["draft.mmd.estimator", "did you mean 'rff'"]),
     (["--config.eval.tasks=retrieval,zeroshto"], ["eval.tasks: unknown task 'zeroshto'",
                                                   "did you mean 'zeroshot'"]),
-    (["--config.loss.form=sigmoid"], ["loss.form='sigmoid' needs a SigLIP base", "ViT-S-16-tiny"]),
+    (["--config.draft.form=sigmoid"], ["draft.form='sigmoid' needs a SigLIP base",
+                                      "ViT-S-16-tiny"]),
     (["--config.model.attention=cudnn"], ["model.attention='cudnn' needs a GPU", "cpu"]),
     (["--config.model.remat_policy=dots_savable"], ["model.remat_policy='dots_savable'",
                                                     "did you mean 'dots_saveable'"]),
-    (["--config.data.dialogue_mode=all"], ["data.dialogue_mode"]),
+    (["--config.draft.dialogue_mode=all"], ["draft.dialogue_mode", "'one_qa', 'concat'"]),
+    # the previous layout's fields: where they are now
+    (["--config.loss.a=0.5"], ["--config.loss.a: loss.a is now draft.a"]),
+    (["--config.loss.mmd.estimator=exact"], ["loss.mmd.estimator is now draft.mmd.estimator"]),
+    (["--config.loss.tau=0.1"], ["loss.tau is now a method's own setting (multitask.tau); "
+                                 "method draft has none"]),
     (["--config.data.train=synthetic:caption_detail=parial"],
      ["caption_detail='parial'", "did you mean 'partial'"]),
     (["--no_such_flag=1"], ["no_such_flag"]),
@@ -136,7 +142,15 @@ def test_ctrl_c_saves_and_a_changed_rerun_is_refused(tmp_path):
   # Another learning rate would mix two experiments in one work dir: refused, nothing run.
   out = _main(*args[3:], "--config.optim.lr=0.1", timeout=120)
   assert_user_error(out, "optim.lr", "0.1", "--workdir")
-  assert json.loads((wd / "config.json").read_text())["optim"]["lr"] != 0.1
+  saved_config = json.loads((wd / "config.json").read_text())
+  assert saved_config["optim"]["lr"] != 0.1
+  # A work dir bound by the previous config layout (every method's settings in every run)
+  # resumes: the CLIP setting is read under its new name, the others were never CLIP's.
+  assert set(saved_config["clip"]) == {"same_image_positives"}
+  saved_config["loss"].update(saved_config.pop("clip"), a=0.65, tau=0.05, mmd_weight=1.0,
+                              mmd={"estimator": "rff"})
+  saved_config["data"]["dialogue_mode"] = "one_qa"
+  (wd / "config.json").write_text(json.dumps(saved_config))
   # A longer (or shorter) run of the same config resumes.
   out = _main(*args[3:], f"--config.total_steps={int(saved.group(1)) + 1}", timeout=300)
   assert out.returncode == 0, out.stderr[-3000:]
