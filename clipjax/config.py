@@ -9,7 +9,9 @@ from typing import Any
 
 import ml_collections
 
+from clipjax.data.builder import synthetic
 from clipjax.errors import ConfigError
+from clipjax.evaluate.tasks import eval_block
 
 # The architecture of runs from scratch when model.arch is empty (a checkpoint brings its own).
 DEFAULT_ARCH = "ViT-S-16-tiny"
@@ -40,27 +42,6 @@ def parse_arg(arg: str | None, **defaults: Any) -> ml_collections.ConfigDict:
         raise ConfigError(f"config argument {key}={value!r} is not {article} {kind.__name__}"
                           ) from None
   return out
-
-
-def synthetic(size: int, split: str = "train", resolution: int = 64) -> dict:
-  return dict(kind="synthetic", size=size, resolution=resolution, seed=0, split=split)
-
-
-# The evaluation tasks (clipjax/evaluate/runner.py), each with its `config.eval.<task>` block.
-EVAL_TASKS = ("retrieval", "zeroshot", "vqa", "text_pairs")
-
-
-def eval_block(size: int = 256, tasks: str = "retrieval,zeroshot,vqa") -> dict:
-  """Evaluation on held-out synthetic scenes (`config.eval`; see clipjax/evaluate/runner.py).
-  text_pairs (caption -> paraphrase among paraphrases and hard negatives) is off by default."""
-  return dict(tasks=tasks, batch_size=64, num_workers=2,
-              betas=(1.0, 0.95, 0.9, 0.8, 0.6, 0.0),
-              retrieval=dict(source=synthetic(size, "eval"), text_field="caption"),
-              zeroshot=dict(source=synthetic(size, "eval"), classnames="source",
-                            templates="synthetic"),
-              vqa=dict(source=synthetic(size, "vqa")),
-              text_pairs=dict(source=synthetic(size, "eval"), query_field="caption",
-                              positive_field="paraphrase", negative_field="hard_negative"))
 
 
 def base_config(method: str) -> ml_collections.ConfigDict:

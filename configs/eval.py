@@ -7,8 +7,9 @@ array_record in `--config.eval.zeroshot.source.data_dir`, OpenAI's templates).
 """
 import ml_collections
 
-from clipjax.config import eval_block, parse_arg
+from clipjax.config import parse_arg
 from clipjax.errors import ConfigError
+from clipjax.evaluate.tasks import eval_block
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:

@@ -63,6 +63,11 @@ _KINDS = {
 SOURCE_KINDS = tuple(_KINDS)
 
 
+def synthetic(size: int, split: str = "train", resolution: int = 64) -> dict:
+  """The spec of `size` synthetic scenes of `split` at `resolution` pixels (seed 0)."""
+  return dict(kind="synthetic", size=size, resolution=resolution, seed=0, split=split)
+
+
 def _suggest(word: str, choices) -> str:
   close = difflib.get_close_matches(word, list(choices), n=1)
   return f" (did you mean {close[0]!r}?)" if close else ""

@@ -21,7 +21,8 @@ from clipjax.convert.load import load_or_create
 from clipjax.errors import ConfigError
 from clipjax.evaluate.blending import blend_params
 from clipjax.evaluate.embed import clip_encoders
-from clipjax.evaluate.runner import eval_tasks, run_evaluation
+from clipjax.evaluate.runner import run_evaluation
+from clipjax.evaluate.tasks import eval_tasks
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Evaluation config file.",
                                           lock_config=True)

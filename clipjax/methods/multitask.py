@@ -7,8 +7,7 @@ from __future__ import annotations
 import ml_collections
 
 from clipjax import losses
-from clipjax.config import synthetic
-from clipjax.data.builder import check_source_spec
+from clipjax.data.builder import check_source_spec, synthetic
 from clipjax.errors import ConfigError
 from clipjax.methods.base import (
   Method,

@@ -8,12 +8,13 @@ rate, so the base doubles as their CLIP comparison (same steps, same data, same 
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
+from typing import Any, Callable
 
 import ml_collections
 
-from clipjax.config import EVAL_TASKS, eval_block, synthetic
-from clipjax.methods import method_config, pretrained_clip_base
+from clipjax.data.builder import synthetic
+from clipjax.evaluate.tasks import eval_block, get_task, task_names
+from clipjax.methods import method_config
 from clipjax.methods.multitask import stage_config
 
 
@@ -48,13 +49,18 @@ QUICK = Budget(arch="ViT-T-16-test", resolution=32, train_size=512, batch_size=3
 @dataclasses.dataclass(frozen=True)
 class Arm:
   """name: "method" or "variant/caption_detail"; base: the arm whose export it adapts;
-  overrides: dotted config fields set last (e.g. {"draft.mmd_weight": 0.0})."""
+  overrides: dotted config fields set last (e.g. {"draft.mmd_weight": 0.0}); start: the
+  config it starts from (default `method_config(method)`; a config whose `base` chains
+  earlier runs trains them first); lr: the learning rate of a from-scratch arm (None: the
+  start config's own)."""
   name: str
   method: str
   detail: str = "full"
   base: str | None = None
   overrides: tuple[tuple[str, Any], ...] = ()
   doc: str = ""
+  start: Callable[[], ml_collections.ConfigDict] | None = None
+  lr: float | None = 1e-3  # the base's (configs/clip.py, mult.py, unicl.py, siglip.py)
 
 
 def _adaptations(detail: str) -> list[Arm]:
@@ -81,7 +87,8 @@ ARMS: tuple[Arm, ...] = (
     Arm("mult", "mult", doc="CLIP + MulT fusion tower, from scratch"),
     Arm("unicl", "unicl", doc="UniCL (image-label targets), from scratch"),
     Arm("siglip", "siglip", doc="SigLIP (sigmoid loss), from scratch"),
-    Arm("multitask", "multitask", doc="jina-style stages 1 -> 2 -> 3 (text pairs + captions)"),
+    Arm("multitask", "multitask", doc="jina-style stages 1 -> 2 -> 3 (text pairs + captions)",
+        start=lambda: stage_config(3), lr=None),
 )
 
 
@@ -105,6 +112,7 @@ def _data(c, budget: Budget, detail: str) -> None:
   c.data.num_workers = budget.num_workers
   if "text" in c.data:  # multitask's text-pair stream
     c.data.text = synthetic(budget.train_size, "train", budget.resolution)
+    c.data.text_batch_size = budget.batch_size
 
 
 def _scratch(c, budget: Budget, steps: int) -> None:
@@ -118,18 +126,18 @@ def _scratch(c, budget: Budget, steps: int) -> None:
 def arm_config(arm: Arm, budget: Budget, seed: int,
                base_checkpoint: str | None = None) -> ml_collections.ConfigDict:
   """The clipjax.main config of `arm` for one seed (base_checkpoint: its base's export)."""
-  if arm.method == "multitask":
-    c = stage_config(3)
-    for stage, cfg in ((3, c), (2, c.base), (1, c.base.base)):
-      _scratch(cfg, budget, budget.scratch_steps if stage == 1 else budget.adapt_steps // 2)
+  if arm.base is None:
+    c = arm.start() if arm.start else method_config(arm.method)
+    chain = [c]  # this run and the runs its `base` chains (multitask: stages 3, 2, 1)
+    while chain[-1].get("base") is not None:
+      chain.append(chain[-1].base)
+    for cfg in chain:  # the first run from scratch; the chained ones share the adaptation steps
+      if arm.lr is not None:
+        cfg.optim.lr = arm.lr
+      _scratch(cfg, budget, budget.scratch_steps if cfg is chain[-1]
+               else budget.adapt_steps // max(1, len(chain) - 1))
       _data(cfg, budget, arm.detail)
-      cfg.data.text_batch_size = budget.batch_size
       cfg.seed = seed
-  elif arm.base is None:
-    c = pretrained_clip_base(budget.scratch_steps) if arm.method == "clip" else (
-        method_config(arm.method))
-    c.optim.lr = 1e-3  # the base's (configs/clip.py, mult.py, unicl.py, siglip.py)
-    _scratch(c, budget, budget.scratch_steps)
   else:
     if not base_checkpoint:
       raise ValueError(f"arm {arm.name} adapts {arm.base}: pass its export as base_checkpoint")
@@ -143,9 +151,9 @@ def arm_config(arm: Arm, budget: Budget, seed: int,
     c.export.hf = False
   c.seed = seed
   _data(c, budget, arm.detail)
-  c.eval = eval_block(budget.eval_size, ",".join(EVAL_TASKS))  # every task, text_pairs too
-  for task in EVAL_TASKS:
-    c.eval[task].source = dict(synthetic(budget.eval_size, "vqa" if task == "vqa" else "eval",
+  c.eval = eval_block(budget.eval_size, ",".join(task_names()))  # every task, text_pairs too
+  for task in task_names():
+    c.eval[task].source = dict(synthetic(budget.eval_size, get_task(task).split,
                                          budget.resolution), caption_detail=arm.detail)
   c.eval.num_workers = budget.num_workers
   c.checkpoint.every = 0  # the end of a run is saved; a killed run restarts from its start

@@ -13,18 +13,16 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 from clipjax.data.synthetic import QUESTION_TYPES  # noqa: E402
+from clipjax.evaluate.blending import THESIS_BETAS as BETAS  # noqa: E402
+from clipjax.evaluate.tasks import get_task, task_names  # noqa: E402
 from clipjax.files import write_atomically  # noqa: E402
 
-BETAS = (1.0, 0.95, 0.9, 0.8, 0.6, 0.0)
-HEADLINE = (("retrieval/image_retrieval_recall@1", "img R@1"),
-            ("retrieval/image_retrieval_recall@5", "img R@5"),
-            ("retrieval/image_retrieval_mrr", "img MRR"),
-            ("retrieval/text_retrieval_recall@1", "txt R@1"),
-            ("retrieval/text_retrieval_recall@5", "txt R@5"),
-            ("retrieval/text_retrieval_mrr", "txt MRR"),
-            ("zeroshot/top1", "0-shot top-1"),
-            ("vqa/multiple_choice_accuracy", "VQA"),
-            ("text_pairs/recall@1", "text-text R@1"))
+
+
+def headline() -> tuple[tuple[str, str], ...]:
+  """(task/metric, column title) of every registered task's headline metrics."""
+  return tuple((f"{name}/{metric}", title) for name in task_names()
+               for metric, title in get_task(name).headline)
 
 
 def _pp(x: float) -> str:
@@ -66,14 +64,14 @@ def _models(summary: dict) -> list[str]:
 
 
 def arm_tables(summaries: dict[str, dict], docs: dict[str, str]) -> str:
-  out = []
+  out, columns = [], headline()
   for arm, summary in summaries.items():
     out += [f"### {arm}", "", docs.get(arm, ""), "",
-            "| model | " + " | ".join(label for _, label in HEADLINE) + " |",
-            "|---|" + "---|" * len(HEADLINE)]
+            "| model | " + " | ".join(label for _, label in columns) + " |",
+            "|---|" + "---|" * len(columns)]
     for model in _models(summary):
       cells = [_mean_sd(summary[f"{model}/{k}"]) if f"{model}/{k}" in summary else "—"
-               for k, _ in HEADLINE]
+               for k, _ in columns]
       out.append(f"| {model} | " + " | ".join(cells) + " |")
     out.append("")
   return "\n".join(out)
@@ -136,10 +134,11 @@ def write_report(study: dict, md_path: str, arm_docs: dict[str, str]) -> list[st
   os.makedirs(folder, exist_ok=True)
   summaries, claims = study["summaries"], study["claims"]
   plots = []
-  for metric, name, title in (
-      ("retrieval/image_retrieval_recall@1", "beta_sweep_retrieval.png",
-       "embedding blend: image R@1 vs β"),
-      ("vqa/multiple_choice_accuracy", "beta_sweep_vqa.png", "embedding blend: VQA vs β")):
+  for task in map(get_task, task_names()):
+    if not task.sweep_metric:
+      continue
+    metric, name = f"{task.name}/{task.sweep_metric}", f"beta_sweep_{task.name}.png"
+    title = f"embedding blend: {dict(headline()).get(metric, metric)} vs β"
     if plot_beta_sweeps(summaries, os.path.join(folder, name), metric, title):
       plots.append((name, title))
   bars = [("draft/partial", "base"), ("draft/partial", "draft"), ("draft/partial", "blend@0.9"),

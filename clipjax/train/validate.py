@@ -17,7 +17,7 @@ from clipjax.convert.load import describe_checkpoint
 from clipjax.convert.openclip import param_shapes
 from clipjax.data.builder import check_source_spec
 from clipjax.errors import ConfigError
-from clipjax.evaluate.runner import eval_tasks
+from clipjax.evaluate.tasks import eval_tasks
 from clipjax.methods import Method, check_layout, choice, get_method, method_names
 from clipjax.models.layers import ATTENTION_KERNELS, COMPUTE_DTYPES, REMAT_POLICIES
 from clipjax.models.naming import param_paths

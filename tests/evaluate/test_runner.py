@@ -14,7 +14,9 @@ from conftest import REPO, xla_flags
 
 import clipjax
 from clipjax.data.synthetic import SyntheticScenes
-from clipjax.evaluate import tasks
+from clipjax.evaluate.tasks import EvalRun
+from clipjax.evaluate.tasks.retrieval import retrieval
+from clipjax.evaluate.tasks.vqa import vqa
 from clipjax.evaluate.embed import clip_encoders
 from clipjax.evaluate.runner import run_evaluation
 
@@ -100,7 +102,7 @@ def test_retrieval_on_coco_groups_captions_and_counts_bad_images(two_models, coc
   broken = data["images"][0]["file_name"]
   (images / broken).write_bytes(b"not a jpeg")
   source = CocoCaptionsSource(str(coco_sample / "captions_coco_format.json"), str(images))
-  res = tasks.retrieval([two_models[0]], source, batch_size=8, num_workers=2)
+  res = retrieval([two_models[0]], source, EvalRun("", batch_size=8, num_workers=2))
   n_img = len(data["images"])
   n_cap_broken = sum(a["image_id"] == data["images"][0]["id"] for a in data["annotations"])
   assert res["num_images"] == n_img - 1
@@ -198,7 +200,7 @@ def test_vqav1_files_end_to_end(two_models, tmp_path):
   source = VQAv1Source(str(tmp_path / "q.json"), str(tmp_path), str(tmp_path / "a.json"))
   assert source[0]["candidate_texts"][0] == "Q: What color? A: red"
   assert source[1]["answer"] == -1  # "2" is not among the choices
-  res = tasks.vqa([two_models[0]], source, batch_size=4, num_workers=0)
+  res = vqa([two_models[0]], source, EvalRun("", batch_size=4, num_workers=0))
   assert res["num_questions"] == 3 and "multiple_choice_accuracy" not in res["metrics"]
   enc = two_models[0]
   images = {}
@@ -256,3 +258,53 @@ def test_zeroshot_on_a_class_folder_equals_a_float64_reference(two_models, coco_
 def _unit64(x):
   x = np.asarray(x, np.float64)
   return x / np.linalg.norm(x, axis=-1, keepdims=True)
+
+
+@pytest.fixture
+def alignment_task():
+  """A task defined here, in one class: the mean cosine of each image with its own caption.
+  Registered for one test only (the registry is process-wide)."""
+  from clipjax.evaluate.tasks import Task, register
+  from clipjax.evaluate.tasks.base import _REGISTRY, cached_images
+
+  @register
+  class Alignment(Task):
+    name = "alignment"
+    settings = {"text_field": "caption"}
+    default = False
+    headline = (("mean_cosine", "align"),)
+
+    def evaluate(self, encoders, source, cfg, run, model_name):
+      images = cached_images(encoders, source, run)
+      texts = encoders.encode_texts([source[int(i)][cfg.text_field] for i in images["index"]])
+      cosine = np.sum(images["embeddings"] * texts, axis=1)
+      return {"metrics": {"mean_cosine": float(np.mean(cosine))}, "skipped": {}}
+
+  yield Alignment
+  del _REGISTRY["alignment"]
+
+
+def test_a_task_defined_in_one_class_runs_everywhere(alignment_task, two_models, tmp_path):
+  """Adding a task is its class: eval.tasks accepts it (with its block from eval_block),
+  run_evaluation runs it, and the study's headline columns list it; checked against a
+  float64 NumPy cosine of the same model's embeddings (rtol 1e-5)."""
+  from clipjax.errors import ConfigError
+  from clipjax.evaluate.tasks import eval_block, eval_tasks
+  cfg = ml_collections.ConfigDict(eval_block(16, "retrieval,alignment"))
+  assert cfg.alignment.text_field == "caption" and "alignment" not in eval_block()["tasks"]
+  cfg.num_workers, cfg.batch_size = 0, 8
+  cfg.alignment.source = cfg.retrieval.source = _synthetic(16)
+  assert [t.name for t in eval_tasks(cfg)] == ["retrieval", "alignment"]
+  base, _ = two_models
+  got = run_evaluation(cfg, {"base": base}, str(tmp_path))["alignment"]["base"]["metrics"]
+  scenes = SyntheticScenes(16, 32, seed=0, split="eval")
+  images = np.stack([scenes[i]["image"] for i in range(16)])
+  i = np.asarray(base.encode_images(images), np.float64)
+  t = np.asarray(base.encode_texts([scenes[k]["caption"] for k in range(16)]), np.float64)
+  i /= np.linalg.norm(i, axis=1, keepdims=True)
+  t /= np.linalg.norm(t, axis=1, keepdims=True)
+  np.testing.assert_allclose(got["mean_cosine"], np.mean(np.sum(i * t, axis=1)), rtol=1e-5)
+  with pytest.raises(ConfigError, match="unknown task 'alignmnet' .*did you mean 'alignment'"):
+    eval_tasks(ml_collections.ConfigDict(dict(eval_block(16), tasks="alignmnet")))
+  from clipjax.study.report import headline
+  assert ("alignment/mean_cosine", "align") in headline()

@@ -13,7 +13,8 @@ from conftest import REPO
 import clipjax
 import clipjax.data.builder
 from clipjax.data.embedding_table import EmbeddingTable
-from clipjax.evaluate import tasks
+from clipjax.evaluate.tasks import EvalRun
+from clipjax.evaluate.tasks.retrieval import retrieval
 from clipjax.evaluate.embed import clip_encoders
 from clipjax.methods import get_method
 from clipjax.methods.mult import init_mult_params
@@ -53,7 +54,7 @@ def fit(cfg, workdir) -> dict:
 def held_out_r1(model, clip_params):
   source = clipjax.data.builder.make_source(
       dict(kind="synthetic", size=HELD_OUT, resolution=32, seed=0, split="eval"))
-  res = tasks.retrieval([clip_encoders(model, clip_params)], source, num_workers=0)
+  res = retrieval([clip_encoders(model, clip_params)], source, EvalRun("", num_workers=0))
   return res["metrics"]["image_retrieval_recall@1"]
 
 
