@@ -101,7 +101,7 @@ def main(argv):
   batch = {"image": pixels, "caption": ids[0], "dialogue": ids[1],
            "image_id": np.arange(n), "label": np.zeros(n, np.int64)}
   if FLAGS.trim:
-    batch = trim_text_padding(batch, method.text_fields)
+    batch = trim_text_padding(batch, method.text_fields, method.text_pair_fields)
 
   def ours():
     nonlocal state

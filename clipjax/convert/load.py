@@ -3,10 +3,12 @@ or download a name resolves to (`clipjax.convert.pretrained`), its architecture 
 written next to it, or inferred from the tensor shapes), and open_clip's preprocessing."""
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
 from pathlib import Path
+from typing import Any
 
 import jax.numpy as jnp
 import numpy as np
@@ -120,20 +122,32 @@ def create_model_and_transforms(name: str | os.PathLike, pretrained=None, **kwar
           image_transform(size, train=False, **pre))
 
 
+@dataclasses.dataclass(frozen=True)
+class BuildOptions:
+  """How a model is built, whether its weights are loaded or random: the text context
+  (None: the architecture's; longer interpolates a checkpoint's positions), compute dtype,
+  rematerialisation (a policy name, or True for nothing saved), attention kernel and scanned
+  blocks (`create_model` documents each)."""
+  context_length: int | None = None
+  dtype: Any = jnp.float32
+  remat: bool | str = False
+  attention: str = "auto"
+  scan_layers: bool = False
+
+
 def load_or_create(checkpoint: str | None, pretrained: str | None = None, *, arch=None,
-                   default_arch: str | CLIPConfig = "ViT-B-32", context_length: int | None = None,
-                   dtype=jnp.float32, remat: bool | str = False, seed: int = 0,
-                   init_logit_bias: float | None = None, warn_random: bool = True,
-                   attention: str = "auto", scan_layers: bool = False):
+                   default_arch: str | CLIPConfig = "ViT-B-32",
+                   build: BuildOptions = BuildOptions(), seed: int = 0,
+                   init_logit_bias: float | None = None, warn_random: bool = True):
   """The weights `checkpoint` names (any `load_openclip` name; the architecture comes with
   them unless `arch` is given), or random weights (`seed`) of `arch`, else `default_arch`
   (with `init_logit_bias`: a learnable SigLIP bias), logged as meaningless for evaluation
-  when `warn_random`. Returns (model, params, eval_transform, name), name saying what the
-  model is, for messages and index records."""
+  when `warn_random`; either built with `build`. Returns (model, params, eval_transform,
+  name), name saying what the model is, for messages and index records."""
+  options = dataclasses.asdict(build)
   if checkpoint:
-    model, params, _, transform = create_model_and_transforms(
-        checkpoint, pretrained, arch=arch, context_length=context_length, dtype=dtype,
-        remat=remat, attention=attention, scan_layers=scan_layers)
+    model, params, _, transform = create_model_and_transforms(checkpoint, pretrained, arch=arch,
+                                                              **options)
     return model, params, transform, checkpoint + (f" pretrained={pretrained}" if pretrained
                                                    else "")
   cfg = get_model_config(arch or default_arch)
@@ -142,8 +156,7 @@ def load_or_create(checkpoint: str | None, pretrained: str | None = None, *, arc
   if warn_random:
     log.warning("no checkpoint: random %s weights, so the results are meaningless",
                 arch or default_arch)
-  model, params = create_model(cfg, dtype=dtype, remat=remat, context_length=context_length,
-                               seed=seed, attention=attention, scan_layers=scan_layers)
+  model, params = create_model(cfg, seed=seed, **options)
   return (model, params, image_transform(model.cfg.vision.image_size,
                                          **model.cfg.image_preprocess.transform_kwargs()),
           f"random {arch or default_arch}")

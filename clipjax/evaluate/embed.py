@@ -17,6 +17,7 @@ from tqdm.auto import tqdm
 
 from clipjax.data.pipeline import PrepareExample, build_dataset
 from clipjax.data.records import BAD_REASONS
+from clipjax.data.streams import Encoding
 from clipjax.data.views import MapRecords
 from clipjax.models.clip import l2_normalize
 from clipjax.models.text import trim_padding
@@ -54,22 +55,19 @@ def unit_rows(x) -> np.ndarray:
 
 
 def make_encoders(image_fn: Callable[[np.ndarray], jax.Array],
-                  text_fn: Callable[[np.ndarray], jax.Array], *, image_size: int, embed_dim: int,
-                  key: str, image_key: str = "", context_length: int = 77,
-                  batch_size: int = 256, hf_tokenizer: str | None = None,
-                  tokenizer_clean: str = "whitespace", trim_text: bool = True,
-                  preprocess: dict | None = None) -> Encoders:
+                  text_fn: Callable[[np.ndarray], jax.Array], encoding: Encoding, *,
+                  embed_dim: int, key: str, image_key: str = "",
+                  batch_size: int = 256) -> Encoders:
   """Encoders from jitted image_fn(uint8 or float pixels [B,H,W,3]) and text_fn(ids int32
   [B, L]), each returning unit-norm embeddings [B, D].
 
-  Texts are tokenized (the CLIP BPE, or the HF tokenizer `hf_tokenizer`, a directory or an HF
-  cache name, with open_clip's `tokenizer_clean` mode),
-  cut to the longest sequence of the batch (a `padded_length` bucket; exact, see
-  `models.text.trim_padding`; `trim_text=False` for towers that read the padding) and padded
-  to `batch_size` rows so only a few shapes compile. `preprocess`: how `embed_images` resizes
-  and crops (image_transform's options; None = OpenAI's), matching what image_fn normalises.
+  Texts are tokenized as `encoding` says, cut to the longest sequence of the batch (a
+  `padded_length` bucket; exact, see `models.text.trim_padding`; not for towers that read the
+  padding) and padded to `batch_size` rows so only a few shapes compile. `embed_images`
+  resizes and crops as `encoding.preprocess` says, matching what image_fn normalises.
   """
-  tokenizer = make_tokenizer(context_length, hf_tokenizer, tokenizer_clean)
+  tokenizer = make_tokenizer(encoding.context_length, encoding.tokenizer_dir,
+                             encoding.tokenizer_clean)
   pad_id = getattr(tokenizer, "pad_token_id", 0)
 
   def padded(fn, rows: np.ndarray) -> np.ndarray:
@@ -83,13 +81,13 @@ def make_encoders(image_fn: Callable[[np.ndarray], jax.Array],
 
   def encode_texts(texts: Sequence[str]) -> np.ndarray:
     ids = tokenizer(list(texts))
-    cut = (lambda rows: trim_padding(rows, pad_id=pad_id)) if trim_text else np.asarray
+    cut = (lambda rows: trim_padding(rows, pad_id=pad_id)) if encoding.trimmable else np.asarray
     chunks = [padded(text_fn, cut(ids[s:s + batch_size])) for s in range(0, len(ids), batch_size)]
     return np.concatenate(chunks) if chunks else np.zeros((0, embed_dim), np.float32)
 
   return Encoders(lambda x: padded(image_fn, np.asarray(x)), encode_texts,
-                  image_size, embed_dim, key, image_key or key,
-                  tuple(sorted((preprocess or {}).items())))
+                  encoding.image_size, embed_dim, key, image_key or key,
+                  tuple(sorted(encoding.preprocess.items())))
 
 
 @functools.lru_cache(maxsize=16)
@@ -112,14 +110,9 @@ def clip_encoders(model, params: Any, batch_size: int = 256) -> Encoders:
   image, text = _jitted_towers(model)
   params = jax.device_put(params)  # once, not with every batch (numpy params would be copied)
   return make_encoders(
-      functools.partial(image, params), functools.partial(text, params),
-      image_size=cfg.vision.image_size, embed_dim=cfg.embed_dim,
-      key=f"clip-{arch}-{params_fingerprint(params)}",
-      image_key=f"visual-{arch}-{params_fingerprint(params['visual'])}",
-      context_length=cfg.text.context_length,
-      batch_size=batch_size, hf_tokenizer=cfg.text.tokenizer_dir,
-      tokenizer_clean=cfg.text.tokenizer_clean, trim_text=cfg.text.trimmable,
-      preprocess=cfg.image_preprocess.transform_kwargs())
+      functools.partial(image, params), functools.partial(text, params), Encoding.of(cfg),
+      embed_dim=cfg.embed_dim, key=f"clip-{arch}-{params_fingerprint(params)}",
+      image_key=f"visual-{arch}-{params_fingerprint(params['visual'])}", batch_size=batch_size)
 
 
 def embed_images(encoders: Encoders, source, *, batch_size: int = 64, num_workers: int = 2,

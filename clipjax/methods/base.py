@@ -36,6 +36,7 @@ import ml_collections
 from jax.sharding import Mesh
 
 from clipjax.config import DEFAULT_ARCH, base_config
+from clipjax.data.streams import StreamPlan
 from clipjax.errors import ConfigError
 from clipjax.evaluate.embed import Encoders, clip_encoders
 from clipjax.models import CLIP
@@ -87,11 +88,12 @@ class Method:
   #   dialogue_mode: "one_qa" (one random question–answer pair per sample and epoch) or
   #     "concat" (the whole dialogue in one text).
   settings: dict[str, Any] = {}
-  # Token-id fields per batch stream ("" = the batch itself); padding columns are trimmed.
-  text_fields: dict[str, tuple[str, ...]] = {"": ("caption",)}
-  # A second stream of text records (query / positive / [negatives]) from config.data.text,
-  # batched by data.text_batch_size: the batch is then {"text": ..., "image_text": ...}.
-  reads_text_pairs: bool = False
+  # Token-id fields of the image–text batch (their padding columns are trimmed).
+  text_fields: tuple[str, ...] = ("caption",)
+  # The token-id fields of a second stream of text records (query / positive / [negatives])
+  # from config.data.text, batched by data.text_batch_size; with it, the batch is
+  # {"text": text pairs, "image_text": the image–text batch}. Empty: no such stream.
+  text_pair_fields: tuple[str, ...] = ()
   # data.cache_frozen may embed each image once (the image tower is frozen) ...
   caches_frozen_images: bool = False
   # ... and each caption once when the whole CLIP text tower is frozen as well.
@@ -111,7 +113,12 @@ class Method:
   def text_towers(self) -> dict[str, str]:
     """Token-id field -> the tower that encodes it: "text" (the CLIP text tower) or one of
     `extra_towers` (model FLOPs, `clipjax.train.flops`)."""
-    return {f: "text" for fields in self.text_fields.values() for f in fields}
+    return {f: "text" for f in (*self.text_fields, *self.text_pair_fields)}
+
+  def stream_plan(self, cfg: ml_collections.ConfigDict) -> StreamPlan:
+    """What this method reads, for `clipjax.data.streams.training_streams`."""
+    return StreamPlan(self.text_fields, self.own(cfg).get("dialogue_mode") == "one_qa",
+                      self.text_pair_fields)
 
   def validate(self, cfg: ml_collections.ConfigDict) -> None:
     """Raises ConfigError for a config this method cannot train (before any model init)."""

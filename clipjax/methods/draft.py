@@ -28,7 +28,7 @@ from clipjax.parallel.mesh import on_mesh
 @register
 class Draft(Method):
   name = "draft"
-  text_fields = {"": ("caption", "dialogue")}
+  text_fields = ("caption", "dialogue")
   caches_frozen_images = True
   adapts_pretrained = True
   loss_forms = ("softmax", "sigmoid")

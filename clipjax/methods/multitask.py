@@ -24,8 +24,7 @@ from clipjax.parallel.mesh import on_mesh
 @register
 class MultiTask(Method):
   name = "multitask"
-  text_fields = {"text": ("query", "positive", "negatives"), "image_text": ("caption",)}
-  reads_text_pairs = True
+  text_pair_fields = ("query", "positive", "negatives")
   settings = {"tau": 0.05}  # the text–text InfoNCE temperature (fixed)
 
   def configure(self, c):

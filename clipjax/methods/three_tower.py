@@ -56,7 +56,7 @@ def dialogue_as_text_tower(clip_params: dict, dialogue_params: dict) -> dict:
 @register
 class ThreeTower(Method):
   name = "three_tower"
-  text_fields = {"": ("caption", "dialogue")}
+  text_fields = ("caption", "dialogue")
   caches_frozen_images = True
   caches_frozen_captions = True  # T is frozen as well
   adapts_pretrained = True

@@ -94,3 +94,17 @@ def block_names(path: tuple, leaf: Any, paths) -> list[str]:
   keys = path_keys(path)
   count = leaf.shape[0] if stacked_segment(keys) is not None else 1
   return ["/".join(k) for k in layer_keys(keys, count, paths)]
+
+
+def rule_names(params: Any):
+  """The `clipjax.parallel.sharding.LeafNames` of `params`: a leaf is matched by its path and
+  by its first per-block name (rules read either layout), and a stacked leaf's layer axis 0
+  is never split (the scan walks it one block at a time)."""
+  paths = list(flatten(params))
+
+  def names(path: tuple, leaf: Any) -> tuple[tuple[str, str], int]:
+    keys = path_keys(path)
+    return ("/".join(keys), block_names(path, leaf, paths)[0]), int(
+        stacked_segment(keys) is not None)
+
+  return names

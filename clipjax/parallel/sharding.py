@@ -5,34 +5,44 @@ split over `fsdp` on its largest dimension that the axis divides (never the laye
 scanned stack, which the scan walks through one block at a time); everything else (small
 leaves, LayerNorms, the logit scale) is replicated. Optimizer state follows its parameters.
 With `mesh.fsdp=1` every leaf is replicated: plain data parallelism.
+
+How a leaf is named is the model's business: `names` gives the names the rules read and the
+first axis that may be split (`clipjax.models.stacking.rule_names` for CLIP parameters, which
+reads a scanned stack in per-block names and keeps its layer axis whole); by default a leaf is
+its "/"-joined path and every axis may be split.
 """
 from __future__ import annotations
 
 import re
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import jax
 import optax
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from clipjax.models.naming import flatten, path_keys, path_string
-from clipjax.models.stacking import block_names, stacked_segment
 from clipjax.parallel.mesh import FSDP
+
+# (jax key path, leaf) -> (the names rules are matched against, the first splittable axis)
+LeafNames = Callable[[tuple, Any], tuple[Sequence[str], int]]
+
+
+def path_names(path: tuple, leaf: Any) -> tuple[Sequence[str], int]:
+  """The default `LeafNames`: the "/"-joined path; every axis may be split."""
+  del leaf
+  return ("/".join(str(getattr(k, "key", k)) for k in path),), 0
 
 
 def param_shardings(params: Any, mesh: Mesh, rules: Sequence[str] = (".*",),
-                    min_size: int = 2**14) -> Any:
+                    min_size: int = 2**14, names: LeafNames = path_names) -> Any:
   """A NamedSharding per leaf of `params` (arrays or ShapeDtypeStructs)."""
   n = mesh.shape[FSDP]
   compiled = [re.compile(r) for r in rules]
-  paths = list(flatten(params))
 
   def sharding(path, leaf):
-    names = (path_string(path), block_names(path, leaf, paths)[0])  # rules read either layout
+    matched, first = names(path, leaf)
     spec = [None] * leaf.ndim
-    first = int(stacked_segment(path_keys(path)) is not None)
-    if n > 1 and leaf.size >= min_size and any(c.search(m) for c in compiled for m in names):
+    if n > 1 and leaf.size >= min_size and any(c.search(m) for c in compiled for m in matched):
       dims = [d for d in sorted(range(first, leaf.ndim), key=lambda d: -leaf.shape[d])
               if leaf.shape[d] % n == 0]
       if dims:

@@ -1,58 +1,16 @@
-"""What a training run logs: its metrics (progress bar, `metrics.jsonl`, TensorBoard, with
-samples/s, model TFLOP/s and MFU) and the records it skipped (`bad_records.jsonl`)."""
+"""What a training run logs of its steps: the progress bar, `metrics.jsonl` and TensorBoard
+events, with samples/s, model TFLOP/s and MFU (the records it skipped are logged by
+`clipjax.data.bad_record_log`)."""
 from __future__ import annotations
 
-import hashlib
 import json
 import time
 
 import jax
-from absl import logging
 from etils import epath
 from tqdm.auto import tqdm
 
 from clipjax.train.events import EventWriter
-
-
-class BadRecordLog:
-  """Names skipped records: the first `shown` in the log, every distinct one once in
-  WORKDIR/bad_records.jsonl (one file per host on multi-host runs) with the step it was first
-  seen at; a record skipped again in a later epoch is counted, not written again. Memory: one
-  8-byte digest per distinct bad record."""
-
-  def __init__(self, workdir: epath.Path, shown: int = 10):
-    name = ("bad_records.jsonl" if jax.process_count() == 1
-            else f"bad_records.host{jax.process_index()}.jsonl")
-    self.path, self.shown, self.seen, self._file = workdir / name, shown, 0, None
-    self._written: set[bytes] = set()
-    if self.path.exists():  # a resumed run (rewound to its checkpoint): those stay known
-      for line in self.path.read_text().splitlines():
-        row = json.loads(line)
-        self._written.add(self._digest(row["reason"], row["detail"]))
-
-  @staticmethod
-  def _digest(reason: str, detail: str) -> bytes:
-    return hashlib.blake2b(f"{reason}\0{detail}".encode(), digest_size=8).digest()
-
-  def add(self, step: int, examples: list[tuple[str, str]]) -> None:
-    for reason, detail in examples:
-      digest = self._digest(reason, detail)
-      if digest in self._written:
-        continue
-      self._written.add(digest)
-      if self.seen < self.shown:
-        logging.warning("skipped record (%s): %s%s", reason, detail,
-                        f" (further ones: {self.path})" if self.seen + 1 == self.shown else "")
-      self.seen += 1
-      if self._file is None:
-        self._file = self.path.open("a")
-      self._file.write(json.dumps({"step": step, "reason": reason, "detail": detail}) + "\n")
-    if examples:
-      self._file.flush()
-
-  def close(self) -> None:
-    if self._file is not None:
-      self._file.close()
 
 
 # Logged but kept off the progress bar, which shows the loss, the terms and values the

@@ -161,7 +161,7 @@ def test_trimmed_text_gives_the_same_loss():
            "image_id": np.arange(16)}
   trimmed = trim_text_padding(batch, get_method("draft").text_fields)
   assert trimmed["caption"].shape[1] < 77 and trimmed["caption"].shape[1] % 8 == 0
-  cfg = load_config("draft").loss
+  cfg = load_config("draft")
   loss_fn = jax.jit(get_method("draft").objective(model, make_mesh(), cfg).loss_fn)
   key = jax.random.key(0)
   full, _ = loss_fn({"clip": clip}, batch, key)

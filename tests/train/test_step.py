@@ -10,7 +10,7 @@ import clipjax
 from clipjax.data.synthetic import SyntheticScenes
 from clipjax.methods import get_method, method_config
 from clipjax.models.naming import flatten
-from clipjax.models.stacking import is_stacked, stack_layers, unstack_layers
+from clipjax.models.stacking import is_stacked, rule_names, stack_layers, unstack_layers
 from clipjax.parallel.hlo_stats import collective_bytes
 from clipjax.parallel.mesh import host_batch_to_global, make_mesh, replicated
 from clipjax.text.tokenizer import Tokenizer
@@ -222,8 +222,8 @@ def test_scanned_step_equals_unrolled_with_a_partly_frozen_stack(scenes):
   assert decays(stacked) == decays(jax.tree.map(np.asarray, clip))
   # FSDP: a stacked leaf is split like its per-block leaves, never on the layer axis
   fsdp_mesh = make_mesh(data=4, fsdp=2)
-  specs = flatten(param_shardings(stacked, fsdp_mesh, min_size=1024))
-  unrolled = flatten(param_shardings(clip, fsdp_mesh, min_size=1024))
+  specs = flatten(param_shardings(stacked, fsdp_mesh, min_size=1024, names=rule_names(stacked)))
+  unrolled = flatten(param_shardings(clip, fsdp_mesh, min_size=1024, names=rule_names(clip)))
   key = ("visual", "transformer", "resblocks", "mlp", "c_fc", "kernel")
   assert specs[key].spec == P(None, *unrolled[key[:2] + ("resblocks_1",) + key[3:]].spec)
   assert specs[key].spec[1:] != (None, None)
