@@ -9,7 +9,7 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Iterator
+from typing import Iterator, Sequence
 
 from etils import epath
 
@@ -61,12 +61,34 @@ def atomic_dir(directory: str | os.PathLike) -> Iterator[str]:
       shutil.rmtree(tmp)
 
 
+@contextlib.contextmanager
+def atomic_target(path: str | os.PathLike) -> Iterator[str]:
+  """The name to write `path` (local or an object-store URL) through: a temporary local name
+  renamed into place (`atomic_path`), or on an object store the object itself."""
+  if "://" in os.fspath(path):
+    yield os.fspath(path)
+    return
+  with atomic_path(path) as tmp:
+    yield tmp
+
+
+@contextlib.contextmanager
+def staged_files(out_dir: str | os.PathLike, first: Sequence[str] = ()) -> Iterator[str]:
+  """Yields a temporary directory inside local `out_dir`; when the body succeeds, every file
+  it wrote is renamed into `out_dir` one by one (those in `first` first, then by name), so an
+  interrupted write leaves each file whole or absent. Other files of `out_dir` stay."""
+  out_dir = Path(out_dir)
+  out_dir.mkdir(parents=True, exist_ok=True)
+  with tempfile.TemporaryDirectory(prefix=".staged-", dir=out_dir) as tmp:
+    yield tmp
+    names = [n for n in first if os.path.exists(os.path.join(tmp, n))]
+    for name in names + sorted(set(os.listdir(tmp)) - set(names)):
+      make_ordinary(os.path.join(tmp, name))
+      os.replace(os.path.join(tmp, name), out_dir / name)
+
+
 def write_atomically(path: str | os.PathLike, data: bytes | str) -> None:
   """Writes `data` to a local path or an object-store URL (any etils.epath path)."""
-  mode = "w" if isinstance(data, str) else "wb"
-  if "://" in os.fspath(path):
-    with epath.Path(path).open(mode) as f:
-      f.write(data)
-    return
-  with atomic_path(path) as tmp, open(tmp, mode) as f:
+  with atomic_target(path) as target, epath.Path(target).open(
+      "w" if isinstance(data, str) else "wb") as f:
     f.write(data)

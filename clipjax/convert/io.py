@@ -6,14 +6,13 @@ from __future__ import annotations
 
 import os
 import pickle
-import tempfile
 from pathlib import Path
 from typing import Mapping
 
 import numpy as np
 
 from clipjax.errors import UserError
-from clipjax.files import atomic_path, make_ordinary
+from clipjax.files import atomic_path, staged_files
 
 
 class CheckpointError(UserError, ValueError):
@@ -114,16 +113,9 @@ def save_hf_dir(tensors: Mapping[str, np.ndarray], config, out_dir: str | os.Pat
   and renamed into place one by one, weights first, so an interrupted export never leaves a
   truncated file."""
   from safetensors.numpy import save_file
-  out_dir = Path(out_dir)
-  out_dir.mkdir(parents=True, exist_ok=True)
-  with tempfile.TemporaryDirectory(prefix=".export-", dir=out_dir) as tmp:
+  with staged_files(out_dir, first=("model.safetensors", "config.json")) as tmp:
     save_file(dict(tensors), os.path.join(tmp, "model.safetensors"), metadata={"format": "pt"})
     config.save_pretrained(tmp)
     if processor is not None:
       processor.save_pretrained(tmp)
-    names = ["model.safetensors", "config.json"]
-    names += sorted(set(os.listdir(tmp)) - set(names))
-    for name in names:
-      make_ordinary(os.path.join(tmp, name))
-      os.replace(os.path.join(tmp, name), out_dir / name)
-  return out_dir
+  return Path(out_dir)

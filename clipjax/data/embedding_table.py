@@ -23,7 +23,7 @@ from typing import Sequence
 import numpy as np
 from etils import epath
 
-from clipjax.files import write_atomically
+from clipjax.files import atomic_target, write_atomically
 
 MANIFEST = "manifest.json"
 OPEN_READERS = 64  # part files a reader keeps open (LRU): bounded handles for any table size
@@ -53,15 +53,13 @@ def write_part(directory: epath.Path, part: int, ids: np.ndarray, rows: np.ndarr
   from array_record.python.array_record_module import ArrayRecordWriter
   order = np.argsort(ids, kind="stable")
   ids, rows = np.asarray(ids, np.int64)[order], np.asarray(rows, np.float32)[order]
-  final = _part(directory, part, "array_record")
-  tmp = final.parent / f".{final.name}.tmp"
-  writer = ArrayRecordWriter(str(tmp), "group_size:1")
-  try:
-    for row in rows:
-      writer.write(row.tobytes())
-  finally:
-    writer.close()
-  tmp.rename(final)
+  with atomic_target(_part(directory, part, "array_record")) as target:
+    writer = ArrayRecordWriter(target, "group_size:1")
+    try:
+      for row in rows:
+        writer.write(row.tobytes())
+    finally:
+      writer.close()
   _save_npy(_part(directory, part, "ids.npy"), ids)
 
 
