@@ -84,8 +84,14 @@ def base_config(method: str) -> ml_collections.ConfigDict:
                 bad_window=1000, max_image_pixels=89_478_485)
   c.batch_size = 64            # global, over all hosts and devices
   c.total_steps = 300
-  c.optim = dict(lr=5e-4, warmup_steps=30, weight_decay=0.2, b1=0.9, b2=0.98, eps=1e-6,
+  # name: the optax optimizer (clipjax/train/optim.py OPTIMIZERS): adamw, lion, adafactor,
+  # muon (Newton–Schulz on matrices, AdamW on the other leaves) or sgd (momentum b1).
+  c.optim = dict(name="adamw", lr=5e-4, warmup_steps=30, weight_decay=0.2, b1=0.9, b2=0.98,
+                 eps=1e-6,
                  grad_clip_norm=1.0,
+                 # > 0: an average of the trained weights, evaluated and exported (export/ema)
+                 # beside them; ema_warmup: timm's warm-up of the decay (clipjax/train/ema.py)
+                 ema_decay=0.0, ema_warmup=False,
                  accum_steps=1)  # > 1: GradCache sub-batches, every negative kept (step.py)
   c.freeze = ()                # regexes on parameter paths (e.g. "^clip/visual/")
   # What every method's global loss shares; the method's own settings (weights, form,

@@ -20,6 +20,7 @@ from clipjax.convert.hf import export_hf
 from clipjax.convert.load import load_openclip
 from clipjax.convert.openclip import export_openclip, pytorch_load_line
 from clipjax.errors import ConfigError
+from clipjax.evaluate.embed import clip_encoders
 from clipjax.evaluate.runner import run_evaluation
 from clipjax.methods import get_method
 from clipjax.parallel.mesh import initialize_distributed
@@ -89,6 +90,9 @@ def _run(cfg, workdir: str) -> dict:
     base_params = load_openclip(cfg.model.checkpoint, cfg.model.get("pretrained") or None,
                                 arch=cfg.model.arch or None)[1]
   plan = method.evaluate(model, params, base_params, cfg)
+  if result["ema_params"] is not None:  # the average beside the trained weights
+    plan.models[f"{cfg.method}_ema"] = clip_encoders(model, result["ema_params"]["clip"])
+    plan.exports["ema"] = ("ema", result["ema_params"]["clip"])
   for name, (subdir, extra) in plan.exports.items():
     exports.update({f"{name}_{k}": v for k, v in _export(
         cfg, model, extra, os.path.join(export_dir, subdir)).items()})

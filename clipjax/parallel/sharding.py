@@ -54,11 +54,16 @@ def param_shardings(params: Any, mesh: Mesh, rules: Sequence[str] = (".*",),
 
 def state_shardings(state: Any, tx: optax.GradientTransformation, mesh: Mesh,
                     params_sharding: Any) -> Any:
-  """Shardings of the train state {params, opt_state, step, rng}: optimizer moments as their
-  parameters, everything else replicated."""
+  """Shardings of the train state {params, opt_state, step, rng[, ema]}: optimizer moments and
+  averaged weights as their parameters (an average's scalar placeholder replicated), everything
+  else replicated."""
   replicated = NamedSharding(mesh, P())
   masked = lambda x: isinstance(x, optax.MaskedNode)  # e.g. weight decay's excluded leaves
   opt = optax.tree_map_params(tx, lambda x, s: x if masked(x) else s, state["opt_state"],
                               params_sharding, transform_non_params=lambda _: replicated,
                               is_leaf=masked)
-  return {k: replicated for k in state} | {"params": params_sharding, "opt_state": opt}
+  out = {k: replicated for k in state} | {"params": params_sharding, "opt_state": opt}
+  if "ema" in state:
+    out["ema"] = jax.tree.map(lambda e, p, s: s if e.shape == p.shape else replicated,
+                              state["ema"], state["params"], params_sharding)
+  return out

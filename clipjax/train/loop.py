@@ -31,6 +31,7 @@ from clipjax.parallel.mesh import host_batch_to_global, make_mesh
 from clipjax.parallel.sharding import param_shardings, state_shardings
 from clipjax.train import flops, frozen_cache
 from clipjax.train.checkpoint import Checkpointer, PreemptionFlag
+from clipjax.train.ema import ema_params, init_ema
 from clipjax.train.logs import MetricsLog
 from clipjax.train.optim import is_frozen, make_optimizer
 from clipjax.train.step import make_train_step
@@ -103,9 +104,11 @@ def _setup(cfg, devices: list[jax.Device] | None) -> _Run:
   tx, frozen = make_optimizer(params, lr=o.lr, total_steps=cfg.total_steps,
                               warmup_steps=o.warmup_steps, weight_decay=o.weight_decay, b1=o.b1,
                               b2=o.b2, eps=o.eps, grad_clip_norm=o.grad_clip_norm,
-                              freeze=tuple(cfg.freeze))
+                              freeze=tuple(cfg.freeze), name=o.get("name", "adamw"))
   state = {"params": params, "opt_state": tx.init(params), "step": jnp.zeros((), jnp.int32),
            "rng": jax.random.key_data(jax.random.key(cfg.seed))}
+  if o.get("ema_decay"):
+    state["ema"] = init_ema(params, frozen)
   sharding = state_shardings(state, tx, mesh, param_shardings(
       params, mesh, cfg.mesh.get("fsdp_rules", (".*",)), cfg.mesh.get("fsdp_min_size", 2**14),
       names=rule_names(params)))
@@ -140,7 +143,8 @@ def _fit(cfg, run: _Run, streams: TrainingStreams, ckpt: Checkpointer, logs: Met
   step_fn = make_train_step(run.method.objective(run.model, run.mesh, cfg), run.tx, run.frozen,
                             run.mesh, accum_steps=cfg.optim.accum_steps,
                             clamp_scale=not run.frozen["clip"]["logit_scale"],
-                            state_sharding=run.sharding)
+                            state_sharding=run.sharding, ema_decay=cfg.optim.get("ema_decay", 0.0),
+                            ema_warmup=cfg.optim.get("ema_warmup", False))
   model, method = run.model, run.method
   trainable = flops.trainable_towers(run.frozen)
   preempt = PreemptionFlag()
@@ -187,7 +191,8 @@ def train(cfg, workdir: str, devices: list[jax.Device] | None = None) -> dict:
   devices: the devices of the mesh (default: every device of every host). A subset of one
   process's devices keeps others free in a notebook; on CPU, one device runs a small model
   faster than several simulated ones.
-  Returns {"model", "params", "bad_records", "steps_run"}."""
+  Returns {"model", "params", "ema_params" (None without optim.ema_decay), "bad_records",
+  "steps_run"}."""
   if "://" not in str(workdir):  # orbax needs absolute paths; gs:// etc. already are
     workdir = os.path.abspath(os.path.expanduser(workdir))
   workdir = epath.Path(workdir)
@@ -218,7 +223,9 @@ def train(cfg, workdir: str, devices: list[jax.Device] | None = None) -> dict:
   if streams.summary():
     print(streams.summary(), file=sys.stderr, flush=True)
   # Every host gets the full parameters (FSDP shards live on several hosts' devices).
-  params = jax.tree.map(np.asarray,
-                        multihost_utils.process_allgather(run.state["params"], tiled=True))
-  return {"model": run.model, "params": params, "bad_records": streams.bad,
+  gather = lambda tree: jax.tree.map(np.asarray,
+                                     multihost_utils.process_allgather(tree, tiled=True))
+  params = gather(run.state["params"])
+  ema = ema_params(gather(run.state["ema"]), params, run.frozen) if "ema" in run.state else None
+  return {"model": run.model, "params": params, "ema_params": ema, "bad_records": streams.bad,
           "steps_run": cfg.total_steps - start}

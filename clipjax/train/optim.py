@@ -1,5 +1,6 @@
-"""Optimizer: AdamW with open_clip's warmup + cosine schedule, open_clip's weight-decay
-exclusions, gradient clipping, and freezing by regex on parameter paths.
+"""Optimizer: AdamW (or another optax optimizer by name) with open_clip's warmup + cosine
+schedule, open_clip's weight-decay exclusions, gradient clipping, and freezing by regex on
+parameter paths.
 
 Parameter paths are "/"-joined Flax paths (`visual/transformer/resblocks_0/ln_1/scale`); a
 dialogue tower nests under its own prefix. Weight decay follows open_clip's trainer exactly by
@@ -72,19 +73,46 @@ def cosine_schedule(base_lr: float, warmup_steps: int, total_steps: int):
   return schedule
 
 
+def _sgd(lr, *, b1, weight_decay, mask, **unused) -> optax.GradientTransformation:
+  del unused
+  return optax.chain(optax.add_decayed_weights(weight_decay, mask),
+                     optax.sgd(lr, momentum=b1 or None))
+
+
+# optim.name -> the optax optimizer, given the schedule, b1, b2, eps, the weight decay and
+# open_clip's decay mask. Each keeps its own name for the decay; b1 / b2 / eps pass through
+# where the optimizer has them (lion: b1, b2; muon: its AdamW fallback for leaves that are not
+# matrices and its momentum b1; sgd: momentum b1); adafactor keeps its own defaults.
+OPTIMIZERS = {
+    "adamw": lambda lr, *, b1, b2, eps, weight_decay, mask: optax.adamw(
+        lr, b1=b1, b2=b2, eps=eps, weight_decay=weight_decay, mask=mask),
+    "lion": lambda lr, *, b1, b2, eps, weight_decay, mask: optax.lion(
+        lr, b1=b1, b2=b2, weight_decay=weight_decay, mask=mask),
+    "adafactor": lambda lr, *, b1, b2, eps, weight_decay, mask: optax.adafactor(
+        lr, weight_decay_rate=weight_decay, weight_decay_mask=mask),
+    "muon": lambda lr, *, b1, b2, eps, weight_decay, mask: optax.contrib.muon(
+        lr, beta=b1, weight_decay=weight_decay, weight_decay_mask=mask, adam_b1=b1, adam_b2=b2,
+        eps=eps, adam_weight_decay=weight_decay),
+    "sgd": _sgd,
+}
+
+
 def make_optimizer(params: Any, *, lr: float, total_steps: int, warmup_steps: int = 0,
                    weight_decay: float = 0.2, b1: float = 0.9, b2: float = 0.98,
                    eps: float = 1e-6, grad_clip_norm: float | None = None,
-                   freeze: Sequence[str] = ()) -> tuple[optax.GradientTransformation, Any]:
-  """Returns (optimizer, frozen mask). Frozen leaves get `set_to_zero` (no optimizer state)
-  and the train step keeps them bitwise unchanged (frozen layers of a partly frozen stack too,
-  train/step.py)."""
+                   freeze: Sequence[str] = (),
+                   name: str = "adamw") -> tuple[optax.GradientTransformation, Any]:
+  """Returns (optimizer, frozen mask): `OPTIMIZERS[name]` on the trainable leaves. Frozen
+  leaves get `set_to_zero` (no optimizer state) and the train step keeps them bitwise
+  unchanged (frozen layers of a partly frozen stack too, train/step.py)."""
+  if name not in OPTIMIZERS:
+    raise ValueError(f"optim.name={name!r} is not one of {list(OPTIMIZERS)}")
   frozen = frozen_mask(params, freeze)
   if all(is_frozen(f) for f in jax.tree.leaves(frozen)):
     raise ValueError(f"freeze patterns {list(freeze)} freeze every parameter: nothing to train")
-  adamw = optax.adamw(cosine_schedule(lr, warmup_steps, total_steps), b1=b1, b2=b2, eps=eps,
-                      weight_decay=weight_decay, mask=decay_mask)
+  train = OPTIMIZERS[name](cosine_schedule(lr, warmup_steps, total_steps), b1=b1, b2=b2,
+                           eps=eps, weight_decay=weight_decay, mask=decay_mask)
   if grad_clip_norm:
-    adamw = optax.chain(optax.clip_by_global_norm(grad_clip_norm), adamw)
+    train = optax.chain(optax.clip_by_global_norm(grad_clip_norm), train)
   labels = jax.tree.map(lambda f: "frozen" if is_frozen(f) else "train", frozen)
-  return optax.multi_transform({"train": adamw, "frozen": optax.set_to_zero()}, labels), frozen
+  return optax.multi_transform({"train": train, "frozen": optax.set_to_zero()}, labels), frozen

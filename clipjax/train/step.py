@@ -27,6 +27,7 @@ from jax.sharding import PartitionSpec as P
 
 from clipjax.methods import Objective
 from clipjax.parallel.mesh import BATCH_AXES
+from clipjax.train.ema import update_ema
 from clipjax.train.optim import is_frozen
 
 LOGIT_SCALE_MAX = math.log(100)  # open_clip clamps the learnable scale to [0, ln 100]
@@ -134,9 +135,12 @@ def make_grad_fn(objective: Objective, frozen: Any, mesh: Mesh, accum_steps: int
 
 
 def make_train_step(objective: Objective, tx: optax.GradientTransformation, frozen: Any, mesh: Mesh,
-                    *, clamp_scale: bool, accum_steps: int = 1, state_sharding: Any = None):
+                    *, clamp_scale: bool, accum_steps: int = 1, state_sharding: Any = None,
+                    ema_decay: float = 0.0, ema_warmup: bool = False):
   """jitted (state, batch) -> (state, metrics); frozen leaves are carried over bitwise.
-  state_sharding: keeps the new state in the given layout (FSDP; parallel/sharding.py)."""
+  state_sharding: keeps the new state in the given layout (FSDP; parallel/sharding.py).
+  A state with "ema" (`clipjax.train.ema.init_ema`) gets its average updated with
+  `ema_decay` (and timm's warm-up with `ema_warmup`)."""
   frozen_leaves = jax.tree.leaves(frozen)
   grad_fn = make_grad_fn(objective, frozen, mesh, accum_steps)
 
@@ -157,6 +161,9 @@ def make_train_step(objective: Objective, tx: optax.GradientTransformation, froz
       params = dict(params, clip=clip)
     metrics = {"loss": loss, "grad_norm": optax.tree.norm(g), **aux}
     new_state = dict(state, params=params, opt_state=opt_state, step=state["step"] + 1)
+    if "ema" in state:
+      new_state["ema"] = update_ema(state["ema"], params, frozen, new_state["step"], ema_decay,
+                                    ema_warmup)
     if state_sharding is not None:
       new_state = jax.lax.with_sharding_constraint(new_state, state_sharding)
     return new_state, metrics

@@ -22,6 +22,7 @@ from clipjax.methods import Method, check_layout, choice, get_method, method_nam
 from clipjax.models.layers import ATTENTION_KERNELS, COMPUTE_DTYPES, REMAT_POLICIES
 from clipjax.models.naming import param_paths
 from clipjax.models.registry import get_model_config
+from clipjax.train.optim import OPTIMIZERS
 
 
 def _check_model(cfg) -> Any:
@@ -91,6 +92,9 @@ def validate(cfg, *, check_base: bool = True) -> None:
     raise ConfigError(f"total_steps ({cfg.total_steps}) must be >= 0 and log_every "
                       f"({cfg.log_every}) >= 1")
   check_source_spec(cfg.data.train, "data.train")
+  choice("optim.name", cfg.optim.get("name", "adamw"), OPTIMIZERS)
+  if not 0 <= cfg.optim.get("ema_decay", 0.0) < 1:
+    raise ConfigError(f"optim.ema_decay={cfg.optim.ema_decay} must be in [0, 1) (0: no average)")
   if cfg.get("eval"):
     eval_tasks(cfg.eval)
   method.validate(cfg)

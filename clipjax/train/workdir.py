@@ -26,7 +26,7 @@ from etils import epath
 
 from clipjax.errors import ConfigError
 from clipjax.files import write_atomically
-from clipjax.methods import moved_field
+from clipjax.methods import method_config, moved_field
 from clipjax.train.events import truncate_events
 
 # Fields a rerun may change: how long to train, how often to log and checkpoint, what to
@@ -109,13 +109,16 @@ def _flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
 def _current_layout(flat: dict[str, Any], method: str) -> dict[str, Any]:
   """A saved config's fields under their names in the current layout: a field of the
   previous layout (`loss.a`, ...) renamed into the method's block, or dropped when the method
-  never read it (the work dir of a CLIP run trained before had a `loss.tau`)."""
+  never read it (the work dir of a CLIP run trained before had a `loss.tau`); a field added
+  since (e.g. `optim.name`) at its default value, which is what the run trained with."""
   out = {}
   for key, value in flat.items():
     moved = moved_field(key, method)
     if moved is None or moved[1] is not None:
       out[key if moved is None else moved[1]] = value
-  return out
+  defaults = _flatten(json.loads(method_config(method).to_json_best_effort()))
+  return {k: v for k, v in defaults.items() if not any(
+      k == o or k.startswith(o + ".") or o.startswith(k + ".") for o in out)} | out
 
 
 def check_workdir_config(cfg, workdir: str) -> None:

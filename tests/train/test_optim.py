@@ -64,3 +64,42 @@ def test_freeze_pattern_errors():
     frozen_mask({"clip": clip}, ["^clip/visaul/"])
   with pytest.raises(ValueError, match="nothing to train"):
     make_optimizer({"clip": clip}, lr=1e-3, total_steps=1, freeze=("^clip/",))
+
+
+@pytest.mark.parametrize("name", ["adamw", "lion", "adafactor", "muon", "sgd"])
+def test_optimizers_by_name_are_optax_with_our_schedule_decay_and_freezing(name):
+  """optim.name: the updates equal the optax optimizer called directly with the same schedule,
+  hyperparameters and open_clip decay mask (exact: the same float32 ops); with a freeze rule
+  the frozen leaves stay bitwise and the others move."""
+  _, clip = clipjax.create_model("ViT-T-16-test")
+  params = {"clip": jax.tree.map(np.asarray, clip)}
+  grads = jax.tree.map(lambda x: np.random.default_rng(x.size).normal(size=x.shape).astype(
+      np.float32), params)
+  kw = dict(b1=0.9, b2=0.98, eps=1e-6, weight_decay=0.2)
+  schedule = cosine_schedule(1e-3, 2, 10)
+  reference = {
+      "adamw": optax.adamw(schedule, mask=decay_mask, **kw),
+      "lion": optax.lion(schedule, b1=0.9, b2=0.98, weight_decay=0.2, mask=decay_mask),
+      "adafactor": optax.adafactor(schedule, weight_decay_rate=0.2, weight_decay_mask=decay_mask),
+      "muon": optax.contrib.muon(schedule, beta=0.9, weight_decay=0.2,
+                                 weight_decay_mask=decay_mask, adam_b1=0.9, adam_b2=0.98,
+                                 eps=1e-6, adam_weight_decay=0.2),
+      "sgd": optax.chain(optax.add_decayed_weights(0.2, decay_mask), optax.sgd(schedule, 0.9)),
+  }[name]
+  tx, _ = make_optimizer(params, lr=1e-3, total_steps=10, warmup_steps=2, name=name, **kw)
+  want = reference.update(grads, reference.init(params), params)[0]
+  got = tx.update(grads, tx.init(params), params)[0]
+  for (path, a), b in zip(jax.tree_util.tree_flatten_with_path(got)[0], jax.tree.leaves(want)):
+    np.testing.assert_array_equal(np.asarray(a), np.asarray(b), err_msg=str(path))
+
+  tx, frozen = make_optimizer(params, lr=1e-3, total_steps=10, warmup_steps=2, name=name,
+                              freeze=("^clip/visual/",), **kw)
+  new = optax.apply_updates(params, tx.update(grads, tx.init(params), params)[0])
+  for old, leaf, f in zip(jax.tree.leaves(params), jax.tree.leaves(new), jax.tree.leaves(frozen)):
+    assert np.array_equal(old, np.asarray(leaf)) == bool(f)
+
+
+def test_unknown_optimizer_name():
+  _, clip = clipjax.create_model("ViT-T-16-test")
+  with pytest.raises(ValueError, match=r"optim.name='lino' is not one of \['adamw', 'lion'"):
+    make_optimizer({"clip": clip}, lr=1e-3, total_steps=1, name="lino")

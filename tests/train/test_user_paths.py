@@ -67,6 +67,7 @@ def test_readme_own_data_command_trains_on_the_coco_sample(tmp_path, coco_sample
                                                   "did you mean 'zeroshot'"]),
     (["--config.draft.form=sigmoid"], ["draft.form='sigmoid' needs a SigLIP base",
                                       "ViT-S-16-tiny"]),
+    (["--config.optim.name=lino"], ["optim.name='lino'", "did you mean 'lion'"]),
     (["--config.model.attention=cudnn"], ["model.attention='cudnn' needs a GPU", "cpu"]),
     (["--config.model.remat_policy=dots_savable"], ["model.remat_policy='dots_savable'",
                                                     "did you mean 'dots_saveable'"]),
@@ -150,6 +151,7 @@ def test_ctrl_c_saves_and_a_changed_rerun_is_refused(tmp_path):
   saved_config["loss"].update(saved_config.pop("clip"), a=0.65, tau=0.05, mmd_weight=1.0,
                               mmd={"estimator": "rff"})
   saved_config["data"]["dialogue_mode"] = "one_qa"
+  del saved_config["optim"]["name"]  # a field added since: the run trained with its default
   (wd / "config.json").write_text(json.dumps(saved_config))
   # A longer (or shorter) run of the same config resumes.
   out = _main(*args[3:], f"--config.total_steps={int(saved.group(1)) + 1}", timeout=300)
