@@ -62,9 +62,11 @@ def base_config(method: str) -> ml_collections.ConfigDict:
   # remat_policy names ("nothing_saveable", "dots_saveable", "dots_with_no_batch_dims_saveable").
   # scan_layers: each transformer tower's blocks under one nn.scan (compiles one block, not L;
   # params stacked on a leading layer axis, exported in open_clip's per-block names).
+  # patch_dropout: the fraction of image patch tokens dropped per image while training (FLIP;
+  # ViT and SigLIP image towers; roughly that fraction less image-tower work).
   c.model = dict(arch="", checkpoint="", pretrained="", dtype="auto", remat=False,
                  remat_policy="nothing_saveable", scan_layers=False, context_length=0,
-                 attention="auto")
+                 attention="auto", patch_dropout=0.0)
   # trim_text: cut token ids after the batch's last end-of-text token (exact, and 2-4x less
   # text-tower work for real captions of ~15 of 77 tokens); skipped for bidirectional SigLIP
   # text towers, which read the padding.

@@ -5,6 +5,7 @@ docs/architecture.md). Importing this package registers the built-in methods.
 """
 from clipjax.methods import (  # noqa: F401
   clip,
+  distill,
   draft,
   lit,
   mult,

@@ -48,23 +48,26 @@ Embeddings = dict[str, Any]
 @dataclasses.dataclass(frozen=True)
 class Context:
   """What `embed` and `loss` close over: the model, the device mesh, the method's settings
-  (`config.<method>`) and the keys per tile of the tiled loss path (None = the dense matrix,
-  `config.loss.block_size`)."""
+  (`config.<method>`), the keys per tile of the tiled loss path (None = the dense matrix,
+  `config.loss.block_size`) and, in a training step, the step's key for the towers' own
+  randomness (patch dropout; None elsewhere)."""
   model: CLIP
   mesh: Mesh
   cfg: Any
   block_size: int | None = None
+  key: jax.Array | None = None
 
 
 @dataclasses.dataclass(frozen=True)
 class Objective:
-  """A method bound to a model and mesh, as the train step uses it."""
-  embed: Callable[[Any, dict], Embeddings]
+  """A method bound to a model and mesh, as the train step uses it. `embed(params, batch,
+  key=None)`: with a key, the towers draw their training randomness from it."""
+  embed: Callable[..., Embeddings]
   loss: Callable[[Any, Embeddings, dict, jax.Array], tuple[jax.Array, dict[str, jax.Array]]]
 
   def loss_fn(self, params, batch, key):
-    """The whole objective: loss(params, embed(params, batch), batch, key)."""
-    return self.loss(params, self.embed(params, batch), batch, key)
+    """The whole objective: loss(params, embed(params, batch, key), batch, key)."""
+    return self.loss(params, self.embed(params, batch, key), batch, key)
 
 
 @dataclasses.dataclass
@@ -169,7 +172,7 @@ class Method:
     """The method's embed / loss pair for a run's config."""
     block_size = cfg.get("loss", {}).get("block_size") or None
     ctx = Context(model, mesh, self.own(cfg), block_size)
-    return Objective(lambda p, b: self.embed(ctx, p, b),
+    return Objective(lambda p, b, k=None: self.embed(dataclasses.replace(ctx, key=k), p, b),
                      lambda p, e, b, k: self.loss(ctx, p, e, b, k))
 
 
@@ -192,7 +195,9 @@ def embed_image_text(ctx: Context, params: dict, batch: dict) -> Embeddings:
     image = batch["image_embedding"]
   else:
     pixels = ctx.model.cfg.image_preprocess.normalize_on_device(batch["image"])
-    image = l2_normalize(ctx.model.apply({"params": params["clip"]}, pixels,
+    rngs = ({"patch_dropout": jax.random.fold_in(ctx.key, 1)}
+            if ctx.key is not None and ctx.model.patch_dropout else None)
+    image = l2_normalize(ctx.model.apply({"params": params["clip"]}, pixels, rngs=rngs,
                                          method=ctx.model.encode_image))
   return {"image": image, "caption": caption}
 

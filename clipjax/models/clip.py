@@ -40,16 +40,21 @@ class CLIP(nn.Module):
   # axis; `models.stacking` converts to and from open_clip's per-block layout). ResNet towers
   # stay unrolled.
   scan_layers: bool = False
+  # Fraction of image patch tokens dropped per image in training (FLIP / open_clip's
+  # PatchDropout; ViT and SigLIP towers): active only when applied with rngs={"patch_dropout":
+  # key}, so evaluation and export never drop anything.
+  patch_dropout: float = 0.0
 
   def setup(self):
     cfg, att, scan = self.cfg, self.attention, self.scan_layers
     if isinstance(cfg.vision, TimmViTConfig):
-      self.visual = TimmVisionTower(cfg.vision, cfg.embed_dim, self.dtype, self.remat, att, scan)
+      self.visual = TimmVisionTower(cfg.vision, cfg.embed_dim, self.dtype, self.remat, att, scan,
+                                    self.patch_dropout)
     elif cfg.vision.is_resnet:
       self.visual = ModifiedResNet(cfg.vision, cfg.embed_dim, self.dtype, self.remat, att)
     else:
       self.visual = VisionTransformer(cfg.vision, cfg.embed_dim, cfg.quick_gelu, self.dtype,
-                                      self.remat, att, scan)
+                                      self.remat, att, scan, self.patch_dropout)
     if isinstance(cfg.text, HFTextConfig):  # open_clip's CustomTextCLIP: params under `text/`
       self.text = HFTextTower(cfg.text, cfg.embed_dim, self.dtype, self.remat, scan)
     elif cfg.custom_text:

@@ -246,3 +246,14 @@ class Transformer(nn.Module):
                                                   self.attention),
                          self.layers, "resblocks", remat=self.remat, scan=self.scan)
     return blocks(x)
+
+
+def drop_patches(x: jax.Array, rate: float, key: jax.Array, prefix: int) -> jax.Array:
+  """open_clip's PatchDropout (FLIP): [N, prefix + T, W] tokens -> [N, prefix + K, W], the
+  `prefix` (class) tokens kept and K = max(1, int(T · (1 − rate))) of the T patch tokens chosen
+  uniformly per image (the top K of i.i.d. normal scores, as open_clip draws them)."""
+  n, t = x.shape[0], x.shape[1] - prefix
+  keep = max(1, int(t * (1 - rate)))
+  chosen = jax.lax.top_k(jax.random.normal(key, (n, t)), keep)[1] + prefix
+  patches = jnp.take_along_axis(x, chosen[..., None], axis=1)
+  return jnp.concatenate([x[:, :prefix], patches], axis=1)

@@ -21,6 +21,7 @@ from clipjax.models.layers import (
   LayerNorm,
   check_images,
   dot_product_attention,
+  drop_patches,
   exact_gelu,
   layer_stack,
   tanh_gelu,
@@ -119,6 +120,7 @@ class TimmViTTrunk(nn.Module):
   remat: bool | str = False
   attention: str = "auto"
   scan: bool = False
+  patch_dropout: float = 0.0  # as VisionTransformer's (no class token: every token a patch)
 
   @nn.compact
   def __call__(self, images: jax.Array) -> jax.Array:
@@ -128,6 +130,8 @@ class TimmViTTrunk(nn.Module):
     pos = self.param("pos_embed", nn.initializers.truncated_normal(0.02),
                      (1, cfg.grid ** 2, cfg.width))
     x = x + pos.astype(x.dtype)
+    if self.patch_dropout and self.has_rng("patch_dropout"):
+      x = drop_patches(x, self.patch_dropout, self.make_rng("patch_dropout"), prefix=0)
     x = layer_stack(TimmBlock, (cfg.heads, cfg.mlp_width, act, self.dtype, self.attention),
                     cfg.layers, "blocks", remat=self.remat, scan=self.scan)(x)
     x = LayerNorm(self.dtype, TIMM_LN_EPS, name="norm")(x)
@@ -144,6 +148,7 @@ class TimmVisionTower(nn.Module):
   remat: bool | str = False
   attention: str = "auto"  # the attention kernel (layers.ATTENTION_KERNELS)
   scan: bool = False  # blocks under nn.scan (layers.layer_stack)
+  patch_dropout: float = 0.0  # see TimmViTTrunk
 
   @nn.compact
   def __call__(self, images: jax.Array) -> jax.Array:
@@ -153,5 +158,5 @@ class TimmVisionTower(nn.Module):
                        f"equal the trunk width {self.cfg.width} (timm_proj 'none')")
     check_images(images, self.cfg.image_size, self.cfg.timm_model_name)
     return TimmViTTrunk(self.cfg, self.dtype, self.remat, self.attention, self.scan,
-                        name="trunk")(
+                        self.patch_dropout, name="trunk")(
         images).astype(jnp.float32)

@@ -12,6 +12,7 @@ from clipjax.models.layers import (
   LayerNorm,
   Transformer,
   check_images,
+  drop_patches,
   exact_gelu,
   quick_gelu,
 )
@@ -25,6 +26,9 @@ class VisionTransformer(nn.Module):
   remat: bool | str = False
   attention: str = "auto"  # the attention kernel (layers.ATTENTION_KERNELS)
   scan: bool = False  # blocks under nn.scan (layers.layer_stack)
+  # Fraction of patch tokens dropped per image (`layers.drop_patches`) when the module is
+  # applied with a "patch_dropout" rng, i.e. in training; without it nothing is dropped.
+  patch_dropout: float = 0.0
 
   @nn.compact
   def __call__(self, images: jax.Array) -> jax.Array:
@@ -41,6 +45,8 @@ class VisionTransformer(nn.Module):
                      (cfg.grid ** 2 + 1, cfg.width))
     x = jnp.concatenate([jnp.broadcast_to(cls.astype(x.dtype), (n, 1, cfg.width)), x], axis=1)
     x = x + pos.astype(x.dtype)
+    if self.patch_dropout and self.has_rng("patch_dropout"):
+      x = drop_patches(x, self.patch_dropout, self.make_rng("patch_dropout"), prefix=1)
     x = LayerNorm(self.dtype, name="ln_pre")(x)
     x = Transformer(cfg.layers, cfg.heads, cfg.mlp_width, quick_gelu if self.quick_gelu
                     else exact_gelu, dtype=self.dtype, remat=self.remat,

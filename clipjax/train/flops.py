@@ -37,20 +37,23 @@ def _blocks(tokens: int, width: int, layers: int, mlp_width: int) -> float:
   return layers * (2 * tokens * width * (4 * width + 2 * mlp_width) + 4 * tokens ** 2 * width)
 
 
-def image_flops(cfg: CLIPConfig) -> float | None:
-  """Forward FLOPs of one image (None: no formula for this tower)."""
+def image_flops(cfg: CLIPConfig, patch_dropout: float = 0.0) -> float | None:
+  """Forward FLOPs of one image (None: no formula for this tower); with `patch_dropout`, the
+  blocks and head see the kept patches only (`models.layers.drop_patches`)."""
   v = cfg.vision
+  kept = lambda p: max(1, int(p * (1 - patch_dropout)))
   if isinstance(v, TimmViTConfig):  # no class token; MAP head: kv over the patches, one query
     p = v.grid ** 2
     embed = 2 * p * 3 * v.patch_size ** 2 * v.width
+    p = kept(p)
     head = (2 * p * v.width * 2 * v.width + 4 * p * v.width + 2 * v.width * v.width * 2
             + 2 * 2 * v.width * v.mlp_width)
     return float(embed + _blocks(p, v.width, v.layers, v.mlp_width) + head)
   if v.is_resnet:
     return None
   p = v.grid ** 2
-  return float(2 * p * 3 * v.patch_size ** 2 * v.width + _blocks(p + 1, v.width, v.layers,
-                                                                 v.mlp_width)
+  return float(2 * p * 3 * v.patch_size ** 2 * v.width + _blocks(kept(p) + 1, v.width,
+                                                                 v.layers, v.mlp_width)
                + 2 * v.width * cfg.embed_dim)
 
 
@@ -78,7 +81,8 @@ def _xla_forward_flops(model, kind: str, length: int) -> float:
 
 def tower_forward_flops(model, kind: str, length: int = 0) -> float:
   """Forward FLOPs of one image (kind "image") or one text of `length` tokens ("text")."""
-  value = image_flops(model.cfg) if kind == "image" else text_flops(model.cfg, length)
+  value = (image_flops(model.cfg, getattr(model, "patch_dropout", 0.0)) if kind == "image"
+           else text_flops(model.cfg, length))
   return value if value is not None else _xla_forward_flops(model, kind, length)
 
 

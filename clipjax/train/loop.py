@@ -52,6 +52,8 @@ def _model_and_params(cfg, method: Method) -> tuple[Any, dict]:
   model, clip, _, _ = load_or_create(
       m.checkpoint, m.get("pretrained") or None, arch=m.arch or None, default_arch=DEFAULT_ARCH,
       build=build, seed=cfg.seed, init_logit_bias=m.get("init_logit_bias"), warn_random=False)
+  if m.get("patch_dropout"):
+    model = model.clone(patch_dropout=m.patch_dropout)
   if not cfg.model.checkpoint and cfg.model.get("init_logit_scale") is not None:
     clip = dict(clip, logit_scale=jnp.full((), cfg.model.init_logit_scale, jnp.float32))
   return model, {"clip": clip, **method.init_params(model, clip, cfg)}

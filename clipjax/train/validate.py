@@ -68,6 +68,20 @@ def _check_freeze(cfg, method: Method, arch_cfg) -> None:
                         f"cache it {cacheable}")
 
 
+def _check_patch_dropout(cfg, arch_cfg) -> None:
+  rate = cfg.model.get("patch_dropout", 0.0)
+  if not rate:
+    return
+  if not 0 < rate < 1:
+    raise ConfigError(f"model.patch_dropout={rate} must be in [0, 1)")
+  if getattr(arch_cfg.vision, "is_resnet", False):
+    raise ConfigError("model.patch_dropout needs a ViT image tower; this architecture's is a "
+                      "ResNet")
+  if cfg.optim.get("accum_steps", 1) > 1:
+    raise ConfigError("model.patch_dropout does not combine with optim.accum_steps > 1 (GradCache "
+                      "recomputes the towers per device and would draw other patches)")
+
+
 def _check_batches(cfg) -> None:
   devices, hosts = jax.device_count(), jax.process_count()
   for name, value in (("batch_size", cfg.batch_size),
@@ -101,6 +115,7 @@ def validate(cfg, *, check_base: bool = True) -> None:
   _check_batches(cfg)
   arch_cfg = _check_model(cfg)
   method.validate_model(cfg, arch_cfg)
+  _check_patch_dropout(cfg, arch_cfg)
   _check_freeze(cfg, method, arch_cfg)
   if check_base and cfg.get("base") is not None and not cfg.model.checkpoint:
     inherit_model(cfg.base, cfg)

@@ -1,0 +1,59 @@
+"""The distill method (docs/methods.md §7c) end to end: a frozen teacher checkpoint, a student
+trained with the CLIP + distillation loss (the loss itself is checked against open_clip's
+DistillClipLoss in tests/losses/test_losses.py), and its config errors."""
+import json
+
+import jax
+import numpy as np
+import pytest
+
+import clipjax
+from clipjax.errors import ConfigError
+from clipjax.methods import method_config
+from clipjax.train.loop import train
+from clipjax.train.validate import validate
+
+
+@pytest.fixture(scope="module")
+def teacher(tmp_path_factory):
+  path = tmp_path_factory.mktemp("teacher") / "teacher.safetensors"
+  model, params = clipjax.create_model("ViT-T-16-test", seed=5)
+  clipjax.export_openclip(params, model.cfg, str(path))
+  return str(path), params
+
+
+def _config(teacher_path: str):
+  c = method_config("distill")
+  c.model.arch = "ViT-T-16-test"
+  c.distill.teacher = teacher_path
+  c.data.train = dict(kind="synthetic", size=256, resolution=32, seed=0, split="train")
+  c.data.num_workers = 0
+  c.batch_size, c.total_steps, c.log_every = 32, 4, 2
+  c.checkpoint.every, c.eval = 0, None
+  return c
+
+
+def test_student_trains_and_the_teacher_stays_frozen(teacher, tmp_path):
+  path, teacher_params = teacher
+  cfg = _config(path)
+  validate(cfg)
+  result = train(cfg, str(tmp_path))
+  for a, b in zip(jax.tree.leaves(result["params"]["teacher"]), jax.tree.leaves(teacher_params)):
+    np.testing.assert_array_equal(a, np.asarray(b))
+  logged = [json.loads(line) for line in (tmp_path / "metrics.jsonl").open()]
+  assert all(np.isfinite(r["loss"]) and r["distill"] > 0 for r in logged)
+  assert all(abs(r["loss"] - r["contrastive"] - r["distill"]) < 1e-4 for r in logged)
+
+
+def test_distill_config_errors(teacher, tmp_path):
+  cfg = _config("")
+  with pytest.raises(ConfigError, match="distill.teacher is empty"):
+    validate(cfg)
+  cfg = _config(teacher[0])
+  cfg.freeze = ()
+  with pytest.raises(ConfigError, match="freeze must include '\\^teacher/'"):
+    validate(cfg)
+  cfg = _config(teacher[0])
+  cfg.model.arch = "ViT-S-16-tiny"  # 64 px images: the teacher reads 32 px
+  with pytest.raises(ConfigError, match="they must agree"):
+    validate(cfg)
