@@ -17,6 +17,8 @@ _API = {
     "export_hf": "clipjax.convert.hf",
     "get_tokenizer": "clipjax.models.tokenizers",
     "image_transform": "clipjax.data.transforms",
+    "init_lora": "clipjax.models.lora",
+    "merge_lora": "clipjax.models.lora",
 }
 
 

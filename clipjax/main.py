@@ -23,6 +23,7 @@ from clipjax.errors import ConfigError
 from clipjax.evaluate.embed import clip_encoders
 from clipjax.evaluate.runner import run_evaluation
 from clipjax.methods import get_method
+from clipjax.methods.base import with_lora_merged
 from clipjax.parallel.mesh import initialize_distributed
 from clipjax.train.loop import TrainingError, train
 from clipjax.train.validate import inherit_model, validate
@@ -58,6 +59,7 @@ def _train_base(cfg, workdir: str):
         flush=True)
   check_workdir_config(base_cfg, base_dir)
   base = train(base_cfg, base_dir)
+  base["params"] = with_lora_merged(base["params"], base_cfg.get("lora"))
   exported = _export(base_cfg, base["model"], base["params"]["clip"],
                      os.path.join(base_dir, "export"))
   with cfg.unlocked():
@@ -83,7 +85,10 @@ def _run(cfg, workdir: str) -> dict:
                        "pretraining is for single-host demos)")
     base_params = _train_base(cfg, workdir)
   result = train(cfg, workdir)
-  model, params = result["model"], result["params"]
+  # LoRA adapters merged into the weights that are exported and evaluated
+  model, params = result["model"], with_lora_merged(result["params"], cfg.get("lora"))
+  if result["ema_params"] is not None:
+    result["ema_params"] = with_lora_merged(result["ema_params"], cfg.get("lora"))
   export_dir = os.path.join(workdir, "export")
   exports = _export(cfg, model, params["clip"], export_dir)
   if base_params is None and method.adapts_pretrained:

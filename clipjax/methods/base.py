@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import functools
 from typing import Any, Callable
 
 import jax
@@ -41,6 +42,7 @@ from clipjax.errors import ConfigError
 from clipjax.evaluate.embed import Encoders, clip_encoders
 from clipjax.models import CLIP
 from clipjax.models.clip import l2_normalize
+from clipjax.models.lora import merge_lora
 
 Embeddings = dict[str, Any]
 
@@ -169,14 +171,26 @@ class Method:
     return Evaluation({self.name: clip_encoders(model, params["clip"])})
 
   def objective(self, model: CLIP, mesh: Mesh, cfg: ml_collections.ConfigDict) -> Objective:
-    """The method's embed / loss pair for a run's config."""
+    """The method's embed / loss pair for a run's config (with LoRA adapters, on the CLIP
+    weights they adapt)."""
     block_size = cfg.get("loss", {}).get("block_size") or None
     ctx = Context(model, mesh, self.own(cfg), block_size)
-    return Objective(lambda p, b, k=None: self.embed(dataclasses.replace(ctx, key=k), p, b),
-                     lambda p, e, b, k: self.loss(ctx, p, e, b, k))
+    adapted = functools.partial(with_lora_merged, lora=cfg.get("lora"))
+    return Objective(
+        lambda p, b, k=None: self.embed(dataclasses.replace(ctx, key=k), adapted(p), b),
+        lambda p, e, b, k: self.loss(ctx, adapted(p), e, b, k))
 
 
 # Shared pieces of embed / loss.
+
+def with_lora_merged(params: dict, lora=None) -> dict:
+  """`params` whose CLIP weights carry the merged LoRA adapters `params["lora"]` (as they are
+  without adapters)."""
+  if "lora" not in params:
+    return params
+  merged = merge_lora({"clip": params["clip"]}, params["lora"], lora.alpha / lora.rank)
+  return {k: v for k, v in params.items() if k != "lora"} | merged
+
 
 def encode_text(ctx: Context, params: dict, ids: jax.Array) -> jax.Array:
   """[N, L] token ids -> [N, D] unit embeddings of the CLIP text tower."""

@@ -25,6 +25,7 @@ from clipjax.convert.load import BuildOptions, load_or_create
 from clipjax.data.streams import Encoding, TrainingStreams, image_text_source, training_streams
 from clipjax.methods import Method, get_method
 from clipjax.models.layers import compute_dtype
+from clipjax.models.lora import DEFAULT_TARGETS, init_lora
 from clipjax.models.stacking import rule_names
 from clipjax.models.text import padded_length
 from clipjax.parallel.mesh import host_batch_to_global, make_mesh
@@ -102,11 +103,16 @@ def _setup(cfg, devices: list[jax.Device] | None) -> _Run:
     raise ValueError(f"batch_size {cfg.batch_size} must be a multiple of the {mesh.size} devices")
   method = get_method(cfg.method)
   model, params = _model_and_params(cfg, method)
+  freeze, lora = tuple(cfg.freeze), cfg.get("lora")
+  if lora and lora.rank:  # adapters on the kernels no freeze rule holds; CLIP itself frozen
+    params["lora"] = init_lora({"clip": params["clip"]}, lora.rank,
+                               tuple(lora.targets) or DEFAULT_TARGETS, freeze, lora.seed)
+    freeze = ("^clip/", *freeze)
   o = cfg.optim
   tx, frozen = make_optimizer(params, lr=o.lr, total_steps=cfg.total_steps,
                               warmup_steps=o.warmup_steps, weight_decay=o.weight_decay, b1=o.b1,
                               b2=o.b2, eps=o.eps, grad_clip_norm=o.grad_clip_norm,
-                              freeze=tuple(cfg.freeze), name=o.get("name", "adamw"))
+                              freeze=freeze, name=o.get("name", "adamw"))
   state = {"params": params, "opt_state": tx.init(params), "step": jnp.zeros((), jnp.int32),
            "rng": jax.random.key_data(jax.random.key(cfg.seed))}
   if o.get("ema_decay"):

@@ -20,6 +20,7 @@ from clipjax.errors import ConfigError
 from clipjax.evaluate.tasks import eval_tasks
 from clipjax.methods import Method, check_layout, choice, get_method, method_names
 from clipjax.models.layers import ATTENTION_KERNELS, COMPUTE_DTYPES, REMAT_POLICIES
+from clipjax.models.lora import DEFAULT_TARGETS, lora_targets
 from clipjax.models.naming import param_paths
 from clipjax.models.registry import get_model_config
 from clipjax.train.optim import OPTIMIZERS
@@ -66,6 +67,24 @@ def _check_freeze(cfg, method: Method, arch_cfg) -> None:
       raise ConfigError(f"data.cache_frozen needs a frozen image tower (freeze ^clip/visual/) "
                         f"without augmentation (data.augment=False), in a method that can "
                         f"cache it {cacheable}")
+
+
+def _check_lora(cfg, arch_cfg) -> None:
+  lora = cfg.get("lora")
+  if not lora or not lora.rank:
+    return
+  if lora.rank < 0 or lora.alpha <= 0:
+    raise ConfigError(f"lora.rank={lora.rank} must be >= 0 (0: off) and lora.alpha="
+                      f"{lora.alpha} > 0")
+  for pattern in lora.targets:
+    try:
+      re.compile(pattern)
+    except re.error as e:
+      raise ConfigError(f"lora.targets pattern {pattern!r} is not a valid regex: {e}") from None
+  shapes = {"clip": param_shapes(arch_cfg)}
+  if not lora_targets(shapes, tuple(lora.targets) or DEFAULT_TARGETS, tuple(cfg.freeze)):
+    raise ConfigError(f"lora.targets {list(lora.targets) or list(DEFAULT_TARGETS)} match no "
+                      f"kernel outside the freeze rules {list(cfg.freeze)}")
 
 
 def _check_patch_dropout(cfg, arch_cfg) -> None:
@@ -116,6 +135,7 @@ def validate(cfg, *, check_base: bool = True) -> None:
   arch_cfg = _check_model(cfg)
   method.validate_model(cfg, arch_cfg)
   _check_patch_dropout(cfg, arch_cfg)
+  _check_lora(cfg, arch_cfg)
   _check_freeze(cfg, method, arch_cfg)
   if check_base and cfg.get("base") is not None and not cfg.model.checkpoint:
     inherit_model(cfg.base, cfg)

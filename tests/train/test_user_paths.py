@@ -53,6 +53,22 @@ def test_readme_own_data_command_trains_on_the_coco_sample(tmp_path, coco_sample
   assert run.returncode == 0 and "CLIP" in run.stdout, run.stderr[-2000:]
 
 
+def test_readme_fine_tuning_command(tmp_path):
+  """The README's fine-tuning line (lion, an EMA, patch dropout) on a tiny model for 4 steps:
+  the average is evaluated beside the weights and exported to export/ema."""
+  cmd = _readme_command("--config.optim.name=lion")
+  assert cmd[:3] == ["python", "-m", "clipjax.main"], cmd
+  out = _main(*cmd[3:], f"--workdir={tmp_path / 'wd'}", *TINY, "--config.total_steps=4",
+              "--config.data.train.resolution=32", "--config.eval.tasks=retrieval",
+              "--config.eval.retrieval.source.size=32",
+              "--config.eval.retrieval.source.resolution=32", "--config.eval.num_workers=0")
+  assert out.returncode == 0, out.stderr[-3000:]
+  assert "clip_ema" in out.stdout, out.stdout[-3000:]  # a row of the retrieval table
+  assert (tmp_path / "wd/export/ema/open_clip_model.safetensors").exists()
+  logged = [json.loads(l) for l in (tmp_path / "wd/metrics.jsonl").read_text().splitlines()]
+  assert [r["step"] for r in logged] == [1, 2, 3, 4] and all(r["loss"] == r["loss"] for r in logged)
+
+
 @pytest.mark.parametrize("args,needles", [
     (["--config.optim.lrr=1e-3"], ["--config.optim.lrr", "'lrr'", "did you mean 'lr'"]),
     (["--config.optim.lr=fast"], ["--config.optim.lr", "fast"]),
