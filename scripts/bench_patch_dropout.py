@@ -36,7 +36,11 @@ def main(argv):
   from clipjax.train.optim import make_optimizer
   from clipjax.train.step import make_train_step
 
+  from clipjax.errors import ConfigError
   model, clip = clipjax.create_model(FLAGS.arch)
+  if getattr(model.cfg.vision, "is_resnet", False):
+    raise ConfigError(f"--arch={FLAGS.arch} has a ResNet image tower; patch dropout needs a "
+                      f"ViT or SigLIP tower (e.g. --arch=ViT-B-16)")
   n, size = FLAGS.batch, model.cfg.vision.image_size
   scenes = SyntheticScenes(n, resolution=32)
   batch = {"image": np.random.default_rng(0).integers(0, 255, (n, size, size, 3), np.uint8),
