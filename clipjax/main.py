@@ -19,6 +19,7 @@ from clipjax import cli
 from clipjax.convert.hf import export_hf
 from clipjax.convert.load import load_openclip
 from clipjax.convert.openclip import export_openclip, pytorch_load_line
+from clipjax.convert.peft import export_peft
 from clipjax.errors import ConfigError
 from clipjax.evaluate.embed import clip_encoders
 from clipjax.evaluate.runner import run_evaluation
@@ -46,6 +47,19 @@ def _export(cfg, model, params, out_dir: str) -> dict[str, str]:
   if cfg.export.hf:
     written["hf"] = str(export_hf(params, model.cfg, os.path.join(out_dir, "hf")))
   return written
+
+
+def _export_adapters(cfg, model, params, out_dir: str) -> dict[str, str]:
+  """With LoRA and export.hf: the adapters as an HF PEFT folder (`peft/`) and the base weights
+  they adapt as the HF folder PEFT loads them onto (`hf_base/`); process 0 writes."""
+  adapters = {k: v for k, v in params.get("lora", {}).items() if k.startswith("clip.")}
+  if not adapters or not cfg.export.hf or jax.process_index() != 0:
+    return {}  # (a three_tower run's dialogue-tower adapters are exported merged only)
+  base_dir, peft_dir = os.path.join(out_dir, "hf_base"), os.path.join(out_dir, "peft")
+  export_hf(params["clip"], model.cfg, base_dir)
+  export_peft(adapters, model.cfg, peft_dir, rank=cfg.lora.rank, alpha=cfg.lora.alpha,
+              base=os.path.abspath(base_dir))
+  return {"hf_base": base_dir, "peft": peft_dir}
 
 
 def _train_base(cfg, workdir: str):
@@ -91,6 +105,7 @@ def _run(cfg, workdir: str) -> dict:
     result["ema_params"] = with_lora_merged(result["ema_params"], cfg.get("lora"))
   export_dir = os.path.join(workdir, "export")
   exports = _export(cfg, model, params["clip"], export_dir)
+  exports.update(_export_adapters(cfg, model, result["params"], export_dir))
   if base_params is None and method.adapts_pretrained:
     base_params = load_openclip(cfg.model.checkpoint, cfg.model.get("pretrained") or None,
                                 arch=cfg.model.arch or None)[1]

@@ -51,8 +51,10 @@ def _block(out: dict, base: str, rest: str, value: np.ndarray, renames: dict) ->
   out[f"{base}{renames[module]}.{leaf}"] = value
 
 
-def siglip_state_dict_to_hf(sd: dict[str, np.ndarray], cfg: CLIPConfig) -> dict[str, np.ndarray]:
-  """open_clip SigLIP state_dict -> HF SiglipModel state_dict."""
+def siglip_tensors_to_hf(sd: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+  """open_clip SigLIP tensors -> SiglipModel tensors, each on its own (any subset of a
+  state_dict; the MAP head's q / kv, fused in SiglipModel, are left to
+  `siglip_state_dict_to_hf`)."""
   out: dict[str, np.ndarray] = {}
   for key, value in sd.items():
     if key in ("logit_scale", "logit_bias"):
@@ -69,7 +71,7 @@ def siglip_state_dict_to_hf(sd: dict[str, np.ndarray], cfg: CLIPConfig) -> dict[
       if rest == "latent":
         out[head + "probe"] = value
       elif rest.startswith(("q.", "kv.")):
-        continue  # fused below: in_proj = [q; k; v]
+        continue  # fused by siglip_state_dict_to_hf: in_proj = [q; k; v]
       else:
         module, _, leaf = rest.rpartition(".")
         name = {"proj": "attention.out_proj", "norm": "layernorm"}.get(module, module)
@@ -82,6 +84,12 @@ def siglip_state_dict_to_hf(sd: dict[str, np.ndarray], cfg: CLIPConfig) -> dict[
         raise CheckpointError(f"no Hugging Face SigLIP name for open_clip tensor {key}")
       else:
         out[name] = value
+  return out
+
+
+def siglip_state_dict_to_hf(sd: dict[str, np.ndarray], cfg: CLIPConfig) -> dict[str, np.ndarray]:
+  """open_clip SigLIP state_dict -> HF SiglipModel state_dict."""
+  out = siglip_tensors_to_hf(sd)
   for leaf in ("weight", "bias"):
     out[f"vision_model.head.attention.in_proj_{leaf}"] = np.concatenate(
         [sd[f"visual.trunk.attn_pool.q.{leaf}"], sd[f"visual.trunk.attn_pool.kv.{leaf}"]])

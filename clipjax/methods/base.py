@@ -108,6 +108,9 @@ class Method:
   adapts_pretrained: bool = False
   # Parameter trees beyond "clip" (their paths exist only after `init_params`).
   extra_towers: tuple[str, ...] = ()
+  # The towers holding pretrained weights, which LoRA (lora.rank > 0) adapts and freezes;
+  # towers trained from scratch (mult's fusion tower) keep training whole.
+  lora_towers: tuple[str, ...] = ("clip",)
   # Values of its `form` setting this method trains with; "sigmoid" (docs/methods.md §7b)
   # needs a SigLIP base.
   loss_forms: tuple[str, ...] = ("softmax",)
@@ -184,12 +187,12 @@ class Method:
 # Shared pieces of embed / loss.
 
 def with_lora_merged(params: dict, lora=None) -> dict:
-  """`params` whose CLIP weights carry the merged LoRA adapters `params["lora"]` (as they are
-  without adapters)."""
+  """`params` with the LoRA adapters `params["lora"]` merged into the weights they adapt (as
+  they are without adapters)."""
   if "lora" not in params:
     return params
-  merged = merge_lora({"clip": params["clip"]}, params["lora"], lora.alpha / lora.rank)
-  return {k: v for k, v in params.items() if k != "lora"} | merged
+  return merge_lora({k: v for k, v in params.items() if k != "lora"}, params["lora"],
+                    lora.alpha / lora.rank)
 
 
 def encode_text(ctx: Context, params: dict, ids: jax.Array) -> jax.Array:

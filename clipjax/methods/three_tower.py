@@ -61,6 +61,7 @@ class ThreeTower(Method):
   caches_frozen_captions = True  # T is frozen as well
   adapts_pretrained = True
   extra_towers = ("dialogue",)
+  lora_towers = ("clip", "dialogue")  # G starts as a copy of the pretrained T
   loss_forms = ("softmax", "sigmoid")
   settings = {"a": 0.65,  # weight of CE(G(z), I); CE(G(z), T(y)) gets 1 − a
               "bidirectional": False, "form": "softmax", "dialogue_mode": "concat"}

@@ -89,19 +89,19 @@ def tower_forward_flops(model, kind: str, length: int = 0) -> float:
 def trainable_towers(frozen: dict) -> dict[str, bool]:
   """Which towers have a trainable leaf: "image" (clip/visual), "text" (the rest of clip but
   the logit scale / bias) and each extra tower by name, from the optimizer's frozen mask.
-  Trained LoRA adapters of a tower (keys "clip.visual...." for the image tower) count: the
-  backward pass runs through it."""
+  Trained LoRA adapters of a tower (keys "clip.visual...." for the image tower, "dialogue...."
+  for that tower) count: the backward pass runs through it."""
   def any_trainable(tree) -> bool:
     return not all(is_frozen(f) for f in jax.tree.leaves(tree))
   clip = frozen["clip"]
   text = {k: v for k, v in clip.items() if k not in ("visual", "logit_scale", "logit_bias")}
   adapters = frozen.get("lora", {})
-  adapted = lambda image: any(any_trainable(v) for k, v in adapters.items()
-                              if k.startswith("clip.visual.") == image)
-  out = {"image": any_trainable(clip["visual"]) or adapted(True),
-         "text": any_trainable(text) or adapted(False)}
-  out.update({name: any_trainable(tree) for name, tree in frozen.items()
-              if name not in ("clip", "lora")})
+  adapted = lambda tower: any(any_trainable(v) for k, v in adapters.items() if tower(k))
+  out = {"image": any_trainable(clip["visual"]) or adapted(lambda k: k.startswith("clip.visual.")),
+         "text": any_trainable(text) or adapted(
+             lambda k: k.startswith("clip.") and not k.startswith("clip.visual."))}
+  out.update({name: any_trainable(tree) or adapted(lambda k: k.startswith(f"{name}."))
+              for name, tree in frozen.items() if name not in ("clip", "lora")})
   return out
 
 

@@ -23,6 +23,7 @@ from jax.experimental import multihost_utils
 from clipjax.config import DEFAULT_ARCH
 from clipjax.convert.load import BuildOptions, load_or_create
 from clipjax.data.streams import Encoding, TrainingStreams, image_text_source, training_streams
+from clipjax.evaluate.embed import params_fingerprint
 from clipjax.methods import Method, get_method
 from clipjax.models.layers import compute_dtype
 from clipjax.models.lora import DEFAULT_TARGETS, init_lora
@@ -31,7 +32,7 @@ from clipjax.models.text import padded_length
 from clipjax.parallel.mesh import host_batch_to_global, make_mesh
 from clipjax.parallel.sharding import param_shardings, state_shardings
 from clipjax.train import flops, frozen_cache
-from clipjax.train.checkpoint import Checkpointer, PreemptionFlag
+from clipjax.train.checkpoint import BaseWeights, Checkpointer, PreemptionFlag
 from clipjax.train.ema import ema_params, init_ema
 from clipjax.train.logs import MetricsLog
 from clipjax.train.optim import is_frozen, make_optimizer
@@ -94,6 +95,7 @@ class _Run:
   state: dict
   sharding: Any
   cache: frozen_cache.FrozenEmbeddings | None = None
+  base: BaseWeights | None = None  # with LoRA: the frozen towers checkpoints leave out
 
 
 def _setup(cfg, devices: list[jax.Device] | None) -> _Run:
@@ -103,11 +105,13 @@ def _setup(cfg, devices: list[jax.Device] | None) -> _Run:
     raise ValueError(f"batch_size {cfg.batch_size} must be a multiple of the {mesh.size} devices")
   method = get_method(cfg.method)
   model, params = _model_and_params(cfg, method)
-  freeze, lora = tuple(cfg.freeze), cfg.get("lora")
-  if lora and lora.rank:  # adapters on the kernels no freeze rule holds; CLIP itself frozen
-    params["lora"] = init_lora({"clip": params["clip"]}, lora.rank,
-                               tuple(lora.targets) or DEFAULT_TARGETS, freeze, lora.seed)
-    freeze = ("^clip/", *freeze)
+  freeze, lora, base = tuple(cfg.freeze), cfg.get("lora"), None
+  if lora and lora.rank:  # adapters on the kernels no freeze rule holds; their towers frozen
+    towers = {t: params[t] for t in method.lora_towers}
+    params["lora"] = init_lora(towers, lora.rank, tuple(lora.targets) or DEFAULT_TARGETS,
+                               freeze, lora.seed)
+    freeze = (*(f"^{t}/" for t in towers), *freeze)
+    base = BaseWeights(tuple(towers), base_name(cfg), params_fingerprint(towers))
   o = cfg.optim
   tx, frozen = make_optimizer(params, lr=o.lr, total_steps=cfg.total_steps,
                               warmup_steps=o.warmup_steps, weight_decay=o.weight_decay, b1=o.b1,
@@ -120,7 +124,16 @@ def _setup(cfg, devices: list[jax.Device] | None) -> _Run:
   sharding = state_shardings(state, tx, mesh, param_shardings(
       params, mesh, cfg.mesh.get("fsdp_rules", (".*",)), cfg.mesh.get("fsdp_min_size", 2**14),
       names=rule_names(params)))
-  return _Run(method, model, mesh, tx, frozen, jax.device_put(state, sharding), sharding)
+  return _Run(method, model, mesh, tx, frozen, jax.device_put(state, sharding), sharding,
+              base=base)
+
+
+def base_name(cfg) -> str:
+  """How a run names the CLIP weights it starts from."""
+  m = cfg.model
+  if m.checkpoint:
+    return f"{m.checkpoint}" + (f" ({m.pretrained})" if m.get("pretrained") else "")
+  return f"{m.arch or DEFAULT_ARCH} initialised with seed {cfg.seed}"
 
 
 def _streams(cfg, run: _Run, workdir: epath.Path) -> TrainingStreams:
@@ -209,7 +222,8 @@ def train(cfg, workdir: str, devices: list[jax.Device] | None = None) -> dict:
     raise ValueError("train(devices=...) is for one process; multi-host runs use every device")
   run = _setup(cfg, devices)
   streams = _streams(cfg, run, workdir)
-  ckpt = Checkpointer(str(workdir / "checkpoints"), cfg.checkpoint.every, cfg.checkpoint.keep)
+  ckpt = Checkpointer(str(workdir / "checkpoints"), cfg.checkpoint.every, cfg.checkpoint.keep,
+                      run.base)
   if ckpt.latest_step() is not None:
     run.state = ckpt.restore(run.state, streams.iterator)
     print(f"resumed from {workdir / 'checkpoints'} at step {int(run.state['step'])}", flush=True)

@@ -19,6 +19,7 @@ from clipjax.data.builder import check_source_spec
 from clipjax.errors import ConfigError
 from clipjax.evaluate.tasks import eval_tasks
 from clipjax.methods import Method, check_layout, choice, get_method, method_names
+from clipjax.models.clip import CLIP
 from clipjax.models.layers import ATTENTION_KERNELS, COMPUTE_DTYPES, REMAT_POLICIES
 from clipjax.models.lora import DEFAULT_TARGETS, lora_targets
 from clipjax.models.naming import param_paths
@@ -69,7 +70,7 @@ def _check_freeze(cfg, method: Method, arch_cfg) -> None:
                         f"cache it {cacheable}")
 
 
-def _check_lora(cfg, arch_cfg) -> None:
+def _check_lora(cfg, arch_cfg, method: Method) -> None:
   lora = cfg.get("lora")
   if not lora or not lora.rank:
     return
@@ -82,6 +83,9 @@ def _check_lora(cfg, arch_cfg) -> None:
     except re.error as e:
       raise ConfigError(f"lora.targets pattern {pattern!r} is not a valid regex: {e}") from None
   shapes = {"clip": param_shapes(arch_cfg)}
+  if set(method.lora_towers) - {"clip"}:
+    shapes |= jax.eval_shape(lambda c: method.init_params(CLIP(arch_cfg), c, cfg), shapes["clip"])
+  shapes = {t: shapes[t] for t in method.lora_towers}
   if not lora_targets(shapes, tuple(lora.targets) or DEFAULT_TARGETS, tuple(cfg.freeze)):
     raise ConfigError(f"lora.targets {list(lora.targets) or list(DEFAULT_TARGETS)} match no "
                       f"kernel outside the freeze rules {list(cfg.freeze)}")
@@ -135,7 +139,7 @@ def validate(cfg, *, check_base: bool = True) -> None:
   arch_cfg = _check_model(cfg)
   method.validate_model(cfg, arch_cfg)
   _check_patch_dropout(cfg, arch_cfg)
-  _check_lora(cfg, arch_cfg)
+  _check_lora(cfg, arch_cfg, method)
   _check_freeze(cfg, method, arch_cfg)
   if check_base and cfg.get("base") is not None and not cfg.model.checkpoint:
     inherit_model(cfg.base, cfg)

@@ -55,27 +55,92 @@ def _config(steps=3):
   return c
 
 
-def test_only_adapters_train_and_the_export_carries_them_merged(tmp_path):
-  from clipjax.main import run
-  from clipjax.methods.base import with_lora_merged
-  from clipjax.train.loop import train
-  cfg = _config()
-  result = train(cfg, str(tmp_path / "a"))
-  _, base = clipjax.create_model("ViT-T-16-test", seed=cfg.seed)
-  for got, want in zip(jax.tree.leaves(result["params"]["clip"]), jax.tree.leaves(base)):
-    np.testing.assert_array_equal(got, np.asarray(want))  # the base stays bitwise
-  assert all(np.abs(v["b"]).max() > 0 for v in result["params"]["lora"].values())
-  merged = with_lora_merged(result["params"], cfg.lora)
-  assert set(merged) == {"clip"}
-  run(cfg, str(tmp_path / "b"))  # the same run through main: export of the merged weights
-  exported = load_file(str(tmp_path / "b/export/open_clip_model.safetensors"))
+def _features(model_dir_or_model, pixels, ids):
+  import torch
+  import transformers
+  model = (transformers.AutoModel.from_pretrained(model_dir_or_model)
+           if isinstance(model_dir_or_model, str) else model_dir_or_model).eval()
+  with torch.no_grad():
+    out = [model.get_image_features(pixel_values=pixels), model.get_text_features(input_ids=ids)]
+  return [getattr(x, "pooler_output", x).numpy() for x in out]
+
+
+def test_adapters_train_alone_checkpoint_without_the_base_and_export_merged_and_as_peft(tmp_path):
+  """One LoRA run through main (scanned blocks): the base stays bitwise and is left out of
+  the checkpoints; the merged HF export equals PEFT's model of the base + the adapter folder;
+  a resume from step 2 exports the same weights; a changed base is refused on resume."""
+  import peft
+  import torch
+  import transformers
+  from clipjax.convert.hf import state_dict_to_hf
+  from clipjax.convert.io import CheckpointError
   from clipjax.convert.openclip import params_to_state_dict
-  ours = params_to_state_dict(jax.tree.map(np.asarray, merged["clip"]))
-  for k, v in exported.items():
-    np.testing.assert_array_equal(v, ours[k], err_msg=k)
-  assert not np.array_equal(exported["visual.transformer.resblocks.0.mlp.c_fc.weight"],
-                            params_to_state_dict(jax.tree.map(np.asarray, base))[
-                                "visual.transformer.resblocks.0.mlp.c_fc.weight"])
+  from clipjax.main import run
+  from clipjax.train.loop import train
+  cfg = _config(4)
+  cfg.model.scan_layers, cfg.export.hf, cfg.checkpoint.every = True, True, 2
+  run(cfg, str(tmp_path / "a"))
+  export = tmp_path / "a/export"
+  _, base = clipjax.create_model("ViT-T-16-test", seed=cfg.seed)
+  base_hf = state_dict_to_hf(params_to_state_dict(jax.tree.map(np.asarray, base)))
+  got = load_file(str(export / "hf_base/model.safetensors"))
+  for k, v in base_hf.items():
+    np.testing.assert_array_equal(got[k], v, err_msg=k)  # the base stays bitwise
+  merged = load_file(str(export / "hf/model.safetensors"))
+  assert not np.array_equal(merged["vision_model.encoder.layers.0.mlp.fc1.weight"],
+                            base_hf["vision_model.encoder.layers.0.mlp.fc1.weight"])
+  # PEFT's LoRA on the base export computes the merged export's features
+  torch.manual_seed(0)
+  pixels, ids = torch.randn(2, 3, 32, 32), torch.randint(1, 400, (2, 77))
+  with_peft = peft.PeftModel.from_pretrained(
+      transformers.AutoModel.from_pretrained(str(export / "hf_base")), str(export / "peft"))
+  want = _features(str(export / "hf"), pixels, ids)
+  for ours, theirs in zip(_features(with_peft, pixels, ids), want):
+    np.testing.assert_allclose(theirs, ours, rtol=1e-5, atol=1e-5)  # float32 round-off
+  # checkpoints hold the adapters and name the base; a resume from step 2 continues exactly
+  import ast
+  import json
+  import shutil
+  saved = [ast.literal_eval(k) for k in json.loads(
+      (tmp_path / "a/checkpoints/2/state/_METADATA").read_text())["tree_metadata"]]
+  params = {p[1] for p in saved if p[0] == "params"}
+  assert params == {"lora"}, params  # no CLIP weights in the checkpoint
+  base_record = json.loads((tmp_path / "a/checkpoints/2/base/metadata").read_text())
+  assert base_record["name"] == "ViT-T-16-test initialised with seed 0", base_record
+  shutil.rmtree(tmp_path / "a/checkpoints/4")
+  run(cfg, str(tmp_path / "a"))
+  for k, v in load_file(str(export / "hf/model.safetensors")).items():
+    np.testing.assert_array_equal(v, merged[k], err_msg=k)
+  cfg.seed = 1  # another random base under the same work dir
+  with pytest.raises(CheckpointError, match="holds adapters of base weights .* fingerprint"):
+    train(cfg, str(tmp_path / "a"))
+
+
+@pytest.mark.parametrize("arch", ["ViT-T-16-test", "ViT-T-16-SigLIP2-test"])
+def test_peft_folder_equals_the_merged_weights(arch, tmp_path):
+  """The PEFT folder of random adapters on both towers (CLIPModel / SiglipModel, incl. the
+  MAP head's MLP) against the merged model's HF export, in torch."""
+  import peft
+  import torch
+  import transformers
+  from clipjax.convert.hf import export_hf
+  from clipjax.convert.peft import export_peft
+  model, clip = clipjax.create_model(arch)
+  params = {"clip": jax.tree.map(np.asarray, clip)}
+  adapters = jax.tree.map(lambda x: 0.05 * x, _randomised(init_lora(params, rank=2)))
+  export_hf(params["clip"], model.cfg, tmp_path / "base")
+  export_hf(merge_lora(params, adapters, 2.0)["clip"], model.cfg, tmp_path / "merged")
+  export_peft(adapters, model.cfg, tmp_path / "peft", rank=2, alpha=4.0)
+  torch.manual_seed(0)
+  size, length = model.cfg.vision.image_size, model.cfg.text.context_length
+  pixels, ids = torch.randn(2, 3, size, size), torch.randint(1, 250, (2, length))
+  with_peft = peft.PeftModel.from_pretrained(
+      transformers.AutoModel.from_pretrained(str(tmp_path / "base")), str(tmp_path / "peft"))
+  base = _features(str(tmp_path / "base"), pixels, ids)
+  for ours, theirs, before in zip(_features(with_peft, pixels, ids),
+                                  _features(str(tmp_path / "merged"), pixels, ids), base):
+    np.testing.assert_allclose(ours, theirs, rtol=1e-5, atol=1e-6)
+    assert np.abs(ours - before).max() > 100 * 1e-6  # the adapters change the features
 
 
 def test_lora_config_errors():
