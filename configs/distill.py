@@ -6,7 +6,9 @@ CLIP loss plus the cross-entropy of its logits to a frozen teacher's.
       --config.data.train='wds:shards=data/{00000..00331}.tar'
 
 The teacher reads the student's batch: the same image size and tokenizer (the OpenAI / LAION
-CLIP family shares the BPE and the 77-token context).
+CLIP family shares the BPE and the 77-token context). Any other teacher (a SigLIP, another
+resolution): --config.distill.cached=True embeds each training image and caption once with
+the teacher's own preprocessing and tokenizer (needs data.augment=False).
 """
 from clipjax.config import parse_arg
 from clipjax.methods import method_config

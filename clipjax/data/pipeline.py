@@ -153,8 +153,9 @@ class PrepareExample:
            "label": np.int64(-1 if label is None else label)}
     if "record_index" in record:  # key of a cached caption embedding
       out["record_index"] = np.int64(record["record_index"])
-    if "image_embedding" in record:  # a cached frozen image tower's row (data/views.py)
-      out["image_embedding"] = record["image_embedding"]
+    for cached in ("image_embedding", "teacher_image_embedding"):  # rows of a cached tower
+      if cached in record:                                         # (data/views.py)
+        out[cached] = record[cached]
     if self.with_image:
       if record.get("image") is None:
         return self._bad("missing_field", f"{where}: no image field")

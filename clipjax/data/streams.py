@@ -137,25 +137,26 @@ class TrainingStreams:
 
 def training_streams(data: Mapping[str, Any], plan: StreamPlan, encoding: Encoding, *,
                      batch_size: int, seed: int, workdir: epath.Path, source=None,
-                     cached: tuple[Any, np.ndarray | None] | None = None) -> TrainingStreams:
+                     cached: tuple[Any, np.ndarray | None] | None = None,
+                     cached_prefix: str = "") -> TrainingStreams:
   """The streams of a run's `data` config for this host.
 
   batch_size: the global image–text batch (`data.text_batch_size` is the text pairs'), split
   over hosts. source: `image_text_source(data)` when the caller already made it. cached: the
   frozen-tower tables (images, captions or None): records then carry their embedding rows
-  instead of pixels (and caption ids)."""
+  instead of pixels (and caption ids); with cached_prefix ("teacher_") beside them."""
   source = image_text_source(data) if source is None else source
   fields = plan.text_fields
   if cached is not None:
     images, captions = cached
-    source = CachedInputs(source, images, captions=captions is not None)
-    if captions is not None:
+    source = CachedInputs(source, images, captions=captions is not None, prefix=cached_prefix)
+    if captions is not None and not cached_prefix:
       fields = tuple(f for f in fields if f != "caption")
   if "dialogue" in fields and plan.one_qa:
     source = OneQAPerSample(source)
   prepare = PrepareExample(
       encoding.image_size, train=data.get("augment", False), text_fields=fields,
-      context_length=encoding.context_length, with_image=cached is None,
+      context_length=encoding.context_length, with_image=cached is None or bool(cached_prefix),
       hf_tokenizer=encoding.tokenizer_dir, tokenizer_clean=encoding.tokenizer_clean,
       preprocess=encoding.preprocess,
       max_image_pixels=data.get("max_image_pixels", DEFAULT_MAX_IMAGE_PIXELS))

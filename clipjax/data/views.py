@@ -83,10 +83,13 @@ class CachedInputs:
   `captions=True`, each caption by its `record_index` (the source position, the key of the
   host's caption table). Records whose image could not be embedded become
   BadRecord("corrupt_image"), empty cached captions BadRecord("empty_caption"): counted like
-  any other bad record."""
+  any other bad record.
 
-  def __init__(self, source, table, captions: bool = False):
-    self.source, self.table, self.captions = source, table, captions
+  prefix "teacher_": the rows are another model's outputs (distill's cached teacher), added as
+  `teacher_image_embedding` (+ `record_index`) beside the image and caption, which stay."""
+
+  def __init__(self, source, table, captions: bool = False, prefix: str = ""):
+    self.source, self.table, self.captions, self.prefix = source, table, captions, prefix
 
   def __len__(self) -> int:
     return len(self.source)
@@ -99,12 +102,13 @@ class CachedInputs:
     row = self.table.get(image_id)
     if row is None:
       return BadRecord("corrupt_image", f"image_id {image_id}: unreadable when caching")
-    out = dict({k: v for k, v in record.items() if k != "image"}, image_id=image_id,
-               image_embedding=row)
+    replaced = set() if self.prefix else {"image", *(("caption",) if self.captions else ())}
+    out = dict({k: v for k, v in record.items() if k not in replaced}, image_id=image_id)
+    out[f"{self.prefix}image_embedding"] = row
     if self.captions:
       if not (record.get("caption") or "").strip():
         return BadRecord("empty_caption", f"image_id {image_id}: empty caption")
-      out = dict({k: v for k, v in out.items() if k != "caption"}, record_index=index)
+      out["record_index"] = index
     return out
 
 

@@ -157,6 +157,13 @@ class Method:
     """This method's block of a run's config (`config.<name>`; empty without settings)."""
     return cfg.get(self.name) or ml_collections.ConfigDict()
 
+  def cached_teacher(self, cfg) -> tuple[CLIP, dict] | None:
+    """(model, params) of a frozen model whose unit embeddings of every training image and
+    caption are computed once, with its own preprocessing and tokenizer, and fed beside the
+    batch as `teacher_image_embedding` / `teacher_caption_embedding`; None: no such model."""
+    del cfg
+    return None
+
   def init_params(self, model: CLIP, clip_params: dict, cfg) -> dict:
     """The method's own parameter trees, by name (see `extra_towers`)."""
     del model, clip_params, cfg

@@ -42,15 +42,17 @@ PART_SIZE = 65536  # images per table part: 128 MB of float32 rows at embed_dim 
 
 class FrozenEmbeddings:
   """The cached tables of a run: `images`, read by the data workers (`CachedInputs` puts each
-  record's `image_embedding` row in it), and `captions`, added to a host batch here."""
+  record's `image_embedding` row in it), and `captions`, added to a host batch here. prefix
+  "teacher_": a teacher's tables, whose rows come beside the inputs (`teacher_...`)."""
 
-  def __init__(self, images: EmbeddingTable, captions: np.ndarray | None = None):
-    self.images, self.captions = images, captions
+  def __init__(self, images: EmbeddingTable, captions: np.ndarray | None = None,
+               prefix: str = ""):
+    self.images, self.captions, self.prefix = images, captions, prefix
 
   def add_to(self, batch: dict) -> dict:
     if self.captions is not None:
-      batch = dict(batch, caption_embedding=self.captions[batch["record_index"]])
-      del batch["record_index"]
+      batch = dict(batch)
+      batch[f"{self.prefix}caption_embedding"] = self.captions[batch.pop("record_index")]
     return batch
 
 

@@ -138,22 +138,32 @@ def base_name(cfg) -> str:
 
 def _streams(cfg, run: _Run, workdir: epath.Path) -> TrainingStreams:
   """The run's training streams; with data.cache_frozen, the frozen-tower tables first
-  (validate() checked the method, augmentation and freeze rules)."""
-  model, clip = run.model, run.state["params"]["clip"]
-  source, cached = image_text_source(cfg.data), None
-  if cfg.data.cache_frozen:
+  (validate() checked the method, augmentation and freeze rules), and with a cached teacher
+  (distill.cached) the teacher's tables, made with its own preprocessing and tokenizer."""
+  source = image_text_source(cfg.data)
+  spec = dict(cfg.data.train, caption_field=cfg.data.caption_field)
+  teacher = run.method.cached_teacher(cfg)
+  if teacher is not None:
+    model, params = teacher
+    run.cache = frozen_cache.FrozenEmbeddings(
+        frozen_cache.build_image_cache(model, params, source, cfg.data.train, workdir,
+                                       num_workers=cfg.data.num_workers),
+        frozen_cache.build_caption_cache(model, params, source, spec, workdir), "teacher_")
+  elif cfg.data.cache_frozen:
+    model, clip = run.model, run.state["params"]["clip"]
     images = frozen_cache.build_image_cache(model, clip, source, cfg.data.train, workdir,
                                             num_workers=cfg.data.num_workers)
     captions = None
     if run.method.caches_frozen_captions and all(
         is_frozen(f) for path, f in jax.tree_util.tree_leaves_with_path(run.frozen["clip"])
         if getattr(path[0], "key", None) != "visual"):
-      spec = dict(cfg.data.train, caption_field=cfg.data.caption_field)
       captions = frozen_cache.build_caption_cache(model, clip, source, spec, workdir)
-    run.cache, cached = frozen_cache.FrozenEmbeddings(images, captions), (images, captions)
-  return training_streams(cfg.data, run.method.stream_plan(cfg), Encoding.of(model.cfg),
+    run.cache = frozen_cache.FrozenEmbeddings(images, captions)
+  cached = None if run.cache is None else (run.cache.images, run.cache.captions)
+  return training_streams(cfg.data, run.method.stream_plan(cfg), Encoding.of(run.model.cfg),
                           batch_size=cfg.batch_size, seed=cfg.seed, workdir=workdir,
-                          source=source, cached=cached)
+                          source=source, cached=cached,
+                          cached_prefix=run.cache.prefix if run.cache else "")
 
 
 def _fit(cfg, run: _Run, streams: TrainingStreams, ckpt: Checkpointer, logs: MetricsLog,

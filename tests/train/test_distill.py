@@ -57,3 +57,38 @@ def test_distill_config_errors(teacher, tmp_path):
   cfg.model.arch = "ViT-S-16-tiny"  # 64 px images: the teacher reads 32 px
   with pytest.raises(ConfigError, match="they must agree"):
     validate(cfg)
+
+
+def test_a_cached_teacher_gives_the_same_losses_and_may_read_other_inputs(teacher, tmp_path):
+  """distill.cached: the teacher's embeddings of every image and caption computed once with its
+  own preprocessing (here the student's too) give the losses of the teacher run in the step
+  (float32 round-off, relative 1e-4); then a SigLIP teacher with 16-token ids and another image
+  size (32 px for a 64 px student) trains a student only through the cache."""
+  def losses(workdir, **distill):
+    cfg = _config(teacher[0])
+    cfg.distill.update(distill)
+    validate(cfg)
+    result = train(cfg, str(workdir))
+    logged = [json.loads(line) for line in (workdir / "metrics.jsonl").open()]
+    return result, np.array([[r["loss"], r["distill"]] for r in logged])
+  _, in_step = losses(tmp_path / "in_step")
+  result, cached = losses(tmp_path / "cached", cached=True)
+  np.testing.assert_allclose(cached, in_step, rtol=1e-4)
+  assert set(result["params"]["teacher"]) == {"logit_scale"}  # no teacher tower on the devices
+  assert any((tmp_path / "cached" / "frozen_cache").glob("captions-*.npz"))
+
+  siglip = tmp_path / "siglip.safetensors"
+  clipjax.export_openclip(clipjax.create_model("ViT-T-16-SigLIP2-test", seed=2)[1],
+                          "ViT-T-16-SigLIP2-test", str(siglip))
+  cfg = _config(str(siglip))
+  cfg.model.arch = "ViT-S-16-tiny"  # 64 px, 77 tokens
+  with pytest.raises(ConfigError, match="or set distill.cached=True"):
+    validate(cfg)
+  cfg.distill.cached = True
+  validate(cfg)
+  train(cfg, str(tmp_path / "siglip_teacher"))
+  logged = [json.loads(line) for line in (tmp_path / "siglip_teacher/metrics.jsonl").open()]
+  assert all(np.isfinite(r["loss"]) and r["distill"] > 0 for r in logged)
+  cfg.data.augment = True
+  with pytest.raises(ConfigError, match="distill.cached embeds each image once"):
+    validate(cfg)
