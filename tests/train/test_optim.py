@@ -8,6 +8,7 @@ import pytest
 from conftest import make_openclip_model
 
 import clipjax
+from clipjax.models.lora import init_lora
 from clipjax.models.naming import torch_key
 from clipjax.train.optim import cosine_schedule, decay_mask, frozen_mask, make_optimizer
 
@@ -97,6 +98,17 @@ def test_optimizers_by_name_are_optax_with_our_schedule_decay_and_freezing(name)
   new = optax.apply_updates(params, tx.update(grads, tx.init(params), params)[0])
   for old, leaf, f in zip(jax.tree.leaves(params), jax.tree.leaves(new), jax.tree.leaves(frozen)):
     assert np.array_equal(old, np.asarray(leaf)) == bool(f)
+
+  # with LoRA adapters (stacked [S, in, r] / [S, r, out] leaves) and the CLIP weights frozen,
+  # as the training loop sets it up: only the adapters move, every one of them
+  params["lora"] = init_lora(params, rank=2)
+  grads["lora"] = jax.tree.map(lambda x: np.ones(x.shape, np.float32), params["lora"])
+  tx, frozen = make_optimizer(params, lr=1e-3, total_steps=10, warmup_steps=0, name=name,
+                              freeze=("^clip/",), **kw)
+  new = optax.apply_updates(params, tx.update(grads, tx.init(params), params)[0])
+  for old, leaf, f in zip(jax.tree.leaves(params), jax.tree.leaves(new), jax.tree.leaves(frozen)):
+    assert np.array_equal(old, np.asarray(leaf)) == bool(f)
+  assert not any(jax.tree.leaves(frozen["lora"]))
 
 
 def test_unknown_optimizer_name():

@@ -69,6 +69,26 @@ def test_readme_fine_tuning_command(tmp_path):
   assert [r["step"] for r in logged] == [1, 2, 3, 4] and all(r["loss"] == r["loss"] for r in logged)
 
 
+def test_readme_lora_command(tmp_path):
+  """The README's LoRA line, its pretrained weights replaced by a local tiny checkpoint: the
+  merged HF export and the PEFT adapter folder of rank 8 over the base export."""
+  import clipjax
+  cmd = _readme_command("--config.lora.rank=8")
+  assert cmd[:3] == ["python", "-m", "clipjax.main"], cmd
+  base = tmp_path / "base.safetensors"
+  clipjax.export_openclip(clipjax.create_model("ViT-T-16-test")[1], "ViT-T-16-test", str(base))
+  out = _main(*cmd[3:], f"--workdir={tmp_path / 'wd'}", *TINY, "--config.export.hf=True",
+              f"--config.model.checkpoint={base}", "--config.model.pretrained=",
+              "--config.total_steps=3", "--config.data.train.resolution=32")
+  assert out.returncode == 0, out.stderr[-3000:]
+  export = tmp_path / "wd/export"
+  adapter = json.loads((export / "peft/adapter_config.json").read_text())
+  assert adapter["r"] == 8 and adapter["base_model_name_or_path"] == str(export / "hf_base")
+  assert (export / "peft/adapter_model.safetensors").exists()
+  assert (export / "hf/model.safetensors").exists() and (export / "hf_base/config.json").exists()
+  assert f"peft: {export / 'peft'}" in out.stdout, out.stdout[-2000:]
+
+
 @pytest.mark.parametrize("args,needles", [
     (["--config.optim.lrr=1e-3"], ["--config.optim.lrr", "'lrr'", "did you mean 'lr'"]),
     (["--config.optim.lr=fast"], ["--config.optim.lr", "fast"]),
