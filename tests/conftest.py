@@ -47,6 +47,8 @@ SLOWEST_FIRST = ("study/test_study.py", "train/test_methods.py", "convert/test_c
                  "train/test_user_paths.py", "train/test_user_data.py", "train/test_step.py",
                  "models/test_openclip_parity.py", "models/test_scan_layers.py",
                  "train/test_multihost.py", "train/test_main.py", "parallel/test_plan_scale.py",
+                 "train/test_lora_methods.py", "train/test_distill.py", "models/test_lora.py",
+                 "train/test_trainer_parity.py", "train/test_ema.py",
                  "losses/test_losses.py", "train/test_siglip_base.py", "evaluate/test_runner.py",
                  "train/test_bench_device.py", "models/test_siglip.py", "models/test_resnet.py",
                  "data/test_pipeline.py", "models/test_hf_text.py")

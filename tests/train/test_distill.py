@@ -33,14 +33,25 @@ def _config(teacher_path: str):
   return c
 
 
-def test_student_trains_and_the_teacher_stays_frozen(teacher, tmp_path):
-  path, teacher_params = teacher
-  cfg = _config(path)
+def _losses(workdir, teacher_path, **distill):
+  cfg = _config(teacher_path)
+  cfg.distill.update(distill)
   validate(cfg)
-  result = train(cfg, str(tmp_path))
-  for a, b in zip(jax.tree.leaves(result["params"]["teacher"]), jax.tree.leaves(teacher_params)):
+  result = train(cfg, str(workdir))
+  logged = [json.loads(line) for line in (workdir / "metrics.jsonl").open()]
+  return result, logged
+
+
+@pytest.fixture(scope="module")
+def in_step(teacher, tmp_path_factory):
+  """The student trained against the teacher run inside the step."""
+  return _losses(tmp_path_factory.mktemp("in_step"), teacher[0])
+
+
+def test_student_trains_and_the_teacher_stays_frozen(teacher, in_step):
+  result, logged = in_step
+  for a, b in zip(jax.tree.leaves(result["params"]["teacher"]), jax.tree.leaves(teacher[1])):
     np.testing.assert_array_equal(a, np.asarray(b))
-  logged = [json.loads(line) for line in (tmp_path / "metrics.jsonl").open()]
   assert all(np.isfinite(r["loss"]) and r["distill"] > 0 for r in logged)
   assert all(abs(r["loss"] - r["contrastive"] - r["distill"]) < 1e-4 for r in logged)
 
@@ -59,21 +70,15 @@ def test_distill_config_errors(teacher, tmp_path):
     validate(cfg)
 
 
-def test_a_cached_teacher_gives_the_same_losses_and_may_read_other_inputs(teacher, tmp_path):
+def test_a_cached_teacher_gives_the_same_losses_and_may_read_other_inputs(teacher, in_step,
+                                                                          tmp_path):
   """distill.cached: the teacher's embeddings of every image and caption computed once with its
   own preprocessing (here the student's too) give the losses of the teacher run in the step
   (float32 round-off, relative 1e-4); then a SigLIP teacher with 16-token ids and another image
   size (32 px for a 64 px student) trains a student only through the cache."""
-  def losses(workdir, **distill):
-    cfg = _config(teacher[0])
-    cfg.distill.update(distill)
-    validate(cfg)
-    result = train(cfg, str(workdir))
-    logged = [json.loads(line) for line in (workdir / "metrics.jsonl").open()]
-    return result, np.array([[r["loss"], r["distill"]] for r in logged])
-  _, in_step = losses(tmp_path / "in_step")
-  result, cached = losses(tmp_path / "cached", cached=True)
-  np.testing.assert_allclose(cached, in_step, rtol=1e-4)
+  as_array = lambda logged: np.array([[r["loss"], r["distill"]] for r in logged])
+  result, cached = _losses(tmp_path / "cached", teacher[0], cached=True)
+  np.testing.assert_allclose(as_array(cached), as_array(in_step[1]), rtol=1e-4)
   assert set(result["params"]["teacher"]) == {"logit_scale"}  # no teacher tower on the devices
   assert any((tmp_path / "cached" / "frozen_cache").glob("captions-*.npz"))
 
