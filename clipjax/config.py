@@ -96,11 +96,12 @@ def base_config(method: str) -> ml_collections.ConfigDict:
                  ema_decay=0.0, ema_warmup=False,
                  accum_steps=1)  # > 1: GradCache sub-batches, every negative kept (step.py)
   c.freeze = ()                # regexes on parameter paths (e.g. "^clip/visual/")
-  # rank > 0: LoRA adapters (clipjax/models/lora.py) on the CLIP kernels matching `targets`
+  # rank > 0: LoRA adapters (clipjax/models/lora.py) on the Dense kernels matching `targets`
   # (regexes on parameter paths, like freeze; empty: attention q/k/v/out and MLP of every
-  # tower) and no freeze rule; the CLIP weights are then frozen, the adapters trained and
-  # merged into the evaluated and exported weights. alpha / rank scales the update.
-  c.lora = dict(rank=0, alpha=16.0, targets=(), seed=0)
+  # tower) and no freeze rule; the pretrained towers are then frozen, the adapters trained and
+  # merged into the evaluated and exported weights. alpha / rank scales the update; dropout
+  # drops each adapter's input features in training (PEFT's lora_dropout).
+  c.lora = dict(rank=0, alpha=16.0, dropout=0.0, targets=(), seed=0)
   # What every method's global loss shares; the method's own settings (weights, form,
   # temperature, ...) are its block config.<method> (clipjax/methods/<method>.py `settings`).
   c.loss = dict(block_size=0)  # > 0: the tiled loss path with this many keys per tile

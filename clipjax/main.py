@@ -58,7 +58,7 @@ def _export_adapters(cfg, model, params, out_dir: str) -> dict[str, str]:
   base_dir, peft_dir = os.path.join(out_dir, "hf_base"), os.path.join(out_dir, "peft")
   export_hf(params["clip"], model.cfg, base_dir)
   export_peft(adapters, model.cfg, peft_dir, rank=cfg.lora.rank, alpha=cfg.lora.alpha,
-              base=os.path.abspath(base_dir))
+              dropout=cfg.lora.get("dropout", 0.0), base=os.path.abspath(base_dir))
   return {"hf_base": base_dir, "peft": peft_dir}
 
 

@@ -28,11 +28,11 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
-import functools
 from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
+import flax.linen as nn
 import ml_collections
 from jax.sharding import Mesh
 
@@ -42,7 +42,7 @@ from clipjax.errors import ConfigError
 from clipjax.evaluate.embed import Encoders, clip_encoders
 from clipjax.models import CLIP
 from clipjax.models.clip import l2_normalize
-from clipjax.models.lora import merge_lora
+from clipjax.models.lora import applying_lora, lora_variables, merge_lora
 
 Embeddings = dict[str, Any]
 
@@ -51,13 +51,27 @@ Embeddings = dict[str, Any]
 class Context:
   """What `embed` and `loss` close over: the model, the device mesh, the method's settings
   (`config.<method>`), the keys per tile of the tiled loss path (None = the dense matrix,
-  `config.loss.block_size`) and, in a training step, the step's key for the towers' own
-  randomness (patch dropout; None elsewhere)."""
+  `config.loss.block_size`), in a training step the step's key for the towers' own
+  randomness (patch and LoRA dropout; None elsewhere), and the LoRA settings (None: off)."""
   model: CLIP
   mesh: Mesh
   cfg: Any
   block_size: int | None = None
   key: jax.Array | None = None
+  lora: LoraSettings | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class LoraSettings:
+  """`lora.alpha / lora.rank` and `lora.dropout` of a run with adapters."""
+  scale: float
+  dropout: float = 0.0
+
+  @classmethod
+  def of(cls, lora) -> LoraSettings | None:
+    if not lora or not lora.rank:
+      return None
+    return cls(lora.alpha / lora.rank, lora.get("dropout", 0.0))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -181,14 +195,12 @@ class Method:
     return Evaluation({self.name: clip_encoders(model, params["clip"])})
 
   def objective(self, model: CLIP, mesh: Mesh, cfg: ml_collections.ConfigDict) -> Objective:
-    """The method's embed / loss pair for a run's config (with LoRA adapters, on the CLIP
-    weights they adapt)."""
+    """The method's embed / loss pair for a run's config (with LoRA, the towers apply the
+    adapters `params["lora"]` beside their frozen kernels: `apply_tower`)."""
     block_size = cfg.get("loss", {}).get("block_size") or None
-    ctx = Context(model, mesh, self.own(cfg), block_size)
-    adapted = functools.partial(with_lora_merged, lora=cfg.get("lora"))
-    return Objective(
-        lambda p, b, k=None: self.embed(dataclasses.replace(ctx, key=k), adapted(p), b),
-        lambda p, e, b, k: self.loss(ctx, adapted(p), e, b, k))
+    ctx = Context(model, mesh, self.own(cfg), block_size, lora=LoraSettings.of(cfg.get("lora")))
+    return Objective(lambda p, b, k=None: self.embed(dataclasses.replace(ctx, key=k), p, b),
+                     lambda p, e, b, k: self.loss(ctx, p, e, b, k))
 
 
 # Shared pieces of embed / loss.
@@ -202,10 +214,24 @@ def with_lora_merged(params: dict, lora=None) -> dict:
                     lora.alpha / lora.rank)
 
 
+def apply_tower(ctx: Context, params: dict, tower: str, module: nn.Module, *args,
+                rngs: dict | None = None, **kwargs):
+  """`module.apply` with the weights `params[tower]` and, in a LoRA run, the tower's adapters
+  (models/lora.py; with lora.dropout, dropped from the step's key in training)."""
+  variables = {"params": params[tower]}
+  if ctx.lora is None or "lora" not in params:
+    return module.apply(variables, *args, rngs=rngs, **kwargs)
+  variables["lora"] = lora_variables(params["lora"], tower)
+  if ctx.lora.dropout and ctx.key is not None:
+    rngs = dict(rngs or {}, lora_dropout=jax.random.fold_in(ctx.key, 2))
+  with applying_lora(ctx.lora.scale, ctx.lora.dropout):
+    return module.apply(variables, *args, rngs=rngs, **kwargs)
+
+
 def encode_text(ctx: Context, params: dict, ids: jax.Array) -> jax.Array:
   """[N, L] token ids -> [N, D] unit embeddings of the CLIP text tower."""
-  return l2_normalize(ctx.model.apply({"params": params["clip"]}, ids,
-                                      method=ctx.model.encode_text))
+  return l2_normalize(apply_tower(ctx, params, "clip", ctx.model, ids,
+                                  method=ctx.model.encode_text))
 
 
 def embed_image_text(ctx: Context, params: dict, batch: dict) -> Embeddings:
@@ -221,8 +247,8 @@ def embed_image_text(ctx: Context, params: dict, batch: dict) -> Embeddings:
     pixels = ctx.model.cfg.image_preprocess.normalize_on_device(batch["image"])
     rngs = ({"patch_dropout": jax.random.fold_in(ctx.key, 1)}
             if ctx.key is not None and ctx.model.patch_dropout else None)
-    image = l2_normalize(ctx.model.apply({"params": params["clip"]}, pixels, rngs=rngs,
-                                         method=ctx.model.encode_image))
+    image = l2_normalize(apply_tower(ctx, params, "clip", ctx.model, pixels, rngs=rngs,
+                                     method=ctx.model.encode_image))
   return {"image": image, "caption": caption}
 
 

@@ -12,6 +12,7 @@ import jax.numpy as jnp
 from clipjax import losses
 from clipjax.evaluate.embed import clip_encoders
 from clipjax.methods.base import (
+  apply_tower,
   Evaluation,
   Method,
   embed_image_text,
@@ -78,8 +79,8 @@ class ThreeTower(Method):
 
   def embed(self, ctx, params, batch):
     out = embed_image_text(ctx, params, batch)
-    out["dialogue"] = l2_normalize(dialogue_tower(ctx.model).apply(
-        {"params": params["dialogue"]}, batch["dialogue"]))
+    out["dialogue"] = l2_normalize(apply_tower(ctx, params, "dialogue",
+                                               dialogue_tower(ctx.model), batch["dialogue"]))
     return out
 
   def loss(self, ctx, params, emb, batch, key):

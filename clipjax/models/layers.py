@@ -101,7 +101,8 @@ def layer_stack(block: type[nn.Module], args: tuple, count: int, name: str, *,
     step = _scan_step(block)
     if policy is not None:
       step = nn.remat(step, policy=policy, prevent_cse=False)  # a scan body needs no CSE guard
-    stacked = nn.scan(step, variable_axes={"params": 0}, split_rngs={"params": True},
+    stacked = nn.scan(step, variable_axes={"params": 0, "lora": 0},  # lora: models/lora.py
+                      split_rngs={"params": True, "lora_dropout": True},
                       in_axes=nn.broadcast, length=count)(*args, name=name)
     return lambda x, *broadcast: stacked(x, *broadcast)[0]
   cls = block if policy is None else nn.remat(block, policy=policy)

@@ -6,16 +6,27 @@ r, out / S]}}`: a fused q/k/v kernel ([in, 3W]: `attn/in_proj`, timm's `attn/qkv
 adapter per slice (S = 3), so they map one to one onto separate q / k / v projections; a
 scanned stack's kernel ([L, in, out]) gets stacked adapters. B starts at zero (the adapted
 model starts as the base) and A uniform in ±1/sqrt(in) (PEFT's Kaiming-uniform init of A).
-Training merges them into the weights inside the step (`merge_lora`): one r-rank product per
-kernel, so every tower, method, layout and sharding runs unchanged.
+
+Only `nn.Dense` kernels are adapted (every attention and MLP projection of our towers is one).
+Training applies the adapters beside the frozen kernels, as PEFT does: within
+`applying_lora(scale, dropout)`, every Dense whose scope holds a `lora` variable {"a", "b"}
+(`lora_variables` lays the adapters out so) returns x W + b + scale · (dropout(x) A) B, so the
+backward never forms a full weight gradient and `lora.dropout` drops input features per token.
+Scanned stacks slice the `lora` collection per layer like their params. Evaluation and export
+use `merge_lora` (W + scale · A B, the same function without dropout).
 """
 from __future__ import annotations
 
+import contextlib
 import re
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
+
+from clipjax.models.naming import unflatten
+from clipjax.models.stacking import stacked_segment
 
 # Attention (fused q/k/v and output) and MLP kernels of the CLIP ViT / text and SigLIP towers.
 DEFAULT_TARGETS = (r"/(attn/(in_proj|out_proj|qkv|proj)|mlp/(c_fc|c_proj|fc1|fc2))/kernel$",)
@@ -26,14 +37,25 @@ def _path(path: tuple) -> str:
   return "/".join(str(getattr(k, "key", k)) for k in path)
 
 
+def _dense_kernel(keys: tuple[str, ...], leaf) -> bool:
+  """A Dense kernel: named `kernel`, [in, out] (with a leading layer axis when stacked)."""
+  return keys[-1] == "kernel" and leaf.ndim == 2 + (stacked_segment(keys) is not None)
+
+
 def lora_targets(params: Any, targets: Sequence[str] = DEFAULT_TARGETS,
                  exclude: Sequence[str] = ()) -> list[str]:
-  """The "/"-joined paths of the ≥ 2-D leaves matching a `targets` regex and no `exclude`
+  """The "/"-joined paths of the Dense kernels matching a `targets` regex and no `exclude`
   regex (re.search)."""
   take = [re.compile(t) for t in targets]
   skip = [re.compile(e) for e in exclude]
-  return [p for p, leaf in ((_path(k), v) for k, v in jax.tree_util.tree_leaves_with_path(params))
-          if leaf.ndim >= 2 and any(t.search(p) for t in take) and not any(s.search(p) for s in skip)]
+  out = []
+  for path, leaf in jax.tree_util.tree_leaves_with_path(params):
+    keys = tuple(str(getattr(k, "key", k)) for k in path)
+    p = "/".join(keys)
+    if (_dense_kernel(keys, leaf) and any(t.search(p) for t in take)
+        and not any(s.search(p) for s in skip)):
+      out.append(p)
+  return out
 
 
 def init_lora(params: Any, rank: int, targets: Sequence[str] = DEFAULT_TARGETS,
@@ -70,3 +92,36 @@ def merge_lora(params: Any, adapters: dict, scale: float) -> Any:
     adapter = adapters.get(_path(path).replace("/", "."))
     return leaf if adapter is None else (leaf + lora_delta(adapter, scale)).astype(leaf.dtype)
   return jax.tree_util.tree_map_with_path(merged, params)
+
+
+def lora_variables(adapters: dict, tower: str) -> dict:
+  """The `lora` variable collection of tower `tower` (a key of the params, e.g. "clip"): each
+  adapter {"a", "b"} in the scope of the Dense whose kernel it adapts."""
+  prefix = f"{tower}."
+  return unflatten({tuple(k[len(prefix):].split(".")[:-1]) + (leaf,): v[leaf]
+                    for k, v in adapters.items() if k.startswith(prefix) for leaf in ("a", "b")})
+
+
+def _lora_dense(scale: float, dropout: float):
+  def interceptor(next_fun, args, kwargs, context):
+    module, out = context.module, next_fun(*args, **kwargs)
+    if (context.method_name != "__call__" or not isinstance(module, nn.Dense)
+        or not module.has_variable("lora", "a")):
+      return out
+    x = args[0]
+    a = module.get_variable("lora", "a").astype(x.dtype)  # [S, in, r]
+    b = module.get_variable("lora", "b").astype(x.dtype)  # [S, r, out / S]
+    if dropout and module.has_rng("lora_dropout"):  # training only: evaluation passes no rng
+      keep = jax.random.bernoulli(module.make_rng("lora_dropout"), 1.0 - dropout, x.shape)
+      x = jnp.where(keep, x / (1.0 - dropout), 0).astype(x.dtype)
+    delta = jnp.einsum("...sr,sro->...so", jnp.einsum("...i,sir->...sr", x, a), b)
+    return out + (scale * delta.reshape(*delta.shape[:-2], -1)).astype(out.dtype)
+  return interceptor
+
+
+@contextlib.contextmanager
+def applying_lora(scale: float, dropout: float = 0.0) -> Iterator[None]:
+  """Within it, a Dense with `lora` variables adds its adapter's update (module doc); give
+  `model.apply` a "lora_dropout" rng to drop (dropout > 0)."""
+  with nn.intercept_methods(_lora_dense(scale, dropout)):
+    yield

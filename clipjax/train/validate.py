@@ -77,6 +77,12 @@ def _check_lora(cfg, arch_cfg, method: Method) -> None:
   if lora.rank < 0 or lora.alpha <= 0:
     raise ConfigError(f"lora.rank={lora.rank} must be >= 0 (0: off) and lora.alpha="
                       f"{lora.alpha} > 0")
+  dropout = lora.get("dropout", 0.0)
+  if not 0 <= dropout < 1:
+    raise ConfigError(f"lora.dropout={dropout} must be in [0, 1)")
+  if dropout and cfg.optim.get("accum_steps", 1) > 1:  # as model.patch_dropout
+    raise ConfigError("lora.dropout does not combine with optim.accum_steps > 1 (GradCache "
+                      "recomputes the towers and would draw other masks)")
   for pattern in lora.targets:
     try:
       re.compile(pattern)

@@ -42,6 +42,60 @@ def test_merge_equals_float64_low_rank_update(scan):
     assert all(v["a"].shape[0] == 2 for v in adapters.values())
 
 
+@pytest.mark.parametrize("scan", [False, True])
+def test_adapters_beside_the_kernels_equal_the_merged_weights(scan):
+  """Training applies x W + s (x A) B in each adapted Dense (models/lora.py); without dropout,
+  or in evaluation (no step key), it equals the merged weights (float32 round-off)."""
+  import dataclasses
+  from clipjax.methods.base import Context, LoraSettings, embed_image_text
+  model, clip = clipjax.create_model("ViT-T-16-test", scan_layers=scan)
+  params = {"clip": jax.tree.map(np.asarray, clip)}
+  adapters = jax.tree.map(lambda x: 0.05 * x, _randomised(init_lora(params, rank=2)))
+  rng = np.random.default_rng(0)
+  batch = {"image": rng.integers(0, 255, (4, 32, 32, 3), np.uint8),
+           "caption": rng.integers(1, 400, (4, 77)).astype(np.int32)}
+  ctx = Context(model, None, None, lora=LoraSettings(2.0, 0.25))
+  want = embed_image_text(dataclasses.replace(ctx, lora=None),
+                          merge_lora(params, adapters, 2.0), batch)
+  base = embed_image_text(dataclasses.replace(ctx, lora=None), params, batch)
+  for settings, key, same in ((LoraSettings(2.0), jax.random.key(0), True),
+                              (LoraSettings(2.0, 0.25), None, True),  # evaluation: no dropout
+                              (LoraSettings(2.0, 0.25), jax.random.key(0), False)):
+    got = embed_image_text(dataclasses.replace(ctx, lora=settings, key=key),
+                           {**params, "lora": adapters}, batch)
+    for name in ("image", "caption"):
+      assert np.abs(np.asarray(want[name]) - np.asarray(base[name])).max() > 1e-3
+      if same:
+        np.testing.assert_allclose(got[name], want[name], rtol=1e-5, atol=2e-6)
+      else:
+        assert np.abs(np.asarray(got[name]) - np.asarray(want[name])).max() > 1e-4
+
+
+def test_lora_dropout_drops_input_features_per_token_unbiased():
+  """With A = B = identity the adapter's update is s · dropout(x): each feature of each token
+  is 0 or x / (1 − p), zeroed at rate p, so its mean is x (binomial tolerance, 5 sigma)."""
+  import flax.linen as nn
+  from clipjax.models.lora import applying_lora
+  n, width, p = 256, 16, 0.25
+  dense = nn.Dense(width)
+  x = np.ones((n, width), np.float32)
+  weights = dense.init(jax.random.key(0), x)["params"]
+  eye = np.eye(width, dtype=np.float32)[None]
+  lora = {"a": eye, "b": eye}
+  with applying_lora(scale=1.0, dropout=p):
+    plain = dense.apply({"params": weights}, x)
+    kept = dense.apply({"params": weights, "lora": lora}, x,
+                       rngs={"lora_dropout": jax.random.key(1)}) - plain
+    no_rng = dense.apply({"params": weights, "lora": lora}, x) - plain
+  kept, no_rng = np.asarray(kept), np.asarray(no_rng)
+  np.testing.assert_allclose(no_rng, x, rtol=1e-6)  # no rng: evaluation, nothing dropped
+  assert np.all(np.isclose(kept, 0, atol=1e-6) | np.isclose(kept, 1 / (1 - p), rtol=1e-6))
+  dropped = np.isclose(kept, 0, atol=1e-6).mean()
+  assert abs(dropped - p) < 5 * np.sqrt(p * (1 - p) / kept.size), dropped
+  rows = np.isclose(kept, 0, atol=1e-6)
+  assert len({r.tobytes() for r in rows}) > n // 2  # a mask per token, not one per batch
+
+
 def _config(steps=3):
   c = method_config("clip")
   c.model.arch = "ViT-T-16-test"
@@ -69,6 +123,8 @@ def test_adapters_train_alone_checkpoint_without_the_base_and_export_merged_and_
   """One LoRA run through main (scanned blocks): the base stays bitwise and is left out of
   the checkpoints; the merged HF export equals PEFT's model of the base + the adapter folder;
   a resume from step 2 exports the same weights; a changed base is refused on resume."""
+  import json
+
   import peft
   import torch
   import transformers
@@ -79,6 +135,7 @@ def test_adapters_train_alone_checkpoint_without_the_base_and_export_merged_and_
   from clipjax.train.loop import train
   cfg = _config(4)
   cfg.model.scan_layers, cfg.export.hf, cfg.checkpoint.every = True, True, 2
+  cfg.lora.dropout = 0.1  # drawn from the step's key: the resume below stays bitwise
   run(cfg, str(tmp_path / "a"))
   export = tmp_path / "a/export"
   _, base = clipjax.create_model("ViT-T-16-test", seed=cfg.seed)
@@ -89,6 +146,8 @@ def test_adapters_train_alone_checkpoint_without_the_base_and_export_merged_and_
   merged = load_file(str(export / "hf/model.safetensors"))
   assert not np.array_equal(merged["vision_model.encoder.layers.0.mlp.fc1.weight"],
                             base_hf["vision_model.encoder.layers.0.mlp.fc1.weight"])
+  adapter_config = json.loads((export / "peft/adapter_config.json").read_text())
+  assert adapter_config["lora_dropout"] == 0.1 and adapter_config["r"] == 2
   # PEFT's LoRA on the base export computes the merged export's features
   torch.manual_seed(0)
   pixels, ids = torch.randn(2, 3, 32, 32), torch.randint(1, 400, (2, 77))
@@ -99,7 +158,6 @@ def test_adapters_train_alone_checkpoint_without_the_base_and_export_merged_and_
     np.testing.assert_allclose(theirs, ours, rtol=1e-5, atol=1e-5)  # float32 round-off
   # checkpoints hold the adapters and name the base; a resume from step 2 continues exactly
   import ast
-  import json
   import shutil
   saved = [ast.literal_eval(k) for k in json.loads(
       (tmp_path / "a/checkpoints/2/state/_METADATA").read_text())["tree_metadata"]]
