@@ -30,9 +30,9 @@ import dataclasses
 import difflib
 from typing import Any, Callable
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import flax.linen as nn
 import ml_collections
 from jax.sharding import Mesh
 

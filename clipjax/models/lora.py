@@ -13,7 +13,7 @@ Training applies the adapters beside the frozen kernels, as PEFT does: within
 (`lora_variables` lays the adapters out so) returns x W + b + scale · (dropout(x) A) B, so the
 backward never forms a full weight gradient and `lora.dropout` drops input features per token.
 Scanned stacks slice the `lora` collection per layer like their params. Evaluation and export
-use `merge_lora` (W + scale · A B, the same function without dropout).
+use `merge_lora` (W + scale · A B: the same function when nothing is dropped).
 """
 from __future__ import annotations
 
