@@ -234,6 +234,18 @@ def encode_text(ctx: Context, params: dict, ids: jax.Array) -> jax.Array:
                                   method=ctx.model.encode_text))
 
 
+def embed_image(ctx: Context, params: dict, batch: dict) -> jax.Array:
+  """[N, D] unit image embeddings of the batch's images (or its cached ones), with patch
+  dropout from the step's key in training."""
+  if "image_embedding" in batch:
+    return batch["image_embedding"]
+  pixels = ctx.model.cfg.image_preprocess.normalize_on_device(batch["image"])
+  rngs = ({"patch_dropout": jax.random.fold_in(ctx.key, 1)}
+          if ctx.key is not None and ctx.model.patch_dropout else None)
+  return l2_normalize(apply_tower(ctx, params, "clip", ctx.model, pixels, rngs=rngs,
+                                  method=ctx.model.encode_image))
+
+
 def embed_image_text(ctx: Context, params: dict, batch: dict) -> Embeddings:
   """{"image": [N, D], "caption": [N, D]} unit embeddings (or the cached ones, float32 as the
   towers' outputs in every compute dtype)."""
@@ -241,15 +253,7 @@ def embed_image_text(ctx: Context, params: dict, batch: dict) -> Embeddings:
     caption = batch["caption_embedding"]
   else:
     caption = encode_text(ctx, params, batch["caption"])
-  if "image_embedding" in batch:
-    image = batch["image_embedding"]
-  else:
-    pixels = ctx.model.cfg.image_preprocess.normalize_on_device(batch["image"])
-    rngs = ({"patch_dropout": jax.random.fold_in(ctx.key, 1)}
-            if ctx.key is not None and ctx.model.patch_dropout else None)
-    image = l2_normalize(apply_tower(ctx, params, "clip", ctx.model, pixels, rngs=rngs,
-                                     method=ctx.model.encode_image))
-  return {"image": image, "caption": caption}
+  return {"image": embed_image(ctx, params, batch), "caption": caption}
 
 
 def logit_scale(params: dict) -> jax.Array:

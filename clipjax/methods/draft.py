@@ -7,6 +7,9 @@ base, draft.form=sigmoid scores each text–image term with the base's frozen t 
 (docs/methods.md §7b)."""
 from __future__ import annotations
 
+import jax
+import jax.numpy as jnp
+
 from clipjax import losses
 from clipjax.evaluate.blending import blend_params
 from clipjax.evaluate.embed import clip_encoders
@@ -14,6 +17,7 @@ from clipjax.methods.base import (
   Evaluation,
   Method,
   choice,
+  embed_image,
   embed_image_text,
   encode_text,
   logit_bias,
@@ -54,9 +58,16 @@ class Draft(Method):
     choice("draft.mmd.estimator", cfg.draft.mmd.estimator, losses.ESTIMATORS)
 
   def embed(self, ctx, params, batch):
-    out = embed_image_text(ctx, params, batch)
-    out["dialogue"] = encode_text(ctx, params, batch["dialogue"])
-    return out
+    if "caption_embedding" in batch or batch["caption"].shape != batch["dialogue"].shape:
+      out = embed_image_text(ctx, params, batch)
+      out["dialogue"] = encode_text(ctx, params, batch["dialogue"])
+      return out
+    # Captions and dialogues through the text tower in one pass (the loop's batches give both
+    # one length): the tower's weight gradient is then one sum over both streams' rows, which
+    # the mesh reduces once, not once per stream.
+    texts = jax.vmap(lambda ids: encode_text(ctx, params, ids))(
+        jnp.stack([batch["caption"], batch["dialogue"]]))
+    return {"image": embed_image(ctx, params, batch), "caption": texts[0], "dialogue": texts[1]}
 
   def loss(self, ctx, params, emb, batch, key):
     cfg = ctx.cfg

@@ -120,6 +120,31 @@ def test_gradcache_reduces_the_gradient_once(scenes):
   assert 0.99 * weights <= reduced[4] < 1.01 * weights, (reduced, weights)  # was 4x
 
 
+def test_draft_reduces_its_two_text_streams_gradient_once(scenes):
+  """DRAFT's captions and dialogues share the text tower: the plain step (no GradCache) encodes
+  both in one pass, so the compiled step all-reduces the text tower's gradient once, not once
+  per stream (it was 2x), with the embeddings of two separate passes (float32 round-off)."""
+  from clipjax.methods.base import Context, encode_text
+  from clipjax.train.optim import is_frozen
+  model, clip = clipjax.create_model(ARCH)
+  params = jax.device_put({"clip": clip}, replicated(mesh := make_mesh()))
+  cfg = method_config("draft")
+  method = get_method("draft")
+  _, frozen = make_optimizer(params, lr=1e-3, total_steps=10, freeze=tuple(cfg.freeze))
+  trained = sum(x.size * 4 for x, f in zip(jax.tree.leaves(clip), jax.tree.leaves(frozen))
+                if not is_frozen(f))
+  batch = host_batch_to_global(image_text_batch(scenes, True), mesh)
+  hlo = jax.jit(make_grad_fn(method.objective(model, mesh, cfg), frozen, mesh)).lower(
+      params, batch, jax.random.key(0)).compile().as_text()
+  reduced = collective_bytes(hlo)["all-reduce"]
+  assert 0.99 * trained <= reduced < 1.01 * trained, (reduced, trained)
+  ctx = Context(model, mesh, method.own(cfg))
+  together = method.embed(ctx, params, batch)
+  for field in ("caption", "dialogue"):
+    np.testing.assert_allclose(together[field], encode_text(ctx, params, batch[field]),
+                               rtol=1e-5, atol=1e-6)
+
+
 def test_eight_devices_equal_one_device(scenes):
   """3 steps of DRAFT on an 8-device mesh == 3 steps on 1 device (rtol 1e-5)."""
   model, clip = clipjax.create_model(ARCH)
