@@ -110,6 +110,9 @@ def compare_clip_steps():
   from clipjax.train import flops
   from clipjax.train.loop import trim_text_padding
   from clipjax.train.optim import is_frozen
+  if FLAGS.lora < 0 or not 0 <= FLAGS.patch_dropout < 1:
+    raise ConfigError(f"--lora={FLAGS.lora} must be >= 0 and --patch_dropout="
+                      f"{FLAGS.patch_dropout} in [0, 1)")
   model, clip = clipjax.create_model(FLAGS.arch)
   if FLAGS.patch_dropout and getattr(model.cfg.vision, "is_resnet", False):
     raise ConfigError(f"--arch={FLAGS.arch} has a ResNet image tower; patch dropout needs a "

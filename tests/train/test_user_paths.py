@@ -226,6 +226,10 @@ def test_ctrl_c_saves_and_a_changed_rerun_is_refused(tmp_path):
     ([str(REPO / "scripts/bench_compile.py")], ["--archs=ViT-L-15"],
      ["unknown architecture 'ViT-L-15'"]),
     ([str(REPO / "scripts/plan_scale.py")], ["--methods=drfat"], ["method='drfat'"]),
+    ([str(REPO / "scripts/bench_train.py")], ["--lora=-2"], ["--lora=-2", ">= 0"]),
+    ([str(REPO / "scripts/bench_train.py")], ["--patch_dropout=1.5"], ["--patch_dropout=1.5"]),
+    ([str(REPO / "scripts/bench_train.py")], ["--arch=RN-T-test", "--patch_dropout=0.5"],
+     ["ResNet image tower"]),
     ([str(REPO / "scripts/plan_scale.py")], ["--out=/no/dir/scaling.md"],
      ["/no/dir", "does not exist"]),
 ])
