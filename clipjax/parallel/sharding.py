@@ -55,12 +55,13 @@ def param_shardings(params: Any, mesh: Mesh, rules: Sequence[str] = (".*",),
 def state_shardings(state: Any, tx: optax.GradientTransformation, mesh: Mesh,
                     params_sharding: Any) -> Any:
   """Shardings of the train state {params, opt_state, step, rng[, ema]}: optimizer moments and
-  averaged weights as their parameters (an average's scalar placeholder replicated), everything
-  else replicated."""
+  averaged weights of their parameter's shape as that parameter, others (adafactor's factored
+  row / column statistics, an average's scalar placeholder) and everything else replicated."""
   replicated = NamedSharding(mesh, P())
   masked = lambda x: isinstance(x, optax.MaskedNode)  # e.g. weight decay's excluded leaves
-  opt = optax.tree_map_params(tx, lambda x, s: x if masked(x) else s, state["opt_state"],
-                              params_sharding, transform_non_params=lambda _: replicated,
+  like_param = lambda x, s, p: x if masked(x) else s if x.shape == p.shape else replicated
+  opt = optax.tree_map_params(tx, like_param, state["opt_state"], params_sharding,
+                              state["params"], transform_non_params=lambda _: replicated,
                               is_leaf=masked)
   out = {k: replicated for k in state} | {"params": params_sharding, "opt_state": opt}
   if "ema" in state:
