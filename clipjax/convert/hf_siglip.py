@@ -32,6 +32,11 @@ _RENAMES = {  # open_clip key -> SiglipModel key, outside the blocks and the MAP
     "visual.trunk.norm.weight": "vision_model.post_layernorm.weight",
     "visual.trunk.norm.bias": "vision_model.post_layernorm.bias",
 }
+# NaFlex (Siglip2Model): a Linear patch embedding on flattened patches, positions as a grid
+_NAFLEX_RENAMES = {
+    "visual.trunk.embeds.proj.weight": "vision_model.embeddings.patch_embedding.weight",
+    "visual.trunk.embeds.proj.bias": "vision_model.embeddings.patch_embedding.bias",
+}
 _VISION_BLOCK = {"norm1": "layer_norm1", "norm2": "layer_norm2", "mlp.fc1": "mlp.fc1",
                  "mlp.fc2": "mlp.fc2", "attn.proj": "self_attn.out_proj"}
 
@@ -77,9 +82,10 @@ def siglip_tensors_to_hf(sd: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         name = {"proj": "attention.out_proj", "norm": "layernorm"}.get(module, module)
         out[f"{head}{name}.{leaf}"] = value
     else:
-      name = _RENAMES.get(key)
-      if key == "visual.trunk.pos_embed":
-        out["vision_model.embeddings.position_embedding.weight"] = value[0]
+      name = _RENAMES.get(key) or _NAFLEX_RENAMES.get(key)
+      if key in ("visual.trunk.pos_embed", "visual.trunk.embeds.pos_embed"):  # [1, (G, G,) W]
+        out["vision_model.embeddings.position_embedding.weight"] = value.reshape(
+            -1, value.shape[-1])
       elif name is None:
         raise CheckpointError(f"no Hugging Face SigLIP name for open_clip tensor {key}")
       else:
@@ -101,23 +107,36 @@ def siglip_state_dict_to_hf(sd: dict[str, np.ndarray], cfg: CLIPConfig) -> dict[
 
 
 def hf_siglip_config(cfg: CLIPConfig):
-  """transformers.SiglipConfig for a SigLIP architecture."""
-  from transformers import SiglipConfig
+  """transformers.SiglipConfig for a SigLIP architecture (Siglip2Config for NaFlex)."""
+  from transformers import Siglip2Config, SiglipConfig
   v, t = cfg.vision, cfg.text
   if not isinstance(v, TimmViTConfig):
     raise CheckpointError("hf_siglip_config needs a SigLIP architecture (a timm trunk)")
   act = lambda tanh: "gelu_pytorch_tanh" if tanh else "gelu"
+  if v.naflex:
+    vision = dict(hidden_size=v.width, intermediate_size=v.mlp_width,
+                  num_hidden_layers=v.layers, num_attention_heads=v.heads,
+                  patch_size=v.patch_size, num_patches=v.grid ** 2,
+                  hidden_act=act(v.gelu_tanh), layer_norm_eps=1e-6)
+    return Siglip2Config(text_config=_hf_text_config(cfg), vision_config=vision,
+                         architectures=["Siglip2Model"])
   return SiglipConfig(
-      text_config=dict(vocab_size=t.vocab_size, hidden_size=t.width, intermediate_size=t.mlp_width,
-                       num_hidden_layers=t.layers, num_attention_heads=t.heads,
-                       max_position_embeddings=t.context_length, hidden_act=act(t.gelu_tanh),
-                       layer_norm_eps=t.ln_eps, projection_size=cfg.embed_dim,
-                       pad_token_id=None, bos_token_id=None, eos_token_id=None),
+      text_config=_hf_text_config(cfg),
       vision_config=dict(hidden_size=v.width, intermediate_size=v.mlp_width,
                          num_hidden_layers=v.layers, num_attention_heads=v.heads,
                          image_size=v.image_size, patch_size=v.patch_size,
                          hidden_act=act(v.gelu_tanh), layer_norm_eps=1e-6),
       architectures=["SiglipModel"])
+
+
+def _hf_text_config(cfg: CLIPConfig) -> dict:
+  t = cfg.text
+  return dict(vocab_size=t.vocab_size, hidden_size=t.width, intermediate_size=t.mlp_width,
+              num_hidden_layers=t.layers, num_attention_heads=t.heads,
+              max_position_embeddings=t.context_length,
+              hidden_act="gelu_pytorch_tanh" if t.gelu_tanh else "gelu",
+              layer_norm_eps=t.ln_eps, projection_size=cfg.embed_dim,
+              pad_token_id=None, bos_token_id=None, eos_token_id=None)
 
 
 class _ProcessorFiles:
@@ -138,14 +157,19 @@ def hf_siglip_processor(cfg: CLIPConfig) -> _ProcessorFiles:
   mean/std 0.5 for every webli tag); the
   tokenizer files of `cfg.text.tokenizer_dir` when that directory or cache name loads (else
   only the image processor, with a warning)."""
-  from transformers import AutoTokenizer, SiglipImageProcessor
+  from transformers import AutoTokenizer, Siglip2ImageProcessor, SiglipImageProcessor
   size, pre = cfg.vision.image_size, cfg.image_preprocess
-  if pre.resize_mode != "squash":
+  resample = {"bicubic": 3, "bilinear": 2}[pre.interpolation]
+  if cfg.vision.naflex:
+    images = Siglip2ImageProcessor(patch_size=cfg.vision.patch_size, resample=resample,
+                                   max_num_patches=cfg.vision.max_num_patches,
+                                   image_mean=list(pre.mean), image_std=list(pre.std))
+  elif pre.resize_mode != "squash":
     raise ValueError(f"HF's SiglipImageProcessor only squashes; these weights resize with "
                      f"{pre.resize_mode!r}")
-  images = SiglipImageProcessor(size={"height": size, "width": size},
-                                resample={"bicubic": 3, "bilinear": 2}[pre.interpolation],
-                                image_mean=list(pre.mean), image_std=list(pre.std))
+  else:
+    images = SiglipImageProcessor(size={"height": size, "width": size}, resample=resample,
+                                  image_mean=list(pre.mean), image_std=list(pre.std))
   tokenizer = None
   if cfg.text.tokenizer_dir:
     try:

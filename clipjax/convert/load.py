@@ -14,9 +14,11 @@ import jax.numpy as jnp
 import numpy as np
 
 from clipjax.convert.hf import hf_to_state_dict
+from clipjax.convert.hf_siglip_load import hf_siglip_to_state_dict
 from clipjax.convert.io import CheckpointError, load_state_dict
 from clipjax.convert.openclip import infer_config, state_dict_to_params, to_layer_layout
 from clipjax.convert.pretrained import resolve
+from clipjax.data.naflex import naflex_transform
 from clipjax.data.transforms import image_transform
 from clipjax.models import create_model
 from clipjax.models.clip import CLIP
@@ -59,7 +61,7 @@ def resolve_architecture(sd: dict[str, np.ndarray], resolved, arch=None) -> CLIP
   else:
     cfg = _json_next_to(resolved.path) or infer_config(sd)
   if "logit_bias" in sd:
-    cfg = cfg.replace(init_logit_bias=float(np.asarray(sd["logit_bias"])))
+    cfg = cfg.replace(init_logit_bias=float(np.asarray(sd["logit_bias"]).reshape(())))
   if resolved.preprocess:
     cfg = cfg.replace(preprocess=ImagePreprocess.from_openclip(resolved.preprocess,
                                                                cfg.image_preprocess))
@@ -75,6 +77,8 @@ def load_checkpoint(name: str | os.PathLike, pretrained=None, *, arch=None,
   if resolved.format == "hf":
     sd = hf_to_state_dict(sd)
   cfg = resolve_architecture(sd, resolved, arch)
+  if resolved.format == "hf_siglip":
+    sd = hf_siglip_to_state_dict(sd, cfg)
   if context_length:
     cfg = cfg.replace(text={"context_length": context_length})
   return cfg, state_dict_to_params(sd, cfg, source=resolved.description), resolved
@@ -116,10 +120,22 @@ def create_model_and_transforms(name: str | os.PathLike, pretrained=None, **kwar
   compute = {k: kwargs.pop(k) for k in ("dtype", "remat", "attention", "scan_layers")
              if k in kwargs}
   cfg, params, _ = load_checkpoint(name, pretrained, **kwargs)
-  pre, size = cfg.image_preprocess.transform_kwargs(), cfg.vision.image_size
   params = to_layer_layout(params, cfg, compute.get("scan_layers", False))
-  return (CLIP(cfg, **compute), params, image_transform(size, train=True, **pre),
-          image_transform(size, train=False, **pre))
+  return (CLIP(cfg, **compute), params, model_transform(cfg, train=True),
+          model_transform(cfg, train=False))
+
+
+def model_transform(cfg: CLIPConfig, *, train: bool = False, uint8: bool = False,
+                    max_num_patches: int | None = None):
+  """The image transform of an architecture's weights: open_clip's fixed-size preprocessing
+  (`data.transforms.image_transform`), or for a NaFlex tower the patch-sequence example of
+  `data.naflex` at `max_num_patches` (default: the architecture's)."""
+  pre = cfg.image_preprocess.transform_kwargs()
+  if not getattr(cfg.vision, "naflex", False):
+    return image_transform(cfg.vision.image_size, train=train, uint8=uint8, **pre)
+  return naflex_transform(cfg.vision.patch_size, max_num_patches or cfg.vision.max_num_patches,
+                          pre["mean"], pre["std"], pre["interpolation"], uint8=uint8,
+                          train=train)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -157,6 +173,4 @@ def load_or_create(checkpoint: str | None, pretrained: str | None = None, *, arc
     log.warning("no checkpoint: random %s weights, so the results are meaningless",
                 arch or default_arch)
   model, params = create_model(cfg, seed=seed, **options)
-  return (model, params, image_transform(model.cfg.vision.image_size,
-                                         **model.cfg.image_preprocess.transform_kwargs()),
-          f"random {arch or default_arch}")
+  return model, params, model_transform(model.cfg), f"random {arch or default_arch}"

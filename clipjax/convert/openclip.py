@@ -35,6 +35,7 @@ from clipjax.models.configs import (
   TimmViTConfig,
 )
 from clipjax.models.naming import flatten, torch_key, unflatten
+from clipjax.models.naflex import example_images
 from clipjax.models.registry import CLIPJAX_ONLY, MODEL_CONFIGS, get_model_config
 from clipjax.models.stacking import stack_layers, unstack_layers
 
@@ -98,9 +99,9 @@ def resize_positional_embedding(pos: np.ndarray, length: int) -> np.ndarray:
 def param_shapes(cfg: CLIPConfig, scan_layers: bool = False) -> Params:
   """Abstract params (ShapeDtypeStruct leaves) of `CLIP(cfg)`, without allocating them."""
   model = CLIP(cfg, scan_layers=scan_layers)
-  images = jax.ShapeDtypeStruct((1, cfg.vision.image_size, cfg.vision.image_size, 3), jnp.float32)
   ids = jax.ShapeDtypeStruct((1, cfg.text.context_length), jnp.int32)
-  return jax.eval_shape(model.init, jax.random.key(0), images, ids)["params"]
+  return jax.eval_shape(lambda: model.init(jax.random.key(0), example_images(cfg.vision),
+                                           ids))["params"]
 
 
 def _describe(keys, limit=12) -> str:

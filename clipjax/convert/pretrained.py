@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from clipjax.convert.hf import config_from_hf
+from clipjax.convert.hf_siglip_load import HF_SIGLIP_TYPES, config_from_hf_siglip
 from clipjax.convert.io import CheckpointError
 from clipjax.models.registry import MODEL_CONFIGS
 
@@ -51,7 +52,9 @@ class Resolved:
   arch: Any = None          # a registry name or open_clip model-config dict; None: unknown
   preprocess: dict = dataclasses.field(default_factory=dict)  # mean/std/interpolation/...
   description: str = ""     # how the name was resolved, for messages and index records
-  format: str = "openclip"  # or "hf": a transformers CLIPModel state dict (arch: its config)
+  # or "hf": a transformers CLIPModel state dict (arch: its config); "hf_siglip": SiglipModel /
+  # Siglip2Model
+  format: str = "openclip"
 
 
 @functools.lru_cache(maxsize=1)
@@ -163,6 +166,10 @@ def _from_hub(repo: str, cache_dir: str | None, filename: str | None = None,
     config_path = _hub_file(repo, CONFIG_NAME, cache_dir)
     if config_path:
       config = json.loads(Path(config_path).read_text())
+  if config is None and filename is None:  # a transformers repo (CLIPModel, SigLIP 1 / 2)
+    hf_folder = _hf_hub_folder(repo, cache_dir)
+    if hf_folder is not None:
+      return _from_dir(hf_folder)
   for name in ([filename] if filename else WEIGHT_NAMES):
     path = _hub_file(repo, name, cache_dir)
     if path:
@@ -170,6 +177,25 @@ def _from_hub(repo: str, cache_dir: str | None, filename: str | None = None,
                       (config or {}).get("preprocess_cfg", {}), f"hf-hub:{repo}")
   looked = " or ".join([filename] if filename else WEIGHT_NAMES)
   raise CheckpointError(f"{_offline_hint(repo, cache_dir)} (looked for {looked})")
+
+
+# what a transformers model folder needs besides config.json (tokenizer files when present)
+_HF_FOLDER_FILES = ("model.safetensors", "tokenizer.json", "tokenizer_config.json",
+                    "special_tokens_map.json", "tokenizer.model", "preprocessor_config.json")
+
+
+def _hf_hub_folder(repo: str, cache_dir: str | None) -> Path | None:
+  """The cached snapshot folder of a transformers CLIP / SigLIP repo (its files fetched into
+  it when they can be), or None when the repo has no such config.json."""
+  config_path = _hub_file(repo, "config.json", cache_dir)
+  if config_path is None:
+    return None
+  if json.loads(Path(config_path).read_text()).get("model_type") not in ("clip",
+                                                                          *HF_SIGLIP_TYPES):
+    return None
+  for name in _HF_FOLDER_FILES:
+    _hub_file(repo, name, cache_dir)
+  return Path(config_path).parent
 
 
 def _from_hf_dir(directory: Path, config: dict) -> Resolved:
@@ -182,6 +208,17 @@ def _from_hf_dir(directory: Path, config: dict) -> Resolved:
                         f"or pytorch_model.bin")
 
 
+def _from_hf_siglip_dir(directory: Path, config: dict) -> Resolved:
+  """A transformers SiglipModel / Siglip2Model folder (NaFlex or fixed resolution)."""
+  for name in ("model.safetensors", "pytorch_model.bin"):
+    if (directory / name).is_file():
+      kind = "Siglip2Model" if config["model_type"] == "siglip2" else "SiglipModel"
+      return Resolved(directory / name, config_from_hf_siglip(config, directory), {},
+                      f"{directory} (HF {kind})", format="hf_siglip")
+  raise CheckpointError(f"{directory} holds a SigLIP config.json but no model.safetensors "
+                        f"or pytorch_model.bin")
+
+
 def _from_dir(directory: Path) -> Resolved:
   if not directory.is_dir():
     raise CheckpointError(f"local-dir:{directory} is not a directory")
@@ -190,6 +227,8 @@ def _from_dir(directory: Path) -> Resolved:
     config = json.loads(hf_config.read_text())
     if config.get("model_type") == "clip":
       return _from_hf_dir(directory, config)
+    if config.get("model_type") in HF_SIGLIP_TYPES:
+      return _from_hf_siglip_dir(directory, config)
   config_path = directory / CONFIG_NAME
   config = json.loads(config_path.read_text()) if config_path.is_file() else {}
   for name in WEIGHT_NAMES:

@@ -8,6 +8,7 @@ import jax.numpy as jnp
 
 from clipjax.models.clip import CLIP
 from clipjax.models.configs import CLIPConfig
+from clipjax.models.naflex import example_images
 from clipjax.models.registry import get_model_config, list_models
 from clipjax.models.stacking import stack_layers
 from clipjax.models.text import TextTransformer
@@ -28,7 +29,7 @@ def create_model(arch: str | CLIPConfig, *, dtype=jnp.float32, remat: bool | str
   if context_length:
     cfg = cfg.replace(text={"context_length": context_length})
   model = CLIP(cfg, dtype=dtype, remat=remat, attention=attention, scan_layers=scan_layers)
-  images = jnp.zeros((1, cfg.vision.image_size, cfg.vision.image_size, 3), jnp.float32)
+  images = example_images(cfg.vision)
   ids = jnp.zeros((1, cfg.text.context_length), jnp.int32)
   init = lambda m: functools.partial(m.init, jax.random.key(seed), images, ids)
   params = jax.jit(init(CLIP(cfg)))()["params"]  # drawn per block: a seed means one model

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import math
+from typing import Mapping
 
 import flax.linen as nn
 import jax
@@ -67,8 +68,10 @@ class CLIP(nn.Module):
     if cfg.init_logit_bias is not None:
       self.logit_bias = self.param("logit_bias", nn.initializers.constant(cfg.init_logit_bias), ())
 
-  def encode_image(self, images: jax.Array) -> jax.Array:
-    """images: [N, H, W, 3] float (normalised, NHWC) -> [N, embed_dim] float32."""
+  def encode_image(self, images: jax.Array | Mapping[str, jax.Array]) -> jax.Array:
+    """images: [N, H, W, 3] float (normalised, NHWC), or for a NaFlex tower the dict of
+    `clipjax.models.naflex` (transformers' Siglip2ImageProcessor arrays) -> [N, embed_dim]
+    float32."""
     return self.visual(images)
 
   def encode_text(self, ids: jax.Array) -> jax.Array:

@@ -42,6 +42,9 @@ class ImagePreprocess:
 
 # open_clip's `_slpcfg`: every SigLIP / SigLIP 2 webli tag.
 SIGLIP_PREPROCESS = ImagePreprocess((0.5, 0.5, 0.5), (0.5, 0.5, 0.5), "bicubic", "squash")
+# SigLIP 2 NaFlex (transformers' Siglip2ImageProcessor): bilinear, aspect-preserving patch
+# sequences (`clipjax.data.naflex`).
+NAFLEX_PREPROCESS = ImagePreprocess((0.5, 0.5, 0.5), (0.5, 0.5, 0.5), "bilinear", "naflex")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -80,7 +83,14 @@ class TimmViTConfig:
   pre-LN blocks (LayerNorm eps 1e-6), a final LayerNorm, then the MAP head (one learned probe
   attending over the patches, `proj`, and a residual LayerNorm + MLP). The sizes are timm's for
   `timm_model_name` (registry `TIMM_SIGLIP_TRUNKS`); open_clip builds the trunk at timm's
-  default resolution, which is `image_size`."""
+  default resolution, which is `image_size`.
+
+  `naflex` (SigLIP 2 NaFlex, timm's `naflexvit_*_siglip`): patches embedded by a Linear layer
+  from pixels already cut into [L, P·P·3] rows, the learned positions a [grid, grid] table
+  resized to each image's own patch grid, padding patches masked (`models/naflex.py`).
+  `image_size` is then grid · patch (the position table's resolution), not the input size;
+  `max_num_patches` is the sequence length of the eval transform by default (transformers'
+  processor default, 256)."""
   timm_model_name: str
   image_size: int
   patch_size: int
@@ -89,6 +99,8 @@ class TimmViTConfig:
   heads: int
   mlp_ratio: float = 4.0
   gelu_tanh: bool = False  # timm act_layer 'gelu_tanh' (else torch's exact GELU)
+  naflex: bool = False
+  max_num_patches: int = 256
 
   is_resnet = False
 
@@ -317,6 +329,8 @@ class CLIPConfig:
     trunks and OpenAI's for the rest (open_clip's defaults for the tags of each family)."""
     if self.preprocess is not None:
       return self.preprocess
+    if getattr(self.vision, "naflex", False):
+      return NAFLEX_PREPROCESS
     return SIGLIP_PREPROCESS if isinstance(self.vision, TimmViTConfig) else ImagePreprocess()
 
   def architecture(self) -> "CLIPConfig":

@@ -118,6 +118,9 @@ def layer_stack(block: type[nn.Module], args: tuple, count: int, name: str, *,
 
 def check_images(images: jax.Array, size: int, tower: str) -> None:
   """Raises a ValueError naming the expected [N, size, size, 3] (NHWC) shape."""
+  if not hasattr(images, "ndim"):
+    raise ValueError(f"{tower} takes an image array [N, {size}, {size}, 3] (NHWC), got "
+                     f"{type(images).__name__} (NaFlex batches are for NaFlex towers)")
   if images.ndim != 4 or images.shape[1:] != (size, size, 3):
     raise ValueError(f"{tower} expects images of shape [N, {size}, {size}, 3] (NHWC), "
                      f"got {images.shape}")

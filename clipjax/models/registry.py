@@ -86,13 +86,27 @@ TIMM_SIGLIP_TRUNKS: dict[str, tuple[int, int, int, int, float, bool]] = {
 _TANH_AT = {"vit_large_patch16_siglip_512"}  # the SigLIP 2-only resolution of ViT-L
 # Not in timm: the trunk of clipjax's tiny test architecture, so its exported JSON reads back.
 _CLIPJAX_TRUNKS = {"vit_tiny_test_patch16_siglip_32": TimmViTConfig(
-    "vit_tiny_test_patch16_siglip_32", 32, 16, 64, 2, 2, gelu_tanh=True)}
+    "vit_tiny_test_patch16_siglip_32", 32, 16, 64, 2, 2, gelu_tanh=True),
+                   # a 4 x 4 position table; sequences of 16 patches by default
+                   "naflexvit_tiny_test_patch16_siglip": TimmViTConfig(
+    "naflexvit_tiny_test_patch16_siglip", 64, 16, 64, 2, 2, gelu_tanh=True, naflex=True,
+    max_num_patches=16)}
+
+
+# timm's SigLIP 2 NaFlex trunks (timm/models/naflexvit.py): the fixed-resolution trunk's sizes
+# with tanh GELU and a 16 x 16 position table (transformers' `num_patches` 256 for both).
+NAFLEX_TRUNKS = {"naflexvit_base_patch16_siglip": "vit_base_patch16_siglip",
+                 "naflexvit_so400m_patch16_siglip": "vit_so400m_patch16_siglip"}
 
 
 def timm_siglip_trunk(timm_model_name: str) -> TimmViTConfig:
-  """The TimmViTConfig of a timm `vit_*_siglip_<res>` model name."""
+  """The TimmViTConfig of a timm `vit_*_siglip_<res>` or `naflexvit_*_siglip` model name."""
   if timm_model_name in _CLIPJAX_TRUNKS:
     return _CLIPJAX_TRUNKS[timm_model_name]
+  if timm_model_name in NAFLEX_TRUNKS:
+    patch, width, layers, heads, mlp_ratio, _ = TIMM_SIGLIP_TRUNKS[NAFLEX_TRUNKS[timm_model_name]]
+    return TimmViTConfig(timm_model_name, 16 * patch, patch, width, layers, heads, mlp_ratio,
+                         gelu_tanh=True, naflex=True)
   family, _, res = timm_model_name.rpartition("_")
   if family not in TIMM_SIGLIP_TRUNKS or not res.isdigit():
     raise ValueError(f"timm model {timm_model_name!r} is not a SigLIP trunk clipjax knows; "
@@ -150,6 +164,12 @@ for _name, _trunk, _text, _embed in (
     *((f"ViT-gopt-16-SigLIP2-{r}", f"vit_giantopt_patch16_siglip_{r}", "SO400M", 1536)
       for r in (256, 384))):
   _SIGLIP[_name] = _siglip(_trunk, _text, "SigLIP2", _embed, tokenizer=f"timm/{_name}")
+for _name, _trunk, _text in (("ViT-B-16-SigLIP2-NaFlex", "naflexvit_base_patch16_siglip", "B"),
+                             ("ViT-SO400M-16-SigLIP2-NaFlex", "naflexvit_so400m_patch16_siglip",
+                              "SO400M")):
+  _repo = {"B": "base", "SO400M": "so400m"}[_text]
+  _SIGLIP[_name] = _siglip(_trunk, _text, "SigLIP2",
+                           tokenizer=f"google/siglip2-{_repo}-patch16-naflex")
 _BASE.update(_SIGLIP)
 # A tiny SigLIP 2 for tests: not a timm model name, so its open_clip twin is built in the tests;
 # the CLIP BPE vocabulary, so it runs without an HF tokenizer.
@@ -160,8 +180,13 @@ _BASE["ViT-T-16-SigLIP2-test"] = CLIPConfig(
                         tokenizer_kwargs=()),
     init_logit_bias=-10.0, custom_text=True)
 
+_BASE["ViT-T-16-SigLIP2-NaFlex-test"] = dataclasses.replace(
+    _BASE["ViT-T-16-SigLIP2-test"], vision=timm_siglip_trunk("naflexvit_tiny_test_patch16_siglip"))
+
 # not in open_clip: exported together with their JSON
-CLIPJAX_ONLY = frozenset({"ViT-T-16-test", "ViT-S-16-tiny", "RN-T-test", "ViT-T-16-SigLIP2-test"})
+CLIPJAX_ONLY = frozenset({"ViT-T-16-test", "ViT-S-16-tiny", "RN-T-test", "ViT-T-16-SigLIP2-test",
+                          "ViT-T-16-SigLIP2-NaFlex-test", "ViT-B-16-SigLIP2-NaFlex",
+                          "ViT-SO400M-16-SigLIP2-NaFlex"})
 # open_clip ships a -quickgelu config for these (OpenAI / MetaCLIP / DFN weights); not for ViT-g-14.
 _QUICKGELU = ("ViT-B-32", "ViT-B-16", "ViT-L-14", "ViT-L-14-336", "ViT-H-14", "ViT-bigG-14",
               "RN50", "RN101", "RN50x4", "RN50x16", "RN50x64")

@@ -9,7 +9,7 @@ the pooled feature is the embedding.
 """
 from __future__ import annotations
 
-from typing import Callable
+from typing import Callable, Mapping
 
 import flax.linen as nn
 import jax
@@ -26,6 +26,7 @@ from clipjax.models.layers import (
   layer_stack,
   tanh_gelu,
 )
+from clipjax.models.naflex import NaFlexEmbeds, check_naflex_batch
 
 TIMM_LN_EPS = 1e-6  # timm's LayerNorm default, used by every SigLIP trunk
 _init = nn.initializers.truncated_normal(0.02)  # timm's trunc_normal_(std=.02) for Linears
@@ -50,12 +51,14 @@ class TimmAttention(nn.Module):
   attention: str = "auto"  # the attention kernel (layers.ATTENTION_KERNELS)
 
   @nn.compact
-  def __call__(self, x: jax.Array) -> jax.Array:
-    """x: [N, L, W] -> [N, L, W]."""
+  def __call__(self, x: jax.Array, lengths: jax.Array | None = None) -> jax.Array:
+    """x: [N, L, W] -> [N, L, W]; `lengths` [N]: only the first lengths[i] tokens are keys
+    (NaFlex padding), None = all."""
     n, length, width = x.shape
     qkv = nn.Dense(3 * width, dtype=self.dtype, kernel_init=_init, name="qkv")(x)
     q, k, v = jnp.split(qkv.reshape(n, length, 3, self.heads, width // self.heads), 3, axis=2)
-    out = dot_product_attention(q[:, :, 0], k[:, :, 0], v[:, :, 0], self.attention)
+    out = dot_product_attention(q[:, :, 0], k[:, :, 0], v[:, :, 0], self.attention,
+                                key_value_seq_lengths=lengths)
     return nn.Dense(width, dtype=self.dtype, kernel_init=_init, name="proj")(
         out.reshape(n, length, width))
 
@@ -68,9 +71,9 @@ class TimmBlock(nn.Module):
   attention: str = "auto"
 
   @nn.compact
-  def __call__(self, x: jax.Array) -> jax.Array:
+  def __call__(self, x: jax.Array, lengths: jax.Array | None = None) -> jax.Array:
     x = x + TimmAttention(self.heads, self.dtype, self.attention, name="attn")(
-        LayerNorm(self.dtype, TIMM_LN_EPS, name="norm1")(x))
+        LayerNorm(self.dtype, TIMM_LN_EPS, name="norm1")(x), lengths)
     return x + TimmMlp(self.mlp_width, self.act, self.dtype, name="mlp")(
         LayerNorm(self.dtype, TIMM_LN_EPS, name="norm2")(x))
 
@@ -84,7 +87,7 @@ class MAPHead(nn.Module):
   attention: str = "auto"
 
   @nn.compact
-  def __call__(self, x: jax.Array) -> jax.Array:
+  def __call__(self, x: jax.Array, lengths: jax.Array | None = None) -> jax.Array:
     n, length, width = x.shape
     head_dim = width // self.heads
     latent = self.param("latent", nn.initializers.truncated_normal(width ** -0.5),
@@ -93,8 +96,8 @@ class MAPHead(nn.Module):
     q = jnp.broadcast_to(q.reshape(1, 1, self.heads, head_dim), (n, 1, self.heads, head_dim))
     kv = nn.Dense(2 * width, dtype=self.dtype, kernel_init=_init, name="kv")(x)
     k, v = jnp.split(kv.reshape(n, length, 2, self.heads, head_dim), 2, axis=2)
-    pooled = dot_product_attention(q, k[:, :, 0], v[:, :, 0], self.attention).reshape(
-        n, 1, width)
+    pooled = dot_product_attention(q, k[:, :, 0], v[:, :, 0], self.attention,
+                                   key_value_seq_lengths=lengths).reshape(n, 1, width)
     pooled = nn.Dense(width, dtype=self.dtype, kernel_init=_init, name="proj")(pooled)
     pooled = pooled + TimmMlp(self.mlp_width, self.act, self.dtype, name="mlp")(
         LayerNorm(self.dtype, TIMM_LN_EPS, name="norm")(pooled))
@@ -123,20 +126,26 @@ class TimmViTTrunk(nn.Module):
   patch_dropout: float = 0.0  # as VisionTransformer's (no class token: every token a patch)
 
   @nn.compact
-  def __call__(self, images: jax.Array) -> jax.Array:
+  def __call__(self, images: jax.Array | Mapping[str, jax.Array]) -> jax.Array:
     cfg = self.cfg
     act = tanh_gelu if cfg.gelu_tanh else exact_gelu
-    x = PatchEmbed(cfg.width, cfg.patch_size, self.dtype, name="patch_embed")(images)
-    pos = self.param("pos_embed", nn.initializers.truncated_normal(0.02),
-                     (1, cfg.grid ** 2, cfg.width))
-    x = x + pos.astype(x.dtype)
-    if self.patch_dropout and self.has_rng("patch_dropout"):
-      x = drop_patches(x, self.patch_dropout, self.make_rng("patch_dropout"), prefix=0)
+    lengths = None
+    if cfg.naflex:  # timm's NaFlexVit: `embeds/proj` + `embeds/pos_embed`, padding masked
+      x = NaFlexEmbeds(cfg.width, cfg.grid, self.dtype, name="embeds")(
+          images["pixel_values"], images["spatial_shapes"])
+      lengths = jnp.sum(images["pixel_attention_mask"] != 0, axis=-1, dtype=jnp.int32)
+    else:
+      x = PatchEmbed(cfg.width, cfg.patch_size, self.dtype, name="patch_embed")(images)
+      pos = self.param("pos_embed", nn.initializers.truncated_normal(0.02),
+                       (1, cfg.grid ** 2, cfg.width))
+      x = x + pos.astype(x.dtype)
+      if self.patch_dropout and self.has_rng("patch_dropout"):
+        x = drop_patches(x, self.patch_dropout, self.make_rng("patch_dropout"), prefix=0)
     x = layer_stack(TimmBlock, (cfg.heads, cfg.mlp_width, act, self.dtype, self.attention),
-                    cfg.layers, "blocks", remat=self.remat, scan=self.scan)(x)
+                    cfg.layers, "blocks", remat=self.remat, scan=self.scan)(x, lengths)
     x = LayerNorm(self.dtype, TIMM_LN_EPS, name="norm")(x)
     return MAPHead(cfg.heads, cfg.mlp_width, act, self.dtype, self.attention,
-                   name="attn_pool")(x)
+                   name="attn_pool")(x, lengths)
 
 
 class TimmVisionTower(nn.Module):
@@ -151,12 +160,16 @@ class TimmVisionTower(nn.Module):
   patch_dropout: float = 0.0  # see TimmViTTrunk
 
   @nn.compact
-  def __call__(self, images: jax.Array) -> jax.Array:
-    """images: [N, H, W, 3] normalised pixels -> [N, embed_dim] float32 (not L2-normalised)."""
+  def __call__(self, images: jax.Array | Mapping[str, jax.Array]) -> jax.Array:
+    """images: [N, H, W, 3] normalised pixels, or for a NaFlex trunk the dict of
+    `models.naflex` -> [N, embed_dim] float32 (not L2-normalised)."""
     if self.embed_dim != self.cfg.width:
       raise ValueError(f"timm tower {self.cfg.timm_model_name}: embed_dim {self.embed_dim} must "
                        f"equal the trunk width {self.cfg.width} (timm_proj 'none')")
-    check_images(images, self.cfg.image_size, self.cfg.timm_model_name)
+    if self.cfg.naflex:
+      check_naflex_batch(images, self.cfg.patch_size, self.cfg.timm_model_name)
+    else:
+      check_images(images, self.cfg.image_size, self.cfg.timm_model_name)
     return TimmViTTrunk(self.cfg, self.dtype, self.remat, self.attention, self.scan,
                         self.patch_dropout, name="trunk")(
         images).astype(jnp.float32)
