@@ -81,9 +81,14 @@ def base_config(method: str) -> ml_collections.ConfigDict:
   # bad_window: stop when this many records in a row are bad (0: the whole source).
   # max_image_pixels: a larger image (width x height, read from its header before decoding)
   # is skipped as a bad record `too_large`; the default is Pillow's decompression-bomb limit.
+  # naflex: batches of a SigLIP 2 NaFlex image tower (clipjax/data/batching.py). Each batch has
+  # one sequence length drawn from `lengths` (patches per image; empty: the model's
+  # max_num_patches) and token_budget // length rows per device (0: batch_size / devices at the
+  # longest length, so that length trains at batch_size); the step compiles once per length.
   c.data = dict(train=synthetic(20_000), augment=False, num_workers=2,
                 read_threads=-1, trim_text=True, caption_field="caption", cache_frozen=False,
-                bad_window=1000, max_image_pixels=89_478_485)
+                bad_window=1000, max_image_pixels=89_478_485,
+                naflex=dict(lengths=(), token_budget=0))
   c.batch_size = 64            # global, over all hosts and devices
   c.total_steps = 300
   # name: the optax optimizer (clipjax/train/optim.py OPTIMIZERS): adamw, lion, adafactor,

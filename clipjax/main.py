@@ -124,7 +124,12 @@ def _run(cfg, workdir: str) -> dict:
     print("\nexported:")
     for name, path in exports.items():
       print(f"  {name}: {path}")
-    if "open_clip" in exports:
+    if getattr(model.cfg.vision, "naflex", False) and "hf" in exports:  # open_clip 3.x: no NaFlex
+      hf = str(exports["hf"])
+      print(f"load in PyTorch:\n  from transformers import AutoImageProcessor, AutoModel; "
+            f"model = AutoModel.from_pretrained({hf!r}); "
+            f"processor = AutoImageProcessor.from_pretrained({hf!r})")
+    elif "open_clip" in exports:
       print(f"load in PyTorch:\n  {pytorch_load_line(exports['open_clip'], model.cfg)}")
   return results
 

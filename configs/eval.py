@@ -17,7 +17,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config = ml_collections.ConfigDict()
   # checkpoint / adapted: any name clipjax.load_openclip takes (pretrained: the tag of an
   # architecture name); arch: empty = the checkpoint's own (ViT-S-16-tiny for random weights).
-  config.model = dict(arch="", checkpoint="", pretrained="", adapted="", blend="embeddings")
+  # max_num_patches: a NaFlex model's sequence lengths, e.g. "(64, 256)": one row per length.
+  config.model = dict(arch="", checkpoint="", pretrained="", adapted="", blend="embeddings",
+                      max_num_patches=())
   config.eval = eval_block()
   if sum(preset.values()) > 1:
     raise ConfigError(f"choose one eval preset of coco, imagenet, cifar10, got {arg!r}")

@@ -44,14 +44,15 @@ COCO_SAMPLE = REPO / "third_party/coco_sample"
 # the long ones first keeps one worker from finishing alone with a slow module
 # (longest-processing-time-first). Order only: no effect on any result.
 SLOWEST_FIRST = ("study/test_study.py", "train/test_methods.py", "convert/test_convert.py",
-                 "train/test_user_paths.py", "train/test_user_data.py", "train/test_step.py",
+                 "train/test_user_paths.py", "train/test_user_data.py",
+                 "train/test_naflex_training.py", "train/test_step.py",
                  "models/test_openclip_parity.py", "models/test_scan_layers.py",
                  "train/test_multihost.py", "train/test_main.py", "parallel/test_plan_scale.py",
                  "train/test_lora_methods.py", "train/test_distill.py", "models/test_lora.py",
                  "train/test_trainer_parity.py", "train/test_ema.py",
                  "losses/test_losses.py", "train/test_siglip_base.py", "evaluate/test_runner.py",
                  "train/test_bench_device.py", "models/test_siglip.py", "models/test_resnet.py",
-                 "data/test_pipeline.py", "models/test_hf_text.py")
+                 "data/test_pipeline.py", "models/test_hf_text.py", "models/test_naflex.py")
 
 
 def pytest_collection_modifyitems(config, items):
@@ -218,3 +219,15 @@ def write_siglip_tokenizer(path, kind: str) -> str:
                                                  unk_token="<unk>")
   tok.save_pretrained(path)
   return str(path)
+
+
+def tiny_siglip2_hf_config():
+  """transformers' Siglip2Config (NaFlex) of ViT-T-16-SigLIP2-NaFlex-test's sizes."""
+  import transformers
+  return transformers.Siglip2Config(
+      text_config=dict(vocab_size=49408, hidden_size=64, intermediate_size=256,
+                       num_hidden_layers=2, num_attention_heads=2, max_position_embeddings=16,
+                       projection_size=64, pad_token_id=None, bos_token_id=None,
+                       eos_token_id=None),
+      vision_config=dict(hidden_size=64, intermediate_size=256, num_hidden_layers=2,
+                         num_attention_heads=2, patch_size=16, num_patches=16))

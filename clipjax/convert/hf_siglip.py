@@ -108,8 +108,8 @@ def siglip_state_dict_to_hf(sd: dict[str, np.ndarray], cfg: CLIPConfig) -> dict[
 
 def hf_siglip_config(cfg: CLIPConfig):
   """transformers.SiglipConfig for a SigLIP architecture (Siglip2Config for NaFlex)."""
-  from transformers import Siglip2Config, SiglipConfig
-  v, t = cfg.vision, cfg.text
+  from transformers import Siglip2Config, Siglip2TextConfig, Siglip2VisionConfig, SiglipConfig
+  v = cfg.vision
   if not isinstance(v, TimmViTConfig):
     raise CheckpointError("hf_siglip_config needs a SigLIP architecture (a timm trunk)")
   act = lambda tanh: "gelu_pytorch_tanh" if tanh else "gelu"
@@ -118,7 +118,10 @@ def hf_siglip_config(cfg: CLIPConfig):
                   num_hidden_layers=v.layers, num_attention_heads=v.heads,
                   patch_size=v.patch_size, num_patches=v.grid ** 2,
                   hidden_act=act(v.gelu_tanh), layer_norm_eps=1e-6)
-    return Siglip2Config(text_config=_hf_text_config(cfg), vision_config=vision,
+    # config objects, not dicts: from dicts transformers first builds (and warns about) its
+    # default text config
+    return Siglip2Config(text_config=Siglip2TextConfig(**_hf_text_config(cfg)),
+                         vision_config=Siglip2VisionConfig(**vision),
                          architectures=["Siglip2Model"])
   return SiglipConfig(
       text_config=_hf_text_config(cfg),

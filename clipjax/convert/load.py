@@ -18,8 +18,7 @@ from clipjax.convert.hf_siglip_load import hf_siglip_to_state_dict
 from clipjax.convert.io import CheckpointError, load_state_dict
 from clipjax.convert.openclip import infer_config, state_dict_to_params, to_layer_layout
 from clipjax.convert.pretrained import resolve
-from clipjax.data.naflex import naflex_transform
-from clipjax.data.transforms import image_transform
+from clipjax.data.naflex import make_image_transform
 from clipjax.models import create_model
 from clipjax.models.clip import CLIP
 from clipjax.models.configs import CLIPConfig, ImagePreprocess
@@ -127,15 +126,13 @@ def create_model_and_transforms(name: str | os.PathLike, pretrained=None, **kwar
 
 def model_transform(cfg: CLIPConfig, *, train: bool = False, uint8: bool = False,
                     max_num_patches: int | None = None):
-  """The image transform of an architecture's weights: open_clip's fixed-size preprocessing
-  (`data.transforms.image_transform`), or for a NaFlex tower the patch-sequence example of
-  `data.naflex` at `max_num_patches` (default: the architecture's)."""
-  pre = cfg.image_preprocess.transform_kwargs()
-  if not getattr(cfg.vision, "naflex", False):
-    return image_transform(cfg.vision.image_size, train=train, uint8=uint8, **pre)
-  return naflex_transform(cfg.vision.patch_size, max_num_patches or cfg.vision.max_num_patches,
-                          pre["mean"], pre["std"], pre["interpolation"], uint8=uint8,
-                          train=train)
+  """The image transform of an architecture's weights: open_clip's fixed-size preprocessing,
+  or for a NaFlex tower the patch-sequence example of `data.naflex` at `max_num_patches`
+  (default: the architecture's)."""
+  options = cfg.transform_options()
+  if max_num_patches:
+    options["max_num_patches"] = max_num_patches
+  return make_image_transform(cfg.vision.image_size, train=train, uint8=uint8, **options)
 
 
 @dataclasses.dataclass(frozen=True)

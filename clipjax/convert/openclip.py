@@ -100,8 +100,9 @@ def param_shapes(cfg: CLIPConfig, scan_layers: bool = False) -> Params:
   """Abstract params (ShapeDtypeStruct leaves) of `CLIP(cfg)`, without allocating them."""
   model = CLIP(cfg, scan_layers=scan_layers)
   ids = jax.ShapeDtypeStruct((1, cfg.text.context_length), jnp.int32)
-  return jax.eval_shape(lambda: model.init(jax.random.key(0), example_images(cfg.vision),
-                                           ids))["params"]
+  images = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype),
+                        example_images(cfg.vision))
+  return jax.eval_shape(lambda i, t: model.init(jax.random.key(0), i, t), images, ids)["params"]
 
 
 def _describe(keys, limit=12) -> str:

@@ -175,7 +175,7 @@ def _from_hub(repo: str, cache_dir: str | None, filename: str | None = None,
     if path:
       return Resolved(Path(path), (config or {}).get("model_cfg"),
                       (config or {}).get("preprocess_cfg", {}), f"hf-hub:{repo}")
-  looked = " or ".join([filename] if filename else WEIGHT_NAMES)
+  looked = " or ".join([filename] if filename else (*WEIGHT_NAMES, "a transformers config.json"))
   raise CheckpointError(f"{_offline_hint(repo, cache_dir)} (looked for {looked})")
 
 

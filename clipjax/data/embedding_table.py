@@ -160,3 +160,15 @@ class EmbeddingTable:
       records = self._reader(int(part)).read([int(r) for r in rows[where] - self.offsets[part]])
       out[where] = np.frombuffer(b"".join(records), np.float32).reshape(len(where), self.dim)
     return out
+
+
+class StackedTables:
+  """Several tables of the same ids read as one: `get(id)` -> [len(tables), D] rows (None when
+  any table lacks the id). A NaFlex image tower's cache: one table per sequence length."""
+
+  def __init__(self, tables: list[EmbeddingTable]):
+    self.tables = list(tables)
+
+  def get(self, image_id: int) -> np.ndarray | None:
+    rows = [t.get(image_id) for t in self.tables]
+    return None if any(r is None for r in rows) else np.stack(rows)

@@ -21,9 +21,8 @@ import math
 from typing import Callable
 
 import numpy as np
-from PIL import Image
 
-from clipjax.data.transforms import _INTERPOLATION, to_pil
+from clipjax.data.transforms import _INTERPOLATION, image_transform, to_pil
 from clipjax.pixels import normalize
 
 NaFlexExample = dict[str, np.ndarray]
@@ -100,3 +99,18 @@ def stack_examples(examples: list[NaFlexExample]) -> dict[str, np.ndarray]:
   if len(lengths) != 1:
     raise ValueError(f"a NaFlex batch has one sequence length; got {sorted(lengths)}")
   return {k: np.stack([e[k] for e in examples]) for k in examples[0]}
+
+
+def make_image_transform(image_size: int, *, train: bool = False, uint8: bool = False,
+                         max_num_patches: int | None = None, patch_size: int | None = None,
+                         resize_mode: str = "shortest", **preprocess) -> Callable:
+  """The image transform a model's options describe (`CLIPConfig.transform_options`): the
+  NaFlex example at `max_num_patches` for `resize_mode="naflex"`, else open_clip's
+  fixed-size `image_transform`."""
+  if resize_mode != "naflex":
+    return image_transform(image_size, train=train, uint8=uint8, resize_mode=resize_mode,
+                           **preprocess)
+  if not patch_size or not max_num_patches:
+    raise ValueError("a NaFlex transform needs patch_size and max_num_patches")
+  return naflex_transform(patch_size, max_num_patches, preprocess["mean"], preprocess["std"],
+                          preprocess.get("interpolation", "bilinear"), uint8=uint8, train=train)

@@ -23,10 +23,10 @@ from absl import flags
 from etils import epath
 from PIL import Image, UnidentifiedImageError
 
-from clipjax.data.records import BAD_REASONS, BadRecord, dialogue_text, format_qa
-from clipjax.data.transforms import image_transform
+from clipjax.data.records import BadRecord, dialogue_text, format_qa
+from clipjax.data.batching import WORKER, LengthBatches, SkipCountBatch
+from clipjax.data.naflex import make_image_transform
 from clipjax.data.views import MapRecords, SafeRecords
-from clipjax.errors import DataError
 from clipjax.parallel.mesh import host_batch_to_global
 from clipjax.text.factory import make_tokenizer
 
@@ -71,17 +71,20 @@ class PrepareExample:
     self.with_image, self.hf_tokenizer = with_image, hf_tokenizer
     self.tokenizer_clean = tokenizer_clean
     self.text_fields, self.context_length = tuple(text_fields), context_length
-    self._transform = image_transform(image_size, train=train, uint8=uint8, **self.preprocess)
+    self._transforms = {None: self._make_transform(None)}
     self._tokenizer = None
 
+  def _make_transform(self, length: int | None):
+    options = dict(self.preprocess, **({"max_num_patches": length} if length else {}))
+    return make_image_transform(self.image_size, train=self.train, uint8=self.uint8, **options)
+
   def __getstate__(self):  # the tokenizer is rebuilt in each worker
-    return {k: v for k, v in self.__dict__.items() if k not in ("_tokenizer", "_transform")}
+    return {k: v for k, v in self.__dict__.items() if k not in ("_tokenizer", "_transforms")}
 
   def __setstate__(self, state):
     self.__dict__.update(state)
     _allow_pixels(self.max_image_pixels)
-    self._transform = image_transform(self.image_size, train=self.train, uint8=self.uint8,
-                                      **self.preprocess)
+    self._transforms = {None: self._make_transform(None)}
     self._tokenizer = None
 
   def _bad(self, reason: str, detail: str):
@@ -116,20 +119,23 @@ class PrepareExample:
       message = _STREAM.sub("the image bytes", str(e))
       return self._bad("corrupt_image", f"{name}: {message}")
 
-  def __call__(self, record, rng: np.random.Generator | None = None):
+  def __call__(self, record, rng: np.random.Generator | None = None,
+               length: int | None = None):
+    """`length`: a NaFlex tower's sequence length for this record (its batch's); None = the
+    transform's own."""
     if isinstance(record, BadRecord):
       if self.strict:
         raise ValueError(f"bad record ({record.reason}): {record.detail}")
       return record
     try:
-      return self._prepare(record, rng)
+      return self._prepare(record, rng, length)
     except Exception as e:  # a record must never stop the pipeline: counted and named
       if self.strict:
         raise
       where = record.get("where") if isinstance(record, dict) else None
       return BadRecord("error", f"{where or 'a record'}: {type(e).__name__}: {e}"[:500])
 
-  def _prepare(self, record: dict, rng: np.random.Generator | None):
+  def _prepare(self, record: dict, rng: np.random.Generator | None, length: int | None):
     if self._tokenizer is None:
       self._tokenizer = make_tokenizer(self.context_length, self.hf_tokenizer,
                                        self.tokenizer_clean)
@@ -163,7 +169,10 @@ class PrepareExample:
       if isinstance(pil, BadRecord):
         known = "where" in record and not pil.detail.startswith(record["where"])
         return BadRecord(pil.reason, f"{record['where']}: {pil.detail}") if known else pil
-      out["image"] = self._transform(pil, rng) if self.train else self._transform(pil)
+      if length not in self._transforms:
+        self._transforms[length] = self._make_transform(length)
+      transform = self._transforms[length]
+      out["image"] = transform(pil, rng) if self.train else transform(pil)
     if texts:
       out.update(zip(texts, self._tokenizer(list(texts.values()))))
     return out
@@ -258,98 +267,11 @@ class _TwoStreamsIterator(grain.DatasetIterator):
         p.close()
 
 
-class SkipCountBatch(grain.IterDataset):
-  """Batches good examples to a fixed size; counts skipped BadRecords by reason per batch.
-
-  Every batch has `mask` (bool [B], which rows are real), `bad_records` (int64
-  [len(BAD_REASONS)], skipped since the previous batch) and `bad_examples` (a list of
-  (reason, detail) strings of those records, for the logs). At the end of a finite stream one
-  last batch carries what is pending: the remaining examples padded and masked
-  (`pad_remainder=True`, for evaluation), or an all-masked batch whose counts include the
-  dropped remainder (`pad_remainder=False`), so nothing is dropped without being counted.
-
-  `bad_window`: raise `DataError` (counts by reason, examples) once that many records in a
-  row were bad, instead of looking for a good one forever in a repeating all-bad source.
-  """
-
-  def __init__(self, parent: grain.IterDataset, batch_size: int, pad_remainder: bool = False,
-               bad_window: int | None = None):
-    super().__init__(parent)
-    self.batch_size, self.pad_remainder, self.bad_window = batch_size, pad_remainder, bad_window
-
-  def __iter__(self):
-    return _SkipCountBatchIterator(self._parent.__iter__(), self.batch_size, self.pad_remainder,
-                                   self.bad_window)
-
-
-class _SkipCountBatchIterator(grain.DatasetIterator):
-
-  def __init__(self, parent, batch_size: int, pad_remainder: bool, bad_window: int | None):
-    super().__init__(parent)
-    self._batch_size, self._pad, self._bad_window = batch_size, pad_remainder, bad_window
-    self._template = None  # zeros shaped like an example, for padding
-    self._exhausted = False
-    self._run = np.zeros(len(BAD_REASONS), np.int64)  # bad records since the last good one
-    self._run_examples: list[tuple[str, str]] = []
-
-  def _count_bad(self, record: BadRecord) -> None:
-    self._run[BAD_REASONS.index(record.reason)] += 1
-    if len(self._run_examples) < 3:
-      self._run_examples.append((record.reason, record.detail))
-    if self._bad_window and self._run.sum() >= self._bad_window:
-      counts = ", ".join(f"{r} {n}" for r, n in zip(BAD_REASONS, self._run) if n)
-      examples = "; ".join(f"{r}: {d}" for r, d in self._run_examples)
-      raise DataError(f"no usable record in {int(self._run.sum())} records of the data source "
-                      f"in a row ({counts}); e.g. {examples}")
-
-  def __next__(self) -> dict[str, Any]:
-    if self._exhausted:
-      raise StopIteration
-    good, bad, examples = [], np.zeros(len(BAD_REASONS), np.int64), []
-    while len(good) < self._batch_size:
-      try:
-        element = next(self._parent)
-      except StopIteration:
-        self._exhausted = True
-        if self._template is None and not good:
-          raise  # nothing was ever decoded here: no shapes to pad with
-        break
-      if isinstance(element, BadRecord):
-        bad[BAD_REASONS.index(element.reason)] += 1
-        examples.append((element.reason, element.detail))
-        self._count_bad(element)
-      else:
-        good.append(element)
-        self._run[:] = 0
-        self._run_examples.clear()
-        if self._template is None:
-          self._template = {k: np.zeros_like(v) for k, v in element.items()}
-    if self._exhausted:
-      if not good and not bad.any():
-        raise StopIteration
-      if not self._pad:
-        bad[BAD_REASONS.index("remainder")] += len(good)
-        good = []
-    mask = np.zeros(self._batch_size, bool)
-    mask[:len(good)] = True
-    good += [self._template] * (self._batch_size - len(good))
-    batch = {k: np.stack([g[k] for g in good]) for k in self._template}
-    batch.update(mask=mask, bad_records=bad, bad_examples=examples)
-    return batch
-
-  def get_state(self) -> dict[str, Any]:
-    return self._parent.get_state()
-
-  def set_state(self, state: dict[str, Any]) -> None:
-    self._parent.set_state(state)
-    self._exhausted = False
-
-
 def build_dataset(source, prepare: PrepareExample, *, batch_size: int, seed: int = 0,
                   shuffle: bool = True, num_epochs: int | None = None, num_workers: int = 2,
                   pad_remainder: bool = False, process_index: int | None = None,
                   process_count: int | None = None, read_threads: int | None = None,
-                  bad_window: int | None = None) -> grain.IterDataset:
+                  bad_window: int | None = None, lengths=None) -> grain.IterDataset:
   """The per-host dataset of batches of `batch_size` (this host's share of the global batch).
 
   Hosts see disjoint strides of one global permutation per epoch (`jax.process_index()` /
@@ -362,6 +284,10 @@ def build_dataset(source, prepare: PrepareExample, *, batch_size: int, seed: int
   and 16 otherwise. Raise it for high-latency storage (gs://).
 
   `bad_window`: stop with `DataError` after that many bad records in a row (None: never).
+
+  `lengths`: a `data.length_batches.LengthPlan` for a NaFlex image tower: batches of one
+  sequence length each, drawn per batch, sized by the token budget (then `batch_size` is
+  unused); records are prepared inside the batching, in the workers.
   """
   _ensure_flags_parsed()  # grain reads absl flags; outside an absl app nobody parsed them
   if process_index is None or process_count is None:
@@ -372,12 +298,17 @@ def build_dataset(source, prepare: PrepareExample, *, batch_size: int, seed: int
     ds = ds.shuffle(seed=seed)
   ds = ds[process_index::process_count]
   ds = ds.repeat(num_epochs)
-  ds = ds.random_map(prepare, seed=seed + 1) if prepare.train else ds.map(prepare)
+  if lengths is None:
+    ds = ds.random_map(prepare, seed=seed + 1) if prepare.train else ds.map(prepare)
   if read_threads is None:
     read_threads = 0 if num_workers > 0 else 16
+  rows = batch_size if lengths is None else max(lengths.rows)
   read = grain.ReadOptions(num_threads=read_threads,
-                           prefetch_buffer_size=2 * batch_size if read_threads else 0)
-  ds = SkipCountBatch(ds.to_iter_dataset(read), batch_size, pad_remainder, bad_window)
+                           prefetch_buffer_size=2 * rows if read_threads else 0)
+  if lengths is None:
+    ds = SkipCountBatch(ds.to_iter_dataset(read), batch_size, pad_remainder, bad_window)
+  else:
+    ds = LengthBatches(ds.to_iter_dataset(read), prepare, lengths, bad_window)
   if num_workers > 0:
     ds = ds.mp_prefetch(grain.MultiprocessingOptions(num_workers=num_workers),
                         worker_init_fn=_worker_init)
@@ -413,6 +344,6 @@ def _ensure_flags_parsed() -> None:
 def _worker_init(worker_index: int, worker_count: int) -> None:
   """grain workers parse no flags of their own (absl-using code in them needs this), and leave
   Ctrl-C to the main process, which saves a checkpoint before it stops them."""
-  del worker_index, worker_count
+  WORKER[:] = [worker_index, worker_count]  # data.batching: a worker's share of the batches
   signal.signal(signal.SIGINT, signal.SIG_IGN)
   _ensure_flags_parsed()

@@ -16,6 +16,7 @@ import numpy as np
 from etils import epath
 
 from clipjax.data.bad_record_log import BadRecordLog
+from clipjax.data.batching import LengthPlan
 from clipjax.data.builder import make_source
 from clipjax.data.pipeline import (
   DEFAULT_MAX_IMAGE_PIXELS,
@@ -31,8 +32,8 @@ from clipjax.data.views import CachedInputs, MapRecords, OneQAPerSample
 
 @dataclasses.dataclass(frozen=True)
 class Encoding:
-  """How one model reads records: its image size and preprocessing (`image_transform`'s
-  options), its tokenizer (the CLIP BPE, or the HF tokenizer in `tokenizer_dir`, with open_clip's
+  """How one model reads records: its image size and preprocessing (`make_image_transform`'s
+  options, a NaFlex tower's patch size and sequence length among them), its tokenizer (the CLIP BPE, or the HF tokenizer in `tokenizer_dir`, with open_clip's
   `tokenizer_clean` mode) and context, and whether its text tower takes ids cut after the last
   end-of-text token (`trimmable`; not a bidirectional tower, which reads the padding)."""
   image_size: int
@@ -46,7 +47,7 @@ class Encoding:
   def of(cls, model_cfg) -> "Encoding":
     """The encoding of a `clipjax.models.configs.CLIPConfig`."""
     text = model_cfg.text
-    return cls(model_cfg.vision.image_size, model_cfg.image_preprocess.transform_kwargs(),
+    return cls(model_cfg.vision.image_size, model_cfg.transform_options(),
                text.context_length, text.tokenizer_dir, text.tokenizer_clean, text.trimmable)
 
 
@@ -138,13 +139,16 @@ class TrainingStreams:
 def training_streams(data: Mapping[str, Any], plan: StreamPlan, encoding: Encoding, *,
                      batch_size: int, seed: int, workdir: epath.Path, source=None,
                      cached: tuple[Any, np.ndarray | None] | None = None,
-                     cached_prefix: str = "") -> TrainingStreams:
+                     cached_prefix: str = "", lengths: LengthPlan | None = None
+                     ) -> TrainingStreams:
   """The streams of a run's `data` config for this host.
 
   batch_size: the global image–text batch (`data.text_batch_size` is the text pairs'), split
   over hosts. source: `image_text_source(data)` when the caller already made it. cached: the
   frozen-tower tables (images, captions or None): records then carry their embedding rows
-  instead of pixels (and caption ids); with cached_prefix ("teacher_") beside them."""
+  instead of pixels (and caption ids); with cached_prefix ("teacher_") beside them.
+  lengths: a NaFlex image tower's batches by sequence length under a token budget
+  (`data.batching.LengthPlan`; `batch_size` then unused)."""
   source = image_text_source(data) if source is None else source
   fields = plan.text_fields
   if cached is not None:
@@ -163,7 +167,7 @@ def training_streams(data: Mapping[str, Any], plan: StreamPlan, encoding: Encodi
   dataset = build_dataset(source, prepare, batch_size=_per_host(batch_size, "batch_size"),
                           seed=seed, num_workers=data["num_workers"],
                           read_threads=read_threads(data, data["train"]),
-                          bad_window=_bad_window(data, source))
+                          bad_window=_bad_window(data, source), lengths=lengths)
   if plan.text_pairs:
     texts = make_source(data["text"])
     if data["text"]["kind"] == "synthetic":

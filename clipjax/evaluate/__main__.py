@@ -12,6 +12,14 @@ architecture comes with the weights (`model.arch` overrides it).
 With `model.adapted` set (a second checkpoint of the same architecture, e.g. DRAFT's output)
 both models are evaluated and `model.blend` adds a β sweep: `embeddings` (the two text towers
 blended on the same text) or `weights` (WiSE-FT). Writes results.json and PNG plots to workdir.
+
+A SigLIP 2 NaFlex model is evaluated at `model.max_num_patches` patches per image (default:
+its own, 256), and at several with a tuple, one table row per length (the SigLIP 2 paper reports
+quality per sequence length):
+
+  python -m clipjax.evaluate --config=configs/eval.py --workdir=/tmp/eval \
+      --config.model.checkpoint=hf-hub:google/siglip2-base-patch16-naflex \
+      --config.model.max_num_patches="(64, 256, 576)"
 """
 from absl import flags
 from ml_collections import config_flags
@@ -42,20 +50,44 @@ def main(argv):
   if cfg.model.blend not in ("", "embeddings", "weights"):
     raise ConfigError(f"model.blend must be '', 'embeddings' or 'weights', got {cfg.model.blend!r}")
   model, params = _load(cfg.model.arch, cfg.model.checkpoint, cfg.model.get("pretrained"))
-  models = {"base": clip_encoders(model, params)}
+  lengths = _lengths(cfg.model.get("max_num_patches"), model.cfg)
+  models = {}
+  for n in lengths:  # one row per sequence length of a NaFlex tower: "base@256", ...
+    models[_named("base", n, lengths)] = clip_encoders(model, params, max_num_patches=n)
   blend = None
   if cfg.model.adapted:
     adapted_model, adapted = _load(cfg.model.arch, cfg.model.adapted)
     if adapted_model.cfg != model.cfg:
       raise ConfigError(f"model.adapted ({cfg.model.adapted}) is not the same architecture as "
                        f"model.checkpoint ({cfg.model.checkpoint}); blending needs both equal")
-    models["adapted"] = clip_encoders(model, adapted)
-    if cfg.model.blend == "embeddings":
-      blend = ("base", "adapted")
+    for n in lengths:
+      models[_named("adapted", n, lengths)] = clip_encoders(model, adapted, max_num_patches=n)
+    if cfg.model.blend == "embeddings":  # the sweep at the first length
+      blend = (_named("base", lengths[0], lengths), _named("adapted", lengths[0], lengths))
     elif cfg.model.blend == "weights":
       for beta in cfg.eval.betas:
-        models[f"wise_beta={beta}"] = clip_encoders(model, blend_params(params, adapted, beta))
+        for n in lengths:
+          models[_named(f"wise_beta={beta}", n, lengths)] = clip_encoders(
+              model, blend_params(params, adapted, beta), max_num_patches=n)
   run_evaluation(cfg.eval, models, _WORKDIR.value, blend=blend)
+
+
+def _lengths(value, model_cfg) -> tuple:
+  """model.max_num_patches: the NaFlex sequence lengths to evaluate at ((None,): the model's
+  own); only for a NaFlex image tower."""
+  lengths = tuple(value) if isinstance(value, (tuple, list)) else ((value,) if value else ())
+  if not lengths:
+    return (None,)
+  if not getattr(model_cfg.vision, "naflex", False):
+    raise ConfigError(f"model.max_num_patches={list(lengths)} is for SigLIP 2 NaFlex image "
+                      f"towers; this model takes fixed-size images")
+  if not all(isinstance(n, int) and n > 0 for n in lengths):
+    raise ConfigError(f"model.max_num_patches={list(lengths)} must be positive patch counts")
+  return lengths
+
+
+def _named(name: str, length, lengths: tuple) -> str:
+  return name if len(lengths) == 1 else f"{name}@{length}"
 
 
 if __name__ == "__main__":

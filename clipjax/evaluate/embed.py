@@ -26,8 +26,9 @@ from clipjax.text.factory import make_tokenizer
 
 @dataclasses.dataclass(frozen=True)
 class Encoders:
-  """encode_images: [B, H, W, 3] uint8 pixels or normalised float32 -> [B, D]; encode_texts: list of n str -> [n, D]
-  (both unit-norm numpy). `key` names the model and its weights (caches, ANN indexes)."""
+  """encode_images: [B, H, W, 3] uint8 pixels or normalised float32 (a NaFlex tower: the batch
+  dict of `clipjax.data.naflex`) -> [B, D]; encode_texts: list of n str -> [n, D] (both
+  unit-norm numpy). `key` names the model and its weights (caches, ANN indexes)."""
   encode_images: Callable[[np.ndarray], np.ndarray]
   encode_texts: Callable[[Sequence[str]], np.ndarray]
   image_size: int
@@ -70,13 +71,16 @@ def make_encoders(image_fn: Callable[[np.ndarray], jax.Array],
                              encoding.tokenizer_clean)
   pad_id = getattr(tokenizer, "pad_token_id", 0)
 
-  def padded(fn, rows: np.ndarray) -> np.ndarray:
+  def padded(fn, rows) -> np.ndarray:
+    """fn over `rows` (an array, or a NaFlex dict of arrays) in batches of batch_size rows."""
+    count = len(jax.tree.leaves(rows)[0])
     out = []
-    for start in range(0, len(rows), batch_size):
-      chunk = rows[start:start + batch_size]
-      fill = batch_size - len(chunk)
-      full = np.concatenate([chunk, np.zeros((fill, *chunk.shape[1:]), chunk.dtype)])
-      out.append(np.asarray(fn(full))[:len(chunk)])
+    for start in range(0, count, batch_size):
+      chunk = jax.tree.map(lambda x: np.asarray(x[start:start + batch_size]), rows)
+      n = len(jax.tree.leaves(chunk)[0])
+      full = jax.tree.map(lambda x: np.concatenate(
+          [x, np.zeros((batch_size - n, *x.shape[1:]), x.dtype)]), chunk)
+      out.append(np.asarray(fn(full))[:n])
     return np.concatenate(out) if out else np.zeros((0, embed_dim), np.float32)
 
   def encode_texts(texts: Sequence[str]) -> np.ndarray:
@@ -85,7 +89,7 @@ def make_encoders(image_fn: Callable[[np.ndarray], jax.Array],
     chunks = [padded(text_fn, cut(ids[s:s + batch_size])) for s in range(0, len(ids), batch_size)]
     return np.concatenate(chunks) if chunks else np.zeros((0, embed_dim), np.float32)
 
-  return Encoders(lambda x: padded(image_fn, np.asarray(x)), encode_texts,
+  return Encoders(lambda x: padded(image_fn, x), encode_texts,
                   encoding.image_size, embed_dim, key, image_key or key,
                   tuple(sorted(encoding.preprocess.items())))
 
@@ -103,16 +107,24 @@ def _jitted_towers(model) -> tuple[Callable, Callable]:
   return image, text
 
 
-def clip_encoders(model, params: Any, batch_size: int = 256) -> Encoders:
-  """Encoders of a clipjax CLIP model and its parameters."""
+def clip_encoders(model, params: Any, batch_size: int = 256,
+                  max_num_patches: int | None = None) -> Encoders:
+  """Encoders of a clipjax CLIP model and its parameters; a NaFlex image tower sees
+  `max_num_patches` patches per image (default: the architecture's)."""
   cfg = model.cfg
   arch = hashlib.sha256(repr(cfg).encode()).hexdigest()[:8]
   image, text = _jitted_towers(model)
   params = jax.device_put(params)  # once, not with every batch (numpy params would be copied)
+  encoding, length = Encoding.of(cfg), ""
+  if max_num_patches and getattr(cfg.vision, "naflex", False):
+    encoding = dataclasses.replace(encoding, preprocess=dict(encoding.preprocess,
+                                                             max_num_patches=max_num_patches))
+    length = f"-L{max_num_patches}"
   return make_encoders(
-      functools.partial(image, params), functools.partial(text, params), Encoding.of(cfg),
-      embed_dim=cfg.embed_dim, key=f"clip-{arch}-{params_fingerprint(params)}",
-      image_key=f"visual-{arch}-{params_fingerprint(params['visual'])}", batch_size=batch_size)
+      functools.partial(image, params), functools.partial(text, params), encoding,
+      embed_dim=cfg.embed_dim, key=f"clip-{arch}-{params_fingerprint(params)}{length}",
+      image_key=f"visual-{arch}-{params_fingerprint(params['visual'])}{length}",
+      batch_size=batch_size)
 
 
 def embed_images(encoders: Encoders, source, *, batch_size: int = 64, num_workers: int = 2,
@@ -138,7 +150,8 @@ def embed_images(encoders: Encoders, source, *, batch_size: int = 64, num_worker
       mask = batch["mask"]
       bad += batch["bad_records"]
       if mask.any():
-        embeddings.append(encoders.encode_images(batch["image"][mask]))
+        embeddings.append(encoders.encode_images(jax.tree.map(lambda x: x[mask],
+                                                              batch["image"])))
         index.append(batch["image_id"][mask])
         labels.append(batch["label"][mask])
       bar.update(int(mask.sum() + batch["bad_records"].sum()))

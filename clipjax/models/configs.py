@@ -7,7 +7,7 @@ architectures are in `registry.py`.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
+from typing import Any, Mapping
 
 from clipjax.pixels import OPENAI_MEAN, OPENAI_STD, normalize_on_device
 from clipjax.text.hf_tokenizer import CLEAN_MODES
@@ -36,8 +36,13 @@ class ImagePreprocess:
     return dataclasses.asdict(self)
 
   def normalize_on_device(self, images):
-    """uint8 [..., 3] pipeline pixels -> normalised float32 (floats pass unchanged)."""
-    return normalize_on_device(images, self.mean, self.std)
+    """uint8 [..., 3] pipeline pixels -> normalised float32 (floats pass unchanged); for a
+    NaFlex batch dict, its `pixel_values` [..., P·P·3] (the other entries pass unchanged)."""
+    if not isinstance(images, Mapping):
+      return normalize_on_device(images, self.mean, self.std)
+    pixels = images["pixel_values"]
+    flat = normalize_on_device(pixels.reshape(*pixels.shape[:-1], -1, 3), self.mean, self.std)
+    return dict(images, pixel_values=flat.reshape(pixels.shape))
 
 
 # open_clip's `_slpcfg`: every SigLIP / SigLIP 2 webli tag.
@@ -332,6 +337,15 @@ class CLIPConfig:
     if getattr(self.vision, "naflex", False):
       return NAFLEX_PREPROCESS
     return SIGLIP_PREPROCESS if isinstance(self.vision, TimmViTConfig) else ImagePreprocess()
+
+  def transform_options(self) -> dict[str, Any]:
+    """The keyword options of `clipjax.data.naflex.make_image_transform` for these weights:
+    the preprocessing, plus the patch size and default sequence length of a NaFlex tower."""
+    options = self.image_preprocess.transform_kwargs()
+    if getattr(self.vision, "naflex", False):
+      options.update(patch_size=self.vision.patch_size,
+                     max_num_patches=self.vision.max_num_patches)
+    return options
 
   def architecture(self) -> "CLIPConfig":
     """The network alone, without the weights' preprocessing (compares with the registry)."""

@@ -57,6 +57,7 @@ def resized_positions(table: jax.Array, spatial_shapes: jax.Array, length: int) 
   its patch sequence: [N, length, W] float32. Position p < rows·cols is grid cell
   (p // cols, p % cols); padding positions take cell (0, 0) (they are masked anyway)."""
   grid = table.shape[0]
+  spatial_shapes = jnp.maximum(spatial_shapes, 1)  # an all-padding row (batch filler): no NaN
   rows, cols = spatial_shapes[:, :1], spatial_shapes[:, 1:]  # [N, 1] each
   p = jnp.arange(length)[None, :]
   valid = p < rows * cols

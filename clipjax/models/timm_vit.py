@@ -133,7 +133,9 @@ class TimmViTTrunk(nn.Module):
     if cfg.naflex:  # timm's NaFlexVit: `embeds/proj` + `embeds/pos_embed`, padding masked
       x = NaFlexEmbeds(cfg.width, cfg.grid, self.dtype, name="embeds")(
           images["pixel_values"], images["spatial_shapes"])
-      lengths = jnp.sum(images["pixel_attention_mask"] != 0, axis=-1, dtype=jnp.int32)
+      # at least one key: an all-padding filler row then gives numbers, not NaN
+      lengths = jnp.maximum(jnp.sum(images["pixel_attention_mask"] != 0, axis=-1,
+                                    dtype=jnp.int32), 1)
     else:
       x = PatchEmbed(cfg.width, cfg.patch_size, self.dtype, name="patch_embed")(images)
       pos = self.param("pos_embed", nn.initializers.truncated_normal(0.02),

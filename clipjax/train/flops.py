@@ -14,7 +14,7 @@ from __future__ import annotations
 import functools
 import re
 import time
-from typing import Any
+from typing import Any, Mapping
 
 import jax
 import jax.numpy as jnp
@@ -37,13 +37,15 @@ def _blocks(tokens: int, width: int, layers: int, mlp_width: int) -> float:
   return layers * (2 * tokens * width * (4 * width + 2 * mlp_width) + 4 * tokens ** 2 * width)
 
 
-def image_flops(cfg: CLIPConfig, patch_dropout: float = 0.0) -> float | None:
+def image_flops(cfg: CLIPConfig, patch_dropout: float = 0.0,
+                patches: int | None = None) -> float | None:
   """Forward FLOPs of one image (None: no formula for this tower); with `patch_dropout`, the
-  blocks and head see the kept patches only (`models.layers.drop_patches`)."""
+  blocks and head see the kept patches only (`models.layers.drop_patches`); `patches`: a
+  NaFlex image's sequence length (padding included: it is computed, then masked)."""
   v = cfg.vision
   kept = lambda p: max(1, int(p * (1 - patch_dropout)))
   if isinstance(v, TimmViTConfig):  # no class token; MAP head: kv over the patches, one query
-    p = v.grid ** 2
+    p = patches or v.grid ** 2
     embed = 2 * p * 3 * v.patch_size ** 2 * v.width
     p = kept(p)
     head = (2 * p * v.width * 2 * v.width + 4 * p * v.width + 2 * v.width * v.width * 2
@@ -80,9 +82,10 @@ def _xla_forward_flops(model, kind: str, length: int) -> float:
 
 
 def tower_forward_flops(model, kind: str, length: int = 0) -> float:
-  """Forward FLOPs of one image (kind "image") or one text of `length` tokens ("text")."""
-  value = (image_flops(model.cfg, getattr(model, "patch_dropout", 0.0)) if kind == "image"
-           else text_flops(model.cfg, length))
+  """Forward FLOPs of one image (kind "image"; `length`: a NaFlex image's patches) or one text
+  of `length` tokens ("text")."""
+  value = (image_flops(model.cfg, getattr(model, "patch_dropout", 0.0), length or None)
+           if kind == "image" else text_flops(model.cfg, length))
   return value if value is not None else _xla_forward_flops(model, kind, length)
 
 
@@ -115,7 +118,10 @@ def step_flops(model, batch: dict[str, Any], text_towers: dict[str, str],
   for stream in (batch["text"], batch["image_text"]) if "image_text" in batch else (batch,):
     if "image" in stream:
       passes = 3 if trainable["image"] else 1
-      total += passes * stream["image"].shape[0] * tower_forward_flops(model, "image")
+      image = stream["image"]  # pixels, or a NaFlex batch dict [N, L, P·P·3]
+      rows, patches = (image["pixel_values"].shape[:2] if isinstance(image, Mapping)
+                       else (image.shape[0], 0))
+      total += passes * rows * tower_forward_flops(model, "image", patches)
     for field, tower in text_towers.items():
       if field not in stream:
         continue

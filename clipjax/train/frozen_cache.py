@@ -25,6 +25,7 @@ from jax.experimental import multihost_utils
 
 from clipjax.data.embedding_table import (
   EmbeddingTable,
+  StackedTables,
   finish_table,
   part_done,
   plan_parts,
@@ -100,14 +101,29 @@ def build_caption_cache(model, clip_params: dict, source, source_spec: dict,
 
 def build_image_cache(model, clip_params: dict, source, source_spec: dict, workdir: epath.Path,
                       *, num_workers: int = 2, batch_size: int = 64,
-                      part_size: int = PART_SIZE) -> EmbeddingTable:
+                      part_size: int = PART_SIZE, lengths: tuple[int, ...] = ()):
   """Embeds every unique image_id of `source` with the (frozen) image tower into a sharded
   table in `workdir/frozen_cache/` (clipjax/data/embedding_table.py), or opens the one a
   previous run finished. With several hosts (jax.distributed), host h embeds parts h, h + hosts,
   ... in parallel and all wait for the table before training; a partly built table (a run
-  stopped while caching) continues with its missing parts."""
-  key = _key(clip_params["visual"], dict(source_spec), model.cfg.vision.image_size,
-             model.cfg.image_preprocess.transform_kwargs())
+  stopped while caching) continues with its missing parts.
+
+  `lengths`: a NaFlex image tower's sequence lengths. An image's embedding depends on its
+  length, so there is one table per length (the length in its key), read together: each
+  record then carries [len(lengths), D] rows and its batch takes its length's row."""
+  if lengths:
+    return StackedTables([_image_table(model, clip_params, source, source_spec, workdir,
+                                       num_workers, batch_size, part_size, n) for n in lengths])
+  return _image_table(model, clip_params, source, source_spec, workdir, num_workers, batch_size,
+                      part_size, None)
+
+
+def _image_table(model, clip_params, source, source_spec, workdir, num_workers, batch_size,
+                 part_size, max_num_patches) -> EmbeddingTable:
+  options = model.cfg.transform_options()
+  if max_num_patches:
+    options["max_num_patches"] = max_num_patches
+  key = _key(clip_params["visual"], dict(source_spec), model.cfg.vision.image_size, options)
   directory = workdir / "frozen_cache" / f"images-{key}"
   if not table_done(directory):
     first = first_record_per_image(source)
@@ -119,7 +135,7 @@ def build_image_cache(model, clip_params: dict, source, source_spec: dict, workd
     host, hosts = jax.process_index(), jax.process_count()
     start_table(directory, model.cfg.embed_dim, len(parts), part_size)
     todo = [p for p in range(host, len(parts), hosts) if not part_done(directory, p)]
-    encoders = clip_encoders(model, clip_params, batch_size) if todo else None
+    encoders = clip_encoders(model, clip_params, batch_size, max_num_patches) if todo else None
     skipped = 0
     for n, p in enumerate(todo):
       lo, hi = parts[p]

@@ -27,21 +27,23 @@ class MetricsLog:
                peak: float, devices: int):
     self.main = jax.process_index() == 0
     self.batch_size, self.last_time, self.last_step = batch_size, time.perf_counter(), start
-    self.peak, self.flops = peak * devices, 0.0
+    self.peak, self.flops, self.rows = peak * devices, 0.0, 0
     self.bar = tqdm(total=total, initial=start, desc="train", unit="step", disable=not self.main)
     if self.main:
       self.tb = EventWriter(workdir / "tensorboard")
       self.jsonl = (workdir / "metrics.jsonl").open("a")
 
-  def add_flops(self, flops: float) -> None:
+  def add_step(self, flops: float, rows: int | None = None) -> None:
+    """One step's model FLOPs and image–text rows (None: batch_size; NaFlex batches vary)."""
     self.flops += flops
+    self.rows += self.batch_size if rows is None else rows
 
   def write(self, step: int, values: dict[str, float]) -> None:
     now = time.perf_counter()
     seconds = max(now - self.last_time, 1e-9)
-    rate = (step - self.last_step) * self.batch_size / seconds
+    rate = self.rows / seconds
     achieved = self.flops / seconds
-    self.last_time, self.last_step, self.flops = now, step, 0.0
+    self.last_time, self.last_step, self.flops, self.rows = now, step, 0.0, 0
     values = dict(values, samples_per_sec=rate, model_tflops=achieved / 1e12,
                   mfu=achieved / self.peak)
     self.bar.set_postfix({k: f"{v:.4g}" for k, v in values.items()

@@ -22,6 +22,7 @@ from jax.experimental import multihost_utils
 
 from clipjax.config import DEFAULT_ARCH
 from clipjax.convert.load import BuildOptions, load_or_create
+from clipjax.data.batching import LengthPlan, plan_lengths
 from clipjax.data.streams import Encoding, TrainingStreams, image_text_source, training_streams
 from clipjax.evaluate.embed import params_fingerprint
 from clipjax.methods import Method, get_method
@@ -142,6 +143,7 @@ def _streams(cfg, run: _Run, workdir: epath.Path) -> TrainingStreams:
   (distill.cached) the teacher's tables, made with its own preprocessing and tokenizer."""
   source = image_text_source(cfg.data)
   spec = dict(cfg.data.train, caption_field=cfg.data.caption_field)
+  plan = naflex_plan(cfg, run.model.cfg, run.mesh)
   teacher = run.method.cached_teacher(cfg)
   if teacher is not None:
     model, params = teacher
@@ -152,7 +154,8 @@ def _streams(cfg, run: _Run, workdir: epath.Path) -> TrainingStreams:
   elif cfg.data.cache_frozen:
     model, clip = run.model, run.state["params"]["clip"]
     images = frozen_cache.build_image_cache(model, clip, source, cfg.data.train, workdir,
-                                            num_workers=cfg.data.num_workers)
+                                            num_workers=cfg.data.num_workers,
+                                            lengths=plan.lengths if plan else ())
     captions = None
     if run.method.caches_frozen_captions and all(
         is_frozen(f) for path, f in jax.tree_util.tree_leaves_with_path(run.frozen["clip"])
@@ -163,7 +166,18 @@ def _streams(cfg, run: _Run, workdir: epath.Path) -> TrainingStreams:
   return training_streams(cfg.data, run.method.stream_plan(cfg), Encoding.of(run.model.cfg),
                           batch_size=cfg.batch_size, seed=cfg.seed, workdir=workdir,
                           source=source, cached=cached,
-                          cached_prefix=run.cache.prefix if run.cache else "")
+                          cached_prefix=run.cache.prefix if run.cache else "", lengths=plan)
+
+
+def naflex_plan(cfg, model_cfg, mesh) -> LengthPlan | None:
+  """The batches by sequence length of a NaFlex image tower (config `data.naflex`), or None."""
+  if not getattr(model_cfg.vision, "naflex", False):
+    return None
+  naflex = cfg.data.get("naflex") or {}
+  lengths = tuple(naflex.get("lengths") or ()) or (model_cfg.vision.max_num_patches,)
+  budget = naflex.get("token_budget") or cfg.batch_size // mesh.size * max(lengths)
+  return plan_lengths(lengths, budget, mesh.size // jax.process_count(), seed=cfg.seed,
+                      multiple=cfg.optim.accum_steps)
 
 
 def _fit(cfg, run: _Run, streams: TrainingStreams, ckpt: Checkpointer, logs: MetricsLog,
@@ -188,8 +202,10 @@ def _fit(cfg, run: _Run, streams: TrainingStreams, ckpt: Checkpointer, logs: Met
       if cfg.data.get("trim_text", True) and model.cfg.text.trimmable:
         batch = trim_text_padding(batch, method.text_fields, method.text_pair_fields,
                                   getattr(model.cfg.text, "pad_token_id", 0))
-      logs.add_flops(jax.process_count() * flops.step_flops(model, batch, method.text_towers(),
-                                                             trainable))
+      rows = len(jax.tree.leaves(batch.get("image_text", batch))[0])  # NaFlex: varies
+      logs.add_step(jax.process_count() * flops.step_flops(model, batch, method.text_towers(),
+                                                            trainable),
+                    jax.process_count() * rows)
       run.state, metrics = step_fn(run.state, host_batch_to_global(batch, run.mesh))
       done = step + 1
       logs.bar.update(1)
@@ -239,9 +255,12 @@ def train(cfg, workdir: str, devices: list[jax.Device] | None = None) -> dict:
     print(f"resumed from {workdir / 'checkpoints'} at step {int(run.state['step'])}", flush=True)
   start = int(run.state["step"])
   peak, peak_source = flops.peak_flops(run.mesh.devices.flat[0])
+  plan = naflex_plan(cfg, run.model.cfg, run.mesh)
+  batch = cfg.batch_size if plan is None else "NaFlex " + ", ".join(
+      f"{rows * jax.process_count()} x {n} patches" for n, rows in zip(plan.lengths, plan.rows))
   if jax.process_index() == 0:  # the stage header, above its progress bar
     print(f"{cfg.method}: {streams.num_samples} samples per epoch, global batch "
-          f"{cfg.batch_size}, steps {start}..{cfg.total_steps}, mesh {dict(run.mesh.shape)}, "
+          f"{batch}, steps {start}..{cfg.total_steps}, mesh {dict(run.mesh.shape)}, "
           f"work dir {workdir}; MFU against {peak / 1e12:.3g} TFLOP/s per device "
           f"({peak_source})", flush=True)
   rewind_logs(workdir, start)  # what an interrupted run logged after its last checkpoint

@@ -15,6 +15,7 @@ import jax
 from clipjax.config import DEFAULT_ARCH
 from clipjax.convert.load import describe_checkpoint
 from clipjax.convert.openclip import param_shapes
+from clipjax.data.batching import plan_lengths
 from clipjax.data.builder import check_source_spec
 from clipjax.errors import ConfigError
 from clipjax.evaluate.tasks import eval_tasks
@@ -106,6 +107,9 @@ def _check_patch_dropout(cfg, arch_cfg) -> None:
   if getattr(arch_cfg.vision, "is_resnet", False):
     raise ConfigError("model.patch_dropout needs a ViT image tower; this architecture's is a "
                       "ResNet")
+  if getattr(arch_cfg.vision, "naflex", False):
+    raise ConfigError("model.patch_dropout does not apply to a NaFlex image tower (its padding "
+                      "is masked by position; use shorter data.naflex.lengths for less work)")
   if cfg.optim.get("accum_steps", 1) > 1:
     raise ConfigError("model.patch_dropout does not combine with optim.accum_steps > 1 (GradCache "
                       "recomputes the towers per device and would draw other patches)")
@@ -124,6 +128,29 @@ def _check_batches(cfg) -> None:
   if accum < 1 or (cfg.batch_size // devices) % accum:
     raise ConfigError(f"optim.accum_steps={accum} must divide the per-device batch "
                       f"{cfg.batch_size // devices}")
+
+
+def _check_naflex(cfg, arch_cfg) -> None:
+  """data.naflex: positive lengths and a token budget that holds a batch at each (with its
+  GradCache sub-batches) on every device."""
+  naflex = cfg.data.get("naflex") or {}
+  if not getattr(arch_cfg.vision, "naflex", False):
+    if naflex.get("lengths") or naflex.get("token_budget"):
+      raise ConfigError("data.naflex is for SigLIP 2 NaFlex image towers; this architecture's "
+                        "image tower takes fixed-size images")
+    return
+  lengths = tuple(naflex.get("lengths") or ()) or (arch_cfg.vision.max_num_patches,)
+  if not all(isinstance(n, int) and n > 0 for n in lengths):
+    raise ConfigError(f"data.naflex.lengths={list(lengths)} must be positive patch counts, "
+                      f"e.g. 128,256,576")
+  if naflex.get("token_budget", 0) < 0:
+    raise ConfigError(f"data.naflex.token_budget={naflex.token_budget} must be >= 0 (0: "
+                      f"batch_size / devices at the longest length)")
+  budget = naflex.get("token_budget") or cfg.batch_size // jax.device_count() * max(lengths)
+  try:
+    plan_lengths(lengths, budget, 1, multiple=cfg.optim.get("accum_steps", 1))
+  except ValueError as e:
+    raise ConfigError(str(e)) from None
 
 
 def validate(cfg, *, check_base: bool = True) -> None:
@@ -145,6 +172,7 @@ def validate(cfg, *, check_base: bool = True) -> None:
   arch_cfg = _check_model(cfg)
   method.validate_model(cfg, arch_cfg)
   _check_patch_dropout(cfg, arch_cfg)
+  _check_naflex(cfg, arch_cfg)
   _check_lora(cfg, arch_cfg, method)
   _check_freeze(cfg, method, arch_cfg)
   if check_base and cfg.get("base") is not None and not cfg.model.checkpoint:

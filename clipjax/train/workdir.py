@@ -117,7 +117,10 @@ def _current_layout(flat: dict[str, Any], method: str) -> dict[str, Any]:
     if moved is None or moved[1] is not None:
       out[key if moved is None else moved[1]] = value
   defaults = _flatten(json.loads(method_config(method).to_json_best_effort()))
-  return {k: v for k, v in defaults.items() if not any(
+  # a source spec (a dict with a `kind`, e.g. data.train) is saved whole: the default's other
+  # fields (a synthetic source's size, ...) are not fields it lacks
+  specs = tuple(o[:-len("kind")] for o in out if o.endswith(".kind"))
+  return {k: v for k, v in defaults.items() if not k.startswith(specs) and not any(
       k == o or k.startswith(o + ".") or o.startswith(k + ".") for o in out)} | out
 
 

@@ -391,3 +391,24 @@ def test_draft_mmd_at_65536_counts_every_entry(mesh):
       i, y, z, s, key=key, block_size=1024, axis_name=axis_name)[0], mesh)
   jax.jit(jax.value_and_grad(loss, argnums=(1, 2))).lower(
       abstract, abstract, abstract, jax.ShapeDtypeStruct((), jnp.float32), jax.random.key(0))
+
+
+@pytest.mark.parametrize("name", ["clip", "siglip"])
+def test_batches_of_varying_size_through_one_jitted_loss(mesh, name):
+  """NaFlex steps change the global batch with the sequence length (token budget / length):
+  one jitted loss on the mesh takes each size, equal in value and gradient to the dense float64
+  loss of that size, and compiles once per size."""
+  fn, np_fn = {"clip": (losses.clip_loss, ref.clip),
+               "siglip": (lambda i, t, s, axis_name: losses.siglip_loss(
+                   i, t, s, jnp.float32(-3.0), axis_name=axis_name),
+                          lambda i, t, s: ref.sigmoid_loss(i, t, s, -3.0))}[name]
+  on = on_mesh(fn, mesh)
+  step = jax.jit(jax.value_and_grad(lambda i, t, s: on(i, t, s), argnums=(0, 1, 2)))
+  for b in (8, 40, 16, 40):
+    i, t = _embeddings(2, seed=b, b=b)
+    value, grads = step(jnp.asarray(i, jnp.float32), jnp.asarray(t, jnp.float32),
+                        jnp.float32(SCALE))
+    assert rel_err(value, np_fn(i, t, SCALE)) < VALUE_TOL, b
+    for g, n in zip(grads, ref.numeric_grad(np_fn, [i, t, SCALE])):
+      assert rel_err(g, n) < GRAD_TOL, b
+  assert step._cache_size() == 3  # one program per batch size, reused when a size recurs

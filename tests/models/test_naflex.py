@@ -9,7 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 import torch
-from conftest import rel_err
+from conftest import rel_err, tiny_siglip2_hf_config
 from PIL import Image
 
 import clipjax
@@ -36,22 +36,11 @@ def _images(sizes=SIZES, seed=0):
   return [Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8)) for h, w in sizes]
 
 
-def _tiny_hf_config():
-  """transformers' Siglip2Config of ViT-T-16-SigLIP2-NaFlex-test's sizes."""
-  return transformers.Siglip2Config(
-      text_config=dict(vocab_size=49408, hidden_size=64, intermediate_size=256,
-                       num_hidden_layers=2, num_attention_heads=2, max_position_embeddings=16,
-                       projection_size=64, pad_token_id=None, bos_token_id=None,
-                       eos_token_id=None),
-      vision_config=dict(hidden_size=64, intermediate_size=256, num_hidden_layers=2,
-                         num_attention_heads=2, patch_size=16, num_patches=16))
-
-
 @pytest.fixture(scope="module")
 def hf_folder(tmp_path_factory):
   """A transformers Siglip2Model with random weights (fixed seed), saved as a folder."""
   torch.manual_seed(0)
-  model = transformers.Siglip2Model(_tiny_hf_config()).eval()
+  model = transformers.Siglip2Model(tiny_siglip2_hf_config()).eval()
   with torch.no_grad():  # HF's init leaves these at one value; make them tell a swap
     model.vision_model.embeddings.position_embedding.weight.normal_()
     model.vision_model.head.probe.normal_()
@@ -233,7 +222,7 @@ def test_wrong_inputs_are_named():
 
 
 def test_a_folder_without_weights_is_a_checkpoint_error(tmp_path):
-  (tmp_path / "config.json").write_text(json.dumps(_tiny_hf_config().to_dict()))
+  (tmp_path / "config.json").write_text(json.dumps(tiny_siglip2_hf_config().to_dict()))
   with pytest.raises(CheckpointError, match="SigLIP config.json but no model.safetensors"):
     clipjax.load_openclip(tmp_path)
 

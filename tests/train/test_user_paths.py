@@ -134,10 +134,13 @@ def test_missing_config_file_and_bad_config_argument(tmp_path):
                      "stage='two'", "is not an int")
 
 
-def test_siglip_fine_tune_command_without_the_weights(tmp_path):
-  """The README's SigLIP 2 fine-tuning line (run where its data/train.jsonl exists), offline
+@pytest.mark.parametrize("marker, repo", [
+    ("configs/siglip.py:arch=ViT-B-16-SigLIP2", "timm/ViT-B-16-SigLIP2"),
+    ("configs/siglip.py:arch=ViT-B-16-SigLIP2-NaFlex", "google/siglip2-base-patch16-naflex")])
+def test_siglip_fine_tune_command_without_the_weights(tmp_path, marker, repo):
+  """The README's SigLIP 2 fine-tuning lines (run where their data/train.jsonl exists), offline
   with an empty HF cache: one line naming the repository and the cache, nothing trained."""
-  cmd = _readme_command("configs/siglip.py:arch=ViT-B-16-SigLIP2")
+  cmd = _readme_command(marker)
   assert cmd[:3] == ["python", "-m", "clipjax.main"], cmd
   (tmp_path / "data").mkdir()
   (tmp_path / "data/train.jsonl").write_text('{"image": "a.jpg", "caption": "a cat"}\n')
@@ -147,7 +150,7 @@ def test_siglip_fine_tune_command_without_the_weights(tmp_path):
                         f"--workdir={tmp_path / 'wd'}"],
                        env=dict(_env(), HF_HUB_CACHE=str(cache)), cwd=tmp_path,
                        capture_output=True, text=True, timeout=120)
-  assert_user_error(out, "timm/ViT-B-16-SigLIP2", str(cache))
+  assert_user_error(out, repo, str(cache))
   assert not (tmp_path / "wd/checkpoints").exists()
 
 
@@ -219,6 +222,18 @@ def test_ctrl_c_saves_and_a_changed_rerun_is_refused(tmp_path):
     (["-m", "clipjax.main"], [f"--config={REPO}/configs/clip.py", "--workdir=/tmp/x",
                               "--config.lora.rank=4", "--config.lora.dropout=1.5"],
      ["lora.dropout=1.5 must be in [0, 1)"]),
+    (["-m", "clipjax.main"], [f"--config={REPO}/configs/siglip.py:arch=ViT-T-16-SigLIP2-NaFlex-test",
+                              "--workdir=/tmp/x", "--config.data.naflex.lengths=(16, 0)"],
+     ["data.naflex.lengths=[16, 0] must be positive patch counts"]),
+    (["-m", "clipjax.main"], [f"--config={REPO}/configs/siglip.py:arch=ViT-T-16-SigLIP2-NaFlex-test",
+                              "--workdir=/tmp/x", "--config.data.naflex.token_budget=100"],
+     ["token budget of 100 patches per device holds no batch at length 128"]),
+    (["-m", "clipjax.main"], [f"--config={REPO}/configs/clip.py", "--workdir=/tmp/x",
+                              "--config.data.naflex.lengths=(64,)"],
+     ["data.naflex is for SigLIP 2 NaFlex image towers"]),
+    (["-m", "clipjax.evaluate"], [f"--config={REPO}/configs/eval.py", "--workdir=/tmp/x",
+                                  "--config.model.max_num_patches=(64,)"],
+     ["model.max_num_patches=[64] is for SigLIP 2 NaFlex image towers"]),
     ([str(REPO / "scripts/convert.py")], ["--input=/no/w.pt", "--output=/tmp/o.safetensors"],
      ["/no/w.pt", "does not exist"]),
     ([str(REPO / "scripts/convert.py")], ["--input=ViT-B-32", "--pretrained=laion2b",
