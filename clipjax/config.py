@@ -109,7 +109,12 @@ def base_config(method: str) -> ml_collections.ConfigDict:
   c.lora = dict(rank=0, alpha=16.0, dropout=0.0, targets=(), seed=0)
   # What every method's global loss shares; the method's own settings (weights, form,
   # temperature, ...) are its block config.<method> (clipjax/methods/<method>.py `settings`).
-  c.loss = dict(block_size=0)  # > 0: the tiled loss path with this many keys per tile
+  # block_size > 0: the tiled loss path with this many keys per tile. exchange: how each device
+  # sees the other devices' rows, "all_gather" (the whole global batch on every device) or
+  # "ring" (shards passed round the mesh with ppermute: the loss's memory follows the device's
+  # rows, not the global batch; clipjax/losses/ring.py). Not yet for DRAFT's MMD, distillation
+  # or hard negatives.
+  c.loss = dict(block_size=0, exchange="all_gather")
   # fsdp > 1 splits parameters (and optimizer state) matching fsdp_rules with at least
   # fsdp_min_size elements over that many devices (clipjax/parallel/sharding.py).
   c.mesh = dict(data=-1, fsdp=1, fsdp_rules=(".*",), fsdp_min_size=2**14)

@@ -19,9 +19,12 @@ from a SigLIP base (t, b: its logit scale and bias).
 """
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
 
+from clipjax.losses.ring import EXCHANGES, ring_row_cross_entropy, ring_row_sigmoid_loss
 from clipjax.losses.tiled import (
   HIGHEST,
   pick_block,
@@ -50,14 +53,37 @@ def check_embeddings(**named: jax.Array) -> int:
 
 
 def _labels(local_n: int, labels, axis_name: AxisName):
-  """(query labels [b], key labels [B]): the global row index unless labels are given."""
+  """This shard's labels [b]: the global row index unless labels are given."""
   if labels is None:
-    q = shard_offset(local_n, axis_name) + jnp.arange(local_n, dtype=jnp.int32)
-    return q, all_gather(q, axis_name)
+    return shard_offset(local_n, axis_name) + jnp.arange(local_n, dtype=jnp.int32)
   labels = jnp.asarray(labels, jnp.int32)
   if labels.shape != (local_n,):
     raise ValueError(f"labels must have shape [{local_n}] (one per sample), got {labels.shape}")
-  return labels, all_gather(labels, axis_name)
+  return labels
+
+
+def _ring(exchange: str, axis_name: AxisName) -> bool:
+  """Whether the keys go round the ring (`losses.ring`) instead of being all-gathered."""
+  if exchange not in EXCHANGES:
+    raise ValueError(f"exchange must be one of {list(EXCHANGES)}, got {exchange!r}")
+  return exchange == "ring" and axis_name is not None
+
+
+def _rows(kind: str, queries, keys, scale, bias, q_labels, k_labels, block_size, axis_name,
+          exchange: str) -> jax.Array:
+  """Per query row, the `kind` ("softmax" | "sigmoid") loss against the keys of the global
+  batch: this shard's `keys` [b, D] and `k_labels` [b], all-gathered or sent round the ring."""
+  if _ring(exchange, axis_name):
+    q, k = queries.astype(jnp.float32), keys.astype(jnp.float32)
+    scale = jnp.asarray(scale, jnp.float32)
+    bias = jnp.zeros((), jnp.float32) if bias is None else jnp.asarray(bias, jnp.float32)
+    block = pick_block(k.shape[0], block_size or k.shape[0])
+    ring = ring_row_cross_entropy if kind == "softmax" else ring_row_sigmoid_loss
+    return ring(q, k, scale, bias, q_labels, k_labels, block, axis_name)
+  kw = dict(q_labels=q_labels, k_labels=all_gather(k_labels, axis_name), block_size=block_size)
+  if kind == "softmax":
+    return row_cross_entropy(queries, all_gather(keys, axis_name), scale, bias=bias, **kw)
+  return row_sigmoid_loss(queries, all_gather(keys, axis_name), scale, bias, **kw)
 
 
 def row_cross_entropy(queries: jax.Array, keys: jax.Array, scale, *, bias=None, q_labels,
@@ -79,17 +105,18 @@ def row_cross_entropy(queries: jax.Array, keys: jax.Array, scale, *, bias=None, 
 
 def query_loss(queries: jax.Array, keys: jax.Array, scale, *, bias=None, labels=None,
                bidirectional: bool = False, block_size: int | None = None,
-               axis_name: AxisName = None) -> jax.Array:
+               axis_name: AxisName = None, exchange: str = "all_gather") -> jax.Array:
   """Mean over the global batch of CE_rows(s · queries keysᵀ): queries pick their own key
   among all keys of the global batch. With `bidirectional`, the mean of both directions.
-  queries, keys: [N, D] L2-normalised (this shard's rows under a mesh). Returns a scalar."""
+  queries, keys: [N, D] L2-normalised (this shard's rows under a mesh). `exchange`: how each
+  device sees the other devices' keys, "all_gather" or "ring" (`losses.ring`). A scalar."""
   n = check_embeddings(queries=queries, keys=keys)
-  q_lab, k_lab = _labels(n, labels, axis_name)
-  kw = dict(bias=bias, q_labels=q_lab, k_labels=k_lab, block_size=block_size)
-  total = row_cross_entropy(queries, all_gather(keys, axis_name), scale, **kw).sum()
+  lab = _labels(n, labels, axis_name)
+  rows = functools.partial(_rows, "softmax", scale=scale, bias=bias, q_labels=lab, k_labels=lab,
+                           block_size=block_size, axis_name=axis_name, exchange=exchange)
+  total = rows(queries, keys).sum()
   if bidirectional:
-    total = 0.5 * (total + row_cross_entropy(keys, all_gather(queries, axis_name), scale,
-                                             **kw).sum())
+    total = 0.5 * (total + rows(keys, queries).sum())
   return psum(total, axis_name) / psum(n, axis_name)
 
 
@@ -110,24 +137,26 @@ def row_sigmoid_loss(queries: jax.Array, keys: jax.Array, scale, bias, *, q_labe
 
 
 def sigmoid_query_loss(queries: jax.Array, keys: jax.Array, scale, bias, *, labels=None,
-                       block_size: int | None = None, axis_name: AxisName = None) -> jax.Array:
+                       block_size: int | None = None, axis_name: AxisName = None,
+                       exchange: str = "all_gather") -> jax.Array:
   """SL(Q, K) = −(1/B) Σ_i Σ_j log σ(z_ij (t·Q_i·K_j + b)) over the global batch (methods.md §7,
   §7b): each device scores its query rows against every key. The sum runs over all pairs, so
   SL(Q, K) = SL(K, Q): the sigmoid form has no direction. queries, keys: [N, D] normalised."""
   n = check_embeddings(queries=queries, keys=keys)
-  q_lab, k_lab = _labels(n, labels, axis_name)
-  total = row_sigmoid_loss(queries, all_gather(keys, axis_name), scale, bias, q_labels=q_lab,
-                           k_labels=k_lab, block_size=block_size).sum()
+  lab = _labels(n, labels, axis_name)
+  total = _rows("sigmoid", queries, keys, scale, bias, lab, lab, block_size, axis_name,
+                exchange).sum()
   return psum(total, axis_name) / psum(n, axis_name)
 
 
 def siglip_loss(image_emb: jax.Array, text_emb: jax.Array, logit_scale, logit_bias, *,
-                labels=None, block_size: int | None = None, axis_name: AxisName = None) -> jax.Array:
+                labels=None, block_size: int | None = None, axis_name: AxisName = None,
+                exchange: str = "all_gather") -> jax.Array:
   """SigLIP (docs/methods.md §7): −(1/B) Σ_i Σ_j log σ(z_ij (t·I_i·T_j + b)), z = +1 on the diagonal
   (or for equal `labels`), −1 elsewhere. logit_scale: the multiplier t = exp(t') (t' init
   log 10); logit_bias: b (init −10). open_clip's SigLipLoss sums the same B² terms."""
   return sigmoid_query_loss(image_emb, text_emb, logit_scale, logit_bias, labels=labels,
-                            block_size=block_size, axis_name=axis_name)
+                            block_size=block_size, axis_name=axis_name, exchange=exchange)
 
 
 def adaptation_term(form: str, logit_bias=None, bidirectional: bool = False):
@@ -147,7 +176,8 @@ def adaptation_term(form: str, logit_bias=None, bidirectional: bool = False):
 
 
 def clip_loss(image_emb: jax.Array, text_emb: jax.Array, logit_scale, logit_bias=None, *,
-              labels=None, block_size: int | None = None, axis_name: AxisName = None) -> jax.Array:
+              labels=None, block_size: int | None = None, axis_name: AxisName = None,
+              exchange: str = "all_gather") -> jax.Array:
   """CLIP's symmetric InfoNCE, ½(CE(L) + CE(Lᵀ)) with L = s·I Tᵀ (+ bias) (docs/methods.md §1).
 
   image_emb, text_emb: [N, D] L2-normalised. logit_scale: the multiplier s. labels: optional
@@ -156,28 +186,30 @@ def clip_loss(image_emb: jax.Array, text_emb: jax.Array, logit_scale, logit_bias
   """
   check_embeddings(image_emb=image_emb, text_emb=text_emb)
   return query_loss(image_emb, text_emb, logit_scale, bias=logit_bias, labels=labels,
-                    bidirectional=True, block_size=block_size, axis_name=axis_name)
+                    bidirectional=True, block_size=block_size, axis_name=axis_name,
+                    exchange=exchange)
 
 
 def unicl_loss(image_emb: jax.Array, text_emb: jax.Array, labels, logit_scale, *,
-               block_size: int | None = None, axis_name: AxisName = None) -> jax.Array:
+               block_size: int | None = None, axis_name: AxisName = None,
+               exchange: str = "all_gather") -> jax.Array:
   """UniCL (methods.md §4): targets A_ij = 1[y_i = y_j], rows normalised, both directions averaged.
   Samples without a class must carry a label unique across the global batch (and hosts)."""
   return clip_loss(image_emb, text_emb, logit_scale, labels=labels, block_size=block_size,
-                   axis_name=axis_name)
+                   axis_name=axis_name, exchange=exchange)
 
 
 def three_tower_loss(image_emb: jax.Array, text_emb: jax.Array, dialogue_emb: jax.Array,
                      logit_scale, a: float = 0.65, *, bidirectional: bool = False, labels=None,
                      form: str = "softmax", logit_bias=None, block_size: int | None = None,
-                     axis_name: AxisName = None) -> jax.Array:
+                     axis_name: AxisName = None, exchange: str = "all_gather") -> jax.Array:
   """CLIP-3Modal, seed 001 eq. 4.3.1 (docs/methods.md §2):
   a·CE_rows(s·G(z) I(x)ᵀ) + (1−a)·CE_rows(s·G(z) T(y)ᵀ), dialogue rows as queries.
   `bidirectional` averages each term with its transposed direction; `form="sigmoid"` uses
   SL(G(z), ·) with `logit_bias` instead of CE_rows (§7b). All [N, D] normalised."""
   check_embeddings(image_emb=image_emb, text_emb=text_emb, dialogue_emb=dialogue_emb)
   term = adaptation_term(form, logit_bias, bidirectional)
-  kw = dict(labels=labels, block_size=block_size, axis_name=axis_name)
+  kw = dict(labels=labels, block_size=block_size, axis_name=axis_name, exchange=exchange)
   return (a * term(dialogue_emb, image_emb, logit_scale, **kw)
           + (1 - a) * term(dialogue_emb, text_emb, logit_scale, **kw))
 
@@ -185,32 +217,34 @@ def three_tower_loss(image_emb: jax.Array, text_emb: jax.Array, dialogue_emb: ja
 def draft_contrastive_loss(image_emb: jax.Array, caption_emb: jax.Array, dialogue_emb: jax.Array,
                            logit_scale, a: float = 0.65, *, bidirectional: bool = False,
                            labels=None, form: str = "softmax", logit_bias=None,
-                           block_size: int | None = None, axis_name: AxisName = None) -> jax.Array:
+                           block_size: int | None = None, axis_name: AxisName = None,
+                           exchange: str = "all_gather") -> jax.Array:
   """DRAFT's L_con, seed 001 eq. 4.4.1 (docs/methods.md §3): texts as queries against the images,
   a·CE_rows(s·T(z) I(x)ᵀ) + (1−a)·CE_rows(s·T(y) I(x)ᵀ); `form="sigmoid"`: SL(T(·), I) with
   `logit_bias` (§7b)."""
   check_embeddings(image_emb=image_emb, caption_emb=caption_emb, dialogue_emb=dialogue_emb)
   term = adaptation_term(form, logit_bias, bidirectional)
-  kw = dict(labels=labels, block_size=block_size, axis_name=axis_name)
+  kw = dict(labels=labels, block_size=block_size, axis_name=axis_name, exchange=exchange)
   return (a * term(dialogue_emb, image_emb, logit_scale, **kw)
           + (1 - a) * term(caption_emb, image_emb, logit_scale, **kw))
 
 
 def mult_loss(image_emb: jax.Array, text_emb: jax.Array, fused_emb: jax.Array, logit_scale,
               a: float, b: float, *, block_size: int | None = None,
-              axis_name: AxisName = None) -> jax.Array:
+              axis_name: AxisName = None, exchange: str = "all_gather") -> jax.Array:
   """MulT three-way loss (docs/methods.md §6): a·CEsym(I,T) + b·CEsym(T,M) + (1−a−b)·CEsym(M,I)."""
   if not (0 < a and 0 < b and a + b < 1):
     raise ValueError(f"mult_loss needs 0 < a, 0 < b and a + b < 1, got a={a}, b={b}")
   check_embeddings(image_emb=image_emb, text_emb=text_emb, fused_emb=fused_emb)
-  kw = dict(block_size=block_size, axis_name=axis_name)
+  kw = dict(block_size=block_size, axis_name=axis_name, exchange=exchange)
   return (a * clip_loss(image_emb, text_emb, logit_scale, **kw)
           + b * clip_loss(text_emb, fused_emb, logit_scale, **kw)
           + (1 - a - b) * clip_loss(fused_emb, image_emb, logit_scale, **kw))
 
 
 def text_infonce(q: jax.Array, p: jax.Array, negatives: jax.Array | None = None,
-                 tau: float = 0.05, *, axis_name: AxisName = None) -> jax.Array:
+                 tau: float = 0.05, *, axis_name: AxisName = None,
+                 exchange: str = "all_gather") -> jax.Array:
   """jina-style text–text loss (docs/methods.md §5) with cosine similarities over temperature τ.
 
   pairs:     InfoNCE(q→p) + InfoNCE(p→q)  (summed, not averaged)
@@ -219,16 +253,23 @@ def text_infonce(q: jax.Array, p: jax.Array, negatives: jax.Array | None = None,
   q, p: [N, D] L2-normalised; negatives: [N, m, D] L2-normalised. Returns a scalar.
   """
   n = check_embeddings(q=q, p=p)
-  q_lab, p_lab = _labels(n, None, axis_name)
-  keys, key_labels = all_gather(p, axis_name), p_lab
-  if negatives is not None:
-    if negatives.ndim != 3 or negatives.shape[0] != n or negatives.shape[2] != q.shape[1]:
-      raise ValueError(f"negatives must be [{n}, m, {q.shape[1]}], got {list(negatives.shape)}")
-    neg = all_gather(negatives, axis_name).reshape(-1, q.shape[1]).astype(keys.dtype)
-    keys = jnp.concatenate([keys, neg])
-    key_labels = jnp.concatenate([key_labels, jnp.full((neg.shape[0],), -1, jnp.int32)])
+  lab = _labels(n, None, axis_name)
   inv_tau = 1.0 / tau
-  q_to_p = row_cross_entropy(q, keys, inv_tau, q_labels=q_lab, k_labels=key_labels).sum()
-  p_to_q = row_cross_entropy(p, all_gather(q, axis_name), inv_tau, q_labels=q_lab,
+  if negatives is None:  # both directions against the other side's global batch
+    rows = functools.partial(_rows, "softmax", scale=inv_tau, bias=None, q_labels=lab,
+                             k_labels=lab, block_size=None, axis_name=axis_name,
+                             exchange=exchange)
+    return psum(rows(q, p).sum() + rows(p, q).sum(), axis_name) / psum(n, axis_name)
+  if _ring(exchange, axis_name):
+    raise NotImplementedError("text_infonce with hard negatives has no ring exchange yet; use "
+                              "exchange='all_gather'")
+  if negatives.ndim != 3 or negatives.shape[0] != n or negatives.shape[2] != q.shape[1]:
+    raise ValueError(f"negatives must be [{n}, m, {q.shape[1]}], got {list(negatives.shape)}")
+  p_lab = all_gather(lab, axis_name)
+  neg = all_gather(negatives, axis_name).reshape(-1, q.shape[1]).astype(p.dtype)
+  keys = jnp.concatenate([all_gather(p, axis_name), neg])  # negatives: label -1, never a target
+  key_labels = jnp.concatenate([p_lab, jnp.full((neg.shape[0],), -1, jnp.int32)])
+  q_to_p = row_cross_entropy(q, keys, inv_tau, q_labels=lab, k_labels=key_labels).sum()
+  p_to_q = row_cross_entropy(p, all_gather(q, axis_name), inv_tau, q_labels=lab,
                              k_labels=p_lab).sum()
   return psum(q_to_p + p_to_q, axis_name) / psum(n, axis_name)

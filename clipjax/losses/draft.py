@@ -13,7 +13,8 @@ def draft_loss(image_emb: jax.Array, caption_emb: jax.Array, dialogue_emb: jax.A
                logit_scale, *, key: jax.Array | None = None, a: float = 0.65,
                mmd_weight: float = 1.0, mmd: MMDConfig = MMDConfig(),
                bidirectional: bool = False, labels=None, form: str = "softmax",
-               logit_bias=None, block_size: int | None = None, axis_name: AxisName = None):
+               logit_bias=None, block_size: int | None = None, axis_name: AxisName = None,
+               exchange: str = "all_gather"):
   """L = a·CE_rows(s·T(z)Iᵀ) + (1−a)·CE_rows(s·T(y)Iᵀ) + λ·L_MMD(S, D).
 
   `form="sigmoid"` (a SigLIP base, docs/methods.md §7b): the two CE_rows terms become SL(·, I) with
@@ -27,6 +28,9 @@ def draft_loss(image_emb: jax.Array, caption_emb: jax.Array, dialogue_emb: jax.A
   L_MMD = sqrt(max(MMD², 0) + 1e-12), or MMD² when `mmd.squared`.
   Returns (loss, aux) with aux = {"contrastive", "mmd2", "mmd", "sigma"} (global values).
   """
+  if exchange == "ring" and axis_name is not None:
+    raise NotImplementedError("DRAFT's MMD term has no ring exchange yet; use "
+                              "exchange='all_gather'")
   contrastive = draft_contrastive_loss(image_emb, caption_emb, dialogue_emb, logit_scale, a,
                                        bidirectional=bidirectional, labels=labels, form=form,
                                        logit_bias=logit_bias, block_size=block_size,

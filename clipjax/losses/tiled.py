@@ -61,9 +61,9 @@ def _tiled_row_ce(q, k, scale, bias, q_labels, k_labels, block: int):
   return _row_ce_forward(q, k, scale, bias, q_labels, k_labels, block)[0]
 
 
-def _row_ce_forward(q, k, scale, bias, q_labels, k_labels, block):
-  b = q.shape[0]
-
+def ce_tile_step(q, scale, bias, q_labels):
+  """The scan step folding one (keys, key labels) block into the running per-row statistics
+  (max, Σ exp, Σ target logits, target count) of the soft-target cross-entropy."""
   def step(carry, blk):
     m, s, tsum, tcnt = carry
     k_blk, kl_blk = blk
@@ -74,12 +74,26 @@ def _row_ce_forward(q, k, scale, bias, q_labels, k_labels, block):
     tsum = tsum + jnp.where(match, logits, 0.0).sum(axis=1)
     tcnt = tcnt + match.sum(axis=1).astype(jnp.float32)
     return (m_new, s, tsum, tcnt), None
+  return step
 
-  init = (_full((b,), -jnp.inf, q), _full((b,), 0.0, q), _full((b,), 0.0, q),
+
+def ce_init(q):
+  b = q.shape[0]
+  return (_full((b,), -jnp.inf, q), _full((b,), 0.0, q), _full((b,), 0.0, q),
           _full((b,), 0.0, q))
-  (m, s, tsum, tcnt), _ = jax.lax.scan(step, init, (_blocks(k, block), _blocks(k_labels, block)))
+
+
+def ce_finish(stats):
+  """(per-row loss, (log-sum-exp, target count)) from the statistics of every key."""
+  m, s, tsum, tcnt = stats
   lse = m + jnp.log(s)
   return lse - tsum / tcnt, (lse, tcnt)
+
+
+def _row_ce_forward(q, k, scale, bias, q_labels, k_labels, block):
+  stats, _ = jax.lax.scan(ce_tile_step(q, scale, bias, q_labels), ce_init(q),
+                          (_blocks(k, block), _blocks(k_labels, block)))
+  return ce_finish(stats)
 
 
 def _row_ce_fwd(q, k, scale, bias, q_labels, k_labels, block):
@@ -87,10 +101,10 @@ def _row_ce_fwd(q, k, scale, bias, q_labels, k_labels, block):
   return loss, (q, k, scale, bias, q_labels, k_labels, lse, tcnt)
 
 
-def _logits_backward(q, k, scale, bias, k_labels, block, grad_of_logits):
-  """The custom_vjp cotangents (q, k, scale, bias, labels) of a row loss whose gradient with
-  respect to one [b, block] tile of logits is `grad_of_logits(logits, key_labels_of_tile)`;
-  each tile is recomputed, never stored."""
+def grad_tile_step(q, scale, bias, grad_of_logits):
+  """The backward scan step of one (keys, key labels) block: the logits tile is recomputed,
+  `grad_of_logits(logits, key_labels_of_tile)` is the loss's gradient with respect to it;
+  accumulates (dq, dscale, dbias) and returns the block's dk."""
   def step(carry, blk):
     dq, dscale, dbias = carry
     k_blk, kl_blk = blk
@@ -99,20 +113,42 @@ def _logits_backward(q, k, scale, bias, k_labels, block, grad_of_logits):
     dq = dq + scale * jnp.dot(grad_logits, k_blk, precision=HIGHEST)
     dk_blk = scale * jnp.dot(grad_logits.T, q, precision=HIGHEST)
     return (dq, dscale + jnp.sum(grad_logits * dots), dbias + jnp.sum(grad_logits)), dk_blk
+  return step
 
-  init = (jnp.zeros_like(q), _full((), 0.0, q), _full((), 0.0, q))
-  (dq, dscale, dbias), dk = jax.lax.scan(step, init, (_blocks(k, block), _blocks(k_labels, block)))
-  return (dq, dk.reshape(k.shape), dscale.astype(jnp.result_type(scale)),
-          dbias.astype(jnp.result_type(bias)), None, None)
+
+def grad_init(q):
+  return jnp.zeros_like(q), _full((), 0.0, q), _full((), 0.0, q)
+
+
+def cotangents(dq, dk, dscale, dbias, scale, bias):
+  """The custom_vjp cotangents of (q, k, scale, bias, q_labels, k_labels)."""
+  return (dq, dk, dscale.astype(jnp.result_type(scale)), dbias.astype(jnp.result_type(bias)),
+          None, None)
+
+
+def _logits_backward(q, k, scale, bias, k_labels, block, grad_of_logits):
+  """The custom_vjp cotangents (q, k, scale, bias, labels) of a row loss whose gradient with
+  respect to one [b, block] tile of logits is `grad_of_logits(logits, key_labels_of_tile)`;
+  each tile is recomputed, never stored."""
+  (dq, dscale, dbias), dk = jax.lax.scan(grad_tile_step(q, scale, bias, grad_of_logits),
+                                         grad_init(q),
+                                         (_blocks(k, block), _blocks(k_labels, block)))
+  return cotangents(dq, dk.reshape(k.shape), dscale, dbias, scale, bias)
+
+
+def ce_grad_of_logits(q_labels, g, lse, tcnt):
+  """The soft-target cross-entropy's gradient with respect to a logits tile: softmax minus
+  the uniform target over the matching keys, scaled by the rows' cotangent g."""
+  coef = g / tcnt
+  return lambda logits, kl_blk: (
+      g[:, None] * jnp.exp(logits - lse[:, None])
+      - jnp.where(q_labels[:, None] == kl_blk[None, :], coef[:, None], 0.0))
 
 
 def _row_ce_bwd(block, res, g):
   q, k, scale, bias, q_labels, k_labels, lse, tcnt = res
-  coef = g / tcnt
-  return _logits_backward(  # softmax minus the uniform target over the matching keys
-      q, k, scale, bias, k_labels, block, lambda logits, kl_blk: (
-          g[:, None] * jnp.exp(logits - lse[:, None])
-          - jnp.where(q_labels[:, None] == kl_blk[None, :], coef[:, None], 0.0)))
+  return _logits_backward(q, k, scale, bias, k_labels, block,
+                          ce_grad_of_logits(q_labels, g, lse, tcnt))
 
 
 _tiled_row_ce.defvjp(_row_ce_fwd, _row_ce_bwd)
@@ -132,14 +168,28 @@ def tiled_row_sigmoid_loss(q, k, scale, bias, q_labels, k_labels, block: int):
                             k_labels, block)
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(6,))
-def _tiled_row_sigmoid(q, k, scale, bias, q_labels, k_labels, block: int):
+def sigmoid_tile_step(q, scale, bias, q_labels):
+  """The scan step adding one (keys, key labels) block's −log σ(z (scale q·k + bias)) terms
+  to the running per-row sums."""
   def step(acc, blk):
     k_blk, kl_blk = blk
     z = _signs(q_labels, kl_blk)
     return acc - jax.nn.log_sigmoid(z * _tile_logits(q, k_blk, scale, bias)).sum(axis=1), None
+  return step
 
-  acc, _ = jax.lax.scan(step, _full((q.shape[0],), 0.0, q),
+
+def sigmoid_grad_of_logits(g, q_labels):
+  """d/dl −log σ(z l) = −z σ(−z l), scaled by the rows' cotangent g."""
+  def grad_of_logits(logits, kl_blk):
+    z = _signs(q_labels, kl_blk)
+    return -g[:, None] * z * jax.nn.sigmoid(-z * logits)
+  return grad_of_logits
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(6,))
+def _tiled_row_sigmoid(q, k, scale, bias, q_labels, k_labels, block: int):
+  acc, _ = jax.lax.scan(sigmoid_tile_step(q, scale, bias, q_labels),
+                        _full((q.shape[0],), 0.0, q),
                         (_blocks(k, block), _blocks(k_labels, block)))
   return acc
 
@@ -151,12 +201,8 @@ def _row_sigmoid_fwd(q, k, scale, bias, q_labels, k_labels, block):
 
 def _row_sigmoid_bwd(block, res, g):
   q, k, scale, bias, q_labels, k_labels = res
-
-  def grad_of_logits(logits, kl_blk):  # d/dl −log σ(z l) = −z σ(−z l)
-    z = _signs(q_labels, kl_blk)
-    return -g[:, None] * z * jax.nn.sigmoid(-z * logits)
-
-  return _logits_backward(q, k, scale, bias, k_labels, block, grad_of_logits)
+  return _logits_backward(q, k, scale, bias, k_labels, block,
+                          sigmoid_grad_of_logits(g, q_labels))
 
 
 _tiled_row_sigmoid.defvjp(_row_sigmoid_fwd, _row_sigmoid_bwd)

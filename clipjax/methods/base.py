@@ -51,7 +51,8 @@ Embeddings = dict[str, Any]
 class Context:
   """What `embed` and `loss` close over: the model, the device mesh, the method's settings
   (`config.<method>`), the keys per tile of the tiled loss path (None = the dense matrix,
-  `config.loss.block_size`), in a training step the step's key for the towers' own
+  `config.loss.block_size`) and the exchange of the other devices' rows, in a training step
+  the step's key for the towers' own
   randomness (patch and LoRA dropout; None elsewhere), and the LoRA settings (None: off)."""
   model: CLIP
   mesh: Mesh
@@ -59,6 +60,12 @@ class Context:
   block_size: int | None = None
   key: jax.Array | None = None
   lora: LoraSettings | None = None
+  exchange: str = "all_gather"  # `config.loss.exchange`: all_gather | ring (losses/ring.py)
+
+  @property
+  def loss_options(self) -> dict[str, Any]:
+    """How the global-batch losses see the other devices' rows: tiles and exchange."""
+    return {"block_size": self.block_size, "exchange": self.exchange}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -197,8 +204,10 @@ class Method:
   def objective(self, model: CLIP, mesh: Mesh, cfg: ml_collections.ConfigDict) -> Objective:
     """The method's embed / loss pair for a run's config (with LoRA, the towers apply the
     adapters `params["lora"]` beside their frozen kernels: `apply_tower`)."""
-    block_size = cfg.get("loss", {}).get("block_size") or None
-    ctx = Context(model, mesh, self.own(cfg), block_size, lora=LoraSettings.of(cfg.get("lora")))
+    loss = cfg.get("loss", {})
+    ctx = Context(model, mesh, self.own(cfg), loss.get("block_size") or None,
+                  lora=LoraSettings.of(cfg.get("lora")),
+                  exchange=loss.get("exchange", "all_gather"))
     return Objective(lambda p, b, k=None: self.embed(dataclasses.replace(ctx, key=k), p, b),
                      lambda p, e, b, k: self.loss(ctx, p, e, b, k))
 

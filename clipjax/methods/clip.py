@@ -16,6 +16,6 @@ class Clip(Method):
     del key
     scale = logit_scale(params)
     out = on_mesh(losses.clip_loss, ctx.mesh)(emb["image"], emb["caption"], scale,
-                                              block_size=ctx.block_size,
+                                              **ctx.loss_options,
                                               **same_image_labels(ctx, batch))
     return out, {"scale": scale}

@@ -75,7 +75,7 @@ class Draft(Method):
         emb["image"], emb["caption"], emb["dialogue"], logit_scale(params), key=key, a=cfg.a,
         mmd_weight=cfg.mmd_weight, mmd=losses.MMDConfig(**cfg.mmd),
         bidirectional=cfg.bidirectional, form=cfg.form, logit_bias=logit_bias(params),
-        block_size=ctx.block_size, **same_image_labels(ctx, batch))
+        **ctx.loss_options, **same_image_labels(ctx, batch))
     return out, dict(aux)
 
   def evaluate(self, model, params, base_params, cfg):

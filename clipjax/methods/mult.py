@@ -55,5 +55,5 @@ class MulT(Method):
     del batch, key
     out = on_mesh(losses.mult_loss, ctx.mesh)(emb["image"], emb["caption"], emb["fused"],
                                               logit_scale(params), a=ctx.cfg.a, b=ctx.cfg.b,
-                                              block_size=ctx.block_size)
+                                              **ctx.loss_options)
     return out, {"scale": logit_scale(params)}

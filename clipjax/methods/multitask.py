@@ -54,9 +54,10 @@ class MultiTask(Method):
     text, pairs, scale = emb["text"], emb["image_text"], logit_scale(params)
     negatives = {"negatives": text["negatives"]} if "negatives" in text else {}
     tt = on_mesh(losses.text_infonce, ctx.mesh)(text["query"], text["positive"],
-                                                tau=ctx.cfg.tau, **negatives)
+                                                tau=ctx.cfg.tau, exchange=ctx.exchange,
+                                                **negatives)
     ti = on_mesh(losses.clip_loss, ctx.mesh)(pairs["image"], pairs["caption"], scale,
-                                             block_size=ctx.block_size,
+                                             **ctx.loss_options,
                                              **same_image_labels(ctx, batch["image_text"]))
     return tt + ti, {"text_text": tt, "text_image": ti, "scale": scale}
 

@@ -29,6 +29,6 @@ class SigLIP(Method):
     del key
     scale, bias = logit_scale(params), logit_bias(params)
     out = on_mesh(losses.siglip_loss, ctx.mesh)(emb["image"], emb["caption"], scale, bias,
-                                                block_size=ctx.block_size,
+                                                **ctx.loss_options,
                                                 **same_image_labels(ctx, batch))
     return out, {"scale": scale, "bias": bias}

@@ -88,7 +88,7 @@ class ThreeTower(Method):
     out = on_mesh(losses.three_tower_loss, ctx.mesh)(
         emb["image"], emb["caption"], emb["dialogue"], logit_scale(params), a=ctx.cfg.a,
         bidirectional=ctx.cfg.bidirectional, form=ctx.cfg.form, logit_bias=logit_bias(params),
-        block_size=ctx.block_size)
+        **ctx.loss_options)
     return out, {}
 
   def evaluate(self, model, params, base_params, cfg):

@@ -18,5 +18,5 @@ class UniCL(Method):
     scale = logit_scale(params)
     out = on_mesh(losses.unicl_loss, ctx.mesh)(emb["image"], emb["caption"],
                                                batch["label"].astype(jnp.int32), scale,
-                                               block_size=ctx.block_size)
+                                               **ctx.loss_options)
     return out, {"scale": scale}

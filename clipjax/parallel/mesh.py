@@ -87,15 +87,17 @@ def on_mesh(loss_fn: Callable[..., Any], mesh: Mesh, axes: tuple[str, ...] = BAT
   arguments are static. The loss must reduce with psum so its outputs are replicated (global
   values). Returns f(*global_arrays, **kw) -> outputs.
   """
-  if "axis_name" not in inspect.signature(loss_fn).parameters:
-    raise TypeError(f"{loss_fn.__name__} takes no axis_name; it cannot run on a mesh")
+  name = getattr(loss_fn, "__name__", repr(loss_fn))
+  params = inspect.signature(loss_fn).parameters
+  if "axis_name" not in params and not any(p.kind == p.VAR_KEYWORD for p in params.values()):
+    raise TypeError(f"{name} takes no axis_name; it cannot run on a mesh")
   n_shards = int(np.prod([mesh.shape[a] for a in axes]))
 
-  def spec(name, a):
+  def spec(arg, a):
     if a is None or np.ndim(a) == 0:
       return P()
     if a.shape[0] % n_shards:
-      raise ValueError(f"{name} of {loss_fn.__name__}: global batch {a.shape[0]} does not "
+      raise ValueError(f"{arg} of {name}: global batch {a.shape[0]} does not "
                        f"divide over the {n_shards} devices of mesh axes {axes}")
     return P(axes)
 

@@ -18,6 +18,7 @@ from clipjax.convert.openclip import param_shapes
 from clipjax.data.batching import plan_lengths
 from clipjax.data.builder import check_source_spec
 from clipjax.errors import ConfigError
+from clipjax.losses.ring import EXCHANGES
 from clipjax.evaluate.tasks import eval_tasks
 from clipjax.methods import Method, check_layout, choice, get_method, method_names
 from clipjax.models.clip import CLIP
@@ -153,6 +154,21 @@ def _check_naflex(cfg, arch_cfg) -> None:
     raise ConfigError(str(e)) from None
 
 
+def _check_exchange(cfg) -> None:
+  """loss.exchange: a known exchange, and "ring" only where every term of the loss has one."""
+  exchange = cfg.get("loss", {}).get("exchange", "all_gather")
+  choice("loss.exchange", exchange, EXCHANGES)
+  if exchange != "ring":
+    return
+  if cfg.method in ("draft", "distill"):
+    raise ConfigError(f"loss.exchange='ring' is not available for {cfg.method} yet (its "
+                      f"{'MMD' if cfg.method == 'draft' else 'distillation'} term gathers the "
+                      f"batch); use loss.exchange=all_gather")
+  if cfg.method == "multitask" and cfg.data.get("num_negatives"):
+    raise ConfigError("loss.exchange='ring' does not take hard negatives yet "
+                      "(data.num_negatives > 0); use loss.exchange=all_gather")
+
+
 def validate(cfg, *, check_base: bool = True) -> None:
   """Raises ConfigError for the first problem found in a training config."""
   choice("method", cfg.method, method_names())
@@ -168,6 +184,7 @@ def validate(cfg, *, check_base: bool = True) -> None:
   if cfg.get("eval"):
     eval_tasks(cfg.eval)
   method.validate(cfg)
+  _check_exchange(cfg)
   _check_batches(cfg)
   arch_cfg = _check_model(cfg)
   method.validate_model(cfg, arch_cfg)

@@ -266,3 +266,22 @@ def test_the_folders_gemma_tokenizer_is_used_and_exported(hf_folder, tmp_path):
   processor = transformers.Siglip2Processor.from_pretrained(out)
   assert processor.tokenizer(["a photo of a cat"], padding="max_length",
                              max_length=16)["input_ids"] == theirs
+
+
+def test_a_fixed_resolution_siglip_folder_loads_back(tmp_path):
+  """transformers SiglipModel folders (fixed-resolution SigLIP / SigLIP 2) load too: exported
+  from clipjax, read back to the same architecture and parameters, features equal to
+  transformers' on the same pixels."""
+  model, params = create_model("ViT-T-16-SigLIP2-test", seed=7)
+  out = clipjax.export_hf(params, model.cfg, tmp_path / "siglip")
+  assert json.loads((out / "config.json").read_text())["model_type"] == "siglip"
+  back_model, back = clipjax.load_openclip(out)
+  assert back_model.cfg.architecture() == model.cfg.architecture()
+  jax.tree.map(np.testing.assert_array_equal, back, params)
+  pixels = np.random.default_rng(8).normal(size=(2, 3, 32, 32)).astype(np.float32)
+  ref = transformers.SiglipModel.from_pretrained(out).eval()
+  with torch.no_grad():
+    expected = ref.get_image_features(pixel_values=torch.from_numpy(pixels)).pooler_output
+  ours = back_model.apply({"params": back}, jnp.asarray(pixels.transpose(0, 2, 3, 1)),
+                          method=back_model.encode_image)
+  assert rel_err(ours, expected.numpy()) < TOL

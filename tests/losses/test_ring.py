@@ -1,0 +1,156 @@
+"""The ring exchange (`losses/ring.py`) against the all-gather path and the float64 NumPy
+references, on 8 simulated devices: value and gradient with respect to every embedding and the
+scale / bias, with labels, uneven tiles and a data x fsdp mesh."""
+import functools
+
+import jax
+import jax.numpy as jnp
+import np_reference as ref
+import numpy as np
+import pytest
+from conftest import rel_err
+
+from clipjax import losses
+from clipjax.parallel.mesh import make_mesh, on_mesh
+
+# float32 sums in another order than the all-gather path: observed <= 3e-7 (values) and
+# <= 2e-6 (gradients) relative to each one's scale.
+EQUAL_TOL = 1e-5
+# against float64 NumPy, as tests/losses/test_losses.py
+VALUE_TOL, GRAD_TOL = 1e-5, 2e-5
+D, SCALE, BIAS = 8, 10.0, -3.0
+
+
+def _unit(rng, *shape):
+  x = rng.normal(size=shape)
+  return x / np.linalg.norm(x, axis=-1, keepdims=True)
+
+
+def _labels(b, seed=3):
+  """Classes shared by several rows (UniCL-style targets)."""
+  return np.random.default_rng(seed).integers(0, b // 3, b).astype(np.int32)
+
+
+# name -> (loss(*embeddings, scale, axis_name, exchange, block_size), number of embeddings,
+#          float64 reference(*embeddings, scale))
+CASES = {
+    "clip": (lambda i, t, s, **kw: losses.clip_loss(i, t, s, **kw), 2, ref.clip),
+    "clip_bias": (lambda i, t, s, **kw: losses.clip_loss(i, t, s, jnp.float32(BIAS), **kw), 2,
+                  lambda i, t, s: ref.clip(i, t, s, bias=BIAS)),
+    "query": (lambda q, k, s, **kw: losses.query_loss(q, k, s, **kw), 2, ref.query),
+    "query_bidirectional": (
+        lambda q, k, s, **kw: losses.query_loss(q, k, s, bidirectional=True, **kw), 2,
+        lambda q, k, s: ref.query(q, k, s, bidirectional=True)),
+    "siglip": (lambda i, t, s, **kw: losses.siglip_loss(i, t, s, jnp.float32(BIAS), **kw), 2,
+               lambda i, t, s: ref.sigmoid_loss(i, t, s, BIAS)),
+    "three_tower": (lambda i, t, g, s, **kw: losses.three_tower_loss(i, t, g, s, **kw), 3,
+                    ref.three_tower),
+    "three_tower_sigmoid": (
+        lambda i, t, g, s, **kw: losses.three_tower_loss(
+            i, t, g, s, form="sigmoid", logit_bias=jnp.float32(BIAS), **kw), 3,
+        lambda i, t, g, s: ref.three_tower_sigmoid(i, t, g, s, BIAS)),
+    "draft_contrastive": (
+        lambda i, y, z, s, **kw: losses.draft_contrastive_loss(i, y, z, s, **kw), 3,
+        ref.draft_contrastive),
+    "draft_contrastive_sigmoid": (
+        lambda i, y, z, s, **kw: losses.draft_contrastive_loss(
+            i, y, z, s, form="sigmoid", logit_bias=jnp.float32(BIAS), **kw), 3,
+        lambda i, y, z, s: ref.draft_contrastive_sigmoid(i, y, z, s, BIAS)),
+    "mult": (lambda i, t, m, s, **kw: losses.mult_loss(i, t, m, s, 0.3, 0.3, **kw), 3,
+             lambda i, t, m, s: ref.mult(i, t, m, s, 0.3, 0.3)),
+    # τ = 1/s: the scale argument is the inverse temperature here
+    "text_infonce": (lambda q, p, s, **kw: losses.text_infonce(
+        q, p, tau=1.0 / SCALE, **{k: v for k, v in kw.items() if k != "block_size"}), 2,
+                     lambda q, p, s: ref.infonce(q, p, tau=1.0 / SCALE)),
+}
+
+
+def _grads(mesh, fn, arrays, exchange, block, labels=None):
+  """Value and gradients (embeddings, then the scale) on the mesh."""
+  extra = {} if labels is None else {"labels": jnp.asarray(labels)}
+  on = on_mesh(functools.partial(fn, exchange=exchange, block_size=block), mesh)
+  f = lambda *xs: on(*xs[:-1], jnp.float32(1) * xs[-1], **extra)
+  args = [jnp.asarray(a, jnp.float32) for a in arrays] + [jnp.float32(SCALE)]
+  return jax.jit(jax.value_and_grad(f, argnums=tuple(range(len(args)))))(*args)
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+@pytest.mark.parametrize("mesh_shape, rows, block", [((8, 1), 24, None), ((2, 4), 24, 2),
+                                                     ((8, 1), 40, 3)])
+def test_ring_equals_all_gather_and_numpy(name, mesh_shape, rows, block):
+  """`rows` global rows (3 or 5 per device); `block` 3 on 5 rows per device gives uneven tiles
+  (pick_block: one of 5); the 2 x 4 mesh rings over both batch axes."""
+  fn, count, np_fn = CASES[name]
+  mesh = make_mesh(*mesh_shape)
+  rng = np.random.default_rng(rows)
+  arrays = [_unit(rng, rows, D) for _ in range(count)]
+  value, grads = _grads(mesh, fn, arrays, "ring", block)
+  gathered, gathered_grads = _grads(mesh, fn, arrays, "all_gather", block)
+  assert rel_err(value, gathered) < EQUAL_TOL
+  for i, (g, h) in enumerate(zip(grads, gathered_grads)):
+    assert rel_err(g, h) < EQUAL_TOL, f"{name}: gradient of argument {i}"
+  assert rel_err(value, np_fn(*arrays, SCALE)) < VALUE_TOL
+  if mesh_shape == (8, 1) and block is None:  # numeric gradients once per loss
+    for i, (g, n) in enumerate(zip(grads, ref.numeric_grad(np_fn, [*arrays, SCALE]))):
+      assert rel_err(g, n) < GRAD_TOL, f"{name}: gradient of argument {i} vs NumPy"
+
+
+@pytest.mark.parametrize("name", ["clip", "siglip"])
+def test_labels_travel_with_their_keys(name):
+  """UniCL-style shared labels: positives sit on other devices, found only if the labels move
+  with the keys round the ring."""
+  fn, _, _ = CASES[name]
+  mesh = make_mesh()
+  rng = np.random.default_rng(5)
+  arrays, labels = [_unit(rng, 24, D) for _ in range(2)], _labels(24)
+  value, grads = _grads(mesh, fn, arrays, "ring", None, labels)
+  gathered, gathered_grads = _grads(mesh, fn, arrays, "all_gather", None, labels)
+  np_fn = {"clip": lambda i, t, s: ref.clip(i, t, s, labels=labels),
+           "siglip": lambda i, t, s: ref.sigmoid_loss(i, t, s, BIAS, labels=labels)}[name]
+  assert rel_err(value, gathered) < EQUAL_TOL
+  assert rel_err(value, np_fn(*arrays, SCALE)) < VALUE_TOL
+  for g, h in zip(grads, gathered_grads):
+    assert rel_err(g, h) < EQUAL_TOL
+
+
+def test_the_bias_gradient_goes_round_the_ring():
+  mesh = make_mesh()
+  rng = np.random.default_rng(6)
+  i, t = (jnp.asarray(_unit(rng, 16, D), jnp.float32) for _ in range(2))
+
+  def bias_grad(exchange):
+    on = on_mesh(lambda i, t, b, axis_name: losses.siglip_loss(
+        i, t, jnp.float32(SCALE), b, axis_name=axis_name, exchange=exchange), mesh)
+    return jax.jit(jax.grad(lambda b: on(i, t, jnp.float32(1) * b)))(jnp.float32(BIAS))
+
+  numeric = ref.numeric_grad(lambda b: ref.sigmoid_loss(np.asarray(i, np.float64),
+                                                        np.asarray(t, np.float64), SCALE, b),
+                             [BIAS])[0]
+  assert rel_err(bias_grad("ring"), bias_grad("all_gather")) < EQUAL_TOL
+  assert rel_err(bias_grad("ring"), numeric) < GRAD_TOL
+
+
+def test_the_ring_loss_memory_follows_the_device_rows_not_the_global_batch():
+  """Compiled (never run) forward + backward of the CLIP loss with 64 rows per device on 2 and
+  on 8 devices: the ring's temporaries stay the same while the global batch grows 4x; the
+  all-gather path's grow with it."""
+  rows_per_device, dim = 64, 128
+
+  def temp_bytes(exchange, devices):
+    mesh = make_mesh(devices, 1, jax.devices()[:devices])
+    x = jax.ShapeDtypeStruct((rows_per_device * devices, dim), jnp.float32)
+    on = on_mesh(functools.partial(losses.clip_loss, exchange=exchange, block_size=16), mesh)
+    step = jax.jit(jax.value_and_grad(lambda i, t: on(i, t, jnp.float32(SCALE)), (0, 1)))
+    return step.lower(x, x).compile().memory_analysis().temp_size_in_bytes
+
+  ring = [temp_bytes("ring", n) for n in (2, 8)]
+  gathered = [temp_bytes("all_gather", n) for n in (2, 8)]
+  assert ring[1] <= ring[0] * 1.1, ring  # flat in the global batch
+  assert gathered[1] >= gathered[0] * 3, gathered  # ~4x: [B, D] keys and their gradient
+  assert ring[1] < gathered[1] / 2, (ring, gathered)
+
+
+def test_unsupported_combinations_are_named():
+  with pytest.raises(ValueError, match="exchange must be one of"):
+    losses.clip_loss(jnp.ones((2, 4)), jnp.ones((2, 4)), 1.0, exchange="gossip",
+                     axis_name=None)
