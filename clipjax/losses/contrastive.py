@@ -24,7 +24,12 @@ import functools
 import jax
 import jax.numpy as jnp
 
-from clipjax.losses.ring import EXCHANGES, ring_row_cross_entropy, ring_row_sigmoid_loss
+from clipjax.losses.ring import (
+  EXCHANGES,
+  ring_row_cross_entropy,
+  ring_row_sigmoid_loss,
+  ring_symmetric_cross_entropy,
+)
 from clipjax.losses.tiled import (
   HIGHEST,
   pick_block,
@@ -69,16 +74,21 @@ def _ring(exchange: str, axis_name: AxisName) -> bool:
   return exchange == "ring" and axis_name is not None
 
 
+def _ring_args(queries, keys, scale, bias, block_size):
+  """float32 queries, keys, scale, bias and the tile size of a ring loss."""
+  scale = jnp.asarray(scale, jnp.float32)
+  bias = jnp.zeros((), jnp.float32) if bias is None else jnp.asarray(bias, jnp.float32)
+  block = pick_block(keys.shape[0], block_size or keys.shape[0])
+  return queries.astype(jnp.float32), keys.astype(jnp.float32), scale, bias, block
+
+
 def _rows(kind: str, queries, keys, scale, bias, q_labels, k_labels, block_size, axis_name,
           exchange: str) -> jax.Array:
   """Per query row, the `kind` ("softmax" | "sigmoid") loss against the keys of the global
   batch: this shard's `keys` [b, D] and `k_labels` [b], all-gathered or sent round the ring."""
   if _ring(exchange, axis_name):
-    q, k = queries.astype(jnp.float32), keys.astype(jnp.float32)
-    scale = jnp.asarray(scale, jnp.float32)
-    bias = jnp.zeros((), jnp.float32) if bias is None else jnp.asarray(bias, jnp.float32)
-    block = pick_block(k.shape[0], block_size or k.shape[0])
     ring = ring_row_cross_entropy if kind == "softmax" else ring_row_sigmoid_loss
+    q, k, scale, bias, block = _ring_args(queries, keys, scale, bias, block_size)
     return ring(q, k, scale, bias, q_labels, k_labels, block, axis_name)
   kw = dict(q_labels=q_labels, k_labels=all_gather(k_labels, axis_name), block_size=block_size)
   if kind == "softmax":
@@ -112,6 +122,10 @@ def query_loss(queries: jax.Array, keys: jax.Array, scale, *, bias=None, labels=
   device sees the other devices' keys, "all_gather" or "ring" (`losses.ring`). A scalar."""
   n = check_embeddings(queries=queries, keys=keys)
   lab = _labels(n, labels, axis_name)
+  if bidirectional and _ring(exchange, axis_name):  # one ring serves both directions
+    q, k, s, b, block = _ring_args(queries, keys, scale, bias, block_size)
+    rows, cols = ring_symmetric_cross_entropy(q, k, s, b, lab, block, axis_name)
+    return psum(0.5 * (rows.sum() + cols.sum()), axis_name) / psum(n, axis_name)
   rows = functools.partial(_rows, "softmax", scale=scale, bias=bias, q_labels=lab, k_labels=lab,
                            block_size=block_size, axis_name=axis_name, exchange=exchange)
   total = rows(queries, keys).sum()

@@ -2,21 +2,26 @@
 
 `exchange="all_gather"` (the default of every loss) gives each device all B keys at once, so
 the loss phase holds (and back-propagates through) global-batch arrays. With
-`exchange="ring"` each device holds only its own b keys: they travel round the mesh's batch
-axes with `jax.lax.ppermute`, one hop per step for n steps, and each device reduces its query
-rows against the key shard it holds at that step in [block, block] tiles (query rows tiled too,
-so no tile grows with the batch). The softmax form keeps running log-sum-exp statistics per query row across the
-steps; the sigmoid form a running sum.
+`exchange="ring"` each device holds only its own b rows of each side: the other side's shards
+travel round the mesh's batch axes with `jax.lax.ppermute`, one hop per step for n steps, and
+each device reduces against the shard it holds at that step in [block, block] tiles (query
+rows tiled too, so no tile grows with the batch). The softmax form keeps running
+log-sum-exp statistics per row; the sigmoid form a running sum. Labels travel with their rows.
 
-The backward pass (a `custom_vjp`) runs the ring again: the key shard travels with its
-gradient accumulator, every device adds the gradient its queries give to those keys, and after
-n hops both are home. No device ever holds more than two key shards and one [b, block] tile.
-Labels travel with their keys. The next shard is sent before the current one is reduced, so
-the transfer can overlap the compute (XLA schedules collective-permutes asynchronously on GPU
-and TPU).
+- Forward, one direction (`ring_row_cross_entropy`, `ring_row_sigmoid_loss`): the key shards
+  move; the statistics of this device's query rows stay.
+- Forward, both directions of the symmetric cross-entropy (`ring_symmetric_cross_entropy`, CLIP
+  / UniCL): one ring serves both, each tile read along its rows (this device's queries) and
+  its columns (the moving keys, whose [b]-sized column statistics travel with them, as
+  Inf-CL and open_clip's bidirectional SigLIP exchange do).
+- Backward (a `custom_vjp`), two rings so that no gradient accumulator ever travels: the key
+  shards go round for the queries' gradient (and the scale's and bias's), then the query shards
+  with their row statistics for the keys' gradient. Each tile's logits are recomputed once per
+  ring. A device holds its own rows, their gradients and at most two shards of the moving side.
 
-Values and gradients equal the all-gather path up to float32 summation order
-(tests/losses/test_ring.py).
+The next shard is sent before the current one is reduced, so the transfer can overlap the
+compute (XLA runs collective-permutes asynchronously on GPU and TPU). Values and gradients
+equal the all-gather path up to float32 summation order (tests/losses/test_ring.py).
 """
 from __future__ import annotations
 
@@ -26,16 +31,16 @@ import jax
 import jax.numpy as jnp
 
 from clipjax.losses.tiled import (
+  HIGHEST,
   _as_varying,
   _blocks,
   _full,
   ce_finish,
+  ce_grad,
   ce_grad_of_logits,
   ce_init,
   ce_tile_step,
   cotangents,
-  grad_init,
-  grad_tile_step,
   sigmoid_grad_of_logits,
   sigmoid_tile_step,
 )
@@ -58,63 +63,87 @@ def _row_blocks(tree, block: int):
   return jax.tree.map(lambda x: _blocks(x, block), tree)
 
 
-def _ring_reduce(make_step, init, q, q_labels, k, k_labels, block: int, axis_name: AxisName):
-  """Folds every device's keys into the per-row statistics `init` ([b] leaves) with the tile
-  step `make_step(query block, its labels)`, in [block, block] tiles: the query rows are
-  tiled too, so a tile's size never depends on the batch. The key shards move one hop per
-  ring step (the next one sent before the current one is reduced)."""
+def _rotate(visit, moving, state, block: int, axis_name: AxisName):
+  """`state = visit(blocks of the held shard, state)` for each device's shard of `moving` (a
+  tree of [b, ...] leaves) in turn: the shards go one hop round the ring per step, the next
+  one sent before the held one is visited."""
   n, perm = _ring(axis_name)
-  queries = (_blocks(q, block), _blocks(q_labels, block))
 
   def hop(carry, _):
-    held, stats = carry
+    held, state = carry
     arriving = _shift(held, axis_name, perm)
-    keys = (_blocks(held[0], block), _blocks(held[1], block))
-    stats = jax.lax.map(lambda a: jax.lax.scan(make_step(a[0], a[1]), a[2], keys)[0],
-                        (*queries, stats))
-    return (arriving, stats), None
+    return (arriving, visit(_row_blocks(held, block), state)), None
 
-  (_, stats), _ = jax.lax.scan(hop, ((k, k_labels), _row_blocks(init, block)), None, length=n)
+  (_, state), _ = jax.lax.scan(hop, (moving, state), None, length=n)
+  return state
+
+
+def _ring_reduce(make_step, init, q, q_labels, k, k_labels, block: int, axis_name: AxisName):
+  """Folds every device's keys into this device's per-row statistics `init` ([b] leaves) with
+  the tile step `make_step(query block, its labels)`; the key shards move."""
+  queries = (_blocks(q, block), _blocks(q_labels, block))
+  stats = _rotate(lambda keys, stats: jax.lax.map(
+      lambda a: jax.lax.scan(make_step(a[0], a[1]), a[2], keys)[0], (*queries, stats)),
+                  (k, k_labels), _row_blocks(init, block), block, axis_name)
   return jax.tree.map(lambda x: x.reshape(-1), stats)
 
 
-def _ring_backward(q, k, scale, bias, q_labels, k_labels, rows, block, axis_name, make_grad):
-  """Cotangents (q, k, scale, bias, labels) of a row loss whose gradient with respect to a
-  logits tile is `make_grad(query labels, *rows of the block)(logits, key labels)` (`rows`:
-  per-row arrays such as the cotangent g, [b] each). The key shards go round the ring with
-  their gradient accumulators and arrive home with every device's share; tiles are
-  [block, block] as in the forward pass."""
-  n, perm = _ring(axis_name)
-  queries = (_blocks(q, block), _blocks(q_labels, block), _row_blocks(rows, block))
+def _ring_backward(q, k, scale, bias, q_labels, k_labels, q_rows, k_rows, block, axis_name,
+                   grad_of_logits):
+  """Cotangents (q, k, scale, bias, labels) of a loss whose gradient with respect to a logits
+  tile is `grad_of_logits(logits, q labels, k labels, q rows, k rows)`; `q_rows` / `k_rows`:
+  per-row arrays of each side ([b] each: cotangents, log-sum-exps, target counts)."""
+  def tile_grad(q_blk, k_blk, ql, kl, qr, kr):
+    dots = jnp.dot(q_blk, k_blk.T, precision=HIGHEST)
+    return dots, grad_of_logits(scale * dots + bias, ql, kl, qr, kr)
 
-  def hop(carry, _):
-    (k_held, kl_held, dk_held), dq, sums = carry
-    keys = (_blocks(k_held, block), _blocks(kl_held, block))
+  def queries_side(keys, state):  # dq, dscale, dbias; the keys move with their rows
+    dq, sums = state
 
-    def query_block(acc, a):
-      dk, dscale, dbias = acc
-      q_blk, ql_blk, row_blk, dq_blk = a
-      step = grad_tile_step(q_blk, scale, bias, make_grad(ql_blk, *row_blk))
-      (dq_blk, dscale, dbias), dk_blocks = jax.lax.scan(step, (dq_blk, dscale, dbias), keys)
-      return (dk + dk_blocks.reshape(dk.shape), dscale, dbias), dq_blk
+    def query_block(sums, a):
+      q_blk, ql, qr, dq_blk = a
 
-    (dk_held, *sums), dq = jax.lax.scan(query_block, (dk_held, *sums), (*queries, dq))
-    moved = _shift((k_held, kl_held, dk_held), axis_name, perm)
-    return (moved, dq, tuple(sums)), None
+      def tile(acc, blk):
+        dq_blk, dscale, dbias = acc
+        k_blk, kl, kr = blk
+        dots, grad = tile_grad(q_blk, k_blk, ql, kl, qr, kr)
+        return (dq_blk + scale * jnp.dot(grad, k_blk, precision=HIGHEST),
+                dscale + jnp.sum(grad * dots), dbias + jnp.sum(grad)), None
 
-  _, dscale, dbias = grad_init(q)
-  ((_, _, dk), dq, (dscale, dbias)), _ = jax.lax.scan(
-      hop, ((k, k_labels, jnp.zeros_like(k)), _blocks(jnp.zeros_like(q), block),
-            (dscale, dbias)), None, length=n)
-  return cotangents(dq.reshape(q.shape), dk, dscale, dbias, scale, bias)
+      (dq_blk, *sums), _ = jax.lax.scan(tile, (dq_blk, *sums), keys)
+      return tuple(sums), dq_blk
+
+    sums, dq = jax.lax.scan(query_block, sums, (*_row_blocks((q, q_labels, q_rows), block), dq))
+    return dq, sums
+
+  zero = (_full((), 0.0, q), _full((), 0.0, q))
+  dq, (dscale, dbias) = _rotate(queries_side, (k, k_labels, k_rows),
+                                (_blocks(jnp.zeros_like(q), block), zero), block, axis_name)
+
+  def keys_side(queries, dk):  # dk; the queries move with their rows
+    def key_block(_, a):
+      k_blk, kl, kr, dk_blk = a
+
+      def tile(dk_blk, blk):
+        q_blk, ql, qr = blk
+        _, grad = tile_grad(q_blk, k_blk, ql, kl, qr, kr)
+        return dk_blk + scale * jnp.dot(grad.T, q_blk, precision=HIGHEST), None
+
+      return None, jax.lax.scan(tile, dk_blk, queries)[0]
+
+    return jax.lax.scan(key_block, None, (*_row_blocks((k, k_labels, k_rows), block), dk))[1]
+
+  dk = _rotate(keys_side, (q, q_labels, q_rows), _blocks(jnp.zeros_like(k), block), block,
+               axis_name)
+  return cotangents(dq.reshape(q.shape), dk.reshape(k.shape), dscale, dbias, scale, bias)
 
 
-# ---------------------------------------------------------------- soft-target cross-entropy
+# ---------------------------------------------------------------- one direction
 
 def ring_row_cross_entropy(q, k, scale, bias, q_labels, k_labels, block: int,
                            axis_name: AxisName):
   """`tiled.tiled_row_cross_entropy` against the keys of every device: q [b, D], this device's
-  keys k [b_k, D] and their labels [b_k] -> [b] (block divides b_k)."""
+  keys k [b, D] and their labels [b] -> [b] (block divides b)."""
   return _ring_ce(q, k, _as_varying(scale, q), _as_varying(bias, q), q_labels, k_labels,
                   block, axis_name)
 
@@ -125,22 +154,25 @@ def _ring_ce(q, k, scale, bias, q_labels, k_labels, block, axis_name):
 
 
 def _ring_ce_fwd(q, k, scale, bias, q_labels, k_labels, block, axis_name):
-  stats = _ring_reduce(lambda q_blk, ql_blk: ce_tile_step(q_blk, scale, bias, ql_blk),
-                       ce_init(q), q, q_labels, k, k_labels, block, axis_name)
+  stats = _ring_reduce(lambda q_blk, ql: ce_tile_step(q_blk, scale, bias, ql), ce_init(q),
+                       q, q_labels, k, k_labels, block, axis_name)
   loss, (lse, tcnt) = ce_finish(stats)
   return loss, (q, k, scale, bias, q_labels, k_labels, lse, tcnt)
 
 
 def _ring_ce_bwd(block, axis_name, res, g):
   q, k, scale, bias, q_labels, k_labels, lse, tcnt = res
-  return _ring_backward(q, k, scale, bias, q_labels, k_labels, (g, lse, tcnt), block,
-                        axis_name, ce_grad_of_logits)
+
+  def grad_of_logits(logits, ql, kl, qr, kr):
+    del kr
+    return ce_grad_of_logits(ql, *qr)(logits, kl)
+
+  return _ring_backward(q, k, scale, bias, q_labels, k_labels, (g, lse, tcnt), (), block,
+                        axis_name, grad_of_logits)
 
 
 _ring_ce.defvjp(_ring_ce_fwd, _ring_ce_bwd)
 
-
-# ---------------------------------------------------------------- pairwise sigmoid
 
 def ring_row_sigmoid_loss(q, k, scale, bias, q_labels, k_labels, block: int,
                           axis_name: AxisName):
@@ -152,7 +184,7 @@ def ring_row_sigmoid_loss(q, k, scale, bias, q_labels, k_labels, block: int,
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(6, 7))
 def _ring_sigmoid(q, k, scale, bias, q_labels, k_labels, block, axis_name):
-  return _ring_reduce(lambda q_blk, ql_blk: sigmoid_tile_step(q_blk, scale, bias, ql_blk),
+  return _ring_reduce(lambda q_blk, ql: sigmoid_tile_step(q_blk, scale, bias, ql),
                       _full((q.shape[0],), 0.0, q), q, q_labels, k, k_labels, block, axis_name)
 
 
@@ -163,8 +195,90 @@ def _ring_sigmoid_fwd(q, k, scale, bias, q_labels, k_labels, block, axis_name):
 
 def _ring_sigmoid_bwd(block, axis_name, res, g):
   q, k, scale, bias, q_labels, k_labels = res
-  return _ring_backward(q, k, scale, bias, q_labels, k_labels, (g,), block, axis_name,
-                        lambda ql_blk, g_blk: sigmoid_grad_of_logits(g_blk, ql_blk))
+
+  def grad_of_logits(logits, ql, kl, qr, kr):
+    del kr
+    return sigmoid_grad_of_logits(qr[0], ql)(logits, kl)
+
+  return _ring_backward(q, k, scale, bias, q_labels, k_labels, (g,), (), block, axis_name,
+                        grad_of_logits)
 
 
 _ring_sigmoid.defvjp(_ring_sigmoid_fwd, _ring_sigmoid_bwd)
+
+
+# ---------------------------------------------------------------- both directions at once
+
+def ring_symmetric_cross_entropy(q, k, scale, bias, labels, block: int, axis_name: AxisName):
+  """(CE of each query row against every key, CE of each key row against every query), both
+  [b], from one forward ring over the shared logits tiles (q and k are the two sides of the
+  same samples, `labels` [b] theirs)."""
+  return _ring_sym(q, k, _as_varying(scale, q), _as_varying(bias, q), labels, block, axis_name)
+
+
+def _sym_forward(q, k, scale, bias, labels, block, axis_name):
+  n, perm = _ring(axis_name)
+  queries = (_blocks(q, block), _blocks(labels, block))
+
+  def hop(carry, _):
+    (k_held, kl_held, col_stats), row_stats = carry
+    arriving = _shift((k_held, kl_held), axis_name, perm)  # the column statistics follow below
+    keys = (_blocks(k_held, block), _blocks(kl_held, block))
+
+    def query_block(col_stats, a):
+      q_blk, ql, row_blk = a
+
+      def tile(row, blk):
+        k_blk, kl, col = blk
+        logits = scale * jnp.dot(q_blk, k_blk.T, precision=HIGHEST) + bias
+        match = ql[:, None] == kl[None, :]
+        return _fold(row, logits, match, axis=1), _fold(col, logits, match, axis=0)
+
+      row_blk, col_stats = jax.lax.scan(tile, row_blk, (*keys, col_stats))
+      return col_stats, row_blk
+
+    col_stats, row_stats = jax.lax.scan(query_block, col_stats, (*queries, row_stats))
+    return ((*arriving, _shift(col_stats, axis_name, perm)), row_stats), None
+
+  start = ((k, labels, _row_blocks(ce_init(k), block)), _row_blocks(ce_init(q), block))
+  ((_, _, col_stats), row_stats), _ = jax.lax.scan(hop, start, None, length=n)
+  flat = lambda stats: jax.tree.map(lambda x: x.reshape(-1), stats)
+  return ce_finish(flat(row_stats)), ce_finish(flat(col_stats))
+
+
+def _fold(stats, logits, match, axis: int):
+  """Running (max, Σ exp, Σ target logits, target count) of a logits tile along `axis`."""
+  m, s, tsum, tcnt = stats
+  m_new = jnp.maximum(m, logits.max(axis=axis))
+  expand = (lambda x: x[:, None]) if axis == 1 else (lambda x: x[None, :])
+  s = s * jnp.exp(m - m_new) + jnp.exp(logits - expand(m_new)).sum(axis=axis)
+  return (m_new, s, tsum + jnp.where(match, logits, 0.0).sum(axis=axis),
+          tcnt + match.sum(axis=axis).astype(jnp.float32))
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(5, 6))
+def _ring_sym(q, k, scale, bias, labels, block, axis_name):
+  (rows, _), (cols, _) = _sym_forward(q, k, scale, bias, labels, block, axis_name)
+  return rows, cols
+
+
+def _ring_sym_fwd(q, k, scale, bias, labels, block, axis_name):
+  (rows, row_res), (cols, col_res) = _sym_forward(q, k, scale, bias, labels, block, axis_name)
+  return (rows, cols), (q, k, scale, bias, labels, row_res, col_res)
+
+
+def _ring_sym_bwd(block, axis_name, res, g):
+  q, k, scale, bias, labels, (row_lse, row_cnt), (col_lse, col_cnt) = res
+  g_rows, g_cols = g
+
+  def grad_of_logits(logits, ql, kl, qr, kr):  # both directions read the same tile
+    match = ql[:, None] == kl[None, :]
+    return (ce_grad(logits, qr[1], qr[0], qr[2], match, axis=1)
+            + ce_grad(logits, kr[1], kr[0], kr[2], match, axis=0))
+
+  cot = _ring_backward(q, k, scale, bias, labels, labels, (g_rows, row_lse, row_cnt),
+                       (g_cols, col_lse, col_cnt), block, axis_name, grad_of_logits)
+  return cot[:4] + (None,)
+
+
+_ring_sym.defvjp(_ring_sym_fwd, _ring_sym_bwd)

@@ -136,13 +136,18 @@ def _logits_backward(q, k, scale, bias, k_labels, block, grad_of_logits):
   return cotangents(dq, dk.reshape(k.shape), dscale, dbias, scale, bias)
 
 
+def ce_grad(logits, lse, g, tcnt, match, axis: int = 1):
+  """Gradient of Σ g·CE along `axis` (1: each row over its columns, 0: each column over its
+  rows) with respect to a logits tile: softmax minus the uniform target over the matching
+  entries, times the cotangent g."""
+  expand = (lambda x: x[:, None]) if axis == 1 else (lambda x: x[None, :])
+  return expand(g) * jnp.exp(logits - expand(lse)) - jnp.where(match, expand(g / tcnt), 0.0)
+
+
 def ce_grad_of_logits(q_labels, g, lse, tcnt):
-  """The soft-target cross-entropy's gradient with respect to a logits tile: softmax minus
-  the uniform target over the matching keys, scaled by the rows' cotangent g."""
-  coef = g / tcnt
-  return lambda logits, kl_blk: (
-      g[:, None] * jnp.exp(logits - lse[:, None])
-      - jnp.where(q_labels[:, None] == kl_blk[None, :], coef[:, None], 0.0))
+  """`ce_grad` of the rows as a function of (logits tile, its keys' labels)."""
+  return lambda logits, kl_blk: ce_grad(logits, lse, g, tcnt,
+                                        q_labels[:, None] == kl_blk[None, :])
 
 
 def _row_ce_bwd(block, res, g):

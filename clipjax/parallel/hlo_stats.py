@@ -55,3 +55,51 @@ def collective_bytes(hlo: str) -> dict[str, int]:
             out[k] = out.get(k, 0) + v
     return out
   return total("ENTRY")
+
+
+_INSTRUCTION = re.compile(r"^\s*(?:ROOT )?%([\w.\-]+) = .*? ([a-z][\w\-]*)\((.*)$")
+_PASS_THROUGH = {"copy", "bitcast", "tuple", "get-tuple-element", "collective-permute-done"}
+
+
+def permutes_overlap_compute(hlo: str) -> list[str]:
+  """Checks that every computation sending with collective-permute (a ring step) leaves the
+  sent values out of its own compute: what a permute produces only passes through (copies,
+  bitcasts, tuples) to the next iteration, while the step's compute (a loop, fusion or dot)
+  works on what it already holds, so the transfer can overlap it (asynchronous start / done on
+  GPU and TPU). Returns the problems found (empty: every ring step can overlap)."""
+  problems, body, name = [], [], None
+  for line in hlo.splitlines() + [""]:
+    if line and not line.startswith(" ") and line.rstrip().endswith("{"):
+      name, body = line.split("(")[0].strip(), []
+    elif line.strip() == "}" or not line:
+      if any("collective-permute" in b for b in body):
+        problems += _check_ring_step(name, body)
+      body = []
+    else:
+      body.append(line)
+  return problems
+
+
+def _check_ring_step(name: str, body: list[str]) -> list[str]:
+  ops, users = {}, {}
+  for line in body:
+    m = _INSTRUCTION.match(line)
+    if m:
+      ops[m.group(1)] = m.group(2)
+      for operand in re.findall(r"%([\w.\-]+)", m.group(3)):
+        users.setdefault(operand, []).append(m.group(1))
+  sent = [n for n, op in ops.items() if op.startswith("collective-permute")
+          and op != "collective-permute-done"]
+  reached, todo = set(), list(sent)
+  while todo:
+    for user in users.get(todo.pop(), []):
+      if user not in reached:
+        reached.add(user)
+        todo.append(user)
+  blocking = sorted(f"{u} ({ops[u]})" for u in reached if ops[u] not in _PASS_THROUGH)
+  compute = [n for n, op in ops.items() if op in ("while", "fusion", "dot", "call")
+             and n not in reached]
+  problems = [f"{name}: the permuted values feed {blocking} in the same step"] if blocking else []
+  if not compute:
+    problems.append(f"{name}: no compute beside the collective-permutes to overlap")
+  return problems

@@ -150,6 +150,36 @@ def test_the_ring_loss_memory_follows_the_device_rows_not_the_global_batch():
   assert ring[1] < gathered[1] / 2, (ring, gathered)
 
 
+def test_each_ring_step_sends_what_it_does_not_compute_on():
+  """In the compiled programs, every collective-permute of a ring step sends a shard that step
+  does not compute with (its result only passes to the next step), so the transfer can overlap
+  the step's compute: XLA runs them as asynchronous start / done pairs on GPU and TPU (the CPU
+  backend here keeps them synchronous, so the test reads the data flow, not the pair). A ring
+  that computes on what it just received is caught."""
+  from clipjax.parallel.hlo_stats import permutes_overlap_compute
+  mesh = make_mesh()
+  x = jax.ShapeDtypeStruct((512, D), jnp.float32)
+  for name, (fn, count, _) in (("clip", CASES["clip"]), ("siglip", CASES["siglip"])):
+    on = on_mesh(functools.partial(fn, exchange="ring", block_size=16), mesh)
+    step = jax.jit(jax.value_and_grad(lambda i, t: on(i, t, jnp.float32(SCALE)), (0, 1)))
+    hlo = step.lower(x, x).compile().as_text()
+    assert hlo.count("collective-permute(") >= 5, name  # forward and both backward rings
+    assert permutes_overlap_compute(hlo) == [], name
+
+  def receive_then_compute(q, k, axis_name):  # the ring done wrong
+    perm = [(i, (i + 1) % 8) for i in range(8)]
+
+    def hop(carry, _):
+      held, acc = carry
+      held = jax.lax.ppermute(held, axis_name, perm)
+      return (held, acc + jnp.sum(jnp.dot(q, held.T))), None
+    start = jnp.zeros((), jnp.float32) + 0.0 * q[0, 0]  # varying over the mesh, as acc
+    return jax.lax.psum(jax.lax.scan(hop, (k, start), None, length=8)[0][1], axis_name)
+
+  hlo = jax.jit(on_mesh(receive_then_compute, mesh)).lower(x, x).compile().as_text()
+  assert permutes_overlap_compute(hlo), "the check must see compute on the received shard"
+
+
 def test_unsupported_combinations_are_named():
   with pytest.raises(ValueError, match="exchange must be one of"):
     losses.clip_loss(jnp.ones((2, 4)), jnp.ones((2, 4)), 1.0, exchange="gossip",

@@ -8,12 +8,16 @@ import sys
 from conftest import REPO, xla_flags
 
 
+EXCHANGE_ARGS = ["--exchange_devices=2,8", "--exchange_batches=1024,4096", "--exchange_dim=32",
+                 "--exchange_block=64"]
+
+
 def test_plan_scale_script_on_a_tiny_model(tmp_path):
   env = dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS=xla_flags(1), PYTHONPATH=str(REPO))
   out = subprocess.run(
       [sys.executable, str(REPO / "scripts/plan_scale.py"), "--arch=ViT-T-16-test",
        "--methods=clip", "--devices=4,8", "--per_device=4,8", "--loss_per_device=256,1024",
-       f"--out={tmp_path / 's.md'}", f"--json={tmp_path / 'p.json'}"], env=env,
+       *EXCHANGE_ARGS, f"--out={tmp_path / 's.md'}", f"--json={tmp_path / 'p.json'}"], env=env,
       capture_output=True, text=True, timeout=600)
   assert out.returncode == 0, out.stderr[-3000:]
   points = json.loads((tmp_path / "p.json").read_text())
@@ -37,3 +41,40 @@ def test_plan_scale_script_on_a_tiny_model(tmp_path):
   held = report.split("Held-out points")[1].split("Plan:")[0]
   assert held.count("| step | 8 |") == 2 and held.count("| loss | 8 |") == 2
   assert "| step | 4 | 8 | 4 |" in held
+  assert "## Loss memory by exchange" in report
+
+
+def _exchange_rows(report: str) -> dict:
+  """{(loss, batch, devices): (all_gather GiB, ring GiB)} of the exchange section."""
+  rows, loss = {}, None
+  for line in report.split("## Loss memory by exchange")[1].splitlines():
+    if line.startswith("**"):
+      loss = line.strip("*")
+    elif line.startswith("| ") and line[2].isdigit():
+      batch, devices, gathered, ring, _ = (c.strip() for c in line.strip("|").split("|"))
+      rows[(loss, int(batch.replace(",", "")), int(devices))] = (float(gathered), float(ring))
+  return rows
+
+
+def test_exchange_section_alone_replaces_only_itself(tmp_path):
+  """`--exchanges` measures the loss memory by exchange and rewrites that section of an
+  existing report, leaving the rest: the ring's memory follows the device's rows (flat when
+  the global batch grows with the mesh), the all-gather's the global batch."""
+  env = dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS=xla_flags(1), PYTHONPATH=str(REPO))
+  out_md = tmp_path / "scaling.md"
+  out_md.write_text("# Scaling on paper\n\n## CLIP\n\nkept\n\n## Loss memory by exchange\n\n"
+                    "stale\n")
+  out = subprocess.run([sys.executable, str(REPO / "scripts/plan_scale.py"), "--exchanges",
+                        *EXCHANGE_ARGS, f"--out={out_md}"], env=env, capture_output=True,
+                       text=True, timeout=600)
+  assert out.returncode == 0, out.stderr[-3000:]
+  report = out_md.read_text()
+  assert "kept" in report and "stale" not in report
+  rows = _exchange_rows(report)
+  assert len(rows) == 2 * 2 * 2  # clip and siglip, two batches, two meshes
+  for loss in ("clip", "siglip"):
+    gathered_small, ring_small = rows[(loss, 1024, 2)]
+    gathered_big, ring_big = rows[(loss, 4096, 8)]  # 4x the global batch, 512 rows per device
+    assert ring_big < gathered_big
+    assert gathered_big > 3 * gathered_small  # the gathered batch grew 4x
+    assert ring_big <= 1.2 * ring_small  # the device's rows did not grow
