@@ -60,7 +60,7 @@ class Context:
   block_size: int | None = None
   key: jax.Array | None = None
   lora: LoraSettings | None = None
-  exchange: str = "all_gather"  # `config.loss.exchange`: all_gather | ring (losses/ring.py)
+  exchange: str = "all_gather"  # all_gather | ring (losses/ring.py; `resolve_exchange`)
 
   @property
   def loss_options(self) -> dict[str, Any]:
@@ -207,9 +207,38 @@ class Method:
     loss = cfg.get("loss", {})
     ctx = Context(model, mesh, self.own(cfg), loss.get("block_size") or None,
                   lora=LoraSettings.of(cfg.get("lora")),
-                  exchange=loss.get("exchange", "all_gather"))
+                  exchange=resolve_exchange(cfg))
     return Objective(lambda p, b, k=None: self.embed(dataclasses.replace(ctx, key=k), p, b),
                      lambda p, e, b, k: self.loss(ctx, p, e, b, k))
+
+
+# The exchange of the other devices' rows (losses/ring.py, docs/losses.md).
+
+# `loss.exchange=auto` sends shards round the ring from this global batch on: below it the
+# gathered keys and their gradient take at most ~2·B·D·4 bytes (a quarter GiB at D = 1024)
+# per device, less than the towers' activations, and one gather is the least work; above it
+# they grow with the whole batch whatever the number of chips (docs/scaling.md).
+RING_FROM_BATCH = 32_768
+
+
+def ring_unavailable(cfg) -> str:
+  """Why a run's loss has no ring exchange ("" when it has one)."""
+  if cfg.method in ("draft", "distill"):
+    term = "MMD" if cfg.method == "draft" else "distillation"
+    return f"for {cfg.method} yet (its {term} term gathers the batch)"
+  if cfg.method == "multitask" and cfg.get("data", {}).get("num_negatives"):
+    return "with hard negatives yet (data.num_negatives > 0)"
+  return ""
+
+
+def resolve_exchange(cfg) -> str:
+  """`loss.exchange` as the losses take it: "auto" is the ring from `RING_FROM_BATCH` global
+  rows on where the method's loss has one, else the all-gather."""
+  exchange = cfg.get("loss", {}).get("exchange", "auto")
+  if exchange != "auto":
+    return exchange
+  big = cfg.get("batch_size", 0) >= RING_FROM_BATCH
+  return "ring" if big and not ring_unavailable(cfg) else "all_gather"
 
 
 # Shared pieces of embed / loss.

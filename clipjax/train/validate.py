@@ -21,6 +21,7 @@ from clipjax.errors import ConfigError
 from clipjax.losses.ring import EXCHANGES
 from clipjax.evaluate.tasks import eval_tasks
 from clipjax.methods import Method, check_layout, choice, get_method, method_names
+from clipjax.methods.base import ring_unavailable
 from clipjax.models.clip import CLIP
 from clipjax.models.layers import ATTENTION_KERNELS, COMPUTE_DTYPES, REMAT_POLICIES
 from clipjax.models.lora import DEFAULT_TARGETS, lora_targets
@@ -155,18 +156,14 @@ def _check_naflex(cfg, arch_cfg) -> None:
 
 
 def _check_exchange(cfg) -> None:
-  """loss.exchange: a known exchange, and "ring" only where every term of the loss has one."""
-  exchange = cfg.get("loss", {}).get("exchange", "all_gather")
-  choice("loss.exchange", exchange, EXCHANGES)
-  if exchange != "ring":
-    return
-  if cfg.method in ("draft", "distill"):
-    raise ConfigError(f"loss.exchange='ring' is not available for {cfg.method} yet (its "
-                      f"{'MMD' if cfg.method == 'draft' else 'distillation'} term gathers the "
-                      f"batch); use loss.exchange=all_gather")
-  if cfg.method == "multitask" and cfg.data.get("num_negatives"):
-    raise ConfigError("loss.exchange='ring' does not take hard negatives yet "
-                      "(data.num_negatives > 0); use loss.exchange=all_gather")
+  """loss.exchange: auto or a known exchange, and "ring" only where every term of the loss has
+  one (`methods.base.ring_unavailable`)."""
+  exchange = cfg.get("loss", {}).get("exchange", "auto")
+  choice("loss.exchange", exchange, ("auto", *EXCHANGES))
+  why = ring_unavailable(cfg)
+  if exchange == "ring" and why:
+    raise ConfigError(f"loss.exchange='ring' is not available {why}; use "
+                      f"loss.exchange=all_gather (or auto)")
 
 
 def validate(cfg, *, check_base: bool = True) -> None:

@@ -31,3 +31,28 @@ def test_ring_training_equals_all_gather(tmp_path, method, overrides):
   gathered = _curve(method, "all_gather", tmp_path / "gathered", **overrides)
   assert len(ring) == 3 and np.isfinite(ring).all()
   np.testing.assert_allclose(ring, gathered, rtol=2e-5)
+
+
+def test_auto_exchange_rule():
+  """loss.exchange=auto (the default): the ring from a 32,768 global batch on, where every
+  term of the method's loss has one; all-gather below it and for DRAFT / distill / hard
+  negatives; an explicit choice is kept."""
+  from clipjax.methods import method_config
+  from clipjax.methods.base import RING_FROM_BATCH, resolve_exchange
+
+  def exchange(method, batch_size, **overrides):
+    cfg = method_config(method)
+    cfg.batch_size = batch_size
+    for key, value in overrides.items():
+      part, field = key.split(".")
+      cfg[part][field] = value
+    return resolve_exchange(cfg)
+
+  assert method_config("clip").loss.exchange == "auto"
+  assert exchange("clip", RING_FROM_BATCH - 64) == "all_gather"
+  assert exchange("clip", RING_FROM_BATCH) == exchange("siglip", 1 << 20) == "ring"
+  assert exchange("draft", 1 << 20) == exchange("distill", 1 << 20) == "all_gather"
+  assert exchange("multitask", 1 << 20, **{"data.num_negatives": 1}) == "all_gather"
+  assert exchange("multitask", 1 << 20) == "ring"
+  assert exchange("clip", 64, **{"loss.exchange": "ring"}) == "ring"
+  assert exchange("clip", 1 << 20, **{"loss.exchange": "all_gather"}) == "all_gather"
