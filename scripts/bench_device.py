@@ -11,7 +11,10 @@ Writes `--out` (JSON) and `--md` (a markdown table) with:
       that fits (up to --max_batch);
   (c) the tiled DRAFT loss (forward + backward, RFF MMD) at global batch --loss_batch
       (1,048,576): step time and peak device memory;
-  (d) the device, the versions and the kernels chosen (compute dtype, attention).
+  (d) the exchanges: for the CLIP and DRAFT losses under `all_gather` and `ring`, the largest
+      power-of-two global batch that runs (doubling from --loss_batch up to
+      --ring_max_batch), its step time and peak memory;
+  (e) the device, the versions and the kernels chosen (compute dtype, attention).
 docs/benchmarks.md says how to run it on a GPU VM and a TPU VM.
 """
 import json
@@ -26,7 +29,9 @@ flags.DEFINE_bool("small", False, "Tiny models and batches (CPU, the test suite)
 flags.DEFINE_string("out", "bench_device.json", "JSON results.")
 flags.DEFINE_string("md", "bench_device.md", "Markdown table.")
 flags.DEFINE_integer("max_batch", 4096, "Largest train-step batch tried in (b).")
-flags.DEFINE_integer("loss_batch", 1 << 20, "Global batch of the tiled DRAFT loss in (c).")
+flags.DEFINE_integer("loss_batch", 1 << 20, "Global batch of the tiled DRAFT loss in (c), and "
+                     "where (d) starts doubling.")
+flags.DEFINE_integer("ring_max_batch", 1 << 24, "Largest global batch tried in (d).")
 FLAGS = flags.FLAGS
 
 
@@ -156,8 +161,10 @@ def train_step(arch: str, max_batch: int, steps: int, min_batch: int = 1) -> dic
   return best
 
 
-def tiled_loss(batch: int, dim: int, block: int, steps: int) -> dict:
-  """The tiled DRAFT loss step (value and gradients of the three embedding sets) at `batch`."""
+def tiled_loss(batch: int, dim: int, block: int, steps: int, name: str = "draft",
+               exchange: str = "all_gather") -> dict:
+  """The tiled `name` ("draft" | "clip") loss step (value and gradients of its embedding sets)
+  at `batch` with `exchange`."""
   import jax
   import jax.numpy as jnp
 
@@ -171,13 +178,18 @@ def tiled_loss(batch: int, dim: int, block: int, steps: int) -> dict:
   def unit(key):
     return l2_normalize(jax.random.normal(key, (batch, dim), jnp.float32))
 
-  i, y, z = (jax.jit(unit, out_shardings=sharding)(k) for k in keys)
   key = jax.random.key(1)
-  loss = on_mesh(lambda i, y, z, s, axis_name: losses.draft_loss(
-      i, y, z, s, key=key, block_size=block, axis_name=axis_name)[0], mesh)
-  grad = jax.jit(jax.value_and_grad(loss, argnums=(0, 1, 2)))
-  compiled = grad.lower(i, y, z, jnp.float32(100.0)).compile()
-  seconds = _median(lambda: jax.block_until_ready(compiled(i, y, z, jnp.float32(100.0))), steps)
+  kw = dict(block_size=block, exchange=exchange)
+  if name == "draft":
+    loss = on_mesh(lambda i, y, z, s, axis_name: losses.draft_loss(
+        i, y, z, s, key=key, axis_name=axis_name, **kw)[0], mesh)
+  else:
+    loss = on_mesh(lambda i, t, s, axis_name: losses.clip_loss(i, t, s, axis_name=axis_name,
+                                                               **kw), mesh)
+  emb = [jax.jit(unit, out_shardings=sharding)(k) for k in keys[:3 if name == "draft" else 2]]
+  grad = jax.jit(jax.value_and_grad(loss, argnums=tuple(range(len(emb)))))
+  compiled = grad.lower(*emb, jnp.float32(100.0)).compile()
+  seconds = _median(lambda: jax.block_until_ready(compiled(*emb, jnp.float32(100.0))), steps)
   stats = jax.devices()[0].memory_stats() or {}
   if "peak_bytes_in_use" in stats:
     peak, how = stats["peak_bytes_in_use"], "device memory_stats peak_bytes_in_use"
@@ -185,8 +197,25 @@ def tiled_loss(batch: int, dim: int, block: int, steps: int) -> dict:
     mem = compiled.memory_analysis()
     peak = (mem.temp_size_in_bytes + mem.argument_size_in_bytes + mem.output_size_in_bytes)
     how = "compiled memory_analysis (temp + arguments + outputs), per device"
-  return {"global_batch": batch, "dim": dim, "block": block, "devices": mesh.size,
-          "seconds_per_step": seconds, "peak_bytes": int(peak), "peak_from": how}
+  return {"loss": name, "exchange": exchange, "global_batch": batch, "dim": dim, "block": block,
+          "devices": mesh.size, "seconds_per_step": seconds, "peak_bytes": int(peak),
+          "peak_from": how}
+
+
+def largest_loss(name: str, exchange: str, start: int, max_batch: int, **kw) -> dict:
+  """`tiled_loss` at the largest power-of-two global batch that runs, doubling from `start`
+  (a device's memory, read after the largest, is that batch's: batches only grow)."""
+  best, batch = {"loss": name, "exchange": exchange, "global_batch": 0}, start
+  while batch <= max_batch:
+    try:
+      best = tiled_loss(batch, name=name, exchange=exchange, **kw)
+    except Exception as e:  # noqa: BLE001 — only out-of-memory ends the search
+      if not _is_oom(e):
+        raise
+      break
+    print(f"  {name} {exchange}: {batch:,} runs", flush=True)
+    batch *= 2
+  return best
 
 
 def device_info() -> dict:
@@ -231,6 +260,12 @@ def markdown(results: dict) -> str:
                f"{loss['dim']}, block {loss['block']}, {loss['devices']} devices | "
                f"{loss['seconds_per_step']:.3f} s, peak {loss['peak_bytes'] / 2**20:.1f} MiB "
                f"({loss['peak_from']}) | | |")
+  for r in results["exchanges"]:
+    lines.append(f"| {r['loss']} loss, `{r['exchange']}`: largest global batch that runs "
+                 f"(up to {results['ring_max_batch']:,}) | "
+                 + (f"{r['global_batch']:,}: {r['seconds_per_step']:.3f} s, peak "
+                    f"{r['peak_bytes'] / 2**20:.1f} MiB | | |" if r["global_batch"] else
+                    "none | | |"))
   return "\n".join(lines) + "\n"
 
 
@@ -240,10 +275,14 @@ def main(argv):
     archs, batch, repeats = ("ViT-T-16-test",), 8, 3
     train_arch, max_batch, steps, min_batch = "ViT-T-16-test", min(FLAGS.max_batch, 32), 2, 32
     loss_args = dict(batch=min(FLAGS.loss_batch, 512), dim=32, block=128, steps=2)
+    ring_args = dict(start=256, max_batch=min(FLAGS.ring_max_batch, 1024), dim=32, block=64,
+                     steps=2)
   else:
     archs, batch, repeats = ("ViT-B-16", "ViT-L-14"), 64, 10
     train_arch, max_batch, steps, min_batch = "ViT-B-16", FLAGS.max_batch, 5, 1
     loss_args = dict(batch=FLAGS.loss_batch, dim=512, block=4096, steps=3)
+    ring_args = dict(start=FLAGS.loss_batch, max_batch=FLAGS.ring_max_batch, dim=768,
+                     block=4096, steps=3)
   results = {"small": FLAGS.small, "device": device_info()}
   print(f"device: {results['device']['device_kind']} x {results['device']['device_count']}",
         flush=True)
@@ -253,6 +292,10 @@ def main(argv):
   print("(b) train step done", flush=True)
   results["tiled_loss"] = tiled_loss(**loss_args)
   print("(c) tiled loss done", flush=True)
+  results["ring_max_batch"] = ring_args["max_batch"]
+  results["exchanges"] = [largest_loss(name, exchange, **ring_args)
+                          for name in ("clip", "draft") for exchange in ("all_gather", "ring")]
+  print("(d) exchanges done", flush=True)
   with open(FLAGS.out, "w") as f:
     json.dump(results, f, indent=2)
   table = markdown(results)

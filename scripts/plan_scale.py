@@ -18,10 +18,12 @@ phase (the loss and its gradient with respect to the embeddings) is also compile
 
 Fit, per method, by least squares on the points of the meshes but the largest:
   loss(B, N) = l0 + l1·B + l2·B/N             (the loss phase, per device)
-  step(b, B, N) = P + a·c + loss(B, N)        all-gather(B) = g·B
+  step(b, B, N) = P + a·c + x·(b − c) + loss(B, N)        all-gather(B) = g·B
 with b the per-device batch, N devices, c = the sub-batch the towers run at once (b, or b /
 accum_steps under GradCache), B = N·b the global batch; P is the weights, gradients and
-optimizer state, a·c the tower activations. Adding the loss phase to the towers' activations
+optimizer state, a·c the tower activations, x the bytes of one sample's input arrays (exact,
+from the batch's shapes: GradCache holds the whole per-device batch). The loss phase is fitted
+per exchange (`loss.exchange` all_gather and ring; the steps are measured with the all-gather). Adding the loss phase to the towers' activations
 is exact without GradCache (the activations are live during the loss) and an upper bound with
 it. The largest mesh's points and a GradCache point are predicted, not fitted, and the report
 prints prediction against measurement.
@@ -30,7 +32,9 @@ The loss's share of step FLOPs is analytic: the similarity matmuls (2·B²·D pe
 pass; DRAFT has two, caption-image and dialogue-image, with gradients into the text side
 only) against the towers' model FLOPs (clipjax/train/flops.py, 77-token texts).
 """
+import itertools
 import json
+import math
 import os
 import re
 import subprocess
@@ -58,6 +62,9 @@ flags.DEFINE_list("exchange_batches", ["65536", "262144", "1048576", "4194304"],
 flags.DEFINE_integer("exchange_dim", 768, "Exchange section: embedding width (ViT-L-14's).")
 flags.DEFINE_integer("exchange_block", 1024, "Exchange section: keys (and query rows) per tile.")
 flags.DEFINE_integer("one_exchange", 0, "Internal: the exchange section on this many devices.")
+flags.DEFINE_bool("largest", False, "Only the largest-batch-per-chip section of --arch: measure "
+                  "on the meshes of --devices (all fitted), replace that section of --out.")
+flags.DEFINE_list("chip_counts", ["64", "1024"], "Largest-batch section: chips.")
 FLAGS = flags.FLAGS
 
 def measure(devices: int, per_device: list[int]) -> list[dict]:
@@ -94,6 +101,10 @@ def measure(devices: int, per_device: list[int]) -> list[dict]:
       batch["dialogue"] = batch["caption"]
     return batch
 
+  def input_bytes(name: str) -> int:  # one sample of the batch's arrays, exact from the shapes
+    return sum(math.prod(x.shape[1:]) * x.dtype.itemsize
+               for x in abstract_batch(name, 1).values())
+
   def memory_of(compiled) -> int:
     mem = compiled.memory_analysis()
     return (mem.argument_size_in_bytes + mem.output_size_in_bytes + mem.temp_size_in_bytes
@@ -104,6 +115,7 @@ def measure(devices: int, per_device: list[int]) -> list[dict]:
   for name in FLAGS.methods:
     cfg = method_config(name)
     cfg.loss.block_size = FLAGS.block_size
+    cfg.loss.exchange = "all_gather"  # the steps; the loss phase alone is measured under both
     tx, frozen = make_optimizer(params, lr=1e-5, total_steps=100, freeze=cfg.freeze)
     opt = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=rep),
                        jax.eval_shape(tx.init, params))
@@ -119,23 +131,27 @@ def measure(devices: int, per_device: list[int]) -> list[dict]:
       step = make_train_step(objective, tx, frozen, mesh, clamp_scale=True, accum_steps=accum)
       compiled = step.lower(state, abstract_batch(name, n)).compile()
       points.append({"kind": "step", "method": name, "devices": devices, "per_device": b,
-                     "accum": accum, "global": n, "memory": memory_of(compiled),
+                     "accum": accum, "global": n, "exchange": "all_gather",
+                     "input_bytes": input_bytes(name), "memory": memory_of(compiled),
                      "weights": compiled.memory_analysis().argument_size_in_bytes,
                      "collectives": collective_bytes(compiled.as_text())})
       print(json.dumps(points[-1]), file=sys.stderr, flush=True)
     # The loss phase alone at data-center batches: the loss and its gradient with respect to
     # the embeddings, what a step adds on top of its towers (jit drops the unused weights from
     # its arguments: only the logit scale is counted).
-    for b in FLAGS.loss_per_device:
+    for exchange, b in itertools.product(("all_gather", "ring"), FLAGS.loss_per_device):
       n = int(b) * devices
       batch = abstract_batch(name, n)
+      cfg.loss.exchange = exchange
+      objective = get_method(name).objective(model, mesh, cfg)
       emb = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=rows),
                          jax.eval_shape(objective.embed, params, batch))
       grad = jax.jit(lambda p, e, bt, k: jax.value_and_grad(
           lambda e: objective.loss(p, e, bt, k), has_aux=True)(e))
       compiled = grad.lower(params, emb, batch, key).compile()
       points.append({"kind": "loss", "method": name, "devices": devices, "per_device": int(b),
-                     "accum": 1, "global": n, "memory": memory_of(compiled),
+                     "accum": 1, "global": n, "exchange": exchange,
+                     "memory": memory_of(compiled),
                      "collectives": collective_bytes(compiled.as_text())})
       print(json.dumps(points[-1]), file=sys.stderr, flush=True)
   return points
@@ -145,8 +161,9 @@ EXCHANGE_HEADING = "## Loss memory by exchange"
 
 
 def measure_exchanges(devices: int) -> list[dict]:
-  """Per-device memory of the loss phase (value and gradient with respect to both embeddings,
-  float32, tiled) of the CLIP and SigLIP losses, compiled for each global batch and exchange."""
+  """Per-device memory of the loss phase (value and gradient with respect to every embedding,
+  float32, tiled) of the CLIP, SigLIP and DRAFT (rff MMD) losses, compiled for each global
+  batch and exchange."""
   import functools
 
   import jax
@@ -155,17 +172,21 @@ def measure_exchanges(devices: int) -> list[dict]:
   from clipjax import losses
   from clipjax.parallel.mesh import make_mesh, on_mesh
   mesh = make_mesh()
-  fns = {"clip": losses.clip_loss,
-         "siglip": lambda i, t, s, **kw: losses.siglip_loss(i, t, s, jnp.float32(-10.0), **kw)}
+  key = jax.random.key(0)
+  fns = {"clip": (losses.clip_loss, 2),
+         "siglip": (lambda i, t, s, **kw: losses.siglip_loss(i, t, s, jnp.float32(-10.0), **kw),
+                    2),
+         "draft": (lambda i, y, z, s, **kw: losses.draft_loss(i, y, z, s, key=key, **kw)[0], 3)}
   points = []
-  for name, fn in fns.items():
+  for name, (fn, count) in fns.items():
     for batch in (int(b) for b in FLAGS.exchange_batches):
       x = jax.ShapeDtypeStruct((batch, FLAGS.exchange_dim), jnp.float32)
       for exchange in ("all_gather", "ring"):
         loss = on_mesh(functools.partial(fn, exchange=exchange, block_size=FLAGS.exchange_block),
                        mesh)
-        step = jax.jit(jax.value_and_grad(lambda i, t: loss(i, t, jnp.float32(10.0)), (0, 1)))
-        mem = step.lower(x, x).compile().memory_analysis()
+        step = jax.jit(jax.value_and_grad(lambda *e: loss(*e, jnp.float32(10.0)),
+                                          tuple(range(count))))
+        mem = step.lower(*[x] * count).compile().memory_analysis()
         points.append({"loss": name, "devices": devices, "global": batch, "exchange": exchange,
                        "memory": mem.argument_size_in_bytes + mem.output_size_in_bytes
                        + mem.temp_size_in_bytes - mem.alias_size_in_bytes})
@@ -177,12 +198,13 @@ def report_exchanges(points: list[dict]) -> str:
   gib = 2**30
   lines = [EXCHANGE_HEADING, "",
            f"Generated by `python scripts/plan_scale.py --exchanges` (do not edit by hand): the "
-           f"loss phase alone (value and gradient with respect to both [B, "
-           f"{FLAGS.exchange_dim}] float32 embeddings, {FLAGS.exchange_block} keys and query "
-           f"rows per tile), per device, GiB, compiled for simulated CPU meshes, never run. "
-           f"`all_gather`: every device holds the global batch's keys and their gradient; `ring` "
-           f"(`loss.exchange=ring`, clipjax/losses/ring.py): each device holds its own rows, "
-           f"their gradients and two shards of the moving side, so its memory follows B / N.", ""]
+           f"loss phase alone (value and gradient with respect to every [B, "
+           f"{FLAGS.exchange_dim}] float32 embedding, {FLAGS.exchange_block} keys and query "
+           f"rows per tile; DRAFT: contrastive + rff MMD), per device, GiB, compiled for "
+           f"simulated CPU meshes, never run. `all_gather`: every device holds the global "
+           f"batch's keys and their gradient; `ring` (`loss.exchange=ring`, "
+           f"clipjax/losses/ring.py): each device holds its own rows, their gradients and two "
+           f"halves of a moving shard (held and arriving), so its memory follows B / N.", ""]
   for name in sorted({p["loss"] for p in points}):
     lines += [f"**{name}**", "", "| global batch | devices | all_gather | ring | ratio |",
               "|---|---|---|---|---|"]
@@ -212,10 +234,12 @@ def _run_child(flag: str, devices: str, extra: list[str]) -> list[dict]:
 
 
 def _replace_section(text: str, section: str) -> str:
-  """`text` with its exchange section replaced by `section` (appended when absent)."""
-  if EXCHANGE_HEADING not in text:
+  """`text` with the section of `section`'s heading (its first line) replaced by `section`
+  (appended when absent)."""
+  heading = section.split("\n", 1)[0] + "\n"
+  if heading not in text:
     return text.rstrip("\n") + "\n\n" + section
-  head, rest = text.split(EXCHANGE_HEADING, 1)
+  head, rest = text.split(heading, 1)
   tail = rest.split("\n## ", 1)
   return head + section + ("\n## " + tail[1] if len(tail) > 1 else "")
 
@@ -225,16 +249,25 @@ def lstsq(rows: list[list[float]], y: list[float]) -> np.ndarray:
   return coef
 
 
-class Fit:
-  """The per-method model of the module docstring, fitted on `points` (dicts as measured)."""
+def _loss_fit(points: list[dict], exchange: str) -> np.ndarray:
+  loss = [p for p in points if p["kind"] == "loss" and p["exchange"] == exchange]
+  return lstsq([[1, p["global"], p["global"] / p["devices"]] for p in loss],
+               [p["memory"] for p in loss])
 
-  def __init__(self, points: list[dict]):
-    loss = [p for p in points if p["kind"] == "loss"]
-    self.loss = lstsq([[1, p["global"], p["global"] / p["devices"]] for p in loss],
-                      [p["memory"] for p in loss])
+
+class Fit:
+  """The per-method model of the module docstring, fitted on `points` (dicts as measured),
+  with the loss phase under `exchange` (the steps are measured with the all-gather, whose
+  loss-phase fit is taken off them)."""
+
+  def __init__(self, points: list[dict], exchange: str = "all_gather"):
+    self.loss = _loss_fit(points, exchange)
+    gathered = _loss_fit(points, "all_gather")
     step = [p for p in points if p["kind"] == "step" and p["accum"] == 1]
     self.step = lstsq([[1, p["per_device"]] for p in step],
-                      [p["memory"] - self.loss_memory(p["global"], p["devices"]) for p in step])
+                      [p["memory"] - float(gathered @ [1, p["global"], p["global"] / p["devices"]])
+                       for p in step])
+    self.input = step[0]["input_bytes"]
     self.gather = lstsq([[p["global"]] for p in step],
                         [p["collectives"].get("all-gather", 0) for p in step])[0]
     self.reduce = float(np.mean([p["collectives"].get("all-reduce", 0) for p in step]))
@@ -243,8 +276,11 @@ class Fit:
     return float(self.loss @ [1, batch, batch / devices])
 
   def memory(self, per_device: int, accum: int, devices: int) -> float:
-    return float(self.step @ [1, per_device / accum]) + self.loss_memory(per_device * devices,
-                                                                       devices)
+    """Towers at a sub-batch of per_device / accum, the rest of the batch's input arrays
+    (GradCache holds the whole per-device batch) and the loss phase."""
+    chunk = per_device / accum
+    return (float(self.step @ [1, chunk]) + self.input * (per_device - chunk)
+            + self.loss_memory(per_device * devices, devices))
 
   def all_gather(self, batch: int) -> float:
     return self.gather * batch
@@ -284,7 +320,7 @@ def report(points: list[dict]) -> str:
       "",
   ]
   for method in FLAGS.methods:
-    pts = [p for p in points if p["method"] == method]
+    pts = [p for p in points if p["method"] == method and p["exchange"] == "all_gather"]
     train = [p for p in pts if p["devices"] != largest and p["accum"] == 1]
     held = [p for p in pts if p not in train]
     fit = Fit(train)
@@ -356,17 +392,74 @@ def report(points: list[dict]) -> str:
                  if factor < 1.5 else
                  f"GradCache multiplies the gradient's all-reduce by the number of sub-batches "
                  f"({factor:.1f}x measured at 4)."), ""]
-  lines += ["Measured points:", "", "| program | method | devices | per device | accum | global |"
+  lines += ["Measured points (`loss ring`: the loss phase with `loss.exchange=ring`):", "",
+            "| program | method | devices | per device | accum | global |"
             " memory | all-gather | all-reduce | other collectives |",
             "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
   for p in points:
     c = p["collectives"]
     other = sum(v for k, v in c.items() if k not in ("all-gather", "all-reduce"))
-    lines.append(f"| {p['kind']} | {p['method']} | {p['devices']} | {p['per_device']} | "
+    program = p["kind"] + (" ring" if p["exchange"] == "ring" else "")
+    lines.append(f"| {program} | {p['method']} | {p['devices']} | {p['per_device']} | "
                  f"{p['accum']} | {p['global']:,} | {p['memory'] / gib:.2f} GiB | "
                  f"{c.get('all-gather', 0) / mib:.2f} MiB | {c.get('all-reduce', 0) / mib:.1f} MiB"
                  f" | {other / mib:.2f} MiB |")
   return "\n".join(lines) + "\n"
+
+
+LARGEST_HEADING = "## Largest global batch per chip"
+CHIP_GB = (16, 32, 95)
+
+
+def report_largest(points: list[dict]) -> str:
+  """The largest global batch fitting each chip size, per method and exchange (`Fit` on every
+  measured point; powers of two per device, towers in GradCache sub-batches of --chunk)."""
+  lines = [f"{LARGEST_HEADING}: {FLAGS.arch}", "",
+           f"Generated by `python scripts/plan_scale.py --largest --arch={FLAGS.arch}` (do not "
+           f"edit by hand): the largest global batch (a power of two per chip) whose predicted "
+           f"per-device memory fits the chip's HBM, with the towers in GradCache sub-batches of "
+           f"{FLAGS.chunk} per device, bfloat16 towers, {FLAGS.block_size} keys per loss tile and "
+           f"the fit of the module docstring on {len(points)} compiled programs (meshes of "
+           f"{sorted({p['devices'] for p in points})} devices; the batch's input arrays, "
+           f"{points[0]['input_bytes'] / 2**10:.0f} KiB per sample, held whole). `all_gather`: "
+           "the loss holds the global batch's embeddings, so the limit is a global batch "
+           "whatever the chip count; `ring`: the loss follows the device's rows, so the limit "
+           "grows with the chips. Estimates from CPU-compiled programs (tens of percent).", "",
+           "| method | exchange | chips | " + " | ".join(f"{gb} GB" for gb in CHIP_GB) + " |",
+           "|---|---|---:|" + "---:|" * len(CHIP_GB)]
+  for method, exchange in itertools.product(FLAGS.methods, ("all_gather", "ring")):
+    fit = Fit([p for p in points if p["method"] == method], exchange)
+    for chips in (int(c) for c in FLAGS.chip_counts):
+      cells = []
+      for gb in CHIP_GB:
+        fits = [b for b in (2 ** e for e in range(25))
+                if fit.memory(b, max(1, b // FLAGS.chunk), chips) <= gb * 1e9]
+        cells.append(f"{max(fits) * chips:,} ({max(fits):,} per chip)" if fits else "none")
+      lines.append(f"| {method} | {exchange} | {chips:,} | " + " | ".join(cells) + " |")
+  return "\n".join(lines) + "\n"
+
+
+def _write_section(section: str) -> None:
+  """Replace (or append) `section` in --out, leaving the rest of the report."""
+  previous = open(FLAGS.out).read() if os.path.exists(FLAGS.out) else ""
+  with open(FLAGS.out, "w") as f:
+    f.write(_replace_section(previous, section))
+  print(section)
+
+
+def _measure_all() -> list[dict]:
+  points = []
+  for devices in FLAGS.devices:
+    args = [f"--arch={FLAGS.arch}", f"--methods={','.join(FLAGS.methods)}",
+            f"--devices={','.join(FLAGS.devices)}",
+            f"--per_device={','.join(FLAGS.per_device)}", f"--block_size={FLAGS.block_size}",
+            f"--loss_per_device={','.join(FLAGS.loss_per_device)}"]
+    points += _run_child("one", devices, args)
+    print(f"{devices} devices: {len(points)} points so far", flush=True)
+  if FLAGS.json:
+    with open(FLAGS.json, "w") as f:
+      json.dump(points, f, indent=1)
+  return points
 
 
 def main(argv):
@@ -387,29 +480,24 @@ def main(argv):
   out_dir = os.path.dirname(os.path.abspath(FLAGS.out))
   if not os.path.isdir(out_dir):
     raise ConfigError(f"--out={FLAGS.out}: directory {out_dir} does not exist")
+  if FLAGS.largest:  # this arch's section only, in the report as it is
+    _write_section(report_largest(_measure_all()))
+    return
   exchange_args = [f"--exchange_batches={','.join(FLAGS.exchange_batches)}",
                    f"--exchange_dim={FLAGS.exchange_dim}",
                    f"--exchange_block={FLAGS.exchange_block}"]
   section = report_exchanges([p for devices in FLAGS.exchange_devices
                               for p in _run_child("one_exchange", devices, exchange_args)])
   if FLAGS.exchanges:  # this section only, in the report as it is
-    previous = open(FLAGS.out).read() if os.path.exists(FLAGS.out) else ""
-    with open(FLAGS.out, "w") as f:
-      f.write(_replace_section(previous, section))
-    print(section)
+    _write_section(section)
     return
-  points = []
-  for devices in FLAGS.devices:
-    args = [f"--arch={FLAGS.arch}", f"--methods={','.join(FLAGS.methods)}",
-            f"--devices={','.join(FLAGS.devices)}",
-            f"--per_device={','.join(FLAGS.per_device)}", f"--block_size={FLAGS.block_size}",
-            f"--loss_per_device={','.join(FLAGS.loss_per_device)}"]
-    points += _run_child("one", devices, args)
-    print(f"{devices} devices: {len(points)} points so far", flush=True)
-  if FLAGS.json:
-    with open(FLAGS.json, "w") as f:
-      json.dump(points, f, indent=1)
-  text = _replace_section(report(points), section)
+  points = _measure_all()
+  text = _replace_section(_replace_section(report(points), section), report_largest(points))
+  if os.path.exists(FLAGS.out):  # other architectures' largest-batch sections stay
+    for other in open(FLAGS.out).read().split("\n## ")[1:]:
+      if other.startswith(LARGEST_HEADING[3:]) and not other.startswith(
+          f"{LARGEST_HEADING[3:]}: {FLAGS.arch}\n"):
+        text = _replace_section(text, "## " + other.rstrip("\n") + "\n")
   with open(FLAGS.out, "w") as f:
     f.write(text)
   print(text)

@@ -20,6 +20,7 @@ from a SigLIP base (t, b: its logit scale and bias).
 from __future__ import annotations
 
 import functools
+import math
 
 import jax
 import jax.numpy as jnp
@@ -75,10 +76,12 @@ def _ring(exchange: str, axis_name: AxisName) -> bool:
 
 
 def _ring_args(queries, keys, scale, bias, block_size):
-  """float32 queries, keys, scale, bias and the tile size of a ring loss."""
+  """float32 queries, keys, scale, bias and the tile size of a ring loss (dividing both the
+  query and the key rows: a device's keys may outnumber its queries, as with hard negatives)."""
   scale = jnp.asarray(scale, jnp.float32)
   bias = jnp.zeros((), jnp.float32) if bias is None else jnp.asarray(bias, jnp.float32)
-  block = pick_block(keys.shape[0], block_size or keys.shape[0])
+  rows = math.gcd(queries.shape[0], keys.shape[0])
+  block = pick_block(rows, block_size or rows)
   return queries.astype(jnp.float32), keys.astype(jnp.float32), scale, bias, block
 
 
@@ -274,16 +277,16 @@ def text_infonce(q: jax.Array, p: jax.Array, negatives: jax.Array | None = None,
                              k_labels=lab, block_size=None, axis_name=axis_name,
                              exchange=exchange)
     return psum(rows(q, p).sum() + rows(p, q).sum(), axis_name) / psum(n, axis_name)
-  if _ring(exchange, axis_name):
-    raise NotImplementedError("text_infonce with hard negatives has no ring exchange yet; use "
-                              "exchange='all_gather'")
   if negatives.ndim != 3 or negatives.shape[0] != n or negatives.shape[2] != q.shape[1]:
     raise ValueError(f"negatives must be [{n}, m, {q.shape[1]}], got {list(negatives.shape)}")
-  p_lab = all_gather(lab, axis_name)
-  neg = all_gather(negatives, axis_name).reshape(-1, q.shape[1]).astype(p.dtype)
-  keys = jnp.concatenate([all_gather(p, axis_name), neg])  # negatives: label -1, never a target
-  key_labels = jnp.concatenate([p_lab, jnp.full((neg.shape[0],), -1, jnp.int32)])
-  q_to_p = row_cross_entropy(q, keys, inv_tau, q_labels=lab, k_labels=key_labels).sum()
-  p_to_q = row_cross_entropy(p, all_gather(q, axis_name), inv_tau, q_labels=lab,
-                             k_labels=p_lab).sum()
+  # this shard's candidates for q: its positives and its hard negatives (label -1, never a
+  # target); gathered or sent round the ring together, so every device's negatives reach
+  # every query
+  neg = negatives.reshape(-1, q.shape[1]).astype(p.dtype)
+  keys = jnp.concatenate([p, neg])
+  key_labels = jnp.concatenate([lab, jnp.full((neg.shape[0],), -1, jnp.int32)])
+  rows = functools.partial(_rows, "softmax", scale=inv_tau, bias=None, q_labels=lab,
+                           block_size=None, axis_name=axis_name, exchange=exchange)
+  q_to_p = rows(q, keys, k_labels=key_labels).sum()
+  p_to_q = rows(p, q, k_labels=lab).sum()
   return psum(q_to_p + p_to_q, axis_name) / psum(n, axis_name)

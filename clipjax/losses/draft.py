@@ -25,18 +25,16 @@ def draft_loss(image_emb: jax.Array, caption_emb: jax.Array, dialogue_emb: jax.A
   image_emb, caption_emb, dialogue_emb: [N, D] L2-normalised (this shard's rows on a mesh).
   logit_scale: the multiplier s (frozen at the pretrained value in DRAFT: the caller passes it
   without gradient). key: PRNG key shared by all devices (rff / subsample estimators).
+  exchange: "all_gather" or "ring" for both terms (`losses.ring`, `losses.ring_mmd`).
   L_MMD = sqrt(max(MMD², 0) + 1e-12), or MMD² when `mmd.squared`.
   Returns (loss, aux) with aux = {"contrastive", "mmd2", "mmd", "sigma"} (global values).
   """
-  if exchange == "ring" and axis_name is not None:
-    raise NotImplementedError("DRAFT's MMD term has no ring exchange yet; use "
-                              "exchange='all_gather'")
   contrastive = draft_contrastive_loss(image_emb, caption_emb, dialogue_emb, logit_scale, a,
                                        bidirectional=bidirectional, labels=labels, form=form,
                                        logit_bias=logit_bias, block_size=block_size,
-                                       axis_name=axis_name)
+                                       axis_name=axis_name, exchange=exchange)
   value, sigmas = mmd2(caption_emb, dialogue_emb, image_emb, logit_scale, key=key, config=mmd,
-                       block_size=block_size, axis_name=axis_name)
+                       block_size=block_size, axis_name=axis_name, exchange=exchange)
   mmd_term = value if mmd.squared else jnp.sqrt(jnp.maximum(value, 0.0) + 1e-12)
   loss = contrastive + mmd_weight * mmd_term
   return loss, {"contrastive": contrastive, "mmd2": value, "mmd": mmd_term, "sigma": sigmas[0]}

@@ -10,6 +10,11 @@ set), `subsample` (unbiased U-statistic on m random entries of each matrix) and 
 exact V-statistic, O(B⁴): small batches and tests). Bandwidth: σ₀ = std of S ∪ D (exact, from
 D×D Gram matrices, no B² buffer), under stop_gradient; `multi_kernel` sums the kernels
 σ₀·2^k, k = -2..2.
+
+`exchange`: how a device sees the other devices' image rows, "all_gather" or "ring"
+(`losses.ring_mmd`: the keys pass round the mesh, so `rff` holds no global-batch array). σ₀
+and `subsample` need neither: σ₀'s statistics are psum-reduced [D] and [D, D] sums, and the
+subsample estimator collects only its m sampled keys.
 """
 from __future__ import annotations
 
@@ -18,6 +23,7 @@ import dataclasses
 import jax
 import jax.numpy as jnp
 
+from clipjax.losses.ring_mmd import ring_pair_sum, ring_rff_difference, ring_similarities
 from clipjax.losses.tiled import HIGHEST, pick_block, tiled_rff_sum
 from clipjax.parallel.collectives import AxisName, all_gather, psum, shard_offset
 
@@ -43,18 +49,19 @@ def bandwidths(s_queries, d_queries, keys, scale, multi_kernel: bool, axis_name:
   """σ₀ = std over all entries of S ∪ D, exact and without forming them:
   Σ_ij q_i·k_j = (Σq)·(Σk) and Σ_ij (q_i·k_j)² = <QᵀQ, KᵀK>_F.
 
-  s_queries, d_queries: this shard's rows; keys: all keys (already gathered).
+  s_queries, d_queries, keys: this shard's rows (the key statistics are psum-reduced).
   Returns σ_k [K] under stop_gradient.
   """
   s_queries, d_queries, keys, scale = jax.lax.stop_gradient((s_queries, d_queries, keys, scale))
-  k_sum = keys.sum(0)
-  k_gram = jnp.dot(keys.T, keys, precision=HIGHEST)
+  k_sum = psum(keys.sum(0), axis_name)
+  k_gram = psum(jnp.dot(keys.T, keys, precision=HIGHEST), axis_name)
   total = sq_total = 0.0
   for q in (s_queries, d_queries):
     total = total + jnp.dot(q.sum(0), k_sum, precision=HIGHEST)
     sq_total = sq_total + jnp.sum(jnp.dot(q.T, q, precision=HIGHEST) * k_gram)
   # entries of S and D: 2·B², in float (B = 65,536 gives 8.6e9, past int32)
-  count = 2.0 * psum(float(s_queries.shape[0]), axis_name) * keys.shape[0]
+  count = 2.0 * psum(float(s_queries.shape[0]), axis_name) * psum(float(keys.shape[0]),
+                                                                   axis_name)
   mean = scale * psum(total, axis_name) / count
   var = jnp.maximum(scale ** 2 * psum(sq_total, axis_name) / count - mean ** 2, 1e-12)
   exps = jnp.arange(-2, 3, dtype=jnp.float32) if multi_kernel else jnp.zeros((1,), jnp.float32)
@@ -67,33 +74,33 @@ def _rbf(u, v, sigmas):
   return jnp.exp(-d2 / (2 * jnp.square(sigmas))).sum(-1)
 
 
-def _similarities(q, keys, scale):
-  return scale * jnp.dot(q.astype(jnp.float32), keys.T, precision=HIGHEST)
-
-
 def mmd2(s_queries: jax.Array, d_queries: jax.Array, keys: jax.Array, logit_scale, *,
          key: jax.Array | None = None, config: MMDConfig = MMDConfig(),
-         block_size: int | None = None, axis_name: AxisName = None):
+         block_size: int | None = None, axis_name: AxisName = None,
+         exchange: str = "all_gather"):
   """MMD² between the entries of S = s·s_queries keysᵀ and D = s·d_queries keysᵀ.
 
   s_queries, d_queries: [N, D] (captions, dialogues; this shard's rows); keys: [N, D] (images;
-  this shard's rows, all-gathered here); all L2-normalised. logit_scale: the multiplier s.
+  this shard's rows); all L2-normalised. logit_scale: the multiplier s.
   key: PRNG key, identical on all devices (needed by `rff` and `subsample`).
+  exchange: "all_gather" (the keys gathered) or "ring" (`losses.ring_mmd`).
   Returns (mmd², sigmas [K]).
   """
-  all_keys = all_gather(keys, axis_name).astype(jnp.float32)
-  sigmas = bandwidths(s_queries.astype(jnp.float32), d_queries.astype(jnp.float32), all_keys,
-                      logit_scale, config.multi_kernel, axis_name)
+  if exchange not in ("all_gather", "ring"):
+    raise ValueError(f"exchange must be one of ['all_gather', 'ring'], got {exchange!r}")
+  ring = exchange == "ring" and axis_name is not None
+  s_q, d_q, keys = (x.astype(jnp.float32) for x in (s_queries, d_queries, keys))
+  sigmas = bandwidths(s_q, d_q, keys, logit_scale, config.multi_kernel, axis_name)
   if config.estimator != "full" and key is None:
     raise ValueError(f"mmd estimator {config.estimator!r} needs a PRNG key (the same on every device)")
+  scale = jnp.asarray(logit_scale, jnp.float32)
   if config.estimator == "rff":
-    value = _rff_mmd2(s_queries, d_queries, all_keys, logit_scale, key, sigmas, config,
-                      block_size, axis_name)
+    value = _rff_mmd2(s_q, d_q, keys, scale, key, sigmas, config, block_size, axis_name, ring)
   elif config.estimator == "subsample":
-    value = _subsample_mmd2(s_queries, d_queries, all_keys, logit_scale, key, sigmas,
-                            config.subsample_size, axis_name)
+    value = _subsample_mmd2(s_q, d_q, keys, scale, key, sigmas, config.subsample_size,
+                            axis_name)
   else:
-    value = _full_mmd2(s_queries, d_queries, all_keys, logit_scale, sigmas, axis_name)
+    value = _full_mmd2(s_q, d_q, keys, scale, sigmas, axis_name, ring)
   return value, sigmas
 
 
@@ -110,36 +117,33 @@ def subsample_positions(key: jax.Array, m: int, n: int) -> jax.Array:
   return jax.random.randint(key, (2, 2, m), 0, n)
 
 
-def _rff_mmd2(s_q, d_q, keys, scale, key, sigmas, config, block_size, axis_name):
+def _rff_mmd2(s_q, d_q, keys, scale, key, sigmas, config, block_size, axis_name, ring):
   r = config.num_features
   omega, phase = rff_features(key, sigmas, r)
-  count = psum(float(s_q.shape[0]), axis_name) * keys.shape[0]  # B², float: past int32 at 65,536
-  scale = jnp.asarray(scale, jnp.float32)
-
+  count = psum(float(s_q.shape[0]), axis_name) ** 2  # B², float: past int32 at 65,536
+  if ring:
+    local = keys.shape[0]
+    diff = ring_rff_difference(s_q, d_q, keys, scale, omega, phase, r,
+                               pick_block(local, block_size or local), axis_name)
+    return jnp.sum(jnp.square(psum(diff, axis_name) / count))
+  keys = all_gather(keys, axis_name)
   block = pick_block(keys.shape[0], block_size) if block_size else keys.shape[0]
 
   def mean_features(q):
-    total = tiled_rff_sum(q.astype(jnp.float32), keys, scale, omega, phase, r, block)
-    return psum(total, axis_name) / count
+    return psum(tiled_rff_sum(q, keys, scale, omega, phase, r, block), axis_name) / count
 
   return jnp.sum(jnp.square(mean_features(s_q) - mean_features(d_q)))
 
 
 def _subsample_mmd2(s_q, d_q, keys, scale, key, sigmas, m, axis_name):
   """U-statistic on m entries of S and m of D drawn uniformly with replacement (independent
-  positions for S and D): unbiased for the full V-statistic."""
-  n_global = keys.shape[0]
-  local = s_q.shape[0]
-  offset = shard_offset(local, axis_name)
-
+  positions for S and D): unbiased for the full V-statistic. Only the sampled rows and keys
+  ([m, D] each) are collected, whatever the exchange: no device holds the global batch."""
   def sample(q, positions):
     rows, cols = positions
-    mine = (rows >= offset) & (rows < offset + local)
-    q_rows = q.astype(jnp.float32)[jnp.clip(rows - offset, 0, local - 1)]
-    vals = scale * jnp.sum(q_rows * keys[cols], axis=-1)
-    return psum(jnp.where(mine, vals, 0.0), axis_name)  # each entry lives on one device
+    return scale * jnp.sum(_take_rows(q, rows, axis_name) * _take_rows(keys, cols, axis_name), -1)
 
-  positions = subsample_positions(key, m, n_global)
+  positions = subsample_positions(key, m, psum(keys.shape[0], axis_name))
   s, d = sample(s_q, positions[0]), sample(d_q, positions[1])
   off_diag = 1.0 - jnp.eye(m)
   k_ss = jnp.sum(_rbf(s[:, None], s[None, :], sigmas) * off_diag) / (m * (m - 1))
@@ -148,12 +152,29 @@ def _subsample_mmd2(s_q, d_q, keys, scale, key, sigmas, m, axis_name):
   return k_ss + k_dd - 2 * k_sd
 
 
-def _full_mmd2(s_q, d_q, keys, scale, sigmas, axis_name):
+def _take_rows(x, rows, axis_name: AxisName):
+  """x's rows at global indices `rows` [m] -> [m, D] on every device: each row lives on one
+  device, the others add zeros (so the psum is exact, and its transpose routes the gradient
+  back to the owner)."""
+  local = x.shape[0]
+  offset = shard_offset(local, axis_name)
+  mine = (rows >= offset) & (rows < offset + local)
+  return psum(jnp.where(mine[:, None], x[jnp.clip(rows - offset, 0, local - 1)], 0.0),
+              axis_name)
+
+
+def _full_mmd2(s_q, d_q, keys, scale, sigmas, axis_name, ring):
   """Exact V-statistic over all B² entries of each matrix (O(B⁴) time; each device pairs its
   own rows' entries with all entries, then psum)."""
-  s_local = _similarities(s_q, keys, scale).reshape(-1)
-  d_local = _similarities(d_q, keys, scale).reshape(-1)
-  s_all, d_all = all_gather(s_local, axis_name), all_gather(d_local, axis_name)
-  pairs = s_all.shape[0] ** 2
-  mean_k = lambda u, v: psum(_rbf(u[:, None], v[None, :], sigmas).sum(), axis_name) / pairs
-  return mean_k(s_local, s_all) + mean_k(d_local, d_all) - 2 * mean_k(s_local, d_all)
+  kernel = lambda u, v: _rbf(u, v, sigmas)
+  if ring:
+    entries = lambda q: ring_similarities(q, keys, scale, axis_name).reshape(-1)
+    pair_sum = lambda u, v: ring_pair_sum(u, v, kernel, axis_name)
+  else:
+    all_keys = all_gather(keys, axis_name)
+    entries = lambda q: (scale * jnp.dot(q, all_keys.T, precision=HIGHEST)).reshape(-1)
+    pair_sum = lambda u, v: kernel(u[:, None], all_gather(v, axis_name)[None, :]).sum()
+  s_local, d_local = entries(s_q), entries(d_q)
+  pairs = psum(float(s_local.shape[0]), axis_name) ** 2
+  mean_k = lambda u, v: psum(pair_sum(u, v), axis_name) / pairs
+  return mean_k(s_local, s_local) + mean_k(d_local, d_local) - 2 * mean_k(s_local, d_local)

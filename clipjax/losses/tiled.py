@@ -61,19 +61,25 @@ def _tiled_row_ce(q, k, scale, bias, q_labels, k_labels, block: int):
   return _row_ce_forward(q, k, scale, bias, q_labels, k_labels, block)[0]
 
 
+def ce_fold(stats, logits, match, axis: int = 1):
+  """Folds a logits tile into the running (max, Σ exp, Σ target logits, target count) of the
+  soft-target cross-entropy of its rows (axis=1) or of its columns (axis=0); `match`: the
+  tile's target mask."""
+  m, s, tsum, tcnt = stats
+  m_new = jnp.maximum(m, logits.max(axis=axis))
+  expand = (lambda x: x[:, None]) if axis == 1 else (lambda x: x[None, :])
+  s = s * jnp.exp(m - m_new) + jnp.exp(logits - expand(m_new)).sum(axis=axis)
+  return (m_new, s, tsum + jnp.where(match, logits, 0.0).sum(axis=axis),
+          tcnt + match.sum(axis=axis).astype(jnp.float32))
+
+
 def ce_tile_step(q, scale, bias, q_labels):
   """The scan step folding one (keys, key labels) block into the running per-row statistics
-  (max, Σ exp, Σ target logits, target count) of the soft-target cross-entropy."""
-  def step(carry, blk):
-    m, s, tsum, tcnt = carry
+  of the soft-target cross-entropy (`ce_fold`)."""
+  def step(stats, blk):
     k_blk, kl_blk = blk
-    logits = _tile_logits(q, k_blk, scale, bias)
-    match = q_labels[:, None] == kl_blk[None, :]
-    m_new = jnp.maximum(m, logits.max(axis=1))
-    s = s * jnp.exp(m - m_new) + jnp.exp(logits - m_new[:, None]).sum(axis=1)
-    tsum = tsum + jnp.where(match, logits, 0.0).sum(axis=1)
-    tcnt = tcnt + match.sum(axis=1).astype(jnp.float32)
-    return (m_new, s, tsum, tcnt), None
+    return ce_fold(stats, _tile_logits(q, k_blk, scale, bias),
+                   q_labels[:, None] == kl_blk[None, :]), None
   return step
 
 
@@ -224,14 +230,29 @@ def tiled_rff_sum(q, k, scale, omega, phase, per_kernel: int, block: int):
   return _tiled_rff_sum(q, k, _as_varying(scale, q), omega, phase, per_kernel, block)
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(5, 6))
-def _tiled_rff_sum(q, k, scale, omega, phase, per_kernel: int, block: int):
+def rff_tile_sum(sims, omega, phase, per_kernel: int):
+  """Σ over a tile of similarities of φ_f(u) = sqrt(2/R) cos(ω_f u + b_f) -> [F], one feature
+  at a time (no [rows, cols, F] tensor)."""
+  per_feature = jax.lax.map(lambda wb: cos_sin(sims * wb[0] + wb[1])[0].sum(), (omega, phase))
+  return math.sqrt(2.0 / per_kernel) * per_feature
+
+
+def rff_grad_of_sims(sims, g, omega, phase, per_kernel: int):
+  """d/du Σ_f g_f φ_f(u) = -sqrt(2/R) Σ_f g_f ω_f sin(ω_f u + b_f), elementwise over a tile."""
   amp = math.sqrt(2.0 / per_kernel)
 
+  def add_feature(acc, gwb):
+    g_f, w, ph = gwb
+    return acc - (amp * g_f * w) * cos_sin(sims * w + ph)[1], None
+
+  return jax.lax.scan(add_feature, jnp.zeros_like(sims), (g, omega, phase))[0]
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(5, 6))
+def _tiled_rff_sum(q, k, scale, omega, phase, per_kernel: int, block: int):
   def step(acc, k_blk):
     sims = scale * jnp.dot(q, k_blk.T, precision=HIGHEST)
-    per_feature = jax.lax.map(lambda wb: cos_sin(sims * wb[0] + wb[1])[0].sum(), (omega, phase))
-    return acc + amp * per_feature, None
+    return acc + rff_tile_sum(sims, omega, phase, per_kernel), None
 
   acc, _ = jax.lax.scan(step, _full(omega.shape, 0.0, q), _blocks(k, block))
   return acc
@@ -243,18 +264,11 @@ def _rff_fwd(q, k, scale, omega, phase, per_kernel, block):
 
 def _rff_bwd(per_kernel, block, res, g):
   q, k, scale, omega, phase = res
-  amp = math.sqrt(2.0 / per_kernel)
 
   def step(carry, k_blk):
     dq, dscale = carry
     dots = jnp.dot(q, k_blk.T, precision=HIGHEST)
-    sims = scale * dots
-
-    def add_feature(acc, gwb):  # d/du Σ_f g_f φ_f(u) = -amp Σ_f g_f ω_f sin(ω_f u + b_f)
-      g_f, w, ph = gwb
-      return acc - (amp * g_f * w) * cos_sin(sims * w + ph)[1], None
-
-    grad_sims, _ = jax.lax.scan(add_feature, jnp.zeros_like(sims), (g, omega, phase))
+    grad_sims = rff_grad_of_sims(scale * dots, g, omega, phase, per_kernel)
     dq = dq + scale * jnp.dot(grad_sims, k_blk, precision=HIGHEST)
     dk_blk = scale * jnp.dot(grad_sims.T, q, precision=HIGHEST)
     return (dq, dscale + jnp.sum(grad_sims * dots)), dk_blk

@@ -223,11 +223,8 @@ RING_FROM_BATCH = 32_768
 
 def ring_unavailable(cfg) -> str:
   """Why a run's loss has no ring exchange ("" when it has one)."""
-  if cfg.method in ("draft", "distill"):
-    term = "MMD" if cfg.method == "draft" else "distillation"
-    return f"for {cfg.method} yet (its {term} term gathers the batch)"
-  if cfg.method == "multitask" and cfg.get("data", {}).get("num_negatives"):
-    return "with hard negatives yet (data.num_negatives > 0)"
+  if cfg.method == "distill":  # the teacher's softmax rows would travel too: not built
+    return "for distill (its distillation term gathers the batch)"
   return ""
 
 

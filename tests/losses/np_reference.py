@@ -97,6 +97,29 @@ def mmd2_subsample(smat, dmat, positions, sigmas):
                + (rbf(d, d, sigmas) * off).sum() / (m * (m - 1)) - 2 * rbf(s, d, sigmas).mean())
 
 
+def draft(estimator, key, multi_kernel, squared, i, y, z, scale, m=256, r=64):
+  """NumPy DRAFT loss (i, y, z, s) -> float with σ₀ held fixed at the inputs' value
+  (stop_gradient in clipjax); the random draws (Fourier features, subsample positions) are
+  clipjax's, from `key`, so both sides estimate with the same ones."""
+  from clipjax.losses.mmd import rff_features, subsample_positions
+  sig = sigma0(y, z, i, scale) * (2.0 ** np.arange(-2, 3) if multi_kernel else np.ones(1))
+  eps, phase = (np.asarray(x, np.float64) for x in rff_features(key, np.ones(len(sig), np.float32), r))
+  omega = (eps.reshape(len(sig), r) / sig[:, None]).reshape(-1)
+  positions = np.asarray(subsample_positions(key, m, len(i)))
+
+  def loss(i, y, z, s):
+    smat, dmat = s * y @ i.T, s * z @ i.T
+    if estimator == "full":
+      value = mmd2_full(smat.reshape(-1), dmat.reshape(-1), sig)
+    elif estimator == "rff":
+      value = mmd2_rff(smat.reshape(-1), dmat.reshape(-1), omega, phase, r)
+    else:
+      value = mmd2_subsample(smat, dmat, positions, sig)
+    term = value if squared else np.sqrt(max(value, 0.0) + 1e-12)
+    return draft_contrastive(i, y, z, s, 0.65) + term
+  return loss
+
+
 def numeric_grad(f, args, eps=1e-6):
   """Central differences of scalar f(*args) w.r.t. every float64 array/scalar in args."""
   args = [np.array(a, np.float64) for a in args]

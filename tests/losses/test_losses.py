@@ -10,7 +10,7 @@ import pytest
 from conftest import rel_err
 
 from clipjax import losses
-from clipjax.losses.mmd import MMDConfig, mmd2, rff_features, subsample_positions
+from clipjax.losses.mmd import MMDConfig, mmd2, subsample_positions
 from clipjax.parallel.mesh import make_mesh, on_mesh
 
 # float32 on the mesh vs float64: observed value errors <= 2e-7 and gradient errors <= 3e-6
@@ -114,7 +114,7 @@ def test_sigmoid_form_of_the_adaptation_losses(mesh, block):
              i, y, z, s, a=0.65, axis_name=axis_name, **kw),
          lambda i, y, z, s: ref.draft_contrastive_sigmoid(i, y, z, s, bias), [i, y, z])
   cfg = MMDConfig("full")
-  mmd_only = _draft_reference("full", key, False, False, i, y, z)
+  mmd_only = ref.draft("full", key, False, False, i, y, z, SCALE)
   _check(mesh, lambda i, y, z, s, axis_name: losses.draft_loss(
              i, y, z, s, key=key, mmd=cfg, axis_name=axis_name, **kw)[0],
          lambda i, y, z, s: (mmd_only(i, y, z, s) - ref.draft_contrastive(i, y, z, s, 0.65)
@@ -151,26 +151,6 @@ def test_text_infonce(mesh, with_negatives):
          lambda *xs: ref.infonce(*xs[:-1], tau=0.05), arrays)
 
 
-def _draft_reference(estimator, key, multi_kernel, squared, i, y, z, m=256, r=64):
-  """NumPy DRAFT loss with σ₀ held fixed at the inputs' value (stop_gradient in clipjax)."""
-  sig = ref.sigma0(y, z, i, SCALE) * (2.0 ** np.arange(-2, 3) if multi_kernel else np.ones(1))
-  eps, phase = (np.asarray(x, np.float64) for x in rff_features(key, jnp.ones(len(sig)), r))
-  omega = (eps.reshape(len(sig), r) / sig[:, None]).reshape(-1)
-  positions = np.asarray(subsample_positions(key, m, B))
-
-  def loss(i, y, z, s):
-    smat, dmat = s * y @ i.T, s * z @ i.T
-    if estimator == "full":
-      value = ref.mmd2_full(smat.reshape(-1), dmat.reshape(-1), sig)
-    elif estimator == "rff":
-      value = ref.mmd2_rff(smat.reshape(-1), dmat.reshape(-1), omega, phase, r)
-    else:
-      value = ref.mmd2_subsample(smat, dmat, positions, sig)
-    term = value if squared else np.sqrt(max(value, 0.0) + 1e-12)
-    return ref.draft_contrastive(i, y, z, s, 0.65) + term
-  return loss
-
-
 @pytest.mark.parametrize("estimator,multi_kernel,squared,block", [
     ("full", False, False, None), ("full", True, True, None), ("subsample", False, False, None),
     ("rff", False, False, None), ("rff", True, True, 4), ("rff", False, False, 4)])
@@ -183,7 +163,7 @@ def test_draft_loss(mesh, estimator, multi_kernel, squared, block):
   z /= np.linalg.norm(z, axis=-1, keepdims=True)
   _check(mesh, lambda i, y, z, s, axis_name: losses.draft_loss(
       i, y, z, s, key=key, mmd=cfg, block_size=block, axis_name=axis_name)[0],
-      _draft_reference(estimator, key, multi_kernel, squared, i, y, z), [i, y, z])
+      ref.draft(estimator, key, multi_kernel, squared, i, y, z, SCALE), [i, y, z])
 
 
 @pytest.mark.parametrize("name", ["clip", "draft_rff", "three_tower"])

@@ -62,6 +62,12 @@ CASES = {
     "text_infonce": (lambda q, p, s, **kw: losses.text_infonce(
         q, p, tau=1.0 / SCALE, **{k: v for k, v in kw.items() if k != "block_size"}), 2,
                      lambda q, p, s: ref.infonce(q, p, tau=1.0 / SCALE)),
+    # one hard negative per pair: a device's keys (positives + negatives) outnumber its queries
+    "text_infonce_negatives": (lambda q, p, n, s, **kw: losses.text_infonce(
+        q, p, n[:, None, :], tau=1.0 / SCALE,
+        **{k: v for k, v in kw.items() if k != "block_size"}), 3,
+                               lambda q, p, n, s: ref.infonce(q, p, n[:, None, :],
+                                                              tau=1.0 / SCALE)),
 }
 
 
@@ -75,11 +81,12 @@ def _grads(mesh, fn, arrays, exchange, block, labels=None):
 
 
 @pytest.mark.parametrize("name", sorted(CASES))
-@pytest.mark.parametrize("mesh_shape, rows, block", [((8, 1), 24, None), ((2, 4), 24, 2),
+@pytest.mark.parametrize("mesh_shape, rows, block", [((8, 1), 24, None), ((2, 4), 32, 2),
                                                      ((8, 1), 40, 3)])
 def test_ring_equals_all_gather_and_numpy(name, mesh_shape, rows, block):
-  """`rows` global rows (3 or 5 per device); `block` 3 on 5 rows per device gives uneven tiles
-  (pick_block: one of 5); the 2 x 4 mesh rings over both batch axes."""
+  """`rows` global rows (3, 4 or 5 per device); `block` 3 on 5 rows per device gives uneven tiles
+  (pick_block: one of 5); 2 on 4 rows gives two tiles, so the moving shards travel in halves
+  (`ring._halves`); the 2 x 4 mesh rings over both batch axes."""
   fn, count, np_fn = CASES[name]
   mesh = make_mesh(*mesh_shape)
   rng = np.random.default_rng(rows)
@@ -93,6 +100,35 @@ def test_ring_equals_all_gather_and_numpy(name, mesh_shape, rows, block):
   if mesh_shape == (8, 1) and block is None:  # numeric gradients once per loss
     for i, (g, n) in enumerate(zip(grads, ref.numeric_grad(np_fn, [*arrays, SCALE]))):
       assert rel_err(g, n) < GRAD_TOL, f"{name}: gradient of argument {i} vs NumPy"
+
+
+@pytest.mark.parametrize("estimator, mesh_shape, rows, block", [
+    ("rff", (8, 1), 24, None), ("rff", (2, 4), 32, 2), ("rff", (8, 1), 40, 3),
+    ("subsample", (8, 1), 24, None), ("full", (8, 1), 24, None), ("full", (2, 4), 32, 2)])
+def test_draft_ring_equals_all_gather_and_numpy(estimator, mesh_shape, rows, block):
+  """The whole DRAFT loss (contrastive + MMD, σ₀ from the psum-reduced key statistics): the
+  ring's value and gradients equal the all-gather path's and the float64 reference's. The MMD
+  term enters squared: at 24 rows the subsample U-statistic is ~6e-6, the difference of O(1)
+  float32 sums, and sqrt's 1/(2√v) would amplify their rounding past the tolerance (the sqrt
+  sits outside the exchange; tests/losses/test_losses.py checks it)."""
+  key = jax.random.key(4)
+  cfg = losses.MMDConfig(estimator, subsample_size=256, squared=True)
+  fn = lambda i, y, z, s, **kw: losses.draft_loss(i, y, z, s, key=key, mmd=cfg, **kw)[0]
+  mesh = make_mesh(*mesh_shape)
+  rng = np.random.default_rng(rows + 1)
+  i, y, z = (_unit(rng, rows, D) for _ in range(3))
+  z = 0.6 * z + 0.4 * i  # the dialogue similarities differ in distribution from the captions'
+  z /= np.linalg.norm(z, axis=-1, keepdims=True)
+  value, grads = _grads(mesh, fn, [i, y, z], "ring", block)
+  gathered, gathered_grads = _grads(mesh, fn, [i, y, z], "all_gather", block)
+  assert rel_err(value, gathered) < EQUAL_TOL
+  for n, (g, h) in enumerate(zip(grads, gathered_grads)):
+    assert rel_err(g, h) < EQUAL_TOL, f"{estimator}: gradient of argument {n}"
+  np_fn = ref.draft(estimator, key, False, True, i, y, z, SCALE)  # σ₀ fixed at these inputs
+  assert rel_err(value, np_fn(i, y, z, SCALE)) < VALUE_TOL
+  if mesh_shape == (8, 1) and block is None:
+    for n, (g, h) in enumerate(zip(grads, ref.numeric_grad(np_fn, [i, y, z, SCALE]))):
+      assert rel_err(g, h) < GRAD_TOL, f"{estimator}: gradient of argument {n} vs NumPy"
 
 
 @pytest.mark.parametrize("name", ["clip", "siglip"])

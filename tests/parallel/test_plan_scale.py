@@ -22,15 +22,26 @@ def test_plan_scale_script_on_a_tiny_model(tmp_path):
       capture_output=True, text=True, timeout=600)
   assert out.returncode == 0, out.stderr[-3000:]
   points = json.loads((tmp_path / "p.json").read_text())
-  # per mesh: 2 steps and 2 loss phases, plus a GradCache step on the smallest mesh
-  assert sorted((p["kind"], p["devices"], p["per_device"], p["accum"]) for p in points) == [
-      ("loss", 4, 256, 1), ("loss", 4, 1024, 1), ("loss", 8, 256, 1), ("loss", 8, 1024, 1),
-      ("step", 4, 4, 1), ("step", 4, 8, 1), ("step", 4, 8, 4), ("step", 8, 4, 1),
-      ("step", 8, 8, 1)]
+  # per mesh: 2 steps and 2 loss phases under each exchange, plus a GradCache step on the
+  # smallest mesh
+  assert sorted((p["kind"], p["exchange"], p["devices"], p["per_device"], p["accum"])
+                for p in points) == [
+      ("loss", "all_gather", 4, 256, 1), ("loss", "all_gather", 4, 1024, 1),
+      ("loss", "all_gather", 8, 256, 1), ("loss", "all_gather", 8, 1024, 1),
+      ("loss", "ring", 4, 256, 1), ("loss", "ring", 4, 1024, 1),
+      ("loss", "ring", 8, 256, 1), ("loss", "ring", 8, 1024, 1),
+      ("step", "all_gather", 4, 4, 1), ("step", "all_gather", 4, 8, 1),
+      ("step", "all_gather", 4, 8, 4), ("step", "all_gather", 8, 4, 1),
+      ("step", "all_gather", 8, 8, 1)]
   embed_dim = 32
   for p in points:
-    # CLIP's bidirectional loss: every device gathers all image and caption embeddings (f32)
-    assert p["collectives"]["all-gather"] >= 2 * p["global"] * embed_dim * 4, p
+    # CLIP's bidirectional loss: every device gathers all image and caption embeddings (f32),
+    # or sends them round the ring (collective-permutes, no gather)
+    if p["exchange"] == "all_gather":
+      assert p["collectives"]["all-gather"] >= 2 * p["global"] * embed_dim * 4, p
+    else:
+      assert p["collectives"].get("all-gather", 0) < p["global"] * embed_dim * 4, p
+      assert p["collectives"]["collective-permute"] >= 2 * p["per_device"] * embed_dim * 4, p
     assert p["memory"] > 0
     if p["kind"] == "step":  # the gradient is all-reduced: at least the trained weights
       assert p["collectives"]["all-reduce"] >= 0.9 * p["weights"] / 3, p
@@ -43,6 +54,23 @@ def test_plan_scale_script_on_a_tiny_model(tmp_path):
   assert held.count("| step | 8 |") == 2 and held.count("| loss | 8 |") == 2
   assert "| step | 4 | 8 | 4 |" in held
   assert "## Loss memory by exchange" in report
+  largest = _largest_rows(report, "ViT-T-16-test")
+  # on 1,024 chips the ring's limit (the device's rows) passes the all-gather's (the global
+  # batch) on every chip size
+  for gathered, ring in zip(largest[("clip", "all_gather", 1024)], largest[("clip", "ring", 1024)]):
+    assert ring > gathered
+
+
+def _largest_rows(report: str, arch: str) -> dict:
+  """{(method, exchange, chips): [largest global batch per chip size]} of an arch's section."""
+  rows = {}
+  for line in report.split(f"## Largest global batch per chip: {arch}\n")[1].split(
+      "\n## ")[0].splitlines():
+    cells = [c.strip() for c in line.strip("|").split("|")]
+    if line.startswith("| ") and cells[2].replace(",", "").isdigit():
+      rows[(cells[0], cells[1], int(cells[2].replace(",", "")))] = [
+          int(c.split()[0].replace(",", "")) if c != "none" else 0 for c in cells[3:]]
+  return rows
 
 
 def _exchange_rows(report: str) -> dict:
@@ -72,8 +100,8 @@ def test_exchange_section_alone_replaces_only_itself(tmp_path):
   report = out_md.read_text()
   assert "kept" in report and "stale" not in report
   rows = _exchange_rows(report)
-  assert len(rows) == 2 * 2 * 2  # clip and siglip, two batches, two meshes
-  for loss in ("clip", "siglip"):
+  assert len(rows) == 3 * 2 * 2  # clip, siglip and draft, two batches, two meshes
+  for loss in ("clip", "siglip", "draft"):
     gathered_small, ring_small = rows[(loss, 65536, 2)]
     gathered_big, ring_big = rows[(loss, 262144, 8)]  # 4x the global batch, same rows per device
     assert ring_big < gathered_big

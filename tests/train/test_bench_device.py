@@ -1,5 +1,5 @@
-"""`scripts/bench_device.py --small` as a user runs it: every section measured on this CPU
-(open_clip on the same device), the JSON and the markdown table written."""
+"""`scripts/bench_device.py --small` as a user runs it: every section measured on this CPU as 4
+devices (open_clip on the same device), the JSON and the markdown table written."""
 import json
 import os
 import subprocess
@@ -9,7 +9,7 @@ from conftest import REPO, xla_flags
 
 
 def test_bench_device_small_runs_every_section(tmp_path):
-  env = dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS=xla_flags(1), PYTHONPATH=str(REPO),
+  env = dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS=xla_flags(4), PYTHONPATH=str(REPO),
              HF_HUB_OFFLINE="1")
   out = subprocess.run([sys.executable, str(REPO / "scripts/bench_device.py"), "--small",
                         f"--out={tmp_path / 'r.json'}", f"--md={tmp_path / 'r.md'}"],
@@ -28,5 +28,13 @@ def test_bench_device_small_runs_every_section(tmp_path):
   loss = results["tiled_loss"]
   assert loss["global_batch"] == 512 and loss["seconds_per_step"] > 0 and loss["peak_bytes"] > 0
   table = (tmp_path / "r.md").read_text()
-  assert table.startswith("# bench_device: cpu x 1") and "| tiled DRAFT loss step" in table
+  exchanges = {(r["loss"], r["exchange"]): r for r in results["exchanges"]}
+  assert sorted(exchanges) == [("clip", "all_gather"), ("clip", "ring"), ("draft", "all_gather"),
+                               ("draft", "ring")]
+  for (name, exchange), r in exchanges.items():
+    assert r["global_batch"] == 1024 and r["seconds_per_step"] > 0, r  # --small's largest
+    if exchange == "ring":  # per device: its own rows, not the gathered batch
+      assert r["peak_bytes"] < exchanges[(name, "all_gather")]["peak_bytes"], (r, exchanges)
+  assert table.startswith("# bench_device: cpu x 4") and "| tiled DRAFT loss step" in table
+  assert "| draft loss, `ring`: largest global batch that runs" in table
   assert table in out.stdout

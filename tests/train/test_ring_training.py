@@ -23,9 +23,11 @@ def _curve(method, exchange, workdir, **overrides):
 
 
 # The losses' ring paths are checked one by one in tests/losses/test_ring.py; here the methods
-# that reach them through the loop's plumbing: softmax (with GradCache), sigmoid, two streams.
+# that reach them through the loop's plumbing: softmax (with GradCache), sigmoid, two streams
+# with hard negatives, DRAFT's contrastive + MMD (rff, the default estimator).
 @pytest.mark.parametrize("method, overrides", [
-    ("clip", {"optim.accum_steps": 2}), ("siglip", {}), ("multitask", {})])
+    ("clip", {"optim.accum_steps": 2}), ("siglip", {}),
+    ("multitask", {"data.num_negatives": 1}), ("draft", {})])
 def test_ring_training_equals_all_gather(tmp_path, method, overrides):
   ring = _curve(method, "ring", tmp_path / "ring", **overrides)
   gathered = _curve(method, "all_gather", tmp_path / "gathered", **overrides)
@@ -35,8 +37,8 @@ def test_ring_training_equals_all_gather(tmp_path, method, overrides):
 
 def test_auto_exchange_rule():
   """loss.exchange=auto (the default): the ring from a 32,768 global batch on, where every
-  term of the method's loss has one; all-gather below it and for DRAFT / distill / hard
-  negatives; an explicit choice is kept."""
+  term of the method's loss has one; all-gather below it and for distillation; an explicit
+  choice is kept."""
   from clipjax.methods import method_config
   from clipjax.methods.base import RING_FROM_BATCH, resolve_exchange
 
@@ -51,8 +53,8 @@ def test_auto_exchange_rule():
   assert method_config("clip").loss.exchange == "auto"
   assert exchange("clip", RING_FROM_BATCH - 64) == "all_gather"
   assert exchange("clip", RING_FROM_BATCH) == exchange("siglip", 1 << 20) == "ring"
-  assert exchange("draft", 1 << 20) == exchange("distill", 1 << 20) == "all_gather"
-  assert exchange("multitask", 1 << 20, **{"data.num_negatives": 1}) == "all_gather"
-  assert exchange("multitask", 1 << 20) == "ring"
+  assert exchange("distill", 1 << 20) == "all_gather"
+  assert exchange("draft", 1 << 20) == exchange("multitask", 1 << 20) == "ring"
+  assert exchange("multitask", 1 << 20, **{"data.num_negatives": 1}) == "ring"
   assert exchange("clip", 64, **{"loss.exchange": "ring"}) == "ring"
   assert exchange("clip", 1 << 20, **{"loss.exchange": "all_gather"}) == "all_gather"
