@@ -1,13 +1,15 @@
 r"""The seeds study: every arm trained and evaluated for several seeds, the source documents'
 claims checked with paired differences and 95 % intervals.
 
-  python -m clipjax.study --study=seeds                 # 3 seeds, regenerates docs/results.md
+  python -m clipjax.study --study=seeds --docs          # the committed table (from the repo)
   python -m clipjax.study --study=seeds --quick         # 1 seed, tiny steps: the machinery
-  python -m clipjax.study --study=seeds --seeds=0,1,2,3,4 --out=/tmp/study
+  python -m clipjax.study --study=seeds --seeds=3,4 --out=/tmp/study
 
-Writes OUT/study.json, OUT/results.md and its plots (OUT/results/*.png); the default study also
-rewrites `--doc` (docs/results.md when run from the repository). Every run is an ordinary
-`clipjax.main` work dir under OUT/runs; rerunning reuses the finished ones (keyed by config).
+Everything a run writes goes under --out: OUT/study.json, OUT/results.md and its plots
+(OUT/results/*.png), and one ordinary `clipjax.main` work dir per arm and seed under OUT/runs;
+rerunning reuses the finished ones (keyed by config). The committed docs/results.md and
+docs/results/ are rewritten only with --docs, run from the repository root, with the default
+seeds (or seeds named on purpose with --seeds), never from a --quick run.
 """
 from __future__ import annotations
 
@@ -33,9 +35,8 @@ _SEEDS = flags.DEFINE_string("seeds", None, "Comma-separated seeds (default: 0,1
 _QUICK = flags.DEFINE_bool("quick", False, "One seed, tiny model and steps: a few minutes.")
 _OUT = flags.DEFINE_string("out", None, "Output dir (default: workdirs/study, "
                                         "workdirs/study_quick with --quick).")
-_DOC = flags.DEFINE_string("doc", None, "Markdown to regenerate besides OUT/results.md "
-                                        "(default: docs/results.md if ./docs exists and not "
-                                        "--quick; '' for none).")
+_DOCS = flags.DEFINE_bool("docs", False, "Also rewrite the committed docs/results.md and "
+                                         "docs/results/ (run from the repository root).")
 
 
 def _seeds(text: str | None, default: tuple[int, ...]) -> tuple[int, ...]:
@@ -62,11 +63,15 @@ def main(argv):
   seeds = _seeds(_SEEDS.value, budget.seeds)
   out = os.path.abspath(_OUT.value or os.path.join(
       "workdirs", "study_quick" if _QUICK.value else "study"))
-  doc = _DOC.value
-  if doc is None:
-    doc = "" if _QUICK.value or not os.path.isdir("docs") else os.path.join("docs", "results.md")
-  if doc and not os.path.isdir(os.path.dirname(os.path.abspath(doc))):
-    raise UserError(f"--doc={doc}: its folder does not exist")
+  doc = os.path.join("docs", "results.md") if _DOCS.value else ""
+  if _DOCS.value:
+    if _QUICK.value:
+      raise UserError("--docs rewrites the committed results: run without --quick")
+    if seeds != DEFAULT.seeds and _SEEDS.value is None:
+      raise UserError(f"--docs writes seeds {list(DEFAULT.seeds)} unless --seeds names others")
+    if not os.path.isfile(doc):
+      raise UserError(f"--docs: {os.path.abspath(doc)} does not exist (run from the "
+                      f"repository root)")
   os.makedirs(out, exist_ok=True)
   start = time.perf_counter()
   records = run_study(budget, seeds, out)

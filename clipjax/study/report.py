@@ -36,18 +36,27 @@ def _interval(s: dict) -> str:
   return f"{100 * s['mean']:+.1f} [{100 * s['low']:+.1f}, {100 * s['high']:+.1f}]"
 
 
+def _next_seed(s: dict) -> str:
+  """The prediction interval of one more seed's difference."""
+  if s["n"] < 2:
+    return "(1 seed: no interval)"
+  return f"[{100 * s['next_low']:+.1f}, {100 * s['next_high']:+.1f}]"
+
+
 def _mean_sd(s: dict) -> str:
   return _pp(s["mean"]) if s["n"] < 2 else f"{_pp(s['mean'])} ± {_pp(s['sd'])}"
 
 
 def claims_table(claims: Sequence[dict]) -> str:
-  lines = ["| claim | source | reported | compared (same seed) | ours: Δ pp [95 % CI] | verdict |",
-           "|---|---|---|---|---|---|"]
+  lines = ["| claim | source | reported | compared (same seed) | ours: Δ pp [95 % CI] | "
+           "next seed's Δ [95 % PI] | verdict |",
+           "|---|---|---|---|---|---|---|"]
   for c in claims:
     compared = (f"{c['arm']} `{c['metric']}` − {c['comparison_arm']} "
                 f"`{c['comparison_metric']}`")
     lines.append(f"| {c['text']} | {c['source']} | {c['reported']} | {compared} | "
-                 f"{_interval(c['difference'])} | {c['verdict']} |")
+                 f"{_interval(c['difference'])} | {_next_seed(c['difference'])} | "
+                 f"{c['verdict']} |")
   return "\n".join(lines)
 
 
@@ -158,7 +167,10 @@ def write_report(study: dict, md_path: str, arm_docs: dict[str, str]) -> list[st
       f"{budget['eval_size']} held-out scenes; {study['runs']} runs taking "
       f"{study['run_minutes']:.0f} min to train and evaluate on {study['machine']}).", "",
       "Δ is arm − comparison in percentage points, paired by seed (the same initialisation "
-      "and data order), with a 95 % Student-t interval over the seeds. The verdict is "
+      "and data order), with a 95 % Student-t interval over the seeds, and the 95 % "
+      "prediction interval in which one more seed's Δ is expected to fall (wider: it adds "
+      "that seed's own spread to the mean's uncertainty). The verdict, from the 95 % "
+      "interval of the mean, is "
       "\"agrees\" or \"disagrees\" only when the whole interval lies on one side of 0, else "
       "\"inconclusive (interval spans 0)\". Partial captions name the main object only; the "
       "dialogues reveal the count, the other objects, their positions and the background "

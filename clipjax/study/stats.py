@@ -1,6 +1,6 @@
-"""Statistics over seeds: mean, standard deviation and a 95 % Student-t interval per arm, the
-paired difference between two arms run with the same seeds, and a verdict that is never more
-certain than its interval."""
+"""Statistics over seeds: mean, standard deviation, a 95 % Student-t interval of the mean and a
+95 % prediction interval for one more seed per arm, the paired difference between two arms run
+with the same seeds, and a verdict that is never more certain than its interval."""
 from __future__ import annotations
 
 import dataclasses
@@ -15,13 +15,17 @@ LEVEL = 0.95
 
 @dataclasses.dataclass(frozen=True)
 class Summary:
-  """n values: mean, sample standard deviation (ddof 1) and the two-sided `LEVEL` t interval
-  of the mean (infinite with one value: one seed says nothing about the spread)."""
+  """n values: mean, sample standard deviation (ddof 1), the two-sided `LEVEL` t interval of
+  the mean (low, high) and the `LEVEL` prediction interval of one more value drawn the same
+  way (next_low, next_high: mean ± t·sd·√(1 + 1/n)); infinite with one value: one seed says
+  nothing about the spread."""
   n: int
   mean: float
   sd: float
   low: float
   high: float
+  next_low: float
+  next_high: float
 
 
 def summarize(values: Sequence[float]) -> Summary:
@@ -30,10 +34,12 @@ def summarize(values: Sequence[float]) -> Summary:
     raise ValueError(f"summarize needs one or more finite values, got {values!r}")
   mean = float(x.mean())
   if x.size == 1:
-    return Summary(1, mean, math.nan, -math.inf, math.inf)
+    return Summary(1, mean, math.nan, -math.inf, math.inf, -math.inf, math.inf)
   sd = float(x.std(ddof=1))
-  half = float(special.stdtrit(x.size - 1, 0.5 + LEVEL / 2)) * sd / math.sqrt(x.size)
-  return Summary(int(x.size), mean, sd, mean - half, mean + half)
+  t = float(special.stdtrit(x.size - 1, 0.5 + LEVEL / 2))
+  half, next_half = t * sd / math.sqrt(x.size), t * sd * math.sqrt(1 + 1 / x.size)
+  return Summary(int(x.size), mean, sd, mean - half, mean + half, mean - next_half,
+                 mean + next_half)
 
 
 def paired_difference(arm: Sequence[float], comparison: Sequence[float]) -> Summary:

@@ -17,6 +17,11 @@ def test_summary_matches_scipy_t_interval():
   assert s.n == 5 and s.mean == pytest.approx(np.mean(ARM), rel=1e-12)
   assert s.sd == pytest.approx(np.std(ARM, ddof=1), rel=1e-12)
   assert (s.low, s.high) == pytest.approx((low, high), rel=1e-10)
+  # one more seed: the t prediction interval, the sd scaled by sqrt(1 + 1/n) instead of 1/sqrt(n)
+  pred = stats.t.interval(0.95, len(ARM) - 1, loc=np.mean(ARM),
+                          scale=np.std(ARM, ddof=1) * np.sqrt(1 + 1 / len(ARM)))
+  assert (s.next_low, s.next_high) == pytest.approx(pred, rel=1e-10)
+  assert s.next_low < s.low and s.high < s.next_high
 
 
 def test_paired_difference_matches_scipy_paired_t_test():
@@ -35,6 +40,7 @@ def test_verdict_is_never_more_certain_than_the_interval():
   assert verdict(noisy, "higher") == verdict(noisy, "lower") == "inconclusive (interval spans 0)"
   one_seed = summarize([0.3])
   assert math.isnan(one_seed.sd) and one_seed.low == -math.inf and one_seed.high == math.inf
+  assert one_seed.next_low == -math.inf and one_seed.next_high == math.inf
   assert verdict(paired_difference([0.9], [0.1]), "higher").startswith("inconclusive")
 
 

@@ -13,6 +13,7 @@ from conftest import REPO, xla_flags
 from clipjax.study import stats
 from clipjax.study.arms import ARMS
 from clipjax.study.claims import CLAIMS, Claim
+from clipjax.study.report import claims_table
 from clipjax.study.runner import evaluate_claims, flatten_results, summarize_arms
 
 
@@ -23,10 +24,22 @@ def _study(*args, cwd=None, timeout=600):
                         capture_output=True, text=True, timeout=timeout)
 
 
+def _files(*folders):
+  """{path: (size, mtime)} of every file under `folders` (absent ones: none)."""
+  return {os.path.join(root, f): (os.stat(os.path.join(root, f)).st_size,
+                                  os.stat(os.path.join(root, f)).st_mtime_ns)
+          for folder in folders for root, _, files in os.walk(folder) for f in files}
+
+
 @pytest.mark.timeout(900)
 def test_quick_study_end_to_end_and_resume(tmp_path):
+  """Run from the repository root as a user would: everything goes under --out, and the
+  committed results (docs/results.md, docs/results/) and the default output folder are left
+  as they were."""
   out = tmp_path / "study"
-  first = _study("--study=seeds", "--quick", f"--out={out}", cwd=tmp_path)
+  committed = (REPO / "docs", REPO / "workdirs")
+  before = _files(*committed)
+  first = _study("--study=seeds", "--quick", f"--out={out}", cwd=REPO)
   assert first.returncode == 0, first.stderr[-3000:]
   study = json.loads((out / "study.json").read_text())
   assert {"study", "command", "seeds", "budget", "runs", "arms", "summaries", "claims"} <= set(study)
@@ -35,6 +48,7 @@ def test_quick_study_end_to_end_and_resume(tmp_path):
   for claim in study["claims"]:
     assert {"difference", "verdict", "arm_values", "comparison_values", "reported"} <= set(claim)
     assert claim["difference"]["n"] == 1 and claim["difference"]["low"] is None  # 1 seed
+    assert claim["difference"]["next_low"] is None
     assert claim["verdict"] == "inconclusive (interval spans 0)"
   md = (out / "results.md").read_text()
   for claim in CLAIMS:
@@ -51,7 +65,7 @@ def test_quick_study_end_to_end_and_resume(tmp_path):
   metrics = study["arms"]["draft/partial"]["0"]["metrics"]
   assert {"base/vqa/multiple_choice_accuracy/count", "blend@0.9/vqa/multiple_choice_accuracy",
           "draft/retrieval/image_retrieval_mrr", "base/text_pairs/recall@1"} <= set(metrics)
-  assert not (tmp_path / "docs").exists()  # --quick never writes docs/results.md
+  assert _files(*committed) == before  # nothing written outside --out
   again = _study("--study=seeds", "--quick", f"--out={out}", cwd=tmp_path)
   assert again.returncode == 0, again.stderr[-3000:]
   rerun = json.loads((out / "study.json").read_text())
@@ -65,10 +79,12 @@ def test_quick_study_end_to_end_and_resume(tmp_path):
     ([], "--study is required"),
     (["--study=seeds", "--seeds=0,x"], "--seeds='0,x': expected comma-separated integers"),
     (["--study=seeds", "--seeds=1,1"], "expected one or more distinct integers"),
-    (["--study=seeds", "--doc=/nonexistent/dir/results.md"], "its folder does not exist"),
+    (["--study=seeds", "--quick", "--docs"], "--docs rewrites the committed results: run "
+                                             "without --quick"),
+    (["--study=seeds", "--docs"], "results.md does not exist (run from the repository root)"),
 ])
 def test_user_errors(tmp_path, args, message):
-  result = _study(*args, f"--out={tmp_path / 'o'}", timeout=120)
+  result = _study(*args, f"--out={tmp_path / 'o'}", cwd=tmp_path, timeout=120)
   assert result.returncode == 2, result.stderr[-2000:]
   lines = result.stderr.strip().splitlines()
   assert len(lines) == 1 and message in lines[0], result.stderr
@@ -94,10 +110,14 @@ def test_flatten_and_claims_on_fixed_numbers():
   expected = stats.summarize(a)
   assert summary["x"]["m"] == pytest.approx(
       {"n": 3, "mean": expected.mean, "sd": expected.sd, "low": expected.low,
-       "high": expected.high})
+       "high": expected.high, "next_low": expected.next_low, "next_high": expected.next_high})
   claim = Claim("c", "x beats y", "seed 001", "1 → 2", "x", "m", "y", "m", "higher", "")
   row, = evaluate_claims(records, [claim])
   diff = stats.paired_difference(a, b)
   assert row["difference"]["mean"] == pytest.approx(0.1 / 3)
   assert row["difference"]["low"] == pytest.approx(diff.low)
   assert row["verdict"] == stats.verdict(diff, "higher") and row["seeds"] == [0, 1, 2]
+  assert row["difference"]["next_high"] == pytest.approx(diff.next_high)
+  table = claims_table([row])  # the prediction interval has its own column
+  assert "next seed's Δ [95 % PI]" in table
+  assert f"[{100 * diff.next_low:+.1f}, {100 * diff.next_high:+.1f}] | " in table
