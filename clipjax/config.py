@@ -112,8 +112,8 @@ def base_config(method: str) -> ml_collections.ConfigDict:
   # block_size > 0: the tiled loss path with this many keys per tile. exchange: how each device
   # sees the other devices' rows, "all_gather" (the whole global batch on every device), "ring"
   # (shards passed round the mesh with ppermute: the loss's memory follows the device's rows,
-  # not the global batch; clipjax/losses/ring.py; not yet for DRAFT's MMD, distillation or hard
-  # negatives) or "auto": the ring from a global batch of 32,768 on where the loss has one.
+  # not the global batch; clipjax/losses/ring.py; every loss but distillation's) or "auto": the
+  # ring from a global batch of 32,768 on where the loss has one (docs/losses.md).
   c.loss = dict(block_size=0, exchange="auto")
   # fsdp > 1 splits parameters (and optimizer state) matching fsdp_rules with at least
   # fsdp_min_size elements over that many devices (clipjax/parallel/sharding.py).

@@ -1,11 +1,12 @@
 r"""Time and peak memory of a global-batch loss (forward and backward, embedding dim 512) on 8
 simulated CPU devices, side by side in one run: the full DRAFT loss (two contrastive terms +
-RFF MMD) dense vs tiled, or the CLIP / SigLIP loss tiled with each exchange (all-gather vs the
-ring of clipjax/losses/ring.py).
+RFF MMD) dense vs tiled, or any of the DRAFT / CLIP / SigLIP losses tiled with each exchange
+(all-gather vs the ring of clipjax/losses/ring.py, ring_mmd.py).
 
   python scripts/bench_loss.py                          # DRAFT, global batch 4096, 16384, 65536
   python scripts/bench_loss.py --batches=4096 --block=1024
   python scripts/bench_loss.py --loss=clip --paths=tiled,ring --batches=65536
+  python scripts/bench_loss.py --paths=tiled,ring --batches=16384 --num_features=8
 
 Simulated devices share the machine's cores, so ring vs all-gather measures the ring's
 overhead (more, smaller steps), not the overlap of its transfers.
@@ -55,7 +56,7 @@ def measure(batch: int, path: str) -> dict:
   if FLAGS.loss == "draft":
     loss = on_mesh(lambda i, y, z, s, key, axis_name: losses.draft_loss(
         i, y, z, s, key=key, mmd=losses.MMDConfig(num_features=FLAGS.num_features),
-        block_size=block, axis_name=axis_name)[0], mesh)
+        block_size=block, exchange=exchange, axis_name=axis_name)[0], mesh)
     step = jax.jit(jax.value_and_grad(loss, argnums=(1, 2)))
     args = (*embs, jnp.float32(100.0), jax.random.key(1))
   else:
@@ -88,10 +89,6 @@ def main(argv):
     batch, path = FLAGS.worker.split(",")
     print("RESULT " + json.dumps(measure(int(batch), path)), flush=True)
     return
-  if "ring" in FLAGS.paths and FLAGS.loss == "draft":
-    from clipjax.errors import ConfigError
-    raise ConfigError("--paths=ring: DRAFT's MMD has no ring exchange yet; use --loss=clip or "
-                      "--loss=siglip")
   env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8", JAX_PLATFORMS="cpu")
   rows = []
   for batch in (int(b) for b in FLAGS.batches):

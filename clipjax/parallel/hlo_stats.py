@@ -103,3 +103,47 @@ def _check_ring_step(name: str, body: list[str]) -> list[str]:
   if not compute:
     problems.append(f"{name}: no compute beside the collective-permutes to overlap")
   return problems
+
+
+_COMPUTE = {"while", "fusion", "convolution", "dot", "call", "custom-call"}
+
+
+def async_permutes_overlap(hlo: str) -> list[str]:
+  """Checks a scheduled GPU / TPU program (`is_scheduled=true`, instructions in execution
+  order): there is no synchronous collective-permute, and in every computation that sends, the
+  largest transfer (a ring step's shard; the small per-row statistics that follow a tile loop
+  may wait for it) runs as a collective-permute-start / -done pair with compute (a loop,
+  fusion, convolution or call) scheduled between the two. Returns the problems found."""
+  if "is_scheduled=true" not in hlo.split("\n", 1)[0]:
+    return ["the module is not scheduled: compile for a GPU or TPU target"]
+  problems, order, name = [], [], None
+  for line in hlo.splitlines() + [""]:
+    if line and not line.startswith(" ") and line.rstrip().endswith("{"):
+      name, order = line.split("(")[0].strip(), []
+    elif line.strip() == "}" or not line:
+      problems += _check_async_step(name, order)
+      order = []
+    else:
+      m = _INSTRUCTION.match(line)
+      if m:
+        order.append((m.group(1), m.group(2), m.group(3), line))
+  return problems
+
+
+def _check_async_step(name: str, order: list[tuple[str, str, str, str]]) -> list[str]:
+  problems = [f"{name}: {n} is a synchronous collective-permute" for n, op, _, _ in order
+              if op == "collective-permute"]
+  starts = {n: i for i, (n, op, _, _) in enumerate(order) if op == "collective-permute-start"}
+  if not starts:
+    return problems
+  size = lambda line: _shape_bytes(line.split(" collective-permute-start(")[0].split("(", 1)[1]
+                                   .split(", ")[0])
+  largest = max(starts, key=lambda n: size(order[starts[n]][3]))
+  done = [i for i, (_, op, operands, _) in enumerate(order)
+          if op == "collective-permute-done" and operands.split(")")[0].strip() == f"%{largest}"]
+  if not done:
+    return problems + [f"{name}: {largest} has no collective-permute-done"]
+  between = [op for _, op, _, _ in order[starts[largest] + 1:done[0]] if op in _COMPUTE]
+  if not between:
+    problems.append(f"{name}: nothing is computed between {largest} and its done")
+  return problems

@@ -107,3 +107,24 @@ def test_exchange_section_alone_replaces_only_itself(tmp_path):
     assert ring_big < gathered_big
     assert gathered_big > 2 * gathered_small  # the gathered side grew 4x (own rows did not)
     assert ring_big <= 1.2 * ring_small  # the device's rows did not grow
+
+
+def test_largest_section_alone_replaces_only_its_architecture(tmp_path):
+  """`--largest --arch=A` measures A and rewrites A's largest-batch section of an existing
+  report, leaving the rest (another architecture's section included)."""
+  env = dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS=xla_flags(1), PYTHONPATH=str(REPO))
+  out_md = tmp_path / "scaling.md"
+  out_md.write_text("# Scaling on paper\n\nkept\n\n## Largest global batch per chip: "
+                    "ViT-T-16-test\n\nstale\n\n## Largest global batch per chip: ViT-L-14\n\n"
+                    "other arch\n")
+  out = subprocess.run([sys.executable, str(REPO / "scripts/plan_scale.py"), "--largest",
+                        "--arch=ViT-T-16-test", "--methods=clip", "--devices=2,4",
+                        "--per_device=2,4", "--loss_per_device=64,256", f"--out={out_md}"],
+                       env=env, capture_output=True, text=True, timeout=600)
+  assert out.returncode == 0, out.stderr[-3000:]
+  report = out_md.read_text()
+  assert "kept" in report and "other arch" in report and "stale" not in report
+  rows = _largest_rows(report, "ViT-T-16-test")
+  assert sorted(rows) == [("clip", exchange, chips) for exchange in ("all_gather", "ring")
+                          for chips in (64, 1024)]
+  assert rows[("clip", "ring", 1024)][0] > rows[("clip", "all_gather", 1024)][0]
