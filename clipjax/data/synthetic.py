@@ -123,21 +123,25 @@ def _where(o: SceneObject) -> str:
 
 def describe(background: str, objects: list[SceneObject], rng: np.random.Generator,
              caption_detail: str = "full") -> dict:
-  """Caption, long caption, three QA pairs, a paraphrase and a one-attribute-swap negative.
+  """Caption, full caption (the "full" one whatever the detail: what retrieval queries on
+  full captions read), long caption, the QA pairs, a paraphrase and a one-attribute-swap
+  negative.
 
   caption_detail "full": the caption lists every object and the background, the dialogue asks
   about facts it already states. "partial": the caption names the main object only, and the
-  dialogue reveals what it leaves out (the object count, the background, the other objects and
-  where things are), as real captions leave most of a scene unsaid.
+  dialogue reveals what it leaves out (the object count, the background, where the main object
+  is and, with two or more objects, which object stands next to it), as real captions leave
+  most of a scene unsaid.
   """
   names = [f"a {o.size} {o.name}" for o in objects]
   main = objects[0]
   count = NUMBERS[len(objects)]
+  every = names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1]
+  full_caption = f"{every} on a {background} background"
   if caption_detail == "partial":
     listed, caption = names[0], names[0]
   else:
-    listed = names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1]
-    caption = f"{listed} on a {background} background"
+    listed, caption = every, full_caption
   sentences = [f"There {'is one object' if len(objects) == 1 else f'are {count} objects'} on a "
                f"{background} background."]
   sentences += [f"{n.capitalize()} is at the {_where(o)}." for n, o in zip(names, objects)]
@@ -146,8 +150,9 @@ def describe(background: str, objects: list[SceneObject], rng: np.random.Generat
   if caption_detail == "partial":
     qa = [("How many objects are in the picture?", count),
           ("What color is the background?", background),
-          (f"What is {_relation(objects[1], main)} the {main.name}?", f"a {objects[1].name}")
-          if len(objects) > 1 else (f"Where is the {main.name}?", f"at the {_where(main)}")]
+          (f"Where is the {main.name}?", f"at the {_where(main)}")]
+    if len(objects) > 1:
+      qa.append((f"What is {_relation(objects[1], main)} the {main.name}?", f"a {objects[1].name}"))
     paraphrase = f"a picture showing {listed.replace('a ', 'one ', 1)}"
   else:
     qa = [(f"What color is the {main.shape}?", main.colour),
@@ -162,14 +167,18 @@ def describe(background: str, objects: list[SceneObject], rng: np.random.Generat
     swapped = dict(shape=_pick(rng, [s for s in SHAPES if s != main.shape]))
   neg_main = dataclasses.replace(main, **swapped)
   negative = caption.replace(f"a {main.size} {main.name}", f"a {neg_main.size} {neg_main.name}", 1)
-  return dict(caption=caption, long_caption=" ".join(sentences), dialogue=qa,
-              paraphrase=paraphrase, hard_negative=negative)
+  return dict(caption=caption, full_caption=full_caption, long_caption=" ".join(sentences),
+              dialogue=qa, paraphrase=paraphrase, hard_negative=negative)
 
 
-# VQA question types. "full" captions state all three facts; "partial" ones state only the
-# main object's colour and shape, so half the questions ask what the caption leaves out.
+# VQA question types. "full" captions state all three facts. "partial" ones state only the main
+# object's colour and shape, and every question asks a fact only the dialogue reveals: the
+# count, another object ("objects"; a one-object scene is asked its "position" instead), the
+# main object's position, the background.
 QUESTION_TYPES = {"full": ("color", "shape", "count"),
-                  "partial": ("color", "shape", "count", "background")}
+                  "partial": ("count", "objects", "position", "background")}
+POSITIONS = ("top left", "top center", "top right", "middle left", "center", "middle right",
+             "bottom left", "bottom center", "bottom right")
 CAPTION_DETAILS = tuple(QUESTION_TYPES)
 _MORE_NUMBERS = (*NUMBERS[1:], "four", "five", "six", "seven", "eight")
 
@@ -180,11 +189,18 @@ def _vqa_item(background: str, objects: list[SceneObject], rng: np.random.Genera
   candidates, index of the right one)."""
   main = objects[0]
   kind = QUESTION_TYPES[caption_detail][int(rng.integers(len(QUESTION_TYPES[caption_detail])))]
+  if kind == "objects" and len(objects) == 1:
+    kind = "position"
+  second = objects[1] if len(objects) > 1 else main  # only asked about with two or more
   question, answer, pool = {
       "color": (f"What color is the {main.shape}?", main.colour, list(COLOURS)),
       "shape": (f"What shape is the {main.colour} object?", main.shape, list(SHAPES)),
       "count": ("How many objects are in the picture?", NUMBERS[len(objects)], _MORE_NUMBERS),
       "background": ("What color is the background?", background, list(BACKGROUNDS)),
+      "position": (f"Where is the {main.name}?", f"at the {_where(main)}",
+                   [f"at the {p}" for p in POSITIONS]),
+      "objects": (f"What is {_relation(second, main)} the {main.name}?", f"a {second.name}",
+                  [f"a {n}" for n in CLASS_NAMES]),
   }[kind]
   wrong = [p for p in pool if p != answer]
   candidates = [answer, *rng.choice(wrong, size=7, replace=False)]
@@ -195,7 +211,8 @@ def _vqa_item(background: str, objects: list[SceneObject], rng: np.random.Genera
 class SyntheticScenes:
   """Random-access synthetic dataset (a grain data source). `split` in {train, eval, vqa};
   `caption_detail` "full" (every object and the background) or "partial" (the main object
-  only; the dialogue and half the VQA questions cover the rest), see `describe`."""
+  only; the dialogue covers the rest, and every VQA question asks what only the dialogue
+  tells), see `describe`."""
 
   def __init__(self, size: int = 10_000, resolution: int = 64, seed: int = 0,
                split: str = "train", caption_detail: str = "full"):
@@ -218,7 +235,10 @@ class SyntheticScenes:
     background, objects = sample_scene(rng)
     record = describe(background, objects, rng, self.caption_detail)
     record.update(image=render(background, objects, self.resolution, rng), image_id=int(index),
-                  label=CLASS_NAMES.index(objects[0].name))
+                  label=CLASS_NAMES.index(objects[0].name),
+                  # the facts partial captions leave out, as classes (the linear-probe task)
+                  count=len(objects), position=POSITIONS.index(_where(objects[0])),
+                  background=_BACKGROUND_NAMES.index(background))
     if self.split == "vqa":
       kind, question, candidates, answer = _vqa_item(background, objects, rng, self.caption_detail)
       record.update(question=question, question_type=kind, candidates=candidates, answer=answer,

@@ -25,13 +25,18 @@ from absl import flags, logging
 from clipjax import cli
 from clipjax.errors import UserError
 from clipjax.study import report
-from clipjax.study.arms import ARMS, DEFAULT, QUICK
-from clipjax.study.claims import CLAIMS
+from clipjax.study.arms import ARMS, DEFAULT, PARTIAL_BASE_ARMS, QUICK
+from clipjax.study.claims import CLAIMS, PARTIAL_BASE_CLAIMS
 from clipjax.study.runner import evaluate_claims, run_study, summarize_arms
 
-STUDIES = ("seeds",)
-_STUDY = flags.DEFINE_string("study", None, f"The study to run: one of {', '.join(STUDIES)}.")
-_SEEDS = flags.DEFINE_string("seeds", None, "Comma-separated seeds (default: 0,1,2; --quick: 0).")
+# study -> (arms, claims): "seeds" tests the premise (a full-caption base adapted on partial
+# captions + dialogues); "partial_base" the earlier design (a base pretrained on partial
+# captions only, which never learned what the dialogues tell).
+STUDIES = {"seeds": (ARMS, CLAIMS), "partial_base": (PARTIAL_BASE_ARMS, PARTIAL_BASE_CLAIMS)}
+_STUDY = flags.DEFINE_string("study", None, "The study to run: seeds (the premise) or "
+                                            "partial_base (a base pretrained on partial "
+                                            "captions only).")
+_SEEDS = flags.DEFINE_string("seeds", None, "Comma-separated seeds (default: 0,1,2,3,4; --quick: 0).")
 _QUICK = flags.DEFINE_bool("quick", False, "One seed, tiny model and steps: a few minutes.")
 _OUT = flags.DEFINE_string("out", None, "Output dir (default: workdirs/study, "
                                         "workdirs/study_quick with --quick).")
@@ -65,6 +70,9 @@ def main(argv):
       "workdirs", "study_quick" if _QUICK.value else "study"))
   doc = os.path.join("docs", "results.md") if _DOCS.value else ""
   if _DOCS.value:
+    if _STUDY.value != "seeds":
+      raise UserError(f"--docs writes the committed table of --study=seeds, not "
+                      f"--study={_STUDY.value}")
     if _QUICK.value:
       raise UserError("--docs rewrites the committed results: run without --quick")
     if seeds != DEFAULT.seeds and _SEEDS.value is None:
@@ -74,7 +82,8 @@ def main(argv):
                       f"repository root)")
   os.makedirs(out, exist_ok=True)
   start = time.perf_counter()
-  records = run_study(budget, seeds, out)
+  arms, claims = STUDIES[_STUDY.value]
+  records = run_study(budget, seeds, out, arms)
   run_seconds = sum(r["seconds"] for by_seed in records.values() for r in by_seed.values())
   command = "python -m clipjax.study " + " ".join(shlex.quote(a) for a in sys.argv[1:])
   study = {"study": _STUDY.value, "command": command.strip(), "seeds": list(seeds),
@@ -85,9 +94,9 @@ def main(argv):
            "minutes": (time.perf_counter() - start) / 60, "run_minutes": run_seconds / 60,
            "arms": {arm: {str(s): r for s, r in by_seed.items()}
                     for arm, by_seed in records.items()},
-           "summaries": summarize_arms(records), "claims": evaluate_claims(records, CLAIMS)}
+           "summaries": summarize_arms(records), "claims": evaluate_claims(records, claims)}
   report.write_json(study, os.path.join(out, "study.json"))
-  docs = {arm.name: arm.doc for arm in ARMS}
+  docs = {arm.name: arm.doc for arm in arms}
   written = report.write_report(study, os.path.join(out, "results.md"), docs)
   if doc:
     written += report.write_report(study, doc, docs)

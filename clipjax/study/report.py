@@ -172,9 +172,24 @@ def write_report(study: dict, md_path: str, arm_docs: dict[str, str]) -> list[st
       "that seed's own spread to the mean's uncertainty). The verdict, from the 95 % "
       "interval of the mean, is "
       "\"agrees\" or \"disagrees\" only when the whole interval lies on one side of 0, else "
-      "\"inconclusive (interval spans 0)\". Partial captions name the main object only; the "
-      "dialogues reveal the count, the other objects, their positions and the background "
-      "(docs/data.md), which is where DRAFT's premise holds.", "",
+      "\"inconclusive (interval spans 0)\".", "",
+      "## Design", "",
+      "The thesis adapts a CLIP pretrained on web-scale data, whose frozen image tower already "
+      "encodes counts, positions, the other objects and the background, on short COCO "
+      "captions plus VisDial dialogues that spell those details out. The miniature mirrors "
+      "it: one base per seed is pretrained on full captions (every object and the "
+      "background, standing in for web-scale pretraining), then DRAFT, DRAFT without MMD, "
+      "CLIP-3Modal and a caption-only control adapt that base on partial captions (the main "
+      "object only) plus, except the control, dialogues that tell the count, the "
+      "background, the main object's position and its neighbour. The same four adapting "
+      "the base on full captions, and the from-scratch methods against the base, complete "
+      "the source documents' claims.", "",
+      "VQA on the partial arms asks only what the dialogues reveal (count, other objects, "
+      "position, background; accuracy per type below), so a text tower that learned the "
+      "dialogues can answer what the partial captions never state. Retrieval is read on "
+      "full captions (`retrieval_full`: the queries a user would write, no ties), as well as "
+      "on partial ones, whose identical captions cap R@1. The earlier design, a base "
+      "pretrained on partial captions only, stays available as `--study=partial_base`.", "",
       "## Claims", "", claims_table(claims), "",
       "## Where we disagree", ""]
   if disagreements:

@@ -2,7 +2,7 @@
 import numpy as np
 
 from clipjax.data.records import format_qa
-from clipjax.data.synthetic import CLASS_NAMES, COLOURS, SHAPES, SyntheticScenes
+from clipjax.data.synthetic import CLASS_NAMES, COLOURS, POSITIONS, SHAPES, SyntheticScenes
 
 
 def test_deterministic_and_random_access():
@@ -47,8 +47,8 @@ POSITION_WORDS = ("top", "bottom", "left", "right", "center", "middle", "above",
 
 def test_partial_captions_hold_none_of_the_facts_their_dialogues_reveal():
   """caption_detail="partial" on 1,000 scenes: the same scene and image as "full", a caption
-  naming only the main object, and three answers (count, background, another object or the
-  main object's place) none of which the caption states."""
+  naming only the main object, and answers (count, background, the main object's place and,
+  with two or more objects, its neighbour) none of which the caption states."""
   full = SyntheticScenes(1000, 32, caption_detail="full")
   partial = SyntheticScenes(1000, 32, caption_detail="partial")
   for i in range(1000):
@@ -57,31 +57,34 @@ def test_partial_captions_hold_none_of_the_facts_their_dialogues_reveal():
     assert f["long_caption"] == p["long_caption"] and f["label"] == p["label"]
     main = CLASS_NAMES[p["label"]]
     assert p["caption"] == f"a large {main}" and f["caption"].startswith(p["caption"])
-    (q_count, count), (q_bg, background), (_, third) = p["dialogue"]
+    (q_count, count), (q_bg, background), (q_where, where), *neighbour = p["dialogue"]
     assert q_count.startswith("How many") and q_bg == "What color is the background?"
+    assert q_where == f"Where is the {main}?" and where.removeprefix("at the ") in POSITIONS
+    assert len(neighbour) == (count != "one")
     assert f["caption"].endswith(f"on a {background} background")  # answers are true
     words = p["caption"].split()
     assert count not in words and background not in p["caption"]
-    if third.removeprefix("a ") != main:  # (a twin of the main object is told by the count)
-      assert third.removeprefix("a ") not in p["caption"]
+    for _, other in neighbour:
+      if other.removeprefix("a ") != main:  # (a twin of the main object is told by the count)
+        assert other.removeprefix("a ") not in p["caption"]
     assert not any(w in POSITION_WORDS for w in words)
     assert p["caption"] not in (p["paraphrase"], p["hard_negative"])
     assert background not in p["paraphrase"] and background not in p["hard_negative"]
 
 
-def test_partial_vqa_asks_about_both_kinds_of_fact_in_equal_shares():
+def test_partial_vqa_asks_only_what_the_dialogue_reveals():
+  """Every question of the partial VQA split asks a fact the caption leaves out and the
+  scene's dialogue answers, with the dialogue's answer as the right candidate."""
   vqa = SyntheticScenes(2000, 32, split="vqa", caption_detail="partial")
   records = [vqa[i] for i in range(2000)]
   types = [r["question_type"] for r in records]
-  in_caption = sum(t in ("color", "shape") for t in types) / len(types)
-  assert set(types) == {"color", "shape", "count", "background"}
-  assert abs(in_caption - 0.5) < 0.04, in_caption  # 4.5 standard deviations of a fair coin
-  for r in records[:300]:
+  assert set(types) == {"count", "objects", "position", "background"}
+  assert min(types.count(t) for t in set(types)) > 300  # every type well represented
+  for r in records[:400]:
     right = r["candidates"][r["answer"]]
-    if r["question_type"] == "background":
-      assert r["dialogue"][1] == ("What color is the background?", right)
-    if r["question_type"] == "count":
-      assert r["dialogue"][0][1] == right
+    assert (r["question"], right) in r["dialogue"], r
+    assert right.removeprefix("a ").removeprefix("at the ") not in r["caption"] or (
+        r["question_type"] == "objects" and right == f"a {CLASS_NAMES[r['label']]}")  # a twin
   full_types = {SyntheticScenes(300, 32, split="vqa")[i]["question_type"] for i in range(300)}
   assert full_types == {"color", "shape", "count"}  # "full": today's questions
 

@@ -63,8 +63,15 @@ def test_quick_study_end_to_end_and_resume(tmp_path):
     assert os.path.exists(os.path.join(workdir, "eval", "results.json"))
     assert os.path.exists(record["export"])
   metrics = study["arms"]["draft/partial"]["0"]["metrics"]
-  assert {"base/vqa/multiple_choice_accuracy/count", "blend@0.9/vqa/multiple_choice_accuracy",
-          "draft/retrieval/image_retrieval_mrr", "base/text_pairs/recall@1"} <= set(metrics)
+  assert {"base/vqa/multiple_choice_accuracy/count", "base/vqa/multiple_choice_accuracy/position",
+          "blend@0.9/vqa/multiple_choice_accuracy", "draft/retrieval/image_retrieval_mrr",
+          "blend@0.9/retrieval_full/image_retrieval_recall@1", "base/linear_probe/count",
+          "base/text_pairs/recall@1"} <= set(metrics)
+  # the premise: the partial-caption arms adapt the base pretrained on full captions
+  base_export = study["arms"]["base/full"]["0"]["export"]
+  draft_config = json.loads((out / "runs" / os.path.basename(
+      study["arms"]["draft/partial"]["0"]["workdir"]) / "config.json").read_text())
+  assert draft_config["model"]["checkpoint"] == base_export
   assert _files(*committed) == before  # nothing written outside --out
   again = _study("--study=seeds", "--quick", f"--out={out}", cwd=tmp_path)
   assert again.returncode == 0, again.stderr[-3000:]
@@ -75,7 +82,8 @@ def test_quick_study_end_to_end_and_resume(tmp_path):
 
 
 @pytest.mark.parametrize("args, message", [
-    (["--study=seed"], "--study='seed' is not one of ['seeds']"),
+    (["--study=seed"], "--study='seed' is not one of ['seeds', 'partial_base']"),
+    (["--study=partial_base", "--docs"], "--docs writes the committed table of --study=seeds"),
     ([], "--study is required"),
     (["--study=seeds", "--seeds=0,x"], "--seeds='0,x': expected comma-separated integers"),
     (["--study=seeds", "--seeds=1,1"], "expected one or more distinct integers"),

@@ -4,6 +4,7 @@ from clipjax.evaluate.tasks import retrieval  # noqa: F401
 from clipjax.evaluate.tasks import zeroshot  # noqa: F401
 from clipjax.evaluate.tasks import vqa  # noqa: F401
 from clipjax.evaluate.tasks import text_pairs  # noqa: F401
+from clipjax.evaluate.tasks import linear_probe  # noqa: F401
 from clipjax.evaluate.tasks.base import (
   EvalRun,
   Task,
