@@ -112,14 +112,6 @@ PARTIAL_BASE_ARMS: tuple[Arm, ...] = (
 )
 
 
-def get_arm(name: str) -> Arm:
-  for arm in (*ARMS, *PARTIAL_BASE_ARMS):
-    if arm.name == name:
-      return arm
-  raise KeyError(f"no study arm {name!r}; arms: "
-                 f"{[a.name for a in (*ARMS, *PARTIAL_BASE_ARMS)]}")
-
-
 def _set(c: ml_collections.ConfigDict, dotted: str, value: Any) -> None:
   *parents, leaf = dotted.split(".")
   for p in parents:
