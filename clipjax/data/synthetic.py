@@ -127,8 +127,8 @@ def describe(background: str, objects: list[SceneObject], rng: np.random.Generat
   full captions read), long caption, the QA pairs, a paraphrase and a one-attribute-swap
   negative.
 
-  caption_detail "full": the caption lists every object and the background, the dialogue asks
-  about facts it already states. "partial": the caption names the main object only, and the
+  caption_detail "full": the caption lists every object with its place and the background,
+  the dialogue asks about facts it already states. "partial": the caption names the main object only, and the
   dialogue reveals what it leaves out (the object count, the background, where the main object
   is and, with two or more objects, which object stands next to it), as real captions leave
   most of a scene unsaid.
@@ -136,7 +136,10 @@ def describe(background: str, objects: list[SceneObject], rng: np.random.Generat
   names = [f"a {o.size} {o.name}" for o in objects]
   main = objects[0]
   count = NUMBERS[len(objects)]
-  every = names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1]
+  # the full caption places every object: pretraining on it is what makes the base's image
+  # tower encode positions, one of the facts the partial dialogues tell
+  placed = [f"{n} at the {_where(o)}" for n, o in zip(names, objects)]
+  every = placed[0] if len(placed) == 1 else ", ".join(placed[:-1]) + " and " + placed[-1]
   full_caption = f"{every} on a {background} background"
   if caption_detail == "partial":
     listed, caption = names[0], names[0]

@@ -2,8 +2,10 @@
 method defaults (`clipjax.methods.method_config`) plus the study's budget.
 
 Every arm trains on the embedded synthetic scenes. Adaptation arms start from the export of
-their `base` arm run with the same seed; from-scratch arms use the base's steps and learning
-rate, so the base doubles as their CLIP comparison (same steps, same data, same seed).
+their `base` arm run with the same seed; from-scratch arms train `scratch_steps` with CLIP's
+learning rate, against the `clip` arm (CLIP from scratch: same steps, same data, same seed).
+The base trains longer (`base_steps`): it stands in for web-scale pretraining, and `init`
+(the same model untrained) is its linear probe's reference.
 
 The default arms (`ARMS`) test the thesis's premise in miniature: one base per seed pretrained
 on full captions stands in for web-scale pretraining (its image tower has learned the counts,
@@ -28,13 +30,15 @@ from clipjax.methods.multitask import stage_config
 
 @dataclasses.dataclass(frozen=True)
 class Budget:
-  """Sizes and steps of every run. `scratch_steps`: the base CLIP and the from-scratch arms
-  (and jina stage 1); `adapt_steps`: DRAFT, CLIP-3Modal, the control (jina stages 2 and 3
-  share them, half each, so every arm trains scratch_steps + at most adapt_steps)."""
+  """Sizes and steps of every run. `base_steps`: the base CLIP every adaptation starts from;
+  `scratch_steps`: the from-scratch arms and their CLIP comparison (and jina stage 1);
+  `adapt_steps`: DRAFT, CLIP-3Modal, the control (jina stages 2 and 3 share them, half each,
+  so every from-scratch arm trains scratch_steps + at most adapt_steps)."""
   arch: str
   resolution: int
   train_size: int
   batch_size: int
+  base_steps: int
   scratch_steps: int
   adapt_steps: int
   eval_size: int
@@ -48,11 +52,11 @@ class Budget:
 # No loader worker processes: the synthetic scenes are drawn faster than a step consumes them,
 # and workers would cost a start-up per run and compete with the step for the cores.
 DEFAULT = Budget(arch="ViT-S-16-tiny", resolution=64, train_size=20_000, batch_size=64,
-                 scratch_steps=120, adapt_steps=60, eval_size=256, num_workers=0,
-                 seeds=(0, 1, 2, 3, 4))
+                 base_steps=360, scratch_steps=120, adapt_steps=60, eval_size=256,
+                 num_workers=0, seeds=(0, 1, 2, 3, 4))
 # --quick: the machinery end to end in minutes (the test suite runs it); numbers mean little.
 QUICK = Budget(arch="ViT-T-16-test", resolution=32, train_size=512, batch_size=32,
-               scratch_steps=12, adapt_steps=6, eval_size=64, num_workers=0, seeds=(0,),
+               base_steps=12, scratch_steps=12, adapt_steps=6, eval_size=64, num_workers=0, seeds=(0,),
                probe_size=64)
 
 
@@ -62,7 +66,9 @@ class Arm:
   overrides: dotted config fields set last (e.g. {"draft.mmd_weight": 0.0}); start: the
   config it starts from (default `method_config(method)`; a config whose `base` chains
   earlier runs trains them first); lr: the learning rate of a from-scratch arm (None: the
-  start config's own)."""
+  start config's own); steps: the Budget field of a from-scratch arm's steps; tasks: the
+  evaluation tasks (None: every task, the linear probe only with `probe`: the bases, the
+  untrained model and CLIP from scratch, whose image towers the premise compares)."""
   name: str
   method: str
   detail: str = "full"
@@ -71,6 +77,9 @@ class Arm:
   doc: str = ""
   start: Callable[[], ml_collections.ConfigDict] | None = None
   lr: float | None = 1e-3  # the base's (configs/clip.py, mult.py, unicl.py, siglip.py)
+  steps: str = "scratch_steps"
+  tasks: tuple[str, ...] | None = None
+  probe: bool = False
 
 
 def _adaptations(detail: str, base: str, suffix: str | None = None) -> list[Arm]:
@@ -92,10 +101,15 @@ def _adaptations(detail: str, base: str, suffix: str | None = None) -> list[Arm]
 
 
 ARMS: tuple[Arm, ...] = (
-    Arm("base/full", "clip", "full", doc="CLIP pretrained on full captions (the base of every "
-                                         "adaptation, standing in for web-scale pretraining; "
-                                         "also the CLIP comparison of the from-scratch arms)"),
+    Arm("base/full", "clip", "full", steps="base_steps", probe=True,
+        doc="CLIP pretrained on full captions: the base of every adaptation, standing in for "
+            "web-scale pretraining"),
+    Arm("init", "clip", overrides=(("total_steps", 0),), tasks=("linear_probe",),
+        doc="the base's model untrained (its random initialisation): the linear probe's "
+            "reference"),
     *_adaptations("partial", "base/full"), *_adaptations("full", "base/full"),
+    Arm("clip", "clip", probe=True, doc="CLIP from scratch: the from-scratch methods' comparison (same "
+                            "steps, data and seed)"),
     Arm("mult", "mult", doc="CLIP + MulT fusion tower, from scratch"),
     Arm("unicl", "unicl", doc="UniCL (image-label targets), from scratch"),
     Arm("siglip", "siglip", doc="SigLIP (sigmoid loss), from scratch"),
@@ -107,7 +121,8 @@ ARMS: tuple[Arm, ...] = (
 # The earlier design: a base pretrained on partial captions only, adapted on partial captions.
 # Its image tower never learned the facts the dialogues tell (`--study=partial_base`).
 PARTIAL_BASE_ARMS: tuple[Arm, ...] = (
-    Arm("base/partial", "clip", "partial", doc="CLIP pretrained on partial captions only"),
+    Arm("base/partial", "clip", "partial", steps="base_steps", probe=True,
+        doc="CLIP pretrained on partial captions only"),
     *_adaptations("partial", "base/partial", "partial_base"),
 )
 
@@ -147,7 +162,7 @@ def arm_config(arm: Arm, budget: Budget, seed: int,
     for cfg in chain:  # the first run from scratch; the chained ones share the adaptation steps
       if arm.lr is not None:
         cfg.optim.lr = arm.lr
-      _scratch(cfg, budget, budget.scratch_steps if cfg is chain[-1]
+      _scratch(cfg, budget, getattr(budget, arm.steps) if cfg is chain[-1]
                else budget.adapt_steps // max(1, len(chain) - 1))
       _data(cfg, budget, arm.detail)
       cfg.seed = seed
@@ -164,8 +179,11 @@ def arm_config(arm: Arm, budget: Budget, seed: int,
     c.export.hf = False
   c.seed = seed
   _data(c, budget, arm.detail)
-  c.eval = eval_block(budget.eval_size, ",".join(task_names()))  # every task, text_pairs too
-  for task in task_names():
+  tasks = arm.tasks or [t for t in task_names()  # full-caption arms: retrieval is on full ones
+                        if (t != "linear_probe" or arm.probe)
+                        and (t != "retrieval_full" or arm.detail != "full")]
+  c.eval = eval_block(budget.eval_size, ",".join(tasks))  # text_pairs too
+  for task in tasks:
     size = budget.probe_size if task == "linear_probe" else budget.eval_size
     c.eval[task].source = dict(synthetic(size, get_task(task).split, budget.resolution),
                                caption_detail=arm.detail)
