@@ -56,8 +56,8 @@ DEFAULT = Budget(arch="ViT-S-16-tiny", resolution=64, train_size=20_000, batch_s
                  num_workers=0, seeds=(0, 1, 2, 3, 4))
 # --quick: the machinery end to end in minutes (the test suite runs it); numbers mean little.
 QUICK = Budget(arch="ViT-T-16-test", resolution=32, train_size=512, batch_size=32,
-               base_steps=12, scratch_steps=12, adapt_steps=6, eval_size=64, num_workers=0, seeds=(0,),
-               probe_size=64)
+               base_steps=12, scratch_steps=12, adapt_steps=6, eval_size=64, num_workers=0,
+               seeds=(0,), probe_size=64)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -108,8 +108,8 @@ ARMS: tuple[Arm, ...] = (
         doc="the base's model untrained (its random initialisation): the linear probe's "
             "reference"),
     *_adaptations("partial", "base/full"), *_adaptations("full", "base/full"),
-    Arm("clip", "clip", probe=True, doc="CLIP from scratch: the from-scratch methods' comparison (same "
-                            "steps, data and seed)"),
+    Arm("clip", "clip", probe=True,
+        doc="CLIP from scratch: the from-scratch methods' comparison (same steps, data, seed)"),
     Arm("mult", "mult", doc="CLIP + MulT fusion tower, from scratch"),
     Arm("unicl", "unicl", doc="UniCL (image-label targets), from scratch"),
     Arm("siglip", "siglip", doc="SigLIP (sigmoid loss), from scratch"),

@@ -2,7 +2,8 @@
 import numpy as np
 
 from clipjax.data.records import format_qa
-from clipjax.data.synthetic import CLASS_NAMES, COLOURS, POSITIONS, SHAPES, SyntheticScenes
+from clipjax.data.synthetic import (CLASS_NAMES, COLOURS, NUMBERS, POSITIONS, SHAPES,
+                                    SyntheticScenes)
 
 
 def test_deterministic_and_random_access():
@@ -62,6 +63,8 @@ def test_partial_captions_hold_none_of_the_facts_their_dialogues_reveal():
     assert q_where == f"Where is the {main}?" and where.removeprefix("at the ") in POSITIONS
     assert len(neighbour) == (count != "one")
     assert f["caption"].endswith(f"on a {background} background")  # answers are true
+    # the full caption places every object (what makes the base encode positions)
+    assert f["caption"].count(" at the ") == NUMBERS.index(count) and where in f["caption"]
     words = p["caption"].split()
     assert count not in words and background not in p["caption"]
     for _, other in neighbour:
