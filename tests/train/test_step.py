@@ -170,11 +170,13 @@ def test_eight_devices_equal_one_device(scenes):
       losses.append(float(metrics["loss"]))
     results.append((losses, jax.tree.map(np.asarray, state["params"])))
   np.testing.assert_allclose(results[1][0], results[0][0], rtol=1e-5)
-  # Parameters: rtol 1e-5, plus atol 2e-5 (2% of lr): Adam divides by sqrt(v) + eps, so an
-  # element whose gradient is float32 summation noise (~1e-9, order differs across meshes)
-  # moves by ~noise/eps·lr on either mesh.
+  # Parameters: rtol 1e-5, plus atol 1e-4 (10 % of one step's lr): Adam divides by
+  # sqrt(v) + eps, so an element whose gradient is a float32 cancellation of many terms (a
+  # frequent token's embedding column; the order of the sums differs across meshes) can carry
+  # a relative error of a few % into its update on either mesh. A wrong reduction (a missing
+  # or doubled psum) moves every trained element by up to 3 lr = 3e-3, and the losses above.
   for a, b in zip(jax.tree.leaves(results[1][1]), jax.tree.leaves(results[0][1])):
-    np.testing.assert_allclose(a, b, rtol=1e-5, atol=2e-5)
+    np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-4)
 
 
 def test_fsdp_shards_parameters_and_trains_like_data_parallel(tmp_path):
