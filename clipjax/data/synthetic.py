@@ -128,10 +128,10 @@ def describe(background: str, objects: list[SceneObject], rng: np.random.Generat
   negative.
 
   caption_detail "full": the caption lists every object with its place and the background,
-  the dialogue asks about facts it already states. "partial": the caption names the main object only, and the
-  dialogue reveals what it leaves out (the object count, the background, where the main object
-  is and, with two or more objects, which object stands next to it), as real captions leave
-  most of a scene unsaid.
+  the dialogue asks about facts it already states. "partial": the caption names the main
+  object only, and the dialogue reveals what it leaves out (the object count, the background,
+  where the main object is and, with two or more objects, which object stands next to it), as
+  real captions leave most of a scene unsaid.
   """
   names = [f"a {o.size} {o.name}" for o in objects]
   main = objects[0]
