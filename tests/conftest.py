@@ -147,6 +147,15 @@ def torch_state_dict(model) -> dict[str, np.ndarray]:
   return {k: v.detach().numpy().copy() for k, v in model.state_dict().items()}
 
 
+# Two float32 computations of one network that group their sums differently (a merged weight vs
+# its adapter added after, a batch of 2 streams vs 1, another CPU's matmul kernel) differ by
+# rounding: a few ulps of the output's scale per layer, not of each element, so elements near
+# zero may differ by 1e-6 relative to themselves. Compare with rel_err (error over the tensor's
+# largest magnitude) against this: 64 float32 ulps (7.6e-6), ~8x what the 2-layer test towers
+# show (<= 4e-7 x scale observed) and far below what a wrong layer moves (>= 1e-2).
+FLOAT32_ROUNDING = 64 * float(np.finfo(np.float32).eps)
+
+
 def rel_err(ours, ref) -> float:
   """max |ours - ref| / max |ref|: the error relative to the tensor's scale (the absolute
   error when ref is all zeros; inf when anything is non-finite, so a NaN never passes)."""
