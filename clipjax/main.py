@@ -124,7 +124,7 @@ def _run(cfg, workdir: str) -> dict:
     print("\nexported:")
     for name, path in exports.items():
       print(f"  {name}: {path}")
-    if getattr(model.cfg.vision, "naflex", False) and "hf" in exports:  # open_clip 3.x: no NaFlex
+    if model.cfg.vision.naflex and "hf" in exports:  # open_clip 3.x: no NaFlex
       hf = str(exports["hf"])
       print(f"load in PyTorch:\n  from transformers import AutoImageProcessor, AutoModel; "
             f"model = AutoModel.from_pretrained({hf!r}); "

@@ -11,12 +11,12 @@ NaFlex tower) on `Siglip2ImageProcessor`'s arrays for photos of mixed aspect rat
 
 Prints images/s and texts/s of both with the ratio, and clipjax's achieved GFLOP/s (FLOPs
 counted from the model's shapes) next to a large jitted float32 `jnp.dot` in the same run.
-Random weights (identical in both frameworks), random images and varied captions of 5-20
-words; timings are medians. Texts are timed twice for clipjax: at the full context (the same
+Random weights (identical in both frameworks), random images and the vendored COCO sample's
+captions (scripts/bench_inputs.py; their token lengths are printed); timings are medians. Texts are timed twice for clipjax: at the full context (the same
 work as open_clip) and with `trim_padding` (columns after the batch's last end-of-text token
 dropped, exact under the causal mask), which is what clipjax's evaluation uses. SigLIP models
 read the padding (no trimming) and use an HF tokenizer that is not available offline, so their
-texts are random ids of the same 5-20 token lengths, padded with 0 to the context.
+texts are random ids of the COCO captions' BPE lengths, padded with 0 to the context.
 """
 import os
 import statistics
@@ -53,9 +53,12 @@ def main(argv):
   import open_clip
   import torch
 
+  from bench_inputs import coco_captions, openclip_model, token_lengths
+
   from clipjax.convert.openclip import state_dict_to_params
   from clipjax.models import CLIP, get_model_config
   from clipjax.models.text import trim_padding
+  from clipjax.text.tokenizer import Tokenizer
 
   cfg = get_model_config(FLAGS.arch)
   torch.manual_seed(0)
@@ -64,25 +67,22 @@ def main(argv):
     ref, params, images, x_torch = _naflex_reference(cfg, n)
     reference = "transformers"
   else:
-    ref = open_clip.create_model(FLAGS.arch, pretrained=None).eval()
+    ref = openclip_model(FLAGS.arch).eval()
     params = state_dict_to_params({k: v.numpy() for k, v in ref.state_dict().items()}, cfg)
     images = np.random.default_rng(0).normal(size=(n, size, size, 3)).astype(np.float32)
     x_torch = torch.from_numpy(images.transpose(0, 3, 1, 2).copy())
     reference = "open_clip"
   model = CLIP(cfg)
-  words = ("a photo of the dog cat red blue sitting on table with two people standing near "
-           "large small building street car snow beach man woman holding").split()
-  rng = np.random.default_rng(1)
-  captions = [" ".join(rng.choice(words, rng.integers(5, 21))) for _ in range(n)]
-  if cfg.text.tokenizer_dir or cfg.vision.naflex:  # SigLIP: random ids of caption lengths
+  captions = coco_captions(n)
+  if cfg.text.tokenizer_dir or cfg.vision.naflex:  # SigLIP: random ids of the captions' lengths
     ids = np.zeros((n, cfg.text.context_length), np.int64)
-    # 5-20 words and an end token, as the BPE captions (within the context)
-    lengths = np.minimum(rng.integers(6, 23, n), cfg.text.context_length)
-    for row, length in zip(ids, lengths):
+    lengths = (np.asarray(Tokenizer()(captions)) != 0).sum(-1)  # their CLIP BPE lengths
+    rng = np.random.default_rng(1)
+    for row, length in zip(ids, np.minimum(lengths, cfg.text.context_length)):
       row[:length] = rng.integers(1, cfg.text.vocab_size, length)
     ids = torch.from_numpy(ids)
   else:
-    ids = open_clip.get_tokenizer(FLAGS.arch)(captions)
+    ids = open_clip.get_tokenizer(FLAGS.arch)(captions, context_length=cfg.text.context_length)
 
   enc_img = jax.jit(lambda p, x: model.apply({"params": p}, x, method=model.encode_image))
   enc_txt = jax.jit(lambda p, t: model.apply({"params": p}, t, method=model.encode_text))
@@ -117,6 +117,7 @@ def main(argv):
             f"compiled image program(s)" if cfg.vision.naflex else "")
   print(f"{FLAGS.arch}, batch {n}, float32, {jax.devices()[0].platform}, "
         f"torch threads {torch.get_num_threads()}, {os.cpu_count()} cores{naflex}")
+  print(f"texts: the COCO sample's captions, tokens {token_lengths(ids.numpy())}")
   print(f"{'':14s} {'clipjax':>10s} {reference:>12s} {'ratio':>7s}")
   print(f"{'images/s':14s} {n / ours_img:10.1f} {n / ref_img:12.1f} {ref_img / ours_img:6.2f}x")
   print(f"{'texts/s':14s} {n / ours_txt:10.1f} {n / ref_txt:12.1f} {ref_txt / ours_txt:6.2f}x")

@@ -1,27 +1,29 @@
 r"""Training-step throughput, one run each:
 
   python scripts/bench_train.py                       # DRAFT: clipjax vs open_clip, ViT-B-32
+  python scripts/bench_train.py --method=clip         # CLIP (both towers) vs open_clip
+  python scripts/bench_train.py --method=lit          # LiT (locked image tower) vs open_clip
   python scripts/bench_train.py --lora=8              # CLIP: LoRA rank 8 vs full fine-tuning
   python scripts/bench_train.py --patch_dropout=0.5 --arch=ViT-B-16   # CLIP: FLIP vs none
 
+--method (default draft) times one training step in PyTorch (open_clip's model, the same
+work written in torch) and in clipjax twice: at the full 77-token context, the same work as
+open_clip, and with the padding columns cut as clipjax's loop does (exact under the causal
+mask). Both sides: the same random weights and pixels; texts are fixed and real
+(scripts/bench_inputs.py: the COCO sample's captions and one VisDial-style dialogue turn per
+photo), and their token lengths are printed. DRAFT: frozen image tower (forward only), the
+text tower on captions and dialogue turns, a·CE(s·Z Iᵀ) + (1−a)·CE(s·Y Iᵀ) + the RFF MMD
+(R = 64, σ = std of the similarities); CLIP: both towers and the scale; LiT: the text tower
+and the scale. AdamW (open_clip's defaults). Prints samples/s, the ratios, and clipjax's MFU
+(model FLOPs of the step from the shapes, clipjax/train/flops.py, over the device's peak: the
+data sheet for TPUs / GPUs, a timed float32 matmul on CPUs).
+
 --lora / --patch_dropout time clipjax's CLIP step (both towers, AdamW, the CLIP loss, random
-weights and pixels, synthetic captions with their padding cut) in two settings and print the
+weights and pixels, COCO captions with their padding cut) in two settings and print the
 ratio: LoRA also prints the trained parameters and optimizer-state bytes of each (the
 adapters on the attention and MLP kernels, the CLIP weights frozen); patch dropout prints the
 image tower's share of the forward FLOPs (the target on a ViT-B-16: >= 1.6x at 0.5; FLIP
 reports ~2x when the image tower dominates).
-
-The default (DRAFT):
-
-Both sides: frozen image tower (forward only), text tower encoding the captions and the
-dialogue texts, DRAFT loss = a·CE(s·Z Iᵀ) + (1−a)·CE(s·Y Iᵀ) (texts as queries) + the RFF
-MMD (R = 64, σ = std of the similarities, no gradient through σ), AdamW on the text tower.
-Random weights (identical), random pixels; texts are the synthetic scenes' captions and
-question–answer pairs (10-25 tokens, as real captions). open_clip always runs the 77-token
-context; clipjax's loop cuts the padding columns (exact under the causal mask) unless
---notrim. Prints samples/s and the ratio, and clipjax's model TFLOP/s and MFU (model FLOPs
-of the step from the shapes, clipjax/train/flops.py, against the device's peak: the data
-sheet for TPUs / GPUs, a timed float32 matmul on CPUs).
 """
 import math
 import time
@@ -32,40 +34,53 @@ from clipjax import cli
 
 flags.DEFINE_string("arch", "ViT-B-32", "Architecture.")
 flags.DEFINE_integer("batch", 32, "Global batch size.")
-flags.DEFINE_integer("steps", 8, "Timed steps (after 2 warm-up steps).")
-flags.DEFINE_bool("trim", True, "clipjax: cut padding columns as the training loop does.")
+flags.DEFINE_integer("steps", 5, "Timed steps (after 2 warm-up steps).")
+flags.DEFINE_enum("method", "draft", ["draft", "clip", "lit"],
+                  "The step compared with open_clip: DRAFT, CLIP or LiT.")
 flags.DEFINE_integer("lora", 0, "> 0: LoRA of this rank against full fine-tuning (CLIP step).")
 flags.DEFINE_float("patch_dropout", 0.0, "> 0: this patch dropout against none (CLIP step).")
 FLAGS = flags.FLAGS
 
 
-def torch_step_fn(model, a=0.65, features=64):
+def torch_step_fn(model, method: str, a=0.65, features=64):
+  """open_clip's model trained by `method` in PyTorch, the same work as clipjax's step:
+  draft (frozen image tower and scale, captions + dialogue turns, RFF MMD), clip (both towers
+  and the scale train) or lit (locked image tower); AdamW as open_clip's training defaults."""
   import torch
   import torch.nn.functional as F
-  for p in model.visual.parameters():
-    p.requires_grad_(False)
-  model.logit_scale.requires_grad_(False)
+  if method in ("draft", "lit"):
+    for p in model.visual.parameters():
+      p.requires_grad_(False)
+  if method == "draft":
+    model.logit_scale.requires_grad_(False)
   trainable = [p for p in model.parameters() if p.requires_grad]
   opt = torch.optim.AdamW(trainable, lr=1e-5, betas=(0.9, 0.98), eps=1e-6, weight_decay=0.2)
 
-  def step(images, captions, dialogues):
-    with torch.no_grad():
+  def step(images, captions, dialogues=None):
+    with torch.set_grad_enabled(method == "clip"):
       img = F.normalize(model.encode_image(images), dim=-1)
     cap = F.normalize(model.encode_text(captions), dim=-1)
-    dia = F.normalize(model.encode_text(dialogues), dim=-1)
     s = model.logit_scale.exp()
     target = torch.arange(len(img))
-    S, D = s * cap @ img.T, s * dia @ img.T
-    loss = a * F.cross_entropy(D, target) + (1 - a) * F.cross_entropy(S, target)
-    sigma = torch.cat([S.flatten(), D.flatten()]).std().detach()
-    omega = torch.randn(features) / sigma
-    b = torch.rand(features) * 2 * math.pi
-    phi = lambda u: math.sqrt(2 / features) * torch.cos(u.flatten()[:, None] * omega + b)
-    mmd2 = ((phi(S).mean(0) - phi(D).mean(0)) ** 2).sum()
-    loss = loss + torch.sqrt(torch.clamp(mmd2, min=0) + 1e-12)
+    if method != "draft":
+      logits = s * img @ cap.T
+      loss = (F.cross_entropy(logits, target) + F.cross_entropy(logits.T, target)) / 2
+    else:
+      dia = F.normalize(model.encode_text(dialogues), dim=-1)
+      S, D = s * cap @ img.T, s * dia @ img.T
+      loss = a * F.cross_entropy(D, target) + (1 - a) * F.cross_entropy(S, target)
+      sigma = torch.cat([S.flatten(), D.flatten()]).std().detach()
+      omega = torch.randn(features) / sigma
+      b = torch.rand(features) * 2 * math.pi
+      phi = lambda u: math.sqrt(2 / features) * torch.cos(u.flatten()[:, None] * omega + b)
+      mmd2 = ((phi(S).mean(0) - phi(D).mean(0)) ** 2).sum()
+      loss = loss + torch.sqrt(torch.clamp(mmd2, min=0) + 1e-12)
     opt.zero_grad(set_to_none=True)
     loss.backward()
     opt.step()
+    if method != "draft":
+      with torch.no_grad():
+        model.logit_scale.clamp_(0, math.log(100))
     return loss
 
   return step
@@ -103,8 +118,9 @@ def compare_clip_steps():
   import jax
   import numpy as np
 
+  from bench_inputs import coco_captions
+
   import clipjax
-  from clipjax.data.synthetic import SyntheticScenes
   from clipjax.errors import ConfigError
   from clipjax.models.lora import init_lora
   from clipjax.train import flops
@@ -118,10 +134,9 @@ def compare_clip_steps():
     raise ConfigError(f"--arch={FLAGS.arch} has a ResNet image tower; patch dropout needs a "
                       f"ViT or SigLIP tower (e.g. --arch=ViT-B-16)")
   n, size = FLAGS.batch, model.cfg.vision.image_size
-  scenes = SyntheticScenes(n, resolution=32)
   batch = {"image": np.random.default_rng(0).integers(0, 255, (n, size, size, 3), np.uint8),
            "caption": np.asarray(clipjax.get_tokenizer(FLAGS.arch)(
-               [scenes[i]["caption"] for i in range(n)])),
+               coco_captions(n))),
            "image_id": np.arange(n)}
   if model.cfg.text.trimmable:
     batch = trim_text_padding(batch, ("caption",))
@@ -158,83 +173,96 @@ def compare_clip_steps():
   print(f"  ratio: {rates[FLAGS.patch_dropout] / rates[0.0]:.2f}x")
 
 
-def main(argv):
-  del argv
-  if FLAGS.lora or FLAGS.patch_dropout:
-    return compare_clip_steps()
+def _timed(fn) -> float:
+  """Samples/s of `fn` (one step) over --steps steps after two warm-up steps."""
+  for _ in range(2):
+    fn()
+  start = time.perf_counter()
+  for _ in range(FLAGS.steps):
+    fn()
+  return FLAGS.steps * FLAGS.batch / (time.perf_counter() - start)
+
+
+def compare_with_open_clip():
+  """--method's step in clipjax, at the full context (open_clip's work) and with the padding
+  columns trimmed (the loop's default), against the same step in PyTorch, one run."""
   import jax
   import numpy as np
-  import open_clip
   import torch
+  from bench_inputs import coco_captions, coco_dialogue_turns, openclip_model, token_lengths
 
   import clipjax
   from clipjax.convert.openclip import state_dict_to_params
   from clipjax.methods import get_method, method_config
   from clipjax.parallel.mesh import make_mesh
   from clipjax.train import flops
+  from clipjax.train.loop import trim_text_padding
   from clipjax.train.optim import make_optimizer
   from clipjax.train.step import make_train_step
 
   torch.manual_seed(0)
-  ref = open_clip.create_model(FLAGS.arch, pretrained=None)
+  name, n = FLAGS.method, FLAGS.batch
+  ref = openclip_model(FLAGS.arch)
   model, _ = clipjax.create_model(FLAGS.arch)
   sd = {k: v.detach().numpy() for k, v in ref.state_dict().items()}
-  params = {"clip": state_dict_to_params(sd, model.cfg)}
-  size, n = model.cfg.vision.image_size, FLAGS.batch
-  rng = np.random.default_rng(0)
-  pixels = rng.normal(size=(n, size, size, 3)).astype(np.float32)
-  from clipjax.data.records import format_qa
-  from clipjax.data.synthetic import SyntheticScenes
-  from clipjax.text.tokenizer import Tokenizer
-  from clipjax.train.loop import trim_text_padding
-  scenes = [SyntheticScenes(n, resolution=32)[i] for i in range(n)]
-  tok = Tokenizer()
-  ids = np.stack([tok([s["caption"] for s in scenes]),
-                  tok([format_qa(*s["dialogue"][i % 3]) for i, s in enumerate(scenes)])])
-
-  cfg = method_config("draft")
-  mesh = make_mesh()
-  method = get_method("draft")
-  tx, frozen = make_optimizer(params, lr=1e-5, total_steps=100,
-                              freeze=("^clip/visual/", "^clip/logit_scale$"))
-  step = make_train_step(method.objective(model, mesh, cfg), tx, frozen, mesh, clamp_scale=False)
-  state = {"params": params, "opt_state": tx.init(params), "step": np.int32(0),
-           "rng": jax.random.key_data(jax.random.key(0))}
-  batch = {"image": pixels, "caption": ids[0], "dialogue": ids[1],
+  size = model.cfg.vision.image_size
+  pixels = np.random.default_rng(0).normal(size=(n, size, size, 3)).astype(np.float32)
+  tokenizer = clipjax.get_tokenizer(FLAGS.arch)
+  batch = {"image": pixels, "caption": np.asarray(tokenizer(coco_captions(n))),
            "image_id": np.arange(n), "label": np.zeros(n, np.int64)}
-  if FLAGS.trim:
-    batch = trim_text_padding(batch, method.text_fields, method.text_pair_fields)
+  if name == "draft":
+    batch["dialogue"] = np.asarray(tokenizer(coco_dialogue_turns(n)))
+  texts = [f for f in ("caption", "dialogue") if f in batch]
 
-  def ours():
-    nonlocal state
-    state, metrics = step(state, batch)
-    return metrics["loss"].block_until_ready()
+  cfg, mesh, method = method_config(name), make_mesh(), get_method(name)
+  trimmed = trim_text_padding(batch, method.text_fields, method.text_pair_fields)
 
-  torch_step = torch_step_fn(ref)
-  t_args = (torch.from_numpy(pixels).permute(0, 3, 1, 2).contiguous(),
-            torch.from_numpy(ids[0]).long(), torch.from_numpy(ids[1]).long())
+  def our_rate(batch):
+    params = {"clip": state_dict_to_params(sd, model.cfg)}
+    tx, frozen = make_optimizer(params, lr=1e-5, total_steps=100, freeze=tuple(cfg.freeze))
+    step = make_train_step(method.objective(model, mesh, cfg), tx, frozen, mesh,
+                           clamp_scale=name != "draft")
+    state = {"params": params, "opt_state": tx.init(params), "step": np.int32(0),
+             "rng": jax.random.key_data(jax.random.key(0))}
 
-  def timed(fn):
-    for _ in range(2):
-      fn()
-    start = time.perf_counter()
-    for _ in range(FLAGS.steps):
-      fn()
-    return FLAGS.steps * n / (time.perf_counter() - start)
+    def one():
+      nonlocal state
+      state, metrics = step(state, batch)
+      metrics["loss"].block_until_ready()
+    rate = _timed(one)
+    step_flops = flops.step_flops(model, batch, method.text_towers(),
+                                  flops.trainable_towers(frozen))
+    return rate, step_flops
 
-  ref_rate = timed(lambda: torch_step(*t_args))
-  our_rate = timed(ours)
-  print(f"DRAFT step, {FLAGS.arch}, batch {n}, float32, CPU ({torch.get_num_threads()} torch "
-        f"threads), frozen image tower, AdamW on the text tower; clipjax text length "
-        f"{batch['caption'].shape[1]}/{batch['dialogue'].shape[1]} of 77")
-  print(f"  open_clip/PyTorch: {ref_rate:7.2f} samples/s")
-  print(f"  clipjax:           {our_rate:7.2f} samples/s   ratio {our_rate / ref_rate:.2f}x")
-  step_flops = flops.step_flops(model, batch, method.text_towers(), flops.trainable_towers(frozen))
+  torch_step = torch_step_fn(ref, name)
+  t_args = [torch.from_numpy(pixels).permute(0, 3, 1, 2).contiguous()]
+  t_args += [torch.from_numpy(batch[f]).long() for f in texts]
+  ref_rate = _timed(lambda: torch_step(*t_args))
+  full_rate, full_flops = our_rate(batch)
+  trim_rate, trim_flops = our_rate(trimmed)
   peak, source = flops.peak_flops()
-  achieved = step_flops * our_rate / n
-  print(f"  clipjax model FLOPs {step_flops / 1e9:.1f} G/step: {achieved / 1e12:.3f} TFLOP/s, "
-        f"MFU {achieved / (peak * mesh.size):.1%} of {mesh.size} x {peak / 1e12:.3g} TFLOP/s "
-        f"({source})")
+  context = batch["caption"].shape[1]
+  print(f"{name} step, {FLAGS.arch}, batch {n}, float32, {jax.default_backend()} "
+        f"({torch.get_num_threads()} torch threads), AdamW; texts: COCO captions"
+        + (" + one dialogue turn each" if name == "draft" else ""))
+  for f in texts:
+    print(f"  {f} tokens: {token_lengths(batch[f])}; trimmed to {trimmed[f].shape[1]}")
+  print(f"  {'':34s} {'text length':>11s} {'samples/s':>9s} {'ratio':>7s} {'MFU':>6s}")
+  print(f"  {'open_clip / PyTorch':34s} {context:11d} {ref_rate:9.2f}")
+  for label, rate, step_flops, length in (
+      ("clipjax, equal work (full context)", full_rate, full_flops, context),
+      ("clipjax, padding trimmed (default)", trim_rate, trim_flops, trimmed["caption"].shape[1])):
+    mfu = step_flops * rate / n / (peak * mesh.size)
+    print(f"  {label:34s} {length:11d} {rate:9.2f} {rate / ref_rate:6.2f}x {mfu:6.1%}")
+  print(f"  MFU: model FLOPs from the shapes ({full_flops / 1e9:.1f} G/step at full context) "
+        f"over {mesh.size} x {peak / 1e12:.3g} TFLOP/s ({source})")
+
+
+def main(argv):
+  del argv
+  if FLAGS.lora or FLAGS.patch_dropout:
+    return compare_clip_steps()
+  return compare_with_open_clip()
 
 
 if __name__ == "__main__":

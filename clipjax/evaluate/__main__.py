@@ -78,7 +78,7 @@ def _lengths(value, model_cfg) -> tuple:
   lengths = tuple(value) if isinstance(value, (tuple, list)) else ((value,) if value else ())
   if not lengths:
     return (None,)
-  if not getattr(model_cfg.vision, "naflex", False):
+  if not model_cfg.vision.naflex:
     raise ConfigError(f"model.max_num_patches={list(lengths)} is for SigLIP 2 NaFlex image "
                       f"towers; this model takes fixed-size images")
   if not all(isinstance(n, int) and n > 0 for n in lengths):

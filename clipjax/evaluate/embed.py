@@ -116,7 +116,7 @@ def clip_encoders(model, params: Any, batch_size: int = 256,
   image, text = _jitted_towers(model)
   params = jax.device_put(params)  # once, not with every batch (numpy params would be copied)
   encoding, length = Encoding.of(cfg), ""
-  if max_num_patches and getattr(cfg.vision, "naflex", False):
+  if max_num_patches and cfg.vision.naflex:
     encoding = dataclasses.replace(encoding, preprocess=dict(encoding.preprocess,
                                                              max_num_patches=max_num_patches))
     length = f"-L{max_num_patches}"

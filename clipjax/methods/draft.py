@@ -7,7 +7,6 @@ base, draft.form=sigmoid scores each text–image term with the base's frozen t 
 (docs/methods.md §7b)."""
 from __future__ import annotations
 
-import jax
 import jax.numpy as jnp
 
 from clipjax import losses
@@ -64,10 +63,14 @@ class Draft(Method):
       return out
     # Captions and dialogues through the text tower in one pass (the loop's batches give both
     # one length): the tower's weight gradient is then one sum over both streams' rows, which
-    # the mesh reduces once, not once per stream.
-    texts = jax.vmap(lambda ids: encode_text(ctx, params, ids))(
-        jnp.stack([batch["caption"], batch["dialogue"]]))
-    return {"image": embed_image(ctx, params, batch), "caption": texts[0], "dialogue": texts[1]}
+    # the mesh reduces once, not once per stream. Rows are interleaved ([N, 2, L] -> [2N, L]),
+    # so each device's caption and dialogue rows stay its own, and the tower sees a plain
+    # [2N, L] batch (a vmap over the two streams batched every matmul: ~12 % slower on CPU).
+    n, length = batch["caption"].shape
+    ids = jnp.stack([batch["caption"], batch["dialogue"]], axis=1).reshape(2 * n, length)
+    texts = encode_text(ctx, params, ids).reshape(n, 2, -1)
+    return {"image": embed_image(ctx, params, batch), "caption": texts[:, 0],
+            "dialogue": texts[:, 1]}
 
   def loss(self, ctx, params, emb, batch, key):
     cfg = ctx.cfg

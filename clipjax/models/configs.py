@@ -62,6 +62,7 @@ class VisionConfig:
   layers: int | tuple[int, ...] = 12
   head_width: int = 64
   mlp_ratio: float = 4.0
+  naflex = False  # NaFlex sequences are a SigLIP 2 trunk's (TimmViTConfig.naflex)
 
   @property
   def is_resnet(self) -> bool:
@@ -334,7 +335,7 @@ class CLIPConfig:
     trunks and OpenAI's for the rest (open_clip's defaults for the tags of each family)."""
     if self.preprocess is not None:
       return self.preprocess
-    if getattr(self.vision, "naflex", False):
+    if self.vision.naflex:
       return NAFLEX_PREPROCESS
     return SIGLIP_PREPROCESS if isinstance(self.vision, TimmViTConfig) else ImagePreprocess()
 
@@ -342,7 +343,7 @@ class CLIPConfig:
     """The keyword options of `clipjax.data.naflex.make_image_transform` for these weights:
     the preprocessing, plus the patch size and default sequence length of a NaFlex tower."""
     options = self.image_preprocess.transform_kwargs()
-    if getattr(self.vision, "naflex", False):
+    if self.vision.naflex:
       options.update(patch_size=self.vision.patch_size,
                      max_num_patches=self.vision.max_num_patches)
     return options

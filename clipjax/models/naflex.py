@@ -88,7 +88,7 @@ class NaFlexEmbeds(nn.Module):
 def example_images(vision, n: int = 1):
   """Zero inputs of the shape a tower takes (to initialise or trace it): [n, S, S, 3] float32,
   or for a NaFlex trunk a full `max_num_patches` batch of the position table's aspect."""
-  if not getattr(vision, "naflex", False):
+  if not vision.naflex:
     return jnp.zeros((n, vision.image_size, vision.image_size, 3), jnp.float32)
   length = vision.max_num_patches
   side = max(1, int(length ** 0.5))

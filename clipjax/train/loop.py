@@ -171,7 +171,7 @@ def _streams(cfg, run: _Run, workdir: epath.Path) -> TrainingStreams:
 
 def naflex_plan(cfg, model_cfg, mesh) -> LengthPlan | None:
   """The batches by sequence length of a NaFlex image tower (config `data.naflex`), or None."""
-  if not getattr(model_cfg.vision, "naflex", False):
+  if not model_cfg.vision.naflex:
     return None
   naflex = cfg.data.get("naflex") or {}
   lengths = tuple(naflex.get("lengths") or ()) or (model_cfg.vision.max_num_patches,)

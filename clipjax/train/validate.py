@@ -109,7 +109,7 @@ def _check_patch_dropout(cfg, arch_cfg) -> None:
   if getattr(arch_cfg.vision, "is_resnet", False):
     raise ConfigError("model.patch_dropout needs a ViT image tower; this architecture's is a "
                       "ResNet")
-  if getattr(arch_cfg.vision, "naflex", False):
+  if arch_cfg.vision.naflex:
     raise ConfigError("model.patch_dropout does not apply to a NaFlex image tower (its padding "
                       "is masked by position; use shorter data.naflex.lengths for less work)")
   if cfg.optim.get("accum_steps", 1) > 1:
@@ -136,7 +136,7 @@ def _check_naflex(cfg, arch_cfg) -> None:
   """data.naflex: positive lengths and a token budget that holds a batch at each (with its
   GradCache sub-batches) on every device."""
   naflex = cfg.data.get("naflex") or {}
-  if not getattr(arch_cfg.vision, "naflex", False):
+  if not arch_cfg.vision.naflex:
     if naflex.get("lengths") or naflex.get("token_budget"):
       raise ConfigError("data.naflex is for SigLIP 2 NaFlex image towers; this architecture's "
                         "image tower takes fixed-size images")

@@ -2,6 +2,8 @@
 same computation (within 5 %: XLA also counts LayerNorms, activations, softmax and the loss,
 which the model-FLOPs convention leaves out) and the peak FLOP/s table. MFU in the logs:
 tests/train/test_main.py (metrics.jsonl and TensorBoard of a CLI run)."""
+import re
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -95,3 +97,35 @@ def test_peak_flops_table(kind, want):
 def test_peak_flops_of_this_cpu_is_measured():
   peak, source = flops.peak_flops()
   assert 1e8 < peak < 1e14 and "measured float32 matmul" in source
+
+
+# Host round trips inside a compiled step: callbacks, infeed / outfeed, send / recv.
+HOST_OPS = re.compile(r"callback|infeed|outfeed|\bsend\(|\brecv\(|custom_call_target=\"[^\"]*host")
+
+
+@pytest.mark.parametrize("name", ["clip", "draft"])
+def test_compiled_train_step_is_the_model_flops_in_one_program(name):
+  """Regression guard, machine-independent: the compiled train step (objective, backward,
+  AdamW, everything `train()` runs per step) costs within 10 % of the model FLOPs counted
+  from the shapes, so no feature silently adds work to the step (e.g. a tower run twice, a
+  gradient of a frozen tower), and it is one XLA program with no host round trip inside."""
+  from clipjax.train.step import make_train_step
+  model = CLIP(VIT)
+  params = {"clip": jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), _params(model))["params"]}
+  cfg, method, mesh = method_config(name), get_method(name), make_mesh(devices=jax.devices()[:1])
+  tx, frozen = make_optimizer(params, lr=1e-3, total_steps=10, freeze=tuple(cfg.freeze))
+  n = 64  # matmul work well above AdamW's per-parameter arithmetic, as in real steps
+  batch = {"image": np.zeros((n, 64, 64, 3), np.uint8), "caption": np.ones((n, 24), np.int32),
+           "dialogue": np.ones((n, 24), np.int32), "image_id": np.arange(n)}
+  if name == "clip":
+    del batch["dialogue"]
+  step = make_train_step(method.objective(model, mesh, cfg), tx, frozen, mesh,
+                         clamp_scale=name == "clip")
+  state = {"params": params, "opt_state": jax.eval_shape(tx.init, params), "step": np.int32(0),
+           "rng": jax.random.key_data(jax.random.key(0))}
+  compiled = step.lower(state, batch).compile()
+  cost = compiled.cost_analysis()
+  theirs = float((cost[0] if isinstance(cost, list) else cost)["flops"])
+  ours = flops.step_flops(model, batch, method.text_towers(), flops.trainable_towers(frozen))
+  assert abs(theirs / ours - 1) < 0.10, (name, ours, theirs)
+  assert not HOST_OPS.search(compiled.as_text())
