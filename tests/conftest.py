@@ -43,7 +43,8 @@ COCO_SAMPLE = REPO / "third_party/coco_sample"
 # (--dist loadscope --no-loadscope-reorder) hands modules out in collection order, so starting
 # the long ones first keeps one worker from finishing alone with a slow module
 # (longest-processing-time-first). Order only: no effect on any result.
-SLOWEST_FIRST = ("study/test_study.py", "train/test_methods.py", "convert/test_convert.py",
+SLOWEST_FIRST = ("study/test_study.py", "test_documented_commands.py", "train/test_methods.py",
+                 "convert/test_convert.py",
                  "train/test_user_paths.py", "train/test_user_data.py",
                  "train/test_naflex_training.py", "train/test_ring_training.py",
                  "train/test_step.py",
