@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import REPO, xla_flags
+from conftest import REPO, assert_user_error, xla_flags
 
 sys.path.insert(0, str(REPO / "scripts"))
 from bench_all import SMALL  # noqa: E402  (the smallest setting of each benchmark)
@@ -104,3 +104,9 @@ def test_documented_benchmark_runs_at_its_smallest_setting(line, tmp_path):
                        text=True, timeout=600, cwd=tmp_path, env=env)
   assert out.returncode == 0, out.stderr[-3000:]
   assert re.search(HEADER[Path(line[0]).stem], out.stdout), out.stdout[-3000:]
+
+
+def test_bench_all_names_an_unknown_benchmark():
+  out = subprocess.run([sys.executable, str(REPO / "scripts/bench_all.py"), "--only=encdoe"],
+                       capture_output=True, text=True, timeout=120)
+  assert_user_error(out, "--only=encdoe", "draft_step")
