@@ -26,6 +26,7 @@ image tower's share of the forward FLOPs (the target on a ViT-B-16: >= 1.6x at 0
 reports ~2x when the image tower dominates).
 """
 import math
+import resource
 import time
 
 from absl import flags
@@ -173,14 +174,19 @@ def compare_clip_steps():
   print(f"  ratio: {rates[FLAGS.patch_dropout] / rates[0.0]:.2f}x")
 
 
-def _timed(fn) -> float:
-  """Samples/s of `fn` (one step) over --steps steps after two warm-up steps."""
+def _timed(fn) -> tuple[float, float]:
+  """(samples/s, minor page faults per step) of `fn` (one step) over --steps steps after two
+  warm-up steps. The faults count memory the step maps afresh: XLA:CPU allocates each run's
+  temporaries anew, PyTorch's allocator reuses freed blocks."""
   for _ in range(2):
     fn()
+  faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
   start = time.perf_counter()
   for _ in range(FLAGS.steps):
     fn()
-  return FLAGS.steps * FLAGS.batch / (time.perf_counter() - start)
+  seconds = time.perf_counter() - start
+  faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults
+  return FLAGS.steps * FLAGS.batch / seconds, faults / FLAGS.steps
 
 
 def compare_with_open_clip():
@@ -229,17 +235,17 @@ def compare_with_open_clip():
       nonlocal state
       state, metrics = step(state, batch)
       metrics["loss"].block_until_ready()
-    rate = _timed(one)
+    rate, faults = _timed(one)
     step_flops = flops.step_flops(model, batch, method.text_towers(),
                                   flops.trainable_towers(frozen))
-    return rate, step_flops
+    return rate, step_flops, faults
 
   torch_step = torch_step_fn(ref, name)
   t_args = [torch.from_numpy(pixels).permute(0, 3, 1, 2).contiguous()]
   t_args += [torch.from_numpy(batch[f]).long() for f in texts]
-  ref_rate = _timed(lambda: torch_step(*t_args))
-  full_rate, full_flops = our_rate(batch)
-  trim_rate, trim_flops = our_rate(trimmed)
+  ref_rate, ref_faults = _timed(lambda: torch_step(*t_args))
+  full_rate, full_flops, full_faults = our_rate(batch)
+  trim_rate, trim_flops, trim_faults = our_rate(trimmed)
   peak, source = flops.peak_flops()
   context = batch["caption"].shape[1]
   print(f"{name} step, {FLAGS.arch}, batch {n}, float32, {jax.default_backend()} "
@@ -247,13 +253,17 @@ def compare_with_open_clip():
         + (" + one dialogue turn each" if name == "draft" else ""))
   for f in texts:
     print(f"  {f} tokens: {token_lengths(batch[f])}; trimmed to {trimmed[f].shape[1]}")
-  print(f"  {'':34s} {'text length':>11s} {'samples/s':>9s} {'ratio':>7s} {'MFU':>6s}")
-  print(f"  {'open_clip / PyTorch':34s} {context:11d} {ref_rate:9.2f}")
-  for label, rate, step_flops, length in (
-      ("clipjax, equal work (full context)", full_rate, full_flops, context),
-      ("clipjax, padding trimmed (default)", trim_rate, trim_flops, trimmed["caption"].shape[1])):
+  print(f"  {'':34s} {'text length':>11s} {'samples/s':>9s} {'ratio':>7s} {'MFU':>6s} "
+        f"{'page faults/step':>16s}")
+  print(f"  {'open_clip / PyTorch':34s} {context:11d} {ref_rate:9.2f} {'':7s} {'':6s} "
+        f"{ref_faults:16,.0f}")
+  for label, rate, step_flops, length, faults in (
+      ("clipjax, equal work (full context)", full_rate, full_flops, context, full_faults),
+      ("clipjax, padding trimmed (default)", trim_rate, trim_flops, trimmed["caption"].shape[1],
+       trim_faults)):
     mfu = step_flops * rate / n / (peak * mesh.size)
-    print(f"  {label:34s} {length:11d} {rate:9.2f} {rate / ref_rate:6.2f}x {mfu:6.1%}")
+    print(f"  {label:34s} {length:11d} {rate:9.2f} {rate / ref_rate:6.2f}x {mfu:6.1%} "
+          f"{faults:16,.0f}")
   print(f"  MFU: model FLOPs from the shapes ({full_flops / 1e9:.1f} G/step at full context) "
         f"over {mesh.size} x {peak / 1e12:.3g} TFLOP/s ({source})")
 
