@@ -62,6 +62,7 @@ class VisionConfig:
   layers: int | tuple[int, ...] = 12
   head_width: int = 64
   mlp_ratio: float = 4.0
+  ls_init_value: float | None = None  # layer scale on every block's two branches (ViT-M-16-alt)
   naflex = False  # NaFlex sequences are a SigLIP 2 trunk's (TimmViTConfig.naflex)
 
   @property
@@ -138,6 +139,7 @@ class TextConfig:
   ln_eps: float = 1e-5
   gelu_tanh: bool = False
   hf_tokenizer_name: str | None = None  # an HF tokenizer instead of the CLIP BPE
+  ls_init_value: float | None = None  # layer scale on every block's two branches
   tokenizer_kwargs: tuple[tuple[str, Any], ...] = ()  # e.g. (("clean", "canonicalize"),)
 
   POOL_TYPES = ("argmax", "last")
@@ -191,6 +193,8 @@ class TextConfig:
       out["proj_type"] = self.proj_type
     if self.proj_bias:
       out["proj_bias"] = True
+    if self.ls_init_value is not None:
+      out["ls_init_value"] = self.ls_init_value
     if self.ln_eps != 1e-5:
       out["norm_kwargs"] = {"eps": self.ln_eps}
     if self.gelu_tanh:
@@ -378,6 +382,8 @@ class CLIPConfig:
         vision["head_width"] = v.head_width
       if v.mlp_ratio != 4.0:
         vision["mlp_ratio"] = v.mlp_ratio
+      if v.ls_init_value is not None:
+        vision["ls_init_value"] = v.ls_init_value
     text = t.to_openclip_text_cfg()
     out: dict[str, Any] = dict(embed_dim=self.embed_dim)
     if self.quick_gelu:

@@ -202,6 +202,18 @@ class MLP(nn.Module):
     return nn.Dense(x.shape[-1], dtype=self.dtype, kernel_init=proj_init, name="c_proj")(h)
 
 
+class LayerScale(nn.Module):
+  """open_clip's LayerScale (CaiT): x · gamma, one learned [W] factor initialised to
+  `init_value` (e.g. 1e-4, so each residual branch starts near zero)."""
+  init_value: float
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    gamma = self.param("gamma", nn.initializers.constant(self.init_value), (x.shape[-1],),
+                       jnp.float32)
+    return x * gamma.astype(x.dtype)
+
+
 class ResidualAttentionBlock(nn.Module):
   heads: int
   mlp_width: int
@@ -211,16 +223,20 @@ class ResidualAttentionBlock(nn.Module):
   init_stds: tuple[float, float, float, float] | None = None  # attn, proj, fc, proj
   ln_eps: float = 1e-5
   attention: str = "auto"
+  ls_init_value: float | None = None  # layer scale `ls_1` / `ls_2` on both branches; None: none
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
     s = self.init_stds
-    x = x + MultiheadAttention(self.heads, self.causal, self.dtype,
-                               (s[0], s[1]) if s else None, self.attention, name="attn")(
-                                   LayerNorm(self.dtype, self.ln_eps, name="ln_1")(x))
-    x = x + MLP(self.mlp_width, self.act, self.dtype, (s[2], s[3]) if s else None, name="mlp")(
+    scale = ((lambda y, name: LayerScale(self.ls_init_value, name=name)(y))
+             if self.ls_init_value is not None else (lambda y, name: y))
+    h = MultiheadAttention(self.heads, self.causal, self.dtype, (s[0], s[1]) if s else None,
+                           self.attention, name="attn")(
+                               LayerNorm(self.dtype, self.ln_eps, name="ln_1")(x))
+    x = x + scale(h, "ls_1")
+    h = MLP(self.mlp_width, self.act, self.dtype, (s[2], s[3]) if s else None, name="mlp")(
         LayerNorm(self.dtype, self.ln_eps, name="ln_2")(x))
-    return x
+    return x + scale(h, "ls_2")
 
 
 class Transformer(nn.Module):
@@ -237,6 +253,7 @@ class Transformer(nn.Module):
   ln_eps: float = 1e-5
   attention: str = "auto"
   scan: bool = False
+  ls_init_value: float | None = None
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
@@ -247,7 +264,7 @@ class Transformer(nn.Module):
       stds = (width ** -0.5, proj_std, (2 * width) ** -0.5, proj_std)
     blocks = layer_stack(ResidualAttentionBlock, (self.heads, self.mlp_width, self.act,
                                                   self.causal, self.dtype, stds, self.ln_eps,
-                                                  self.attention),
+                                                  self.attention, self.ls_init_value),
                          self.layers, "resblocks", remat=self.remat, scan=self.scan)
     return blocks(x)
 

@@ -41,6 +41,7 @@ def _resnet(embed_dim, image_size, layers, width, text_width) -> CLIPConfig:
 _B_TEXT = dict(width=512, heads=8, layers=12)
 _L_TEXT = dict(width=768, heads=12, layers=12)
 _H_TEXT = dict(width=1024, heads=16, layers=24)
+_BP_TEXT = dict(width=640, heads=10, layers=12)
 
 _BASE: dict[str, CLIPConfig] = {
     "ViT-B-32": _clip(512, dict(patch_size=32, width=768, layers=12), _B_TEXT),
@@ -52,6 +53,28 @@ _BASE: dict[str, CLIPConfig] = {
                                  mlp_ratio=4.3637), _H_TEXT),
     "ViT-bigG-14": _clip(1280, dict(patch_size=14, width=1664, layers=48, head_width=104,
                                     mlp_ratio=4.9231), dict(width=1280, heads=20, layers=32)),
+    # open_clip's other plain ViTs: resolution / width variants (B-plus, 256-378 px), the small
+    # S / M towers (and their "-alt" text towers; M-16-alt has layer scale) and ViT-e.
+    "ViT-B-32-256": _clip(512, dict(image_size=256, patch_size=32, width=768, layers=12), _B_TEXT),
+    "ViT-B-16-plus": _clip(640, dict(patch_size=16, width=896, layers=12), _BP_TEXT),
+    "ViT-B-16-plus-240": _clip(640, dict(image_size=240, patch_size=16, width=896, layers=12),
+                               _BP_TEXT),
+    "ViT-B-32-plus-256": _clip(640, dict(image_size=256, patch_size=32, width=896, layers=12),
+                               _BP_TEXT),
+    "ViT-L-16": _clip(768, dict(patch_size=16, width=1024, layers=24), _L_TEXT),
+    "ViT-L-14-280": _clip(768, dict(image_size=280, patch_size=14, width=1024, layers=24), _L_TEXT),
+    "ViT-L-16-320": _clip(768, dict(image_size=320, patch_size=16, width=1024, layers=24), _L_TEXT),
+    "ViT-H-16": _clip(1024, dict(patch_size=16, width=1280, layers=32, head_width=80), _H_TEXT),
+    "ViT-H-14-378": _clip(1024, dict(image_size=378, patch_size=14, width=1280, layers=32,
+                                     head_width=80), _H_TEXT),
+    "ViT-e-14": _clip(1280, dict(patch_size=14, width=1792, layers=56, head_width=112,
+                                 mlp_ratio=8.5715), dict(width=1280, heads=20, layers=36)),
+    **{f"ViT-{size}-{patch}{alt}": _clip(
+        embed, dict(patch_size=patch, width=width, layers=12,
+                    ls_init_value=1e-4 if (size, patch, alt) == ("M", 16, "-alt") else None),
+        dict(width=embed, heads=embed // 64, layers=10 if (size, alt) == ("S", "-alt") else 12))
+       for size, width, embeds in (("S", 384, (384, 256)), ("M", 512, (512, 384)))
+       for patch in (16, 32) for alt, embed in zip(("", "-alt"), embeds)},
     "RN50": _resnet(1024, 224, (3, 4, 6, 3), 64, 512),
     "RN101": _resnet(512, 224, (3, 4, 23, 3), 64, 512),
     "RN50x4": _resnet(640, 288, (4, 6, 10, 6), 80, 640),
@@ -188,8 +211,8 @@ CLIPJAX_ONLY = frozenset({"ViT-T-16-test", "ViT-S-16-tiny", "RN-T-test", "ViT-T-
                           "ViT-T-16-SigLIP2-NaFlex-test", "ViT-B-16-SigLIP2-NaFlex",
                           "ViT-SO400M-16-SigLIP2-NaFlex"})
 # open_clip ships a -quickgelu config for these (OpenAI / MetaCLIP / DFN weights); not for ViT-g-14.
-_QUICKGELU = ("ViT-B-32", "ViT-B-16", "ViT-L-14", "ViT-L-14-336", "ViT-H-14", "ViT-bigG-14",
-              "RN50", "RN101", "RN50x4", "RN50x16", "RN50x64")
+_QUICKGELU = ("ViT-B-32", "ViT-B-16", "ViT-L-14", "ViT-L-14-336", "ViT-H-14", "ViT-H-14-378",
+              "ViT-bigG-14", "RN50", "RN101", "RN50x4", "RN50x16", "RN50x64")
 
 MODEL_CONFIGS: dict[str, CLIPConfig] = dict(_BASE)
 MODEL_CONFIGS.update({f"{n}-quickgelu": dataclasses.replace(_BASE[n], quick_gelu=True)

@@ -41,7 +41,7 @@ def attach_text_tower(module: nn.Module, cfg: TextConfig, embed_dim: int, use_qu
   module.transformer = Transformer(cfg.layers, cfg.heads, cfg.mlp_width, act, causal=cfg.causal,
                                    dtype=dtype, remat=remat, openclip_init=True,
                                    ln_eps=cfg.ln_eps, attention=attention, scan=scan,
-                                   name="transformer")
+                                   ls_init_value=cfg.ls_init_value, name="transformer")
   module.ln_final = LayerNorm(jnp.float32, cfg.ln_eps, name="ln_final")
   init = nn.initializers.normal(cfg.width ** -0.5)
   if cfg.proj_type == "none":

@@ -50,7 +50,8 @@ class VisionTransformer(nn.Module):
     x = LayerNorm(self.dtype, name="ln_pre")(x)
     x = Transformer(cfg.layers, cfg.heads, cfg.mlp_width, quick_gelu if self.quick_gelu
                     else exact_gelu, dtype=self.dtype, remat=self.remat,
-                    attention=self.attention, scan=self.scan, name="transformer")(x)
+                    attention=self.attention, scan=self.scan,
+                    ls_init_value=cfg.ls_init_value, name="transformer")(x)
     pooled = LayerNorm(jnp.float32, name="ln_post")(x[:, 0])
     proj = self.param("proj", nn.initializers.normal(scale), (cfg.width, self.embed_dim))
     return jnp.dot(pooled, proj, precision=jax.lax.Precision.HIGHEST)

@@ -50,10 +50,52 @@ def test_embeddings_and_logits_match_openclip(arch):
   assert rel_err(logits, ref_logits.numpy()) < TOL
 
 
+# open_clip's other plain ViTs at 2 blocks per tower and their published widths: B-plus (896
+# wide at 240 px, a 640-wide 10-head text tower), M-16-alt (layer scale, here on the text tower's
+# branches too), S-32-alt (a 256-wide 4-head text tower).
+@pytest.mark.parametrize("arch, text", [("ViT-B-16-plus-240", {}),
+                                        ("ViT-M-16-alt", {"ls_init_value": 1e-4}),
+                                        ("ViT-S-32-alt", {})])
+def test_plain_vit_variants_match_openclip_at_reduced_depth(arch, text):
+  cfg = get_model_config(arch).replace(vision={"layers": 2}, text={"layers": 2, **text})
+  ref = make_openclip_model(cfg)  # every parameter perturbed: layer-scale gammas differ per channel
+  sd = torch_state_dict(ref)
+  if cfg.vision.ls_init_value is not None:
+    assert "visual.transformer.resblocks.1.ls_2.gamma" in sd
+  params = state_dict_to_params(sd, cfg)
+  size = cfg.vision.image_size
+  images = np.random.default_rng(0).normal(size=(2, 3, size, size)).astype(np.float32)
+  ids = open_clip.get_tokenizer("ViT-B-32")(CAPTIONS).numpy()
+  with torch.no_grad():
+    ref_img = ref.encode_image(torch.from_numpy(images)).numpy()
+    ref_txt = ref.encode_text(torch.from_numpy(ids)).numpy()
+  img, txt = _encode(CLIP(cfg), params, images, ids)
+  assert img.shape == (2, cfg.embed_dim) and txt.shape == (len(CAPTIONS), cfg.embed_dim)
+  assert rel_err(img, ref_img) < TOL
+  assert rel_err(txt, ref_txt) < TOL
+
+
 @pytest.mark.parametrize("arch", [a for a in list_models() if a not in CLIPJAX_ONLY])
 def test_registry_matches_openclip_configs(arch):
   """Every registry entry has exactly the hyper-parameters of open_clip's JSON of that name."""
   assert get_model_config(arch).to_openclip_json() == open_clip.get_model_config(arch)
+
+
+@pytest.mark.parametrize("arch", ["ViT-e-14", "ViT-H-14-378", "ViT-bigG-14", "ViT-M-16-alt"])
+def test_giant_models_have_openclip_parameter_shapes(arch):
+  """Every parameter clipjax creates, in torch's name and layout, has the shape of open_clip's
+  state_dict (built on the meta device: no memory, no init), and no key is missing either side."""
+  from clipjax.convert.openclip import param_shapes
+  from clipjax.models.naming import flatten, torch_key
+  layout = {"linear": lambda s: s[::-1], "conv": lambda s: (s[3], s[2], s[0], s[1])}
+  ours = {}
+  for path, leaf in flatten(param_shapes(get_model_config(arch))).items():
+    key, kind = torch_key(path)
+    ours[key] = tuple(layout.get(kind, lambda s: s)(tuple(leaf.shape)))
+  with torch.device("meta"):
+    ref = open_clip.create_model(arch, pretrained=None, device="meta")
+  theirs = {k: tuple(v.shape) for k, v in ref.state_dict().items()}
+  assert ours == theirs
 
 
 def test_mlp_and_head_widths_of_large_models():
