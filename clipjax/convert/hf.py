@@ -199,5 +199,15 @@ def export_hf(params: Params, arch: str | CLIPConfig, out_dir: str | os.PathLike
   if isinstance(cfg.vision, TimmViTConfig):  # SigLIP / SigLIP 2: a SiglipModel directory
     return save_hf_dir(siglip_state_dict_to_hf(params_to_state_dict(params), cfg),
                        hf_siglip_config(cfg), out_dir, processor=hf_siglip_processor(cfg))
+  v, t = cfg.vision, cfg.text
+  gaps = [name for name, differs in (
+      ("layer scale", v.ls_init_value is not None), ("no_ln_pre", v.no_ln_pre),
+      (f"vision pool_type {v.pool_type!r}", v.pool_type != "tok"),
+      ("final_ln_after_pool", v.final_ln_after_pool),
+      (f"text pool_type {t.pool_type!r}", isinstance(t, TextConfig) and t.pool_type != "argmax"))
+          if differs]
+  if gaps:
+    raise CheckpointError(f"Hugging Face CLIPModel has no {', '.join(gaps)}; export {arch} "
+                          f"with export_openclip instead")
   return save_hf_dir(state_dict_to_hf(params_to_state_dict(params)), hf_config(cfg), out_dir,
                      processor=hf_processor(cfg))

@@ -63,7 +63,19 @@ class VisionConfig:
   head_width: int = 64
   mlp_ratio: float = 4.0
   ls_init_value: float | None = None  # layer scale on every block's two branches (ViT-M-16-alt)
+  # CLIPA: no LayerNorm before the blocks, the mean of the patch tokens ("avg") instead of the
+  # class token ("tok"), and ln_post on the pooled vector rather than on every token.
+  no_ln_pre: bool = False
+  pool_type: str = "tok"
+  final_ln_after_pool: bool = False
   naflex = False  # NaFlex sequences are a SigLIP 2 trunk's (TimmViTConfig.naflex)
+
+  POOL_TYPES = ("tok", "avg")
+
+  def __post_init__(self):
+    if self.pool_type not in self.POOL_TYPES:
+      raise ValueError(f"vision pool_type {self.pool_type!r} is not supported; supported: "
+                       f"{', '.join(self.POOL_TYPES)}")
 
   @property
   def is_resnet(self) -> bool:
@@ -133,7 +145,10 @@ class TextConfig:
   layers: int = 12
   mlp_ratio: float = 4.0
   causal: bool = True
-  pool_type: str = "argmax"  # or "last"
+  # argmax: the end-of-text token (the CLIP BPE's largest id); eos: the first `eos_id`
+  # (MetaCLIP 2's XLM-V / mT5 vocabularies); last / first: that position.
+  pool_type: str = "argmax"
+  eos_id: int = 2
   proj_type: str = "linear"  # or "none": no projection (text width == embed_dim)
   proj_bias: bool = False
   ln_eps: float = 1e-5
@@ -142,7 +157,7 @@ class TextConfig:
   ls_init_value: float | None = None  # layer scale on every block's two branches
   tokenizer_kwargs: tuple[tuple[str, Any], ...] = ()  # e.g. (("clean", "canonicalize"),)
 
-  POOL_TYPES = ("argmax", "last")
+  POOL_TYPES = ("argmax", "eos", "last", "first")
 
   def __post_init__(self):
     if self.pool_type not in self.POOL_TYPES:
@@ -172,9 +187,9 @@ class TextConfig:
   @property
   def trimmable(self) -> bool:
     """Padding columns after the last real token can be cut without changing the output:
-    true for causal towers (no position attends to later padding); a bidirectional tower
-    pooling the `last` position reads the padding too."""
-    return self.causal
+    true for causal towers (no position attends to later padding) that pool a real token; a
+    bidirectional tower, or one pooling the `last` position, reads the padding too."""
+    return self.causal and self.pool_type != "last"
 
   def to_openclip_text_cfg(self) -> dict:
     out: dict[str, Any] = dict(context_length=self.context_length, vocab_size=self.vocab_size,
@@ -189,6 +204,8 @@ class TextConfig:
       out["no_causal_mask"] = True
     if self.pool_type != "argmax":
       out["pool_type"] = self.pool_type
+    if self.pool_type == "eos":
+      out["eos_id"] = self.eos_id
     if self.proj_type != "linear":
       out["proj_type"] = self.proj_type
     if self.proj_bias:
@@ -384,6 +401,11 @@ class CLIPConfig:
         vision["mlp_ratio"] = v.mlp_ratio
       if v.ls_init_value is not None:
         vision["ls_init_value"] = v.ls_init_value
+      for flag in ("no_ln_pre", "final_ln_after_pool"):
+        if getattr(v, flag):
+          vision[flag] = True
+      if v.pool_type != "tok":
+        vision["pool_type"] = v.pool_type
     text = t.to_openclip_text_cfg()
     out: dict[str, Any] = dict(embed_dim=self.embed_dim)
     if self.quick_gelu:

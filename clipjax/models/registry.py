@@ -42,17 +42,18 @@ _B_TEXT = dict(width=512, heads=8, layers=12)
 _L_TEXT = dict(width=768, heads=12, layers=12)
 _H_TEXT = dict(width=1024, heads=16, layers=24)
 _BP_TEXT = dict(width=640, heads=10, layers=12)
+_H_VISION = dict(patch_size=14, width=1280, layers=32, head_width=80)
+_BIGG_VISION = dict(patch_size=14, width=1664, layers=48, head_width=104, mlp_ratio=4.9231)
 
 _BASE: dict[str, CLIPConfig] = {
     "ViT-B-32": _clip(512, dict(patch_size=32, width=768, layers=12), _B_TEXT),
     "ViT-B-16": _clip(512, dict(patch_size=16, width=768, layers=12), _B_TEXT),
     "ViT-L-14": _clip(768, dict(patch_size=14, width=1024, layers=24), _L_TEXT),
     "ViT-L-14-336": _clip(768, dict(image_size=336, patch_size=14, width=1024, layers=24), _L_TEXT),
-    "ViT-H-14": _clip(1024, dict(patch_size=14, width=1280, layers=32, head_width=80), _H_TEXT),
+    "ViT-H-14": _clip(1024, _H_VISION, _H_TEXT),
     "ViT-g-14": _clip(1024, dict(patch_size=14, width=1408, layers=40, head_width=88,
                                  mlp_ratio=4.3637), _H_TEXT),
-    "ViT-bigG-14": _clip(1280, dict(patch_size=14, width=1664, layers=48, head_width=104,
-                                    mlp_ratio=4.9231), dict(width=1280, heads=20, layers=32)),
+    "ViT-bigG-14": _clip(1280, _BIGG_VISION, dict(width=1280, heads=20, layers=32)),
     # open_clip's other plain ViTs: resolution / width variants (B-plus, 256-378 px), the small
     # S / M towers (and their "-alt" text towers; M-16-alt has layer scale) and ViT-e.
     "ViT-B-32-256": _clip(512, dict(image_size=256, patch_size=32, width=768, layers=12), _B_TEXT),
@@ -65,8 +66,7 @@ _BASE: dict[str, CLIPConfig] = {
     "ViT-L-14-280": _clip(768, dict(image_size=280, patch_size=14, width=1024, layers=24), _L_TEXT),
     "ViT-L-16-320": _clip(768, dict(image_size=320, patch_size=16, width=1024, layers=24), _L_TEXT),
     "ViT-H-16": _clip(1024, dict(patch_size=16, width=1280, layers=32, head_width=80), _H_TEXT),
-    "ViT-H-14-378": _clip(1024, dict(image_size=378, patch_size=14, width=1280, layers=32,
-                                     head_width=80), _H_TEXT),
+    "ViT-H-14-378": _clip(1024, {**_H_VISION, "image_size": 378}, _H_TEXT),
     "ViT-e-14": _clip(1280, dict(patch_size=14, width=1792, layers=56, head_width=112,
                                  mlp_ratio=8.5715), dict(width=1280, heads=20, layers=36)),
     **{f"ViT-{size}-{patch}{alt}": _clip(
@@ -194,6 +194,22 @@ for _name, _trunk, _text in (("ViT-B-16-SigLIP2-NaFlex", "naflexvit_base_patch16
   _SIGLIP[_name] = _siglip(_trunk, _text, "SigLIP2",
                            tokenizer=f"google/siglip2-{_repo}-patch16-naflex")
 _BASE.update(_SIGLIP)
+
+# MetaCLIP 2 "worldwide": CLIP ViTs whose causal text tower reads a multilingual vocabulary
+# (XLM-V; mT5 for L-14) and pools the first end-of-sequence token (`eos_id`).
+_XLMV = dict(hf_tokenizer_name="facebook/xlm-v-base", vocab_size=901629, pool_type="eos",
+             eos_id=2)
+_BASE.update({
+    "ViT-H-14-worldwide": _clip(1024, _H_VISION, {**_H_TEXT, **_XLMV}),
+    "ViT-H-14-worldwide-378": _clip(1024, {**_H_VISION, "image_size": 378}, {**_H_TEXT, **_XLMV}),
+    "ViT-bigG-14-worldwide": _clip(1280, _BIGG_VISION,
+                                   dict(width=1280, heads=20, layers=32, **_XLMV)),
+    "ViT-bigG-14-worldwide-378": _clip(1280, {**_BIGG_VISION, "image_size": 378},
+                                       dict(width=1280, heads=20, layers=32, **_XLMV)),
+    "ViT-L-14-worldwide": _clip(768, dict(patch_size=14, width=1024, layers=24), dict(
+        _L_TEXT, hf_tokenizer_name="google/mt5-base", vocab_size=250100, pool_type="eos",
+        eos_id=1, tokenizer_kwargs=(("clean", "canonicalize"),))),
+})
 # A tiny SigLIP 2 for tests: not a timm model name, so its open_clip twin is built in the tests;
 # the CLIP BPE vocabulary, so it runs without an HF tokenizer.
 _BASE["ViT-T-16-SigLIP2-test"] = CLIPConfig(
@@ -212,7 +228,8 @@ CLIPJAX_ONLY = frozenset({"ViT-T-16-test", "ViT-S-16-tiny", "RN-T-test", "ViT-T-
                           "ViT-SO400M-16-SigLIP2-NaFlex"})
 # open_clip ships a -quickgelu config for these (OpenAI / MetaCLIP / DFN weights); not for ViT-g-14.
 _QUICKGELU = ("ViT-B-32", "ViT-B-16", "ViT-L-14", "ViT-L-14-336", "ViT-H-14", "ViT-H-14-378",
-              "ViT-bigG-14", "RN50", "RN101", "RN50x4", "RN50x16", "RN50x64")
+              "ViT-bigG-14", "ViT-H-14-worldwide", "ViT-L-14-worldwide", "RN50", "RN101",
+              "RN50x4", "RN50x16", "RN50x64")
 
 MODEL_CONFIGS: dict[str, CLIPConfig] = dict(_BASE)
 MODEL_CONFIGS.update({f"{n}-quickgelu": dataclasses.replace(_BASE[n], quick_gelu=True)

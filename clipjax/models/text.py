@@ -68,11 +68,13 @@ def run_text_tower(module: nn.Module, ids: jax.Array, cfg: TextConfig, dtype: Dt
   x = x + module.positional_embedding[:length].astype(dtype)
   x = module.transformer(x)
   x = module.ln_final(x)
-  if cfg.pool_type == "last":
-    pooled = x[:, -1]
+  if cfg.pool_type in ("last", "first"):
+    pooled = x[:, -1 if cfg.pool_type == "last" else 0]
   else:
-    eot = jnp.argmax(ids, axis=-1)  # the end-of-text id 49407 is the largest in the vocabulary
-    pooled = jnp.take_along_axis(x, eot[:, None, None], axis=1)[:, 0]
+    # argmax: the end-of-text id 49407 is the largest in the CLIP vocabulary; eos: the first
+    # `eos_id` (position 0 when a row has none, as open_clip)
+    index = jnp.argmax(ids if cfg.pool_type == "argmax" else ids == cfg.eos_id, axis=-1)
+    pooled = jnp.take_along_axis(x, index[:, None, None], axis=1)[:, 0]
   if module.text_projection is None:
     return pooled.astype(jnp.float32)
   if isinstance(module.text_projection, nn.Dense):

@@ -1,5 +1,5 @@
 """OpenCLIP VisionTransformer: conv patchify, class token, positional embedding, ln_pre,
-pre-LN blocks, ln_post, class-token pooling, `@ proj`."""
+pre-LN blocks (optionally with layer scale), ln_post, class-token or mean pooling, `@ proj`."""
 from __future__ import annotations
 
 import flax.linen as nn
@@ -47,11 +47,18 @@ class VisionTransformer(nn.Module):
     x = x + pos.astype(x.dtype)
     if self.patch_dropout and self.has_rng("patch_dropout"):
       x = drop_patches(x, self.patch_dropout, self.make_rng("patch_dropout"), prefix=1)
-    x = LayerNorm(self.dtype, name="ln_pre")(x)
+    if not cfg.no_ln_pre:
+      x = LayerNorm(self.dtype, name="ln_pre")(x)
     x = Transformer(cfg.layers, cfg.heads, cfg.mlp_width, quick_gelu if self.quick_gelu
                     else exact_gelu, dtype=self.dtype, remat=self.remat,
                     attention=self.attention, scan=self.scan,
                     ls_init_value=cfg.ls_init_value, name="transformer")(x)
-    pooled = LayerNorm(jnp.float32, name="ln_post")(x[:, 0])
+    ln_post = LayerNorm(jnp.float32, name="ln_post")
+    if cfg.pool_type == "tok":  # LayerNorm acts per token: before or after pooling is the same
+      pooled = ln_post(x[:, 0])
+    elif cfg.final_ln_after_pool:
+      pooled = ln_post(jnp.mean(x[:, 1:].astype(jnp.float32), axis=1))
+    else:
+      pooled = jnp.mean(ln_post(x[:, 1:]), axis=1)
     proj = self.param("proj", nn.initializers.normal(scale), (cfg.width, self.embed_dim))
     return jnp.dot(pooled, proj, precision=jax.lax.Precision.HIGHEST)

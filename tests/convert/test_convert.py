@@ -97,6 +97,30 @@ def test_nonstock_export_writes_openclip_config(tiny, tmp_path):
   assert long_ref.positional_embedding.shape == (128, 64)
 
 
+def test_export_of_layer_scale_and_clipa_pooling_round_trips(tmp_path):
+  """The new options travel in the exported JSON: open_clip rebuilds the same network from it
+  and loads the weights strictly, bit for bit; Hugging Face CLIPModel has none of them, so its
+  export is refused by name."""
+  cfg = get_model_config(TINY).replace(
+      vision={"no_ln_pre": True, "pool_type": "avg", "final_ln_after_pool": True,
+              "ls_init_value": 1e-4},
+      text={"pool_type": "eos", "eos_id": 2, "ls_init_value": 1e-4})
+  model, params = create_model(cfg)
+  json_path = export_openclip(params, cfg, tmp_path / "clipa_ls.safetensors")
+  written = json.loads(json_path.read_text())
+  assert written["vision_cfg"]["pool_type"] == "avg" and written["text_cfg"]["eos_id"] == 2
+  open_clip.add_model_config(json_path)
+  ref = open_clip.create_model("clipa_ls", pretrained=str(tmp_path / "clipa_ls.safetensors"))
+  ours = params_to_state_dict(params)
+  assert set(ref.state_dict()) == set(ours)
+  assert all(np.array_equal(v.numpy(), ours[k]) for k, v in ref.state_dict().items())
+  with pytest.raises(CheckpointError, match="Hugging Face CLIPModel has no layer scale, "
+                     "no_ln_pre, vision pool_type 'avg', final_ln_after_pool, text pool_type "
+                     "'eos'; export .* with export_openclip instead"):
+    export_hf(params, cfg, tmp_path / "hf")
+  assert not (tmp_path / "hf").exists()
+
+
 @pytest.mark.parametrize("arch", [TINY, "ViT-B-32-quickgelu"])
 def test_hf_export_loads_without_missing_keys_and_agrees(tmp_path, arch):
   from transformers import CLIPModel

@@ -81,7 +81,41 @@ def test_registry_matches_openclip_configs(arch):
   assert get_model_config(arch).to_openclip_json() == open_clip.get_model_config(arch)
 
 
-@pytest.mark.parametrize("arch", ["ViT-e-14", "ViT-H-14-378", "ViT-bigG-14", "ViT-M-16-alt"])
+# CLIPA's image tower (no ln_pre, the patch tokens' mean, ln_post after or before pooling) and
+# MetaCLIP 2's text pooling (the first `eos_id`, not the largest id), at 2 blocks of ViT-L width.
+@pytest.mark.parametrize("vision, text", [
+    ({"no_ln_pre": True, "pool_type": "avg", "final_ln_after_pool": True}, {}),
+    ({"pool_type": "avg"}, {"pool_type": "eos", "eos_id": 2}),
+    ({"no_ln_pre": True}, {"pool_type": "first"})])
+def test_pooling_options_match_openclip(vision, text):
+  cfg = get_model_config("ViT-L-14").replace(
+      vision={"layers": 2, "image_size": 56, **vision}, text={"layers": 2, **text})
+  ref = make_openclip_model(cfg)
+  sd = torch_state_dict(ref)
+  assert ("visual.ln_pre.weight" in sd) != bool(vision.get("no_ln_pre"))
+  params = state_dict_to_params(sd, cfg)
+  images = np.random.default_rng(0).normal(size=(2, 3, 56, 56)).astype(np.float32)
+  ids = np.random.default_rng(1).integers(3, 49000, (4, 77))
+  ids[:, [9, 30, 50, 76]] = 2  # eos ids earlier than the largest id: argmax would pick another
+  ids[3, :] = 7  # a row without eos: open_clip pools position 0
+  with torch.no_grad():
+    ref_img = ref.encode_image(torch.from_numpy(images)).numpy()
+    ref_txt = ref.encode_text(torch.from_numpy(ids)).numpy()
+  img, txt = _encode(CLIP(cfg), params, images, ids)
+  assert rel_err(img, ref_img) < TOL
+  assert rel_err(txt, ref_txt) < TOL
+
+
+def test_unknown_pooling_is_a_clear_error():
+  with pytest.raises(ValueError, match="vision pool_type 'max' is not supported; supported: tok, "
+                                       "avg"):
+    get_model_config("ViT-B-32").replace(vision={"pool_type": "max"})
+  with pytest.raises(ValueError, match="text pool_type 'mean' is not supported"):
+    get_model_config("ViT-B-32").replace(text={"pool_type": "mean"})
+
+
+@pytest.mark.parametrize("arch", ["ViT-e-14", "ViT-H-14-378", "ViT-bigG-14", "ViT-M-16-alt",
+                                  "ViT-bigG-14-worldwide"])
 def test_giant_models_have_openclip_parameter_shapes(arch):
   """Every parameter clipjax creates, in torch's name and layout, has the shape of open_clip's
   state_dict (built on the meta device: no memory, no init), and no key is missing either side."""
