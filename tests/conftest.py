@@ -107,8 +107,11 @@ def make_openclip_model(arch, seed: int = 0):
   from clipjax.models.configs import TimmViTConfig
   from clipjax.models.registry import CLIPJAX_ONLY, get_model_config
   cfg = get_model_config(arch)
-  if isinstance(cfg.vision, TimmViTConfig) and (not isinstance(arch, str) or arch in CLIPJAX_ONLY):
+  if isinstance(cfg.vision, TimmViTConfig) and (cfg.vision.timm_model_name in _NOT_IN_TIMM
+                                                or arch in CLIPJAX_ONLY):
     model = _tiny_siglip(cfg)
+  elif isinstance(cfg.vision, TimmViTConfig) and not isinstance(arch, str):
+    model = _timm_tower_model(cfg)
   elif isinstance(arch, str):
     _register_openclip_config(arch)
     model = open_clip.create_model(arch, pretrained=None)
@@ -124,6 +127,25 @@ def make_openclip_model(arch, seed: int = 0):
       elif name.endswith("running_var"):
         b.copy_(torch.rand_like(b) + 0.5)
   return model
+
+
+_NOT_IN_TIMM = ("vit_tiny_test_patch16_siglip_32", "naflexvit_tiny_test_patch16_siglip")
+
+
+def _timm_tower_model(cfg):
+  """open_clip's CustomTextCLIP (or CLIP) from `cfg`'s open_clip JSON, its timm trunk built by
+  open_clip's own TimmModel at `cfg.vision.layers` blocks (timm's other sizes unchanged): the
+  depth-reduced twin of a zoo architecture, without building the full trunk."""
+  import functools
+  from unittest import mock
+
+  import open_clip
+  import timm
+  spec = cfg.to_openclip_json()
+  cls = open_clip.model.CustomTextCLIP if spec.pop("custom_text", False) else open_clip.model.CLIP
+  with mock.patch.object(timm, "create_model", functools.partial(timm.create_model,
+                                                                 depth=cfg.vision.layers)):
+    return cls(**spec)
 
 
 def _tiny_siglip(cfg):

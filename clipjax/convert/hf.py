@@ -184,6 +184,16 @@ def hf_processor(cfg: CLIPConfig):
   return transformers.CLIPProcessor(image_processor=images, tokenizer=tokenizer)
 
 
+def refuse_non_hf_timm(cfg: CLIPConfig, arch) -> None:
+  """A CheckpointError for timm trunks transformers 5 has no model class for (EVA, PE, timm's
+  CLIP ViTs): only SigLIP trunks have one (SiglipModel)."""
+  v = cfg.vision
+  if isinstance(v, TimmViTConfig) and not v.is_siglip:
+    raise CheckpointError(f"Hugging Face transformers has no model class for the timm trunk "
+                          f"{v.timm_model_name} of {arch if isinstance(arch, str) else 'this model'}"
+                          f"; export with export_openclip instead")
+
+
 def export_hf(params: Params, arch: str | CLIPConfig, out_dir: str | os.PathLike) -> Path:
   """Writes `config.json`, `model.safetensors` and the processor files (tokenizer, image
   processor) into `out_dir`, for `CLIPModel.from_pretrained` / `CLIPProcessor.from_pretrained`
@@ -196,6 +206,7 @@ def export_hf(params: Params, arch: str | CLIPConfig, out_dir: str | os.PathLike
   if cfg.vision.is_resnet:
     raise CheckpointError(f"Hugging Face CLIPModel has no ResNet image tower; export {arch} "
                           f"with export_openclip instead")
+  refuse_non_hf_timm(cfg, arch)
   if isinstance(cfg.vision, TimmViTConfig):  # SigLIP / SigLIP 2: a SiglipModel directory
     return save_hf_dir(siglip_state_dict_to_hf(params_to_state_dict(params), cfg),
                        hf_siglip_config(cfg), out_dir, processor=hf_siglip_processor(cfg))

@@ -158,7 +158,7 @@ def _text_prefix(sd: dict[str, np.ndarray]) -> str:
   return "text." if any(k.startswith("text.") for k in sd) else ""
 
 
-_FAMILIES = {"timm": "a SigLIP image tower (timm trunk, visual.trunk.*)",
+_FAMILIES = {"timm": "a timm image tower (SigLIP, EVA, PE: visual.trunk.*)",
              "resnet": "a ModifiedResNet image tower (visual.attnpool.*)",
              "vit": "a CLIP ViT image tower (visual.transformer.*)"}
 

@@ -97,12 +97,22 @@ class VisionConfig:
 
 @dataclasses.dataclass(frozen=True)
 class TimmViTConfig:
-  """The timm ViT trunk open_clip builds for SigLIP (`timm_model_name`, `timm_pool: map`,
-  `timm_proj: none`): patch embedding with a bias, learned positions and no class token,
-  pre-LN blocks (LayerNorm eps 1e-6), a final LayerNorm, then the MAP head (one learned probe
-  attending over the patches, `proj`, and a residual LayerNorm + MLP). The sizes are timm's for
-  `timm_model_name` (registry `TIMM_SIGLIP_TRUNKS`); open_clip builds the trunk at timm's
-  default resolution, which is `image_size`.
+  """A timm ViT-family trunk as open_clip builds it (`timm_model_name`; `models/timm_vit.py`).
+  The sizes and options are timm's for that name (registry `TIMM_TRUNKS`); open_clip builds
+  the trunk at timm's default resolution, which is `image_size`. The defaults are SigLIP's:
+  patch embedding with a bias, learned positions and no class token, pre-LN blocks with a
+  fused `qkv` (LayerNorm eps 1e-6), a final LayerNorm, then the MAP head (one learned probe
+  attending over the patches, `proj`, and a residual LayerNorm + MLP).
+
+  The other families set: `class_token`; `pool` (timm's global pool: map / token / avg);
+  `proj`, how open_clip maps the pooled feature to `embed_dim` (`timm_proj`: "none" = it is
+  the embedding, "head" = timm's classifier `trunk.head` (`timm_proj: null`), "linear" =
+  open_clip's bias-free `head.proj`); `norm_pre` (a LayerNorm before the blocks, the patch
+  conv then unbiased); `fc_norm` (the LayerNorm after pooling instead of before; None =
+  timm's default, on for avg pooling); `qkv` (QKV_LAYOUTS); `sub_ln` (EVA02's LayerNorms
+  inside attention and MLP); `swiglu`; `post_norm` (EVA02-E); layer scale; 2-D rotary
+  embedding (`rope_ref_grid` set: EVA02, PE; `models/rope.py`); the MAP head's own heads
+  and MLP ratio (PE).
 
   `naflex` (SigLIP 2 NaFlex, timm's `naflexvit_*_siglip`): patches embedded by a Linear layer
   from pixels already cut into [L, P·P·3] rows, the learned positions a [grid, grid] table
@@ -120,8 +130,39 @@ class TimmViTConfig:
   gelu_tanh: bool = False  # timm act_layer 'gelu_tanh' (else torch's exact GELU)
   naflex: bool = False
   max_num_patches: int = 256
+  class_token: bool = False
+  pool: str = "map"
+  proj: str = "none"
+  ln_eps: float = 1e-6
+  norm_pre: bool = False
+  fc_norm: bool | None = None
+  qkv: str = "fused"
+  qkv_bias: bool = True
+  sub_ln: bool = False
+  swiglu: bool = False
+  post_norm: bool = False
+  ls_init_value: float | None = None
+  rope_ref_grid: int | None = None
+  rope_offset: float = 0.0
+  rope_xy: bool = False  # the rotary table's first half follows columns (PE), else rows
+  map_heads: int | None = None
+  map_mlp_ratio: float | None = None
 
   is_resnet = False
+  POOLS = ("map", "token", "avg")
+  PROJS = ("none", "head", "linear")
+  # fused: one `qkv` with a bias; eva: `qkv` without one plus `q_bias`, `v_bias` (EVA01,
+  # EVA02-E); split: `q_proj`, `k_proj` (no bias), `v_proj` (EVA02).
+  QKV_LAYOUTS = ("fused", "eva", "split")
+
+  def __post_init__(self):
+    for field, allowed in (("pool", self.POOLS), ("proj", self.PROJS),
+                           ("qkv", self.QKV_LAYOUTS)):
+      if getattr(self, field) not in allowed:
+        raise ValueError(f"timm trunk {self.timm_model_name}: {field} "
+                         f"{getattr(self, field)!r} is not one of {', '.join(allowed)}")
+    if self.pool == "token" and not self.class_token:
+      raise ValueError(f"timm trunk {self.timm_model_name}: token pooling needs a class token")
 
   @property
   def mlp_width(self) -> int:
@@ -130,6 +171,19 @@ class TimmViTConfig:
   @property
   def grid(self) -> int:
     return self.image_size // self.patch_size  # a VALID conv: SO400M-14 at 384 px sees 27 x 27
+
+  @property
+  def prefix_tokens(self) -> int:
+    return int(self.class_token)
+
+  @property
+  def uses_fc_norm(self) -> bool:
+    return self.pool == "avg" if self.fc_norm is None else self.fc_norm
+
+  @property
+  def is_siglip(self) -> bool:
+    """A SigLIP / SigLIP 2 trunk (SigLIP's pixel preprocessing; Hugging Face's SiglipModel)."""
+    return "siglip" in self.timm_model_name
 
 
 @dataclasses.dataclass(frozen=True)
@@ -352,13 +406,14 @@ class CLIPConfig:
 
   @property
   def image_preprocess(self) -> ImagePreprocess:
-    """The pixel preprocessing of these weights: `preprocess`, else SigLIP's for timm SigLIP
+    """The pixel preprocessing of these weights: `preprocess`, else SigLIP's for SigLIP
     trunks and OpenAI's for the rest (open_clip's defaults for the tags of each family)."""
     if self.preprocess is not None:
       return self.preprocess
     if self.vision.naflex:
       return NAFLEX_PREPROCESS
-    return SIGLIP_PREPROCESS if isinstance(self.vision, TimmViTConfig) else ImagePreprocess()
+    siglip = isinstance(self.vision, TimmViTConfig) and self.vision.is_siglip
+    return SIGLIP_PREPROCESS if siglip else ImagePreprocess()
 
   def transform_options(self) -> dict[str, Any]:
     """The keyword options of `clipjax.data.naflex.make_image_transform` for these weights:
@@ -390,8 +445,8 @@ class CLIPConfig:
     v, t = self.vision, self.text
     if isinstance(v, TimmViTConfig):
       vision: dict[str, Any] = dict(image_size=v.image_size, timm_model_name=v.timm_model_name,
-                                    timm_model_pretrained=False, timm_pool="map",
-                                    timm_proj="none")
+                                    timm_model_pretrained=False, timm_pool=v.pool,
+                                    timm_proj=None if v.proj == "head" else v.proj)
     else:
       vision = dict(image_size=v.image_size, layers=list(v.layers) if v.is_resnet else v.layers,
                     width=v.width, patch_size=v.patch_size)

@@ -269,12 +269,17 @@ class Transformer(nn.Module):
     return blocks(x)
 
 
+def kept_patches(n: int, patches: int, rate: float, key: jax.Array) -> jax.Array:
+  """[N, K] indices of the patches open_clip's PatchDropout (FLIP) keeps per image: K =
+  max(1, int(patches · (1 − rate))) chosen uniformly, as the top K of i.i.d. normal scores
+  (how open_clip draws them)."""
+  keep = max(1, int(patches * (1 - rate)))
+  return jax.lax.top_k(jax.random.normal(key, (n, patches)), keep)[1]
+
+
 def drop_patches(x: jax.Array, rate: float, key: jax.Array, prefix: int) -> jax.Array:
-  """open_clip's PatchDropout (FLIP): [N, prefix + T, W] tokens -> [N, prefix + K, W], the
-  `prefix` (class) tokens kept and K = max(1, int(T · (1 − rate))) of the T patch tokens chosen
-  uniformly per image (the top K of i.i.d. normal scores, as open_clip draws them)."""
-  n, t = x.shape[0], x.shape[1] - prefix
-  keep = max(1, int(t * (1 - rate)))
-  chosen = jax.lax.top_k(jax.random.normal(key, (n, t)), keep)[1] + prefix
+  """[N, prefix + T, W] tokens -> [N, prefix + K, W]: the `prefix` (class) tokens and the
+  patches `kept_patches` chooses."""
+  chosen = kept_patches(x.shape[0], x.shape[1] - prefix, rate, key) + prefix
   patches = jnp.take_along_axis(x, chosen[..., None], axis=1)
   return jnp.concatenate([x[:, :prefix], patches], axis=1)

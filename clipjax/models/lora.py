@@ -28,8 +28,10 @@ import jax.numpy as jnp
 from clipjax.models.naming import unflatten
 from clipjax.models.stacking import stacked_segment
 
-# Attention (fused q/k/v and output) and MLP kernels of the CLIP ViT / text and SigLIP towers.
-DEFAULT_TARGETS = (r"/(attn/(in_proj|out_proj|qkv|proj)|mlp/(c_fc|c_proj|fc1|fc2))/kernel$",)
+# Attention (fused or separate q/k/v, output) and MLP (SwiGLU's two inputs too) kernels of the
+# CLIP ViT / text towers and the timm trunks.
+DEFAULT_TARGETS = (r"/(attn/(in_proj|out_proj|qkv|[qkv]_proj|proj)"
+                   r"|mlp/(c_fc|c_proj|fc1|fc1_g|fc1_x|fc2))/kernel$",)
 _FUSED = re.compile(r"/(in_proj|qkv)/kernel$")
 
 

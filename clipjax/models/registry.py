@@ -19,6 +19,7 @@ from clipjax.models.configs import (
   TimmViTConfig,
   VisionConfig,
 )
+from clipjax.models.timm_trunks import timm_tower, timm_trunk
 
 
 def _clip(embed_dim, vision, text, hf_text: HFTextConfig | None = None, **kw) -> CLIPConfig:
@@ -96,60 +97,17 @@ _BASE: dict[str, CLIPConfig] = {
                        dict(width=64, heads=2, layers=2)),
 }
 
-# timm's SigLIP trunks (timm/models/vision_transformer.py `vit_*_siglip_<res>`): patch size,
-# width, depth, heads, mlp_ratio, gelu_tanh. The resolution is the name's suffix.
-TIMM_SIGLIP_TRUNKS: dict[str, tuple[int, int, int, int, float, bool]] = {
-    "vit_base_patch16_siglip": (16, 768, 12, 12, 4.0, False),
-    "vit_base_patch32_siglip": (32, 768, 12, 12, 4.0, True),
-    "vit_large_patch16_siglip": (16, 1024, 24, 16, 4.0, False),
-    "vit_so400m_patch14_siglip": (14, 1152, 27, 16, 3.7362, False),
-    "vit_so400m_patch16_siglip": (16, 1152, 27, 16, 3.7362, True),
-    "vit_giantopt_patch16_siglip": (16, 1536, 40, 16, 4.0, True),
-}
-_TANH_AT = {"vit_large_patch16_siglip_512"}  # the SigLIP 2-only resolution of ViT-L
-# Not in timm: the trunk of clipjax's tiny test architecture, so its exported JSON reads back.
-_CLIPJAX_TRUNKS = {"vit_tiny_test_patch16_siglip_32": TimmViTConfig(
-    "vit_tiny_test_patch16_siglip_32", 32, 16, 64, 2, 2, gelu_tanh=True),
-                   # a 4 x 4 position table; sequences of 16 patches by default
-                   "naflexvit_tiny_test_patch16_siglip": TimmViTConfig(
-    "naflexvit_tiny_test_patch16_siglip", 64, 16, 64, 2, 2, gelu_tanh=True, naflex=True,
-    max_num_patches=16)}
-
-
-# timm's SigLIP 2 NaFlex trunks (timm/models/naflexvit.py): the fixed-resolution trunk's sizes
-# with tanh GELU and a 16 x 16 position table (transformers' `num_patches` 256 for both).
-NAFLEX_TRUNKS = {"naflexvit_base_patch16_siglip": "vit_base_patch16_siglip",
-                 "naflexvit_so400m_patch16_siglip": "vit_so400m_patch16_siglip"}
-
-
-def timm_siglip_trunk(timm_model_name: str) -> TimmViTConfig:
-  """The TimmViTConfig of a timm `vit_*_siglip_<res>` or `naflexvit_*_siglip` model name."""
-  if timm_model_name in _CLIPJAX_TRUNKS:
-    return _CLIPJAX_TRUNKS[timm_model_name]
-  if timm_model_name in NAFLEX_TRUNKS:
-    patch, width, layers, heads, mlp_ratio, _ = TIMM_SIGLIP_TRUNKS[NAFLEX_TRUNKS[timm_model_name]]
-    return TimmViTConfig(timm_model_name, 16 * patch, patch, width, layers, heads, mlp_ratio,
-                         gelu_tanh=True, naflex=True)
-  family, _, res = timm_model_name.rpartition("_")
-  if family not in TIMM_SIGLIP_TRUNKS or not res.isdigit():
-    raise ValueError(f"timm model {timm_model_name!r} is not a SigLIP trunk clipjax knows; "
-                     f"known: {', '.join(f'{f}_<res>' for f in TIMM_SIGLIP_TRUNKS)}")
-  patch, width, layers, heads, mlp_ratio, tanh = TIMM_SIGLIP_TRUNKS[family]
-  return TimmViTConfig(timm_model_name, int(res), patch, width, layers, heads, mlp_ratio,
-                       tanh or timm_model_name in _TANH_AT)
-
-
 _SIGLIP_TEXT = {"B": (768, 12, 12, 4.0), "L": (1024, 16, 24, 4.0), "SO400M": (1152, 16, 27, 3.7362)}
 _SIGLIP_VOCAB = {"SigLIP": 32000, "SigLIP-i18n": 250000, "SigLIP2": 256000}
 
 
-def _siglip(timm_trunk: str, text: str, kind: str, embed_dim: int | None = None,
+def _siglip(trunk_name: str, text: str, kind: str, embed_dim: int | None = None,
             tokenizer: str = "", context_length: int = 64, proj_type: str = "linear") -> CLIPConfig:
   """A SigLIP / SigLIP 2 architecture as open_clip's JSON states it (`custom_text`, logit bias
   -10, T5 / multilingual / Gemma tokenizer vocabularies, tanh GELU in SigLIP 2 text towers)."""
   width, heads, layers, mlp_ratio = _SIGLIP_TEXT[text]
   return CLIPConfig(
-      embed_dim or width, timm_siglip_trunk(timm_trunk),
+      embed_dim or width, timm_trunk(trunk_name),
       TextConfig(context_length, _SIGLIP_VOCAB[kind], width, heads, layers, mlp_ratio,
                  causal=False, pool_type="last", proj_type=proj_type,
                  proj_bias=proj_type != "none",
@@ -210,17 +168,56 @@ _BASE.update({
         _L_TEXT, hf_tokenizer_name="google/mt5-base", vocab_size=250100, pool_type="eos",
         eos_id=1, tokenizer_kwargs=(("clean", "canonicalize"),))),
 })
+def _timm_clip(embed_dim: int, trunk: str, pool: str, text: tuple[int, int, int], proj: str = "head",
+               context_length: int = 77, custom_text: bool = True, **text_kw) -> CLIPConfig:
+  """A CLIP whose image tower is a timm trunk (EVA, PE, timm ViTs), as open_clip's JSON:
+  `timm_pool` / `timm_proj` (null = "head"), the CLIP BPE text tower of (width, heads,
+  layers)."""
+  width, heads, layers = text
+  return CLIPConfig(embed_dim, dataclasses.replace(timm_trunk(trunk), pool=pool, proj=proj),
+                    TextConfig(context_length, width=width, heads=heads, layers=layers, **text_kw),
+                    custom_text=custom_text)
+
+
+_T_768, _T_1024, _T_1280 = (768, 12, 12), (1024, 16, 24), (1280, 20, 32)
+_BASE.update({
+    # EVA-CLIP (EVA01 / EVA02), class-token pooling and timm's classifier as the projection
+    "EVA01-g-14": _timm_clip(1024, "eva_giant_patch14_224", "token", _T_768),
+    "EVA01-g-14-plus": _timm_clip(1024, "eva_giant_patch14_224", "token", _T_1024),
+    "EVA02-B-16": _timm_clip(512, "eva02_base_patch16_clip_224", "token", (512, 8, 12)),
+    "EVA02-L-14": _timm_clip(768, "eva02_large_patch14_clip_224", "token", _T_768),
+    "EVA02-L-14-336": _timm_clip(768, "eva02_large_patch14_clip_336", "token", _T_768),
+    "EVA02-E-14": _timm_clip(1024, "eva02_enormous_patch14_clip_224", "token", _T_1024),
+    "EVA02-E-14-plus": _timm_clip(1024, "eva02_enormous_patch14_clip_224", "token", _T_1280),
+    # Perception Encoder core: MAP pooling, short text contexts
+    "PE-Core-T-16-384": _timm_clip(512, "vit_pe_core_tiny_patch16_384", "map", (512, 8, 12),
+                                   context_length=32),
+    "PE-Core-S-16-384": _timm_clip(512, "vit_pe_core_small_patch16_384", "map", (512, 8, 12),
+                                   context_length=32),
+    "PE-Core-B-16": _timm_clip(1024, "vit_pe_core_base_patch16_224", "map", (1024, 16, 24),
+                               context_length=32),
+    "PE-Core-L-14-336": _timm_clip(1024, "vit_pe_core_large_patch14_336", "map", (1024, 16, 24),
+                                   context_length=32),
+    "PE-Core-bigG-14-448": _timm_clip(1280, "vit_pe_core_gigantic_patch14_448", "map",
+                                      (1280, 20, 24), context_length=72),
+    # MobileCLIP2-L-14: timm's CLIP ViT-L/14, a bidirectional text tower
+    "MobileCLIP2-L-14": _timm_clip(768, "vit_large_patch14_clip_224", "token", _T_768,
+                                   causal=False),
+    "vit_medium_patch16_gap_256": _timm_clip(512, "vit_medium_patch16_gap_256", "avg",
+                                             (512, 8, 12), proj="linear", custom_text=False),
+})
+
 # A tiny SigLIP 2 for tests: not a timm model name, so its open_clip twin is built in the tests;
 # the CLIP BPE vocabulary, so it runs without an HF tokenizer.
 _BASE["ViT-T-16-SigLIP2-test"] = CLIPConfig(
-    64, timm_siglip_trunk("vit_tiny_test_patch16_siglip_32"),
+    64, timm_trunk("vit_tiny_test_patch16_siglip_32"),
     dataclasses.replace(_SIGLIP["ViT-B-16-SigLIP2"].text, width=64, heads=2, layers=2,
                         vocab_size=49408, context_length=16, hf_tokenizer_name=None,
                         tokenizer_kwargs=()),
     init_logit_bias=-10.0, custom_text=True)
 
 _BASE["ViT-T-16-SigLIP2-NaFlex-test"] = dataclasses.replace(
-    _BASE["ViT-T-16-SigLIP2-test"], vision=timm_siglip_trunk("naflexvit_tiny_test_patch16_siglip"))
+    _BASE["ViT-T-16-SigLIP2-test"], vision=timm_trunk("naflexvit_tiny_test_patch16_siglip"))
 
 # not in open_clip: exported together with their JSON
 CLIPJAX_ONLY = frozenset({"ViT-T-16-test", "ViT-S-16-tiny", "RN-T-test", "ViT-T-16-SigLIP2-test",
@@ -269,18 +266,7 @@ def config_from_openclip_json(cfg: dict) -> CLIPConfig:
     raise ValueError(f"open_clip config keys not supported by clipjax: {sorted(unsupported)}")
   vision = dict(cfg["vision_cfg"])
   if "timm_model_name" in vision:
-    timm_opts = dict(timm_model_pretrained=False, timm_pool="map", timm_proj="none")
-    extra = set(vision) - {"image_size", "timm_model_name", *timm_opts}
-    odd = {k: vision[k] for k in timm_opts if k in vision and vision[k] != timm_opts[k]}
-    if extra or odd:
-      raise ValueError(f"vision_cfg of a timm tower: clipjax supports SigLIP trunks "
-                       f"(timm_pool 'map', timm_proj 'none'), got {sorted(extra) or odd}")
-    trunk = timm_siglip_trunk(vision["timm_model_name"])
-    if vision.get("image_size", trunk.image_size) != trunk.image_size:
-      raise ValueError(f"vision_cfg image_size {vision['image_size']} differs from timm's "
-                       f"{trunk.image_size} for {trunk.timm_model_name} (open_clip builds the "
-                       f"trunk at timm's size)")
-    vision_config: VisionConfig | TimmViTConfig = trunk
+    vision_config: VisionConfig | TimmViTConfig = timm_tower(vision)
   else:
     extra = set(vision) - {f.name for f in dataclasses.fields(VisionConfig)}
     if extra:

@@ -1,15 +1,19 @@
-"""The SigLIP image tower: timm's VisionTransformer as open_clip wraps it (`visual.trunk`).
+"""timm ViT-family image towers as open_clip wraps them (`visual.trunk`, open_clip's
+`TimmModel`): SigLIP / SigLIP 2 (and NaFlex), EVA01, EVA02, the Perception Encoder, timm's
+CLIP ViT (MobileCLIP2-L-14) and its average-pooled ViT-M (`TimmViTConfig` says which).
 
-Patch embedding (a conv with bias), learned positions without a class token, pre-LN blocks
-(`norm1`, `attn.qkv`, `attn.proj`, `norm2`, `mlp.fc1`, `mlp.fc2`; LayerNorm eps 1e-6), the
-final `norm`, and the MAP head `attn_pool`: one learned probe (`latent`) attends over the
-patches through `q` and `kv`, then `proj` and a residual `norm` + `mlp`. Parameter paths are
-open_clip's state-dict keys (`visual/trunk/blocks_0/attn/qkv/kernel`); `timm_proj: none`, so
-the pooled feature is the embedding.
+Patch embedding (`patch_embed.proj`, a conv; no bias when `norm_pre` follows), an optional
+class token `cls_token`, learned positions `pos_embed` (covering the class token), the
+blocks (`models.timm_blocks`), then pooling: the MAP head `attn_pool`, the class token, or the
+mean of the patch tokens; the final `norm` (before pooling) or `fc_norm` (after it). The
+pooled feature is the embedding (`timm_proj: none`), goes through the trunk's classifier
+`head` (`timm_proj: null`: timm built with `num_classes=embed_dim`), or through open_clip's
+bias-free `visual.head.proj` (`timm_proj: linear`). Parameter paths are open_clip's state-dict
+keys (`visual/trunk/blocks_0/attn/qkv/kernel`).
 """
 from __future__ import annotations
 
-from typing import Callable, Mapping
+from typing import Mapping
 
 import flax.linen as nn
 import jax
@@ -20,116 +24,46 @@ from clipjax.models.layers import (
   Dtype,
   LayerNorm,
   check_images,
-  dot_product_attention,
-  drop_patches,
   exact_gelu,
+  kept_patches,
   layer_stack,
   tanh_gelu,
 )
 from clipjax.models.naflex import NaFlexEmbeds, check_naflex_batch
+from clipjax.models.rope import rope_tables
+from clipjax.models.timm_blocks import MAPHead, TimmBlock
 
-TIMM_LN_EPS = 1e-6  # timm's LayerNorm default, used by every SigLIP trunk
-_init = nn.initializers.truncated_normal(0.02)  # timm's trunc_normal_(std=.02) for Linears
-
-
-class TimmMlp(nn.Module):
-  hidden: int
-  act: Callable[[jax.Array], jax.Array]
-  dtype: Dtype = jnp.float32
-
-  @nn.compact
-  def __call__(self, x: jax.Array) -> jax.Array:
-    h = nn.Dense(self.hidden, dtype=self.dtype, kernel_init=_init, name="fc1")(x)
-    return nn.Dense(x.shape[-1], dtype=self.dtype, kernel_init=_init, name="fc2")(self.act(h))
-
-
-class TimmAttention(nn.Module):
-  """timm `Attention`: fused `qkv` (with bias; q, k, v then heads in the output columns),
-  softmax(q k^T / sqrt(head_dim)) v, `proj`."""
-  heads: int
-  dtype: Dtype = jnp.float32
-  attention: str = "auto"  # the attention kernel (layers.ATTENTION_KERNELS)
-
-  @nn.compact
-  def __call__(self, x: jax.Array, lengths: jax.Array | None = None) -> jax.Array:
-    """x: [N, L, W] -> [N, L, W]; `lengths` [N]: only the first lengths[i] tokens are keys
-    (NaFlex padding), None = all."""
-    n, length, width = x.shape
-    qkv = nn.Dense(3 * width, dtype=self.dtype, kernel_init=_init, name="qkv")(x)
-    q, k, v = jnp.split(qkv.reshape(n, length, 3, self.heads, width // self.heads), 3, axis=2)
-    out = dot_product_attention(q[:, :, 0], k[:, :, 0], v[:, :, 0], self.attention,
-                                key_value_seq_lengths=lengths)
-    return nn.Dense(width, dtype=self.dtype, kernel_init=_init, name="proj")(
-        out.reshape(n, length, width))
-
-
-class TimmBlock(nn.Module):
-  heads: int
-  mlp_width: int
-  act: Callable[[jax.Array], jax.Array]
-  dtype: Dtype = jnp.float32
-  attention: str = "auto"
-
-  @nn.compact
-  def __call__(self, x: jax.Array, lengths: jax.Array | None = None) -> jax.Array:
-    x = x + TimmAttention(self.heads, self.dtype, self.attention, name="attn")(
-        LayerNorm(self.dtype, TIMM_LN_EPS, name="norm1")(x), lengths)
-    return x + TimmMlp(self.mlp_width, self.act, self.dtype, name="mlp")(
-        LayerNorm(self.dtype, TIMM_LN_EPS, name="norm2")(x))
-
-
-class MAPHead(nn.Module):
-  """timm `AttentionPoolLatent` (one latent query, `q_proj`, no qk-norm): [N, L, W] -> [N, W]."""
-  heads: int
-  mlp_width: int
-  act: Callable[[jax.Array], jax.Array]
-  dtype: Dtype = jnp.float32
-  attention: str = "auto"
-
-  @nn.compact
-  def __call__(self, x: jax.Array, lengths: jax.Array | None = None) -> jax.Array:
-    n, length, width = x.shape
-    head_dim = width // self.heads
-    latent = self.param("latent", nn.initializers.truncated_normal(width ** -0.5),
-                        (1, 1, width))
-    q = nn.Dense(width, dtype=self.dtype, kernel_init=_init, name="q")(latent.astype(self.dtype))
-    q = jnp.broadcast_to(q.reshape(1, 1, self.heads, head_dim), (n, 1, self.heads, head_dim))
-    kv = nn.Dense(2 * width, dtype=self.dtype, kernel_init=_init, name="kv")(x)
-    k, v = jnp.split(kv.reshape(n, length, 2, self.heads, head_dim), 2, axis=2)
-    pooled = dot_product_attention(q, k[:, :, 0], v[:, :, 0], self.attention,
-                                   key_value_seq_lengths=lengths).reshape(n, 1, width)
-    pooled = nn.Dense(width, dtype=self.dtype, kernel_init=_init, name="proj")(pooled)
-    pooled = pooled + TimmMlp(self.mlp_width, self.act, self.dtype, name="mlp")(
-        LayerNorm(self.dtype, TIMM_LN_EPS, name="norm")(pooled))
-    return pooled[:, 0]
+_init = nn.initializers.truncated_normal(0.02)  # timm's trunc_normal_(std=.02)
 
 
 class PatchEmbed(nn.Module):
-  """timm `PatchEmbed`: a stride-`patch` conv `proj` (with bias), [N, H, W, 3] -> [N, P, W]."""
+  """timm `PatchEmbed`: a stride-`patch` conv `proj`, [N, H, W, 3] -> [N, P, W]."""
   width: int
   patch: int
   dtype: Dtype = jnp.float32
+  bias: bool = True
 
   @nn.compact
   def __call__(self, images: jax.Array) -> jax.Array:
     x = nn.Conv(self.width, (self.patch,) * 2, strides=(self.patch,) * 2, padding="VALID",
-                dtype=self.dtype, name="proj")(images.astype(self.dtype))
+                use_bias=self.bias, dtype=self.dtype, name="proj")(images.astype(self.dtype))
     return x.reshape(x.shape[0], -1, self.width)  # row-major over the grid, as timm's flatten
 
 
 class TimmViTTrunk(nn.Module):
   cfg: TimmViTConfig
+  embed_dim: int
   dtype: Dtype = jnp.float32
   remat: bool | str = False
   attention: str = "auto"
   scan: bool = False
-  patch_dropout: float = 0.0  # as VisionTransformer's (no class token: every token a patch)
+  patch_dropout: float = 0.0  # as open_clip's / timm's: the class token always kept
 
   @nn.compact
   def __call__(self, images: jax.Array | Mapping[str, jax.Array]) -> jax.Array:
     cfg = self.cfg
     act = tanh_gelu if cfg.gelu_tanh else exact_gelu
-    lengths = None
+    lengths, rope = None, None
     if cfg.naflex:  # timm's NaFlexVit: `embeds/proj` + `embeds/pos_embed`, padding masked
       x = NaFlexEmbeds(cfg.width, cfg.grid, self.dtype, name="embeds")(
           images["pixel_values"], images["spatial_shapes"])
@@ -137,22 +71,53 @@ class TimmViTTrunk(nn.Module):
       lengths = jnp.maximum(jnp.sum(images["pixel_attention_mask"] != 0, axis=-1,
                                     dtype=jnp.int32), 1)
     else:
-      x = PatchEmbed(cfg.width, cfg.patch_size, self.dtype, name="patch_embed")(images)
-      pos = self.param("pos_embed", nn.initializers.truncated_normal(0.02),
-                       (1, cfg.grid ** 2, cfg.width))
+      x = PatchEmbed(cfg.width, cfg.patch_size, self.dtype, not cfg.norm_pre,
+                     name="patch_embed")(images)
+      if cfg.class_token:
+        cls = self.param("cls_token", _init, (1, 1, cfg.width))
+        x = jnp.concatenate([jnp.broadcast_to(cls.astype(x.dtype), (x.shape[0], 1, cfg.width)),
+                             x], axis=1)
+      pos = self.param("pos_embed", _init, (1, cfg.grid ** 2 + cfg.prefix_tokens, cfg.width))
       x = x + pos.astype(x.dtype)
+      if cfg.rope_ref_grid is not None:
+        rope = tuple(jnp.asarray(t) for t in rope_tables(
+            cfg.grid, cfg.width // cfg.heads, cfg.rope_ref_grid, cfg.rope_offset, cfg.rope_xy))
       if self.patch_dropout and self.has_rng("patch_dropout"):
-        x = drop_patches(x, self.patch_dropout, self.make_rng("patch_dropout"), prefix=0)
-    x = layer_stack(TimmBlock, (cfg.heads, cfg.mlp_width, act, self.dtype, self.attention),
-                    cfg.layers, "blocks", remat=self.remat, scan=self.scan)(x, lengths)
-    x = LayerNorm(self.dtype, TIMM_LN_EPS, name="norm")(x)
-    return MAPHead(cfg.heads, cfg.mlp_width, act, self.dtype, self.attention,
-                   name="attn_pool")(x, lengths)
+        x, rope = self._drop_patches(x, rope)
+    if cfg.norm_pre:
+      x = LayerNorm(self.dtype, cfg.ln_eps, name="norm_pre")(x)
+    x = layer_stack(TimmBlock, (cfg, act, self.dtype, self.attention), cfg.layers, "blocks",
+                    remat=self.remat, scan=self.scan)(x, lengths, rope)
+    if not cfg.uses_fc_norm:
+      x = LayerNorm(self.dtype, cfg.ln_eps, name="norm")(x)
+    if cfg.pool == "map":
+      x = MAPHead(cfg.map_heads or cfg.heads, int(cfg.width * (cfg.map_mlp_ratio or cfg.mlp_ratio)),
+                  act, self.dtype, self.attention, cfg.ln_eps, name="attn_pool")(x, lengths)
+    elif cfg.pool == "token":
+      x = x[:, 0]
+    else:  # avg: the patch tokens
+      x = jnp.mean(x[:, cfg.prefix_tokens:].astype(jnp.float32), axis=1).astype(x.dtype)
+    if cfg.uses_fc_norm:
+      x = LayerNorm(self.dtype, cfg.ln_eps, name="fc_norm")(x)
+    if cfg.proj == "head":  # timm's classifier, built by open_clip with num_classes=embed_dim
+      x = nn.Dense(self.embed_dim, dtype=self.dtype, kernel_init=_init, name="head")(x)
+    return x
+
+  def _drop_patches(self, x: jax.Array, rope):
+    """Patch dropout on the tokens and, for a rotary trunk, the same rows of its tables."""
+    prefix = self.cfg.prefix_tokens
+    chosen = kept_patches(x.shape[0], x.shape[1] - prefix, self.patch_dropout,
+                          self.make_rng("patch_dropout"))
+    patches = jnp.take_along_axis(x, chosen[..., None] + prefix, axis=1)
+    x = jnp.concatenate([x[:, :prefix], patches], axis=1)
+    if rope is not None:
+      rope = tuple(t[chosen] for t in rope)  # [N, K, Dh] per image
+    return x, rope
 
 
 class TimmVisionTower(nn.Module):
-  """open_clip's `TimmModel` with `timm_proj: none`: the trunk's pooled feature is the image
-  embedding, so `embed_dim` must equal the trunk width."""
+  """open_clip's `TimmModel`: the trunk, then its `head` or open_clip's `head.proj` as
+  `cfg.proj` says (with `timm_proj: none` the trunk width must equal `embed_dim`)."""
   cfg: TimmViTConfig
   embed_dim: int
   dtype: Dtype = jnp.float32
@@ -165,13 +130,27 @@ class TimmVisionTower(nn.Module):
   def __call__(self, images: jax.Array | Mapping[str, jax.Array]) -> jax.Array:
     """images: [N, H, W, 3] normalised pixels, or for a NaFlex trunk the dict of
     `models.naflex` -> [N, embed_dim] float32 (not L2-normalised)."""
-    if self.embed_dim != self.cfg.width:
-      raise ValueError(f"timm tower {self.cfg.timm_model_name}: embed_dim {self.embed_dim} must "
-                       f"equal the trunk width {self.cfg.width} (timm_proj 'none')")
-    if self.cfg.naflex:
-      check_naflex_batch(images, self.cfg.patch_size, self.cfg.timm_model_name)
+    cfg = self.cfg
+    if cfg.proj == "none" and self.embed_dim != cfg.width:
+      raise ValueError(f"timm tower {cfg.timm_model_name}: embed_dim {self.embed_dim} must "
+                       f"equal the trunk width {cfg.width} (timm_proj 'none')")
+    if cfg.naflex:
+      check_naflex_batch(images, cfg.patch_size, cfg.timm_model_name)
     else:
-      check_images(images, self.cfg.image_size, self.cfg.timm_model_name)
-    return TimmViTTrunk(self.cfg, self.dtype, self.remat, self.attention, self.scan,
-                        self.patch_dropout, name="trunk")(
-        images).astype(jnp.float32)
+      check_images(images, cfg.image_size, cfg.timm_model_name)
+    x = TimmViTTrunk(cfg, self.embed_dim, self.dtype, self.remat, self.attention, self.scan,
+                     self.patch_dropout, name="trunk")(images)
+    if cfg.proj == "linear":  # open_clip's own bias-free projection after the trunk
+      x = _HeadProj(self.embed_dim, self.dtype, name="head")(x)
+    return x.astype(jnp.float32)
+
+
+class _HeadProj(nn.Module):
+  """open_clip's `TimmModel.head` with `proj: linear`: `head.proj`, no bias."""
+  features: int
+  dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    return nn.Dense(self.features, use_bias=False, dtype=self.dtype, kernel_init=_init,
+                    name="proj")(x)

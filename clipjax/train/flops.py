@@ -44,6 +44,8 @@ def image_flops(cfg: CLIPConfig, patch_dropout: float = 0.0,
   NaFlex image's sequence length (padding included: it is computed, then masked)."""
   v = cfg.vision
   kept = lambda p: max(1, int(p * (1 - patch_dropout)))
+  if isinstance(v, TimmViTConfig) and not v.is_siglip:
+    return None  # EVA / PE / timm ViTs: XLA's count (`_xla_forward_flops`)
   if isinstance(v, TimmViTConfig):  # no class token; MAP head: kv over the patches, one query
     p = patches or v.grid ** 2
     embed = 2 * p * 3 * v.patch_size ** 2 * v.width

@@ -10,6 +10,7 @@ from conftest import make_openclip_model, rel_err, torch_state_dict
 from clipjax.convert.openclip import resize_positional_embedding, state_dict_to_params
 from clipjax.models import CLIP, create_model, get_model_config, list_models
 from clipjax.models.registry import CLIPJAX_ONLY
+from clipjax.models.timm_trunks import timm_trunk
 
 # Observed ~2e-6 (ViT-B-32) to ~6e-6 (ViT-L-14): different matmul kernels and summation orders.
 TOL = 1e-5
@@ -77,8 +78,17 @@ def test_plain_vit_variants_match_openclip_at_reduced_depth(arch, text):
 
 @pytest.mark.parametrize("arch", [a for a in list_models() if a not in CLIPJAX_ONLY])
 def test_registry_matches_openclip_configs(arch):
-  """Every registry entry has exactly the hyper-parameters of open_clip's JSON of that name."""
-  assert get_model_config(arch).to_openclip_json() == open_clip.get_model_config(arch)
+  """Every registry entry has exactly the hyper-parameters of open_clip's JSON of that name.
+  Of a timm tower's options, the training-only dropouts are not architecture (MobileCLIP's
+  `timm_drop_path`), and `timm_pool: ""` means timm's default pooling, which we write out."""
+  theirs = open_clip.get_model_config(arch)
+  vision = theirs["vision_cfg"]
+  if "timm_model_name" in vision:
+    vision = {k: v for k, v in vision.items() if k not in ("timm_drop", "timm_drop_path")}
+    if vision.get("timm_pool") == "":
+      vision["timm_pool"] = timm_trunk(vision["timm_model_name"]).pool
+    theirs = dict(theirs, vision_cfg=vision)
+  assert get_model_config(arch).to_openclip_json() == theirs
 
 
 # CLIPA's image tower (no ln_pre, the patch tokens' mean, ln_post after or before pooling) and
@@ -115,7 +125,8 @@ def test_unknown_pooling_is_a_clear_error():
 
 
 @pytest.mark.parametrize("arch", ["ViT-e-14", "ViT-H-14-378", "ViT-bigG-14", "ViT-M-16-alt",
-                                  "ViT-bigG-14-worldwide"])
+                                  "ViT-bigG-14-worldwide", "EVA02-E-14-plus",
+                                  "PE-Core-bigG-14-448", "EVA01-g-14-plus"])
 def test_giant_models_have_openclip_parameter_shapes(arch):
   """Every parameter clipjax creates, in torch's name and layout, has the shape of open_clip's
   state_dict (built on the meta device: no memory, no init), and no key is missing either side."""

@@ -36,6 +36,11 @@ def _config(kind: str):
   if kind in ("roberta", "t5"):  # 3 T5 blocks: block_0 apart, 2 stacked
     return dataclasses.replace(get_model_config("ViT-T-16-test"), embed_dim=32,
                                text=_hf(kind, 3 if kind == "t5" else 2))
+  if kind == "eva":  # EVA02's block (q/k/v, SwiGLU, sub-LN, RoPE) at toy sizes
+    tiny = get_model_config("ViT-T-16-test")
+    trunk = dataclasses.replace(get_model_config("EVA02-B-16").vision, image_size=32, width=64,
+                                heads=2, layers=2)
+    return dataclasses.replace(tiny, vision=trunk, custom_text=True)
   return get_model_config({"vit": "ViT-T-16-test", "siglip": "ViT-T-16-SigLIP2-test"}[kind])
 
 
@@ -57,7 +62,7 @@ def _objective(model, images, ids):
   return f
 
 
-@pytest.fixture(scope="module", params=["vit", "siglip", "roberta", "t5"])
+@pytest.fixture(scope="module", params=["vit", "siglip", "eva", "roberta", "t5"])
 def towers(request):
   cfg = _config(request.param)
   model, params = create_model(cfg)
@@ -77,6 +82,7 @@ def test_stacked_layout_is_open_clips_names_with_a_layer_axis(towers):
   flat = {"/".join(k): v for k, v in flatten(stacked).items()}
   key, layers = {"vit": ("visual/transformer/resblocks/attn/in_proj/kernel", 2),
                  "siglip": ("visual/trunk/blocks/attn/qkv/kernel", 2),
+                 "eva": ("visual/trunk/blocks/mlp/fc1_g/kernel", 2),
                  "roberta": ("text/transformer/encoder/layer/attention/self/query/kernel", 2),
                  "t5": ("text/transformer/block/layer_0/SelfAttention/q/kernel", 2)}[kind]
   assert flat[key].shape[0] == layers

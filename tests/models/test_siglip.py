@@ -20,7 +20,8 @@ from clipjax.convert.openclip import (
   state_dict_to_params,
 )
 from clipjax.models import CLIP, create_model, get_model_config, list_models
-from clipjax.models.registry import CLIPJAX_ONLY, TIMM_SIGLIP_TRUNKS, timm_siglip_trunk
+from clipjax.models.registry import CLIPJAX_ONLY
+from clipjax.models.timm_trunks import TIMM_SIGLIP_TRUNKS, timm_trunk
 
 # Observed ~1e-6 (tiny) to ~2e-6 (ViT-B-16): different matmul kernels and summation orders.
 TOL = 1e-5
@@ -92,7 +93,7 @@ def test_trunk_table_matches_timm(family):
   for name in sorted({n for n in names.values() if n.rpartition("_")[0] == family}):
     with torch.device("meta"):
       trunk = timm.create_model(name, num_classes=0, global_pool="map")
-    ours = timm_siglip_trunk(name)
+    ours = timm_trunk(name)
     block = trunk.blocks[0]
     assert (ours.patch_size, ours.width, ours.layers, ours.heads, ours.mlp_width) == (
         trunk.patch_embed.patch_size[0], trunk.embed_dim, len(trunk.blocks),
@@ -109,7 +110,7 @@ def test_siglip_state_dict_is_recognised_and_a_clip_one_is_refused_by_name():
   assert infer_config(sd) == model.cfg.replace(init_logit_bias=float(params["logit_bias"]))
   _, clip_params = create_model("ViT-T-16-test")
   with pytest.raises(CheckpointError, match=r"the checkpoint has a CLIP ViT image tower "
-                     r"\(visual.transformer.\*\), the architecture expects a SigLIP image tower"):
+                     r"\(visual.transformer.\*\), the architecture expects a timm image tower"):
     state_dict_to_params(params_to_state_dict(clip_params), model.cfg)
 
 
