@@ -39,9 +39,8 @@ CONFIG_NAME = "open_clip_config.json"
 WEIGHT_NAMES = ("open_clip_model.safetensors", "open_clip_pytorch_model.bin")
 _SUFFIXES = (".safetensors", ".pt", ".bin", ".pth")
 # open_clip families clipjax does not implement, by architecture name.
-_FAMILIES = (("SigLIP", r"siglip"), ("EVA", r"^eva"), ("ConvNeXt", r"^convnext"),
-             ("CoCa", r"^coca"), ("MobileCLIP", r"^mobileclip"), ("timm (ViTamin)", r"^vitamin"),
-             ("Perception Encoder (timm)", r"^pe-core"), ("CLIPA", r"clipa"),
+_FAMILIES = (("SigLIP", r"siglip"), ("ConvNeXt", r"^convnext"), ("CoCa", r"^coca"),
+             ("MobileCLIP", r"^mobileclip"), ("timm (ViTamin)", r"^vitamin"), ("CLIPA", r"clipa"),
              ("NLLB-CLIP", r"^nllb"))
 
 

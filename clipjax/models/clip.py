@@ -26,7 +26,7 @@ def l2_normalize(x: jax.Array) -> jax.Array:
 class CLIP(nn.Module):
   """`encode_image` / `encode_text` return unnormalised projections, like open_clip's.
 
-  Params: `visual/...` (a SigLIP timm trunk under `visual/trunk/`), the text tower at the top
+  Params: `visual/...` (a timm trunk under `visual/trunk/`), the text tower at the top
   level (under `text/` for open_clip's CustomTextCLIP: HF text towers and SigLIP), `logit_scale`
   (a log, init log(1/0.07)) and, when `cfg.init_logit_bias` is set, `logit_bias`.
   """

@@ -116,8 +116,12 @@ def test_missing_names_fail_fast_and_say_why(tmp_path):
   with pytest.raises(CheckpointError, match=r"timm/ViT-B-16-SigLIP is not in the Hugging Face "
                      r"cache \(" + str(tmp_path)):  # a SigLIP tag resolves to its hub repo
     pretrained.resolve("ViT-B-16-SigLIP", "webli", cache_dir=cache)
-  with pytest.raises(CheckpointError, match="EVA"):
-    pretrained.resolve("EVA02-B-16", "merged2b_s8b_b131k")
+  with pytest.raises(CheckpointError, match=r"timm/eva02_base_patch16_clip_224.merged2b_s8b_b131k "
+                     r"is not in the Hugging Face cache"):  # an EVA tag: its hub repo
+    pretrained.resolve("EVA02-B-16", "merged2b_s8b_b131k", cache_dir=cache)
+  with pytest.raises(CheckpointError, match="convnext_base is an open_clip ConvNeXt model; "
+                                            "clipjax has no ConvNeXt towers yet"):
+    pretrained.resolve("convnext_base", "laion400m_s13b_b51k")
   with pytest.raises(CheckpointError, match="did you mean 'laion2b_s34b_b79k'"):
     pretrained.resolve("ViT-B-32", "laion2b_s34b_b80k")
   with pytest.raises(CheckpointError, match="give pretrained=TAG"):
