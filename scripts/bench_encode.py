@@ -108,9 +108,10 @@ def main(argv):
   dot = jax.jit(jnp.dot)
   mm = _median_seconds(lambda: dot(a, a).block_until_ready(), max(5, FLAGS.repeats // 2))
   mm_gflops = 2 * m ** 3 / mm / 1e9
-  from clipjax.train.flops import image_flops, text_flops
-  img_flops = image_flops(cfg, patches=FLAGS.max_num_patches if cfg.vision.naflex else None)
-  txt_flops = text_flops(cfg, cfg.text.context_length)
+  from clipjax.train.flops import tower_forward_flops  # XLA's count where no formula
+  img_flops = tower_forward_flops(model, "image",
+                                  FLAGS.max_num_patches if cfg.vision.naflex else 0)
+  txt_flops = tower_forward_flops(model, "text", cfg.text.context_length)
   ours_gflops = n * (img_flops + txt_flops) / (ours_img + ours_txt) / 1e9
 
   naflex = (f", NaFlex {FLAGS.max_num_patches} patches per image, {enc_img._cache_size()} "
