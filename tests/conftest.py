@@ -192,10 +192,26 @@ def rel_err(ours, ref) -> float:
 
 def write_hf_text_dir(path, model_type: str, corpus: list[str]):
   """A tiny random HF text model directory (config.json + a tokenizer trained on `corpus`):
-  model_type roberta / xlm-roberta (byte-level BPE) or t5 / mt5 (unigram). No hub."""
+  model_type roberta / xlm-roberta (byte-level BPE), t5 / mt5 (unigram) or m2m_100 (NLLB's
+  SentencePiece BPE with its language codes). No hub."""
   import transformers
-  from tokenizers import ByteLevelBPETokenizer, SentencePieceUnigramTokenizer
-  if model_type in ("roberta", "xlm-roberta"):
+  from tokenizers import (
+    ByteLevelBPETokenizer,
+    SentencePieceBPETokenizer,
+    SentencePieceUnigramTokenizer,
+  )
+  if model_type == "m2m_100":
+    bpe = SentencePieceBPETokenizer()
+    bpe.train_from_iterator(corpus * 5, vocab_size=300, min_frequency=1,
+                            special_tokens=["<s>", "<pad>", "</s>", "<unk>"])
+    model = json.loads(bpe._tokenizer.to_str())["model"]
+    tok = transformers.NllbTokenizer(vocab=model["vocab"],
+                                     merges=[tuple(m) for m in model["merges"]])
+    config = transformers.M2M100Config(
+        vocab_size=len(tok), d_model=64, encoder_layers=2, decoder_layers=1,
+        encoder_attention_heads=4, decoder_attention_heads=4, encoder_ffn_dim=96,
+        decoder_ffn_dim=96, max_position_embeddings=128, pad_token_id=tok.pad_token_id)
+  elif model_type in ("roberta", "xlm-roberta"):
     bpe = ByteLevelBPETokenizer()
     bpe.train_from_iterator(corpus * 5, vocab_size=400, min_frequency=1,
                             special_tokens=["<s>", "<pad>", "</s>", "<unk>", "<mask>"])

@@ -1,8 +1,11 @@
-"""Export to a Hugging Face `transformers.CLIPModel` directory (config.json + model.safetensors).
+"""Export to a Hugging Face `transformers.CLIPModel` directory (config.json + model.safetensors);
+MetaCLIP 2's architectures (text pooled at the first `eos_id`) go to `MetaClip2Model`, which has
+CLIP's parameter names, and SigLIP's to `SiglipModel` (`hf_siglip.py`).
 
 HF's CLIP splits the fused attention projection into q/k/v, stores projections as Linear
 weights, and pools text at the first end-of-text id (the same position as open_clip's argmax
 for our tokenizer's output). LayerNorm eps and both activations map one to one.
+`hf_model_class` / `hf_export_refusal` say which class an architecture exports to, or why none.
 """
 from __future__ import annotations
 
@@ -20,7 +23,13 @@ from clipjax.convert.hf_siglip import (
 )
 from clipjax.convert.io import CheckpointError, save_hf_dir
 from clipjax.convert.openclip import Params, config_for_params, params_to_state_dict
-from clipjax.models.configs import CLIPConfig, TextConfig, TimmViTConfig, VisionConfig
+from clipjax.models.configs import (
+  CLIPConfig,
+  HFTextConfig,
+  TextConfig,
+  TimmViTConfig,
+  VisionConfig,
+)
 from clipjax.models.registry import MODEL_CONFIGS
 from clipjax.text.tokenizer import EOT_ID, PAD_ID, SOT_ID, _build_bpe, default_bpe_path
 
@@ -144,54 +153,93 @@ def config_from_hf(config: dict) -> CLIPConfig:
 
 
 def hf_config(cfg: CLIPConfig):
-  """transformers.CLIPConfig for an architecture."""
+  """transformers.CLIPConfig (MetaClip2Config for eos pooling) for an architecture."""
   from transformers import CLIPConfig as HFCLIPConfig
+  from transformers import MetaClip2Config
   act = "quick_gelu" if cfg.quick_gelu else "gelu"
   v, t = cfg.vision, cfg.text
-  return HFCLIPConfig(
+  metaclip2 = hf_model_class(cfg) == "MetaClip2Model"
+  ids = (dict(eos_token_id=t.eos_id) if metaclip2 else
+         dict(bos_token_id=SOT_ID, eos_token_id=EOT_ID, pad_token_id=PAD_ID))
+  return (MetaClip2Config if metaclip2 else HFCLIPConfig)(
       text_config=dict(vocab_size=t.vocab_size, hidden_size=t.width, intermediate_size=t.mlp_width,
                        num_hidden_layers=t.layers, num_attention_heads=t.heads,
                        max_position_embeddings=t.context_length, hidden_act=act,
-                       layer_norm_eps=1e-5, projection_dim=cfg.embed_dim, bos_token_id=SOT_ID,
-                       eos_token_id=EOT_ID, pad_token_id=PAD_ID),
+                       layer_norm_eps=1e-5, projection_dim=cfg.embed_dim, **ids),
       vision_config=dict(hidden_size=v.width, intermediate_size=v.mlp_width,
                          num_hidden_layers=v.layers, num_attention_heads=v.heads,
                          image_size=v.image_size, patch_size=v.patch_size, hidden_act=act,
                          layer_norm_eps=1e-5, projection_dim=cfg.embed_dim),
-      projection_dim=cfg.embed_dim, architectures=["CLIPModel"])
+      projection_dim=cfg.embed_dim, architectures=[hf_model_class(cfg)])
 
 
 def hf_processor(cfg: CLIPConfig):
   """A transformers.CLIPProcessor equal to clipjax's preprocessing: the CLIP BPE vocabulary
   (open_clip pads with id 0, "!"), the weights' resize (bicubic or bilinear; shorter side +
-  centre crop, or squash) and mean/std (`CLIPConfig.image_preprocess`, OpenAI's by default)."""
+  centre crop, or squash) and mean/std (`CLIPConfig.image_preprocess`, OpenAI's by default).
+  MetaCLIP 2: the image processor and its HF tokenizer's files when they load locally."""
 
   import transformers
 
+  if cfg.text.tokenizer_dir:
+    return hf_siglip_processor(cfg, _clip_image_processor(cfg))
   names = {"<start_of_text>": "<|startoftext|>", "<end_of_text>": "<|endoftext|>"}
   vocab = {names.get(k, k): v for k, v in _build_bpe(str(default_bpe_path())).get_vocab().items()}
   with gzip.open(default_bpe_path(), "rt", encoding="utf-8") as f:
     merges = [tuple(line.split()) for line in f.read().split("\n")[1:49152 - 256 - 2 + 1]]
   tokenizer = transformers.CLIPTokenizer(vocab=vocab, merges=merges, pad_token="!",
                                          model_max_length=cfg.text.context_length)
+  return transformers.CLIPProcessor(image_processor=_clip_image_processor(cfg),
+                                    tokenizer=tokenizer)
+
+
+def _clip_image_processor(cfg: CLIPConfig):
+  import transformers
   size, pre = cfg.vision.image_size, cfg.image_preprocess
   square = {"height": size, "width": size}
   resize = (dict(size=square, do_center_crop=False) if pre.resize_mode == "squash"
             else dict(size={"shortest_edge": size}, crop_size=square))
-  images = transformers.CLIPImageProcessor(
+  return transformers.CLIPImageProcessor(
       **resize, image_mean=list(pre.mean), image_std=list(pre.std),
       resample={"bicubic": 3, "bilinear": 2}[pre.interpolation])
-  return transformers.CLIPProcessor(image_processor=images, tokenizer=tokenizer)
 
 
-def refuse_non_hf_timm(cfg: CLIPConfig, arch) -> None:
-  """A CheckpointError for timm trunks transformers 5 has no model class for (EVA, PE, timm's
-  CLIP ViTs): only SigLIP trunks have one (SiglipModel)."""
-  v = cfg.vision
-  if isinstance(v, TimmViTConfig) and not v.is_siglip:
-    raise CheckpointError(f"Hugging Face transformers has no model class for the timm trunk "
-                          f"{v.timm_model_name} of {arch if isinstance(arch, str) else 'this model'}"
-                          f"; export with export_openclip instead")
+def hf_model_class(cfg: CLIPConfig) -> str | None:
+  """The transformers 5 class an architecture exports to (`export_hf`), None if there is none."""
+  if hf_export_refusal(cfg) is not None:
+    return None
+  if isinstance(cfg.vision, TimmViTConfig):
+    return "Siglip2Model" if cfg.vision.naflex else "SiglipModel"
+  return "MetaClip2Model" if cfg.text.pool_type == "eos" else "CLIPModel"
+
+
+def hf_export_refusal(cfg: CLIPConfig, arch: str | CLIPConfig = "this model") -> str | None:
+  """Why transformers 5 has no model class for an architecture (None when it has one): ResNet
+  towers, timm trunks other than SigLIP's (EVA, PE, MobileCLIP, timm's CLIP ViTs), HF text
+  towers, and CLIPModel's missing options (layer scale, CLIPA's pooling, CoCa's pooler, ...)."""
+  name = arch if isinstance(arch, str) else "this model"
+  v, t = cfg.vision, cfg.text
+  instead = f"; export {name} with export_openclip instead"
+  if isinstance(t, HFTextConfig):
+    return f"Hugging Face transformers has no CLIP class with a {t.model_type} text tower" + instead
+  if isinstance(v, TimmViTConfig):
+    if v.is_siglip:
+      return None
+    return f"Hugging Face transformers has no model class for the timm trunk {v.timm_model_name}" \
+        + instead
+  if v.is_resnet:
+    return "Hugging Face CLIPModel has no ResNet image tower" + instead
+  gaps = [gap for gap, differs in (
+      ("layer scale", v.ls_init_value is not None or t.ls_init_value is not None),
+      ("no_ln_pre", v.no_ln_pre), (f"vision pool_type {v.pool_type!r}", v.pool_type != "tok"),
+      ("final_ln_after_pool", v.final_ln_after_pool),
+      ("attentional pooling", v.attentional_pool),
+      (f"text pool_type {t.pool_type!r}", t.pool_type not in ("argmax", "eos")),
+      ("bidirectional text attention", not t.causal))
+          if differs]
+  if gaps:
+    return f"Hugging Face CLIPModel has no {', '.join(gaps)}" + instead
+  return None
 
 
 def export_hf(params: Params, arch: str | CLIPConfig, out_dir: str | os.PathLike) -> Path:
@@ -203,22 +251,11 @@ def export_hf(params: Params, arch: str | CLIPConfig, out_dir: str | os.PathLike
   renames, weights first, so an interrupted export never leaves a truncated file.
   """
   cfg = config_for_params(arch, params)
-  if cfg.vision.is_resnet:
-    raise CheckpointError(f"Hugging Face CLIPModel has no ResNet image tower; export {arch} "
-                          f"with export_openclip instead")
-  refuse_non_hf_timm(cfg, arch)
+  refusal = hf_export_refusal(cfg, arch)
+  if refusal:
+    raise CheckpointError(refusal)
   if isinstance(cfg.vision, TimmViTConfig):  # SigLIP / SigLIP 2: a SiglipModel directory
     return save_hf_dir(siglip_state_dict_to_hf(params_to_state_dict(params), cfg),
                        hf_siglip_config(cfg), out_dir, processor=hf_siglip_processor(cfg))
-  v, t = cfg.vision, cfg.text
-  gaps = [name for name, differs in (
-      ("layer scale", v.ls_init_value is not None), ("no_ln_pre", v.no_ln_pre),
-      (f"vision pool_type {v.pool_type!r}", v.pool_type != "tok"),
-      ("final_ln_after_pool", v.final_ln_after_pool),
-      (f"text pool_type {t.pool_type!r}", isinstance(t, TextConfig) and t.pool_type != "argmax"))
-          if differs]
-  if gaps:
-    raise CheckpointError(f"Hugging Face CLIPModel has no {', '.join(gaps)}; export {arch} "
-                          f"with export_openclip instead")
   return save_hf_dir(state_dict_to_hf(params_to_state_dict(params)), hf_config(cfg), out_dir,
                      processor=hf_processor(cfg))

@@ -155,15 +155,17 @@ class _ProcessorFiles:
       self.tokenizer.save_pretrained(path)
 
 
-def hf_siglip_processor(cfg: CLIPConfig) -> _ProcessorFiles:
+def hf_siglip_processor(cfg: CLIPConfig, image_processor=None) -> _ProcessorFiles:
   """SigLIP preprocessing as HF writes it (`cfg.image_preprocess`: squash resize, bicubic,
-  mean/std 0.5 for every webli tag); the
+  mean/std 0.5 for every webli tag), or `image_processor` if given (MetaCLIP 2's CLIP one); the
   tokenizer files of `cfg.text.tokenizer_dir` when that directory or cache name loads (else
   only the image processor, with a warning)."""
   from transformers import AutoTokenizer, Siglip2ImageProcessor, SiglipImageProcessor
   size, pre = cfg.vision.image_size, cfg.image_preprocess
   resample = {"bicubic": 3, "bilinear": 2}[pre.interpolation]
-  if cfg.vision.naflex:
+  if image_processor is not None:
+    images = image_processor
+  elif cfg.vision.naflex:
     images = Siglip2ImageProcessor(patch_size=cfg.vision.patch_size, resample=resample,
                                    max_num_patches=cfg.vision.max_num_patches,
                                    image_mean=list(pre.mean), image_std=list(pre.std))

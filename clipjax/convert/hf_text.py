@@ -27,17 +27,26 @@ _CHECKED = {"roberta": dict(vocab_size="vocab_size", hidden_size="width",
                             num_attention_heads="heads", num_hidden_layers="layers",
                             intermediate_size="mlp_width", max_position_embeddings="max_positions"),
             "t5": dict(vocab_size="vocab_size", d_model="width", num_heads="heads",
-                       num_layers="layers", d_ff="mlp_width", d_kv="head_dim")}
+                       num_layers="layers", d_ff="mlp_width", d_kv="head_dim"),
+            "m2m_100": dict(vocab_size="vocab_size", d_model="width",
+                            encoder_attention_heads="heads", encoder_layers="layers",
+                            encoder_ffn_dim="mlp_width", activation_function="activation",
+                            scale_embedding="scale_embedding")}
 
 
 def _encoder_keys(sd: dict[str, np.ndarray], family: str) -> dict[str, np.ndarray]:
   """The bare encoder's tensors, named as in open_clip's `text.transformer`: drops `roberta.` /
-  `encoder.` prefixes, poolers, LM heads and T5 decoders; T5's `shared` is the embedding."""
+  `model.` / `encoder.` prefixes, poolers, LM heads and decoders; T5's and M2M100's `shared` is
+  the embedding (M2M100 checkpoints tie the encoder's to it)."""
   out = {}
   for key, value in sd.items():
     if family == "roberta":
       key = key.removeprefix("roberta.")
       keep = key.startswith(("embeddings.", "encoder."))
+    elif family == "m2m_100":
+      key = key.removeprefix("model.")
+      key = "embed_tokens.weight" if key == "shared.weight" else key.removeprefix("encoder.")
+      keep = key.startswith(("embed_tokens.", "layers.", "layer_norm."))
     else:
       key = "embed_tokens.weight" if key == "shared.weight" else key.removeprefix("encoder.")
       keep = key.startswith(("embed_tokens.", "block.", "final_layer_norm."))
@@ -100,6 +109,12 @@ def hf_text_config(cfg: HFTextConfig):
                max_position_embeddings=cfg.max_positions, type_vocab_size=cfg.type_vocab_size,
                layer_norm_eps=cfg.layer_norm_eps, pad_token_id=cfg.pad_token_id,
                hidden_act="gelu")
+  if cfg.family == "m2m_100":  # the encoder's sizes (open_clip keeps only the encoder)
+    return transformers.M2M100Config(
+        vocab_size=cfg.vocab_size, d_model=cfg.width, encoder_attention_heads=cfg.heads,
+        encoder_layers=cfg.layers, encoder_ffn_dim=cfg.mlp_width,
+        max_position_embeddings=cfg.max_positions, pad_token_id=cfg.pad_token_id,
+        activation_function=cfg.activation, scale_embedding=cfg.scale_embedding)
   cls = transformers.MT5Config if cfg.model_type == "mt5" else transformers.T5Config
   return cls(vocab_size=cfg.vocab_size, d_model=cfg.width, num_heads=cfg.heads,
              num_layers=cfg.layers, d_ff=cfg.mlp_width, d_kv=cfg.head_dim,
@@ -112,7 +127,12 @@ def hf_text_config(cfg: HFTextConfig):
 def export_hf_text(params: dict, cfg: HFTextConfig, out_dir: str | os.PathLike) -> Path:
   """Writes the text encoder as an HF model directory (`AutoModel.from_pretrained` for RoBERTa;
   `T5EncoderModel` / `MT5EncoderModel` for T5), atomically file by file. The open_clip
-  projection is not included (export the whole model with `export_openclip` for that)."""
+  projection is not included (export the whole model with `export_openclip` for that).
+  M2M100 (NLLB) is refused: transformers has no encoder-only class to load it into."""
+  if cfg.family == "m2m_100":
+    raise CheckpointError(f"{cfg.hf_model_name}: transformers has no encoder-only M2M100 model, "
+                          "so the NLLB text encoder is not written as an HF directory; "
+                          "export_openclip writes the whole model for open_clip")
   sd = {k.removeprefix("text.transformer."): v
         for k, v in params_to_state_dict({"text": params["text"]}).items()
         if k.startswith("text.transformer.")}

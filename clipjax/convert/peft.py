@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from clipjax.convert.hf import refuse_non_hf_timm, state_dict_to_hf
+from clipjax.convert.hf import hf_export_refusal, state_dict_to_hf
 from clipjax.convert.hf_siglip import siglip_tensors_to_hf
 from clipjax.convert.io import CheckpointError
 from clipjax.convert.openclip import params_to_state_dict
@@ -58,7 +58,9 @@ def _linear_module(hf_key: str, path: str) -> str:
 def peft_tensors(adapters: dict, cfg: CLIPConfig) -> dict[str, np.ndarray]:
   """{"base_model.model.<module>.lora_A.weight": [r, in], "....lora_B.weight": [out, r]} of
   the adapters of CLIP params with architecture `cfg`."""
-  refuse_non_hf_timm(cfg, "this model")
+  refusal = hf_export_refusal(cfg)  # the adapters need an HF base model to load into
+  if refusal:
+    raise CheckpointError(refusal)
   out = {}
   for path, adapter in adapters.items():
     a = _to_hf(path, _packed(adapter["a"]), cfg)

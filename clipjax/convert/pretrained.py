@@ -40,8 +40,7 @@ WEIGHT_NAMES = ("open_clip_model.safetensors", "open_clip_pytorch_model.bin")
 _SUFFIXES = (".safetensors", ".pt", ".bin", ".pth")
 # open_clip families clipjax does not implement, by architecture name.
 _FAMILIES = (("SigLIP", r"siglip"), ("ConvNeXt", r"^convnext"), ("CoCa", r"^coca"),
-             ("MobileCLIP", r"^mobileclip"), ("timm (ViTamin)", r"^vitamin"), ("CLIPA", r"clipa"),
-             ("NLLB-CLIP", r"^nllb"))
+             ("MobileCLIP's FastViT", r"^mobileclip"), ("timm (ViTamin)", r"^vitamin"))
 
 
 @dataclasses.dataclass(frozen=True)

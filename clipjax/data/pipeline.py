@@ -62,14 +62,14 @@ class PrepareExample:
   def __init__(self, image_size: int, train: bool, text_fields: Sequence[str] = ("caption",),
                context_length: int = 77, strict: bool = False, uint8: bool = True,
                with_image: bool = True, hf_tokenizer: str | None = None,
-               tokenizer_clean: str = "whitespace", preprocess: dict | None = None,
+               tokenizer_kwargs: tuple = (), preprocess: dict | None = None,
                max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS):
     self.image_size, self.train, self.strict, self.uint8 = image_size, train, strict, uint8
     self.max_image_pixels = max_image_pixels
     _allow_pixels(max_image_pixels)
     self.preprocess = dict(preprocess or {})  # image_transform's mean/std/resize options
     self.with_image, self.hf_tokenizer = with_image, hf_tokenizer
-    self.tokenizer_clean = tokenizer_clean
+    self.tokenizer_kwargs = tuple(tokenizer_kwargs)  # open_clip's tokenizer_kwargs
     self.text_fields, self.context_length = tuple(text_fields), context_length
     self._transforms = {None: self._make_transform(None)}
     self._tokenizer = None
@@ -138,7 +138,7 @@ class PrepareExample:
   def _prepare(self, record: dict, rng: np.random.Generator | None, length: int | None):
     if self._tokenizer is None:
       self._tokenizer = make_tokenizer(self.context_length, self.hf_tokenizer,
-                                       self.tokenizer_clean)
+                                       self.tokenizer_kwargs)
     texts = {}
     where = record.get("where") or f"image_id {record.get('image_id')}"
     for field in self.text_fields:
@@ -184,9 +184,9 @@ class PrepareText:
   train = False
 
   def __init__(self, context_length: int = 77, num_negatives: int = 0,
-               hf_tokenizer: str | None = None, tokenizer_clean: str = "whitespace"):
+               hf_tokenizer: str | None = None, tokenizer_kwargs: tuple = ()):
     self.context_length, self.num_negatives = context_length, num_negatives
-    self.hf_tokenizer, self.tokenizer_clean = hf_tokenizer, tokenizer_clean
+    self.hf_tokenizer, self.tokenizer_kwargs = hf_tokenizer, tuple(tokenizer_kwargs)
     self._tokenizer = None
 
   def __getstate__(self):
@@ -207,7 +207,7 @@ class PrepareText:
   def _prepare(self, record: dict):
     if self._tokenizer is None:
       self._tokenizer = make_tokenizer(self.context_length, self.hf_tokenizer,
-                                       self.tokenizer_clean)
+                                       self.tokenizer_kwargs)
     negatives = list(record.get("negatives") or [])[:self.num_negatives]
     texts = [record.get("query") or "", record.get("positive") or "", *negatives]
     if not all(t.strip() for t in texts) or len(negatives) < self.num_negatives:

@@ -34,13 +34,13 @@ from clipjax.data.views import CachedInputs, MapRecords, OneQAPerSample
 class Encoding:
   """How one model reads records: its image size and preprocessing (`make_image_transform`'s
   options, a NaFlex tower's patch size and sequence length among them), its tokenizer (the CLIP BPE, or the HF tokenizer in `tokenizer_dir`, with open_clip's
-  `tokenizer_clean` mode) and context, and whether its text tower takes ids cut after the last
+  `tokenizer_kwargs`) and context, and whether its text tower takes ids cut after the last
   end-of-text token (`trimmable`; not a bidirectional tower, which reads the padding)."""
   image_size: int
   preprocess: dict[str, Any]
   context_length: int = 77
   tokenizer_dir: str | None = None
-  tokenizer_clean: str = "whitespace"
+  tokenizer_kwargs: tuple[tuple[str, Any], ...] = ()
   trimmable: bool = True
 
   @classmethod
@@ -48,7 +48,7 @@ class Encoding:
     """The encoding of a `clipjax.models.configs.CLIPConfig`."""
     text = model_cfg.text
     return cls(model_cfg.vision.image_size, model_cfg.transform_options(),
-               text.context_length, text.tokenizer_dir, text.tokenizer_clean, text.trimmable)
+               text.context_length, text.tokenizer_dir, text.tokenizer_kwargs, text.trimmable)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -161,7 +161,7 @@ def training_streams(data: Mapping[str, Any], plan: StreamPlan, encoding: Encodi
   prepare = PrepareExample(
       encoding.image_size, train=data.get("augment", False), text_fields=fields,
       context_length=encoding.context_length, with_image=cached is None or bool(cached_prefix),
-      hf_tokenizer=encoding.tokenizer_dir, tokenizer_clean=encoding.tokenizer_clean,
+      hf_tokenizer=encoding.tokenizer_dir, tokenizer_kwargs=encoding.tokenizer_kwargs,
       preprocess=encoding.preprocess,
       max_image_pixels=data.get("max_image_pixels", DEFAULT_MAX_IMAGE_PIXELS))
   dataset = build_dataset(source, prepare, batch_size=_per_host(batch_size, "batch_size"),
@@ -173,7 +173,7 @@ def training_streams(data: Mapping[str, Any], plan: StreamPlan, encoding: Encodi
     if data["text"]["kind"] == "synthetic":
       texts = synthetic_text_records(texts)
     prepare_text = PrepareText(encoding.context_length, data.get("num_negatives", 0),
-                               encoding.tokenizer_dir, encoding.tokenizer_clean)
+                               encoding.tokenizer_dir, encoding.tokenizer_kwargs)
     dataset = TwoStreams(
         build_dataset(texts, prepare_text,
                       batch_size=_per_host(data["text_batch_size"], "data.text_batch_size"),

@@ -68,7 +68,7 @@ def make_encoders(image_fn: Callable[[np.ndarray], jax.Array],
   resizes and crops as `encoding.preprocess` says, matching what image_fn normalises.
   """
   tokenizer = make_tokenizer(encoding.context_length, encoding.tokenizer_dir,
-                             encoding.tokenizer_clean)
+                             encoding.tokenizer_kwargs)
   pad_id = getattr(tokenizer, "pad_token_id", 0)
 
   def padded(fn, rows) -> np.ndarray:

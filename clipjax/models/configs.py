@@ -10,7 +10,7 @@ import dataclasses
 from typing import Any, Mapping
 
 from clipjax.pixels import OPENAI_MEAN, OPENAI_STD, normalize_on_device
-from clipjax.text.hf_tokenizer import CLEAN_MODES
+from clipjax.text.hf_tokenizer import CLEAN_MODES, TOKENIZER_KWARGS
 
 
 @dataclasses.dataclass(frozen=True)
@@ -68,6 +68,11 @@ class VisionConfig:
   no_ln_pre: bool = False
   pool_type: str = "tok"
   final_ln_after_pool: bool = False
+  # CoCa: `attn_pooler_queries` learned queries of width embed_dim attend over the tokens
+  # (open_clip's AttentionalPooler); ln_post and pooling then act on the queries' outputs.
+  attentional_pool: bool = False
+  attn_pooler_queries: int = 256
+  attn_pooler_heads: int = 8
   naflex = False  # NaFlex sequences are a SigLIP 2 trunk's (TimmViTConfig.naflex)
 
   POOL_TYPES = ("tok", "avg")
@@ -76,6 +81,9 @@ class VisionConfig:
     if self.pool_type not in self.POOL_TYPES:
       raise ValueError(f"vision pool_type {self.pool_type!r} is not supported; supported: "
                        f"{', '.join(self.POOL_TYPES)}")
+    if not isinstance(self.attentional_pool, bool):  # open_clip's WIP 'parallel' / 'cascade'
+      raise ValueError(f"vision attentional_pool {self.attentional_pool!r} is not supported; "
+                       "supported: true or false (open_clip marks its string modes untested)")
 
   @property
   def is_resnet(self) -> bool:
@@ -112,7 +120,10 @@ class TimmViTConfig:
   timm's default, on for avg pooling); `qkv` (QKV_LAYOUTS); `sub_ln` (EVA02's LayerNorms
   inside attention and MLP); `swiglu`; `post_norm` (EVA02-E); layer scale; 2-D rotary
   embedding (`rope_ref_grid` set: EVA02, PE; `models/rope.py`); the MAP head's own heads
-  and MLP ratio (PE).
+  and MLP ratio (PE); `stem` (STEMS: timm's patch conv, or MobileCLIP-B's conv-BN stem);
+  `pos_embed` (POS_EMBEDS: learned positions for every token, for the patches only — timm's
+  `no_embed_class` — or none); `rel_pos_mlp` (the hidden width of timm's log-coordinate
+  relative-position MLP, a bias on every block's attention logits).
 
   `naflex` (SigLIP 2 NaFlex, timm's `naflexvit_*_siglip`): patches embedded by a Linear layer
   from pixels already cut into [L, P·P·3] rows, the learned positions a [grid, grid] table
@@ -147,17 +158,23 @@ class TimmViTConfig:
   rope_xy: bool = False  # the rotary table's first half follows columns (PE), else rows
   map_heads: int | None = None
   map_mlp_ratio: float | None = None
+  stem: str = "patch"
+  pos_embed: str = "all"
+  rel_pos_mlp: int | None = None
 
   is_resnet = False
   POOLS = ("map", "token", "avg")
   PROJS = ("none", "head", "linear")
+  STEMS = ("patch", "mci")  # mci: timm's ConvStem (4x4/4, 2x2/2 conv-BN-GELU, 2x2/2 conv)
+  POS_EMBEDS = ("all", "patches", "none")
   # fused: one `qkv` with a bias; eva: `qkv` without one plus `q_bias`, `v_bias` (EVA01,
   # EVA02-E); split: `q_proj`, `k_proj` (no bias), `v_proj` (EVA02).
   QKV_LAYOUTS = ("fused", "eva", "split")
 
   def __post_init__(self):
     for field, allowed in (("pool", self.POOLS), ("proj", self.PROJS),
-                           ("qkv", self.QKV_LAYOUTS)):
+                           ("qkv", self.QKV_LAYOUTS), ("stem", self.STEMS),
+                           ("pos_embed", self.POS_EMBEDS)):
       if getattr(self, field) not in allowed:
         raise ValueError(f"timm trunk {self.timm_model_name}: {field} "
                          f"{getattr(self, field)!r} is not one of {', '.join(allowed)}")
@@ -220,9 +237,9 @@ class TextConfig:
     if self.proj_type not in ("linear", "none"):
       raise ValueError(f"text proj_type must be 'linear' or 'none', got {self.proj_type!r}")
     kwargs = dict(self.tokenizer_kwargs)
-    if set(kwargs) - {"clean"} or kwargs.get("clean", "whitespace") not in CLEAN_MODES:
-      raise ValueError(f"text tokenizer_kwargs {kwargs} not supported: only clean, one of "
-                       f"{', '.join(CLEAN_MODES)}")
+    if set(kwargs) - set(TOKENIZER_KWARGS) or kwargs.get("clean", "whitespace") not in CLEAN_MODES:
+      raise ValueError(f"text tokenizer_kwargs {kwargs} not supported: only clean (one of "
+                       f"{', '.join(CLEAN_MODES)}) and strip_sep_token")
 
   @property
   def mlp_width(self) -> int:
@@ -232,11 +249,6 @@ class TextConfig:
   def tokenizer_dir(self) -> str | None:
     """None: the CLIP BPE; else the HF tokenizer (a directory or an HF cache name)."""
     return self.hf_tokenizer_name
-
-  @property
-  def tokenizer_clean(self) -> str:
-    """open_clip's HFTokenizer `clean` mode (SigLIP: canonicalize)."""
-    return dict(self.tokenizer_kwargs).get("clean", "whitespace")
 
   @property
   def trimmable(self) -> bool:
@@ -305,7 +317,7 @@ class HFTextConfig:
   so the architecture is known without the hub (`from_hf_config` reads them from a config).
   """
   hf_model_name: str
-  model_type: str  # roberta | xlm-roberta | t5 | mt5
+  model_type: str  # roberta | xlm-roberta | t5 | mt5 | m2m_100
   vocab_size: int
   width: int
   heads: int
@@ -315,7 +327,7 @@ class HFTextConfig:
   layer_norm_eps: float
   context_length: int = 77  # tokenizer max_length (open_clip's text_cfg.context_length)
   hf_tokenizer_name: str | None = None
-  pooler: str = "mean_pooler"  # or cls_last_hidden_state_pooler
+  pooler: str = "mean_pooler"  # or cls_last_hidden_state_pooler / cls_pooler (the first token)
   proj_type: str | None = "mlp"  # open_clip's default; linear; None: identity
   max_positions: int = 514  # RoBERTa position table (padding_idx + 1 + longest text)
   type_vocab_size: int = 1
@@ -323,9 +335,13 @@ class HFTextConfig:
   gated_act: bool = True  # T5 v1.1 / mT5 "gated-gelu"; False: original T5 "relu"
   relative_buckets: int = 32
   relative_max_distance: int = 128
+  activation: str = "relu"  # M2M100's activation_function (NLLB: relu)
+  scale_embedding: bool = True  # M2M100: token embeddings times sqrt(width)
 
-  FAMILIES = {"roberta": "roberta", "xlm-roberta": "roberta", "t5": "t5", "mt5": "t5"}
-  POOLERS = ("mean_pooler", "cls_last_hidden_state_pooler")
+  FAMILIES = {"roberta": "roberta", "xlm-roberta": "roberta", "t5": "t5", "mt5": "t5",
+              "m2m_100": "m2m_100"}
+  POOLERS = ("mean_pooler", "cls_last_hidden_state_pooler", "cls_pooler")
+  ACTIVATIONS = ("relu", "gelu")
 
   def __post_init__(self):
     if self.model_type not in self.FAMILIES:
@@ -336,9 +352,16 @@ class HFTextConfig:
                        f"{', '.join(self.POOLERS)}")
     if self.proj_type not in ("mlp", "linear", None):
       raise ValueError(f"hf_proj_type must be mlp, linear or None, got {self.proj_type!r}")
+    if self.pooler == "cls_pooler" and self.family == "roberta":
+      # open_clip then adds RoBERTa's pooler layer (dense + tanh), which clipjax does not build
+      raise ValueError("hf_pooler_type 'cls_pooler' on a RoBERTa tower is not supported; use "
+                       "cls_last_hidden_state_pooler or mean_pooler")
+    if self.activation not in self.ACTIVATIONS:
+      raise ValueError(f"M2M100 activation_function {self.activation!r} is not supported; "
+                       f"supported: {', '.join(self.ACTIVATIONS)}")
 
   trimmable = True  # padding is masked out of attention and pooling
-  tokenizer_clean = "whitespace"  # open_clip's HFTokenizer default
+  tokenizer_kwargs = ()  # open_clip's HFTokenizer defaults
 
   @property
   def family(self) -> str:
@@ -359,7 +382,7 @@ class HFTextConfig:
                        f"{', '.join(cls.FAMILIES)}")
     o = open_clip_text_cfg
     common = dict(hf_model_name=hf_model_name, model_type=kind, vocab_size=hf["vocab_size"],
-                  pad_token_id=hf.get("pad_token_id", 1 if cls.FAMILIES[kind] == "roberta" else 0),
+                  pad_token_id=hf.get("pad_token_id", 0 if cls.FAMILIES[kind] == "t5" else 1),
                   context_length=o.get("context_length", 77),
                   hf_tokenizer_name=o.get("hf_tokenizer_name"),
                   pooler=o.get("hf_pooler_type", "mean_pooler"),
@@ -370,6 +393,12 @@ class HFTextConfig:
                  layer_norm_eps=hf.get("layer_norm_eps", 1e-12),
                  max_positions=hf["max_position_embeddings"],
                  type_vocab_size=hf.get("type_vocab_size", 2))
+    if kind == "m2m_100":
+      return cls(**common, width=hf["d_model"], heads=hf["encoder_attention_heads"],
+                 layers=hf["encoder_layers"], mlp_width=hf["encoder_ffn_dim"],
+                 layer_norm_eps=1e-5, max_positions=hf["max_position_embeddings"],
+                 activation=hf.get("activation_function", "relu"),
+                 scale_embedding=bool(hf.get("scale_embedding", True)))  # M2M100Config default
     ff = hf.get("feed_forward_proj", "relu")
     if ff not in ("relu", "gated-gelu"):
       raise ValueError(f"T5 feed_forward_proj {ff!r} is not supported (relu, gated-gelu)")
@@ -461,6 +490,9 @@ class CLIPConfig:
           vision[flag] = True
       if v.pool_type != "tok":
         vision["pool_type"] = v.pool_type
+      if v.attentional_pool:
+        vision.update(attentional_pool=True, attn_pooler_queries=v.attn_pooler_queries,
+                      attn_pooler_heads=v.attn_pooler_heads)
     text = t.to_openclip_text_cfg()
     out: dict[str, Any] = dict(embed_dim=self.embed_dim)
     if self.quick_gelu:

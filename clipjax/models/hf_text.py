@@ -1,9 +1,10 @@
 """Hugging Face text encoders as OpenCLIP text towers (open_clip's `HFTextEncoder`), in Flax.
 
-RoBERTa / XLM-RoBERTa (post-LN BERT blocks, learned positions offset by the padding id) and the
-T5 / mT5 encoder (RMS LayerNorm, bucketed relative position bias, gated-GELU or ReLU
-feed-forward), then open_clip's pooler over the non-padding tokens and its projection (`mlp`:
-Linear -> GELU -> Linear without biases; `linear`; none when the widths already agree).
+RoBERTa / XLM-RoBERTa (post-LN BERT blocks, learned positions offset by the padding id), the T5
+/ mT5 encoder (RMS LayerNorm, bucketed relative position bias, gated-GELU or ReLU feed-forward)
+and M2M100's (NLLB, `hf_m2m100.py`), then open_clip's pooler over the non-padding tokens and its
+projection (`mlp`: Linear -> GELU -> Linear without biases; `linear`; none when the widths
+already agree).
 
 Module names are the HF modules' names (`embeddings/word_embeddings`,
 `encoder/layer_3/attention/self/query`, `block_0/layer_0/SelfAttention/relative_attention_bias`,
@@ -22,20 +23,18 @@ import jax.numpy as jnp
 import numpy as np
 
 from clipjax.models.configs import HFTextConfig
+from clipjax.models.hf_m2m100 import M2M100Encoder
 from clipjax.models.layers import (
   Dtype,
   LayerNorm,
   exact_gelu,
+  key_padding_bias,
   layer_stack,
   remat_policy,
+  tanh_gelu,
 )
 
 _INIT = nn.initializers.normal(0.02)  # HF's initializer_range for BERT-style models
-
-
-def tanh_gelu(x: jax.Array) -> jax.Array:
-  """HF's `gelu_new` (T5 v1.1 / mT5 feed-forward): the tanh approximation."""
-  return jax.nn.gelu(x, approximate=True)
 
 
 def _dense(width: int, dtype: Dtype, name: str, bias: bool = True) -> nn.Dense:
@@ -135,7 +134,7 @@ class RobertaEncoder(nn.Module):
   @nn.compact
   def __call__(self, ids: jax.Array, mask: jax.Array) -> jax.Array:
     x = _RobertaEmbeddings(self.cfg, self.dtype, name="embeddings")(ids, mask)
-    bias = jnp.where(mask[:, None, None, :] > 0, 0.0, jnp.finfo(jnp.float32).min).astype(x.dtype)
+    bias = key_padding_bias(mask, x.dtype)
     return _RobertaStack(self.cfg, self.dtype, self.remat, self.scan, name="encoder")(x, bias)
 
 
@@ -210,7 +209,7 @@ class _T5DenseReluDense(nn.Module):
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
     cfg = self.cfg
-    if cfg.gated_act:  # T5 v1.1 / mT5: act(wi_0 x) * wi_1 x
+    if cfg.gated_act:  # T5 v1.1 / mT5: gelu_new(wi_0 x) * wi_1 x (gelu_new: the tanh form)
       h = tanh_gelu(_dense(cfg.mlp_width, self.dtype, "wi_0", bias=False)(x)) * _dense(
           cfg.mlp_width, self.dtype, "wi_1", bias=False)(x)
     else:  # original T5: relu(wi x)
@@ -253,8 +252,7 @@ class T5Encoder(nn.Module):
     cfg = self.cfg
     x = nn.Embed(cfg.vocab_size, cfg.width, embedding_init=nn.initializers.normal(1.0),
                  name="embed_tokens")(ids).astype(self.dtype)
-    mask_bias = jnp.where(mask[:, None, None, :] > 0, 0.0,
-                          jnp.finfo(jnp.float32).min).astype(self.dtype)
+    mask_bias = key_padding_bias(mask, self.dtype)
     policy = remat_policy(self.remat)
     first = _T5Block if policy is None else nn.remat(_T5Block, policy=policy)
     x, bias = first(cfg, True, self.dtype, name="block_0")(x, None, mask_bias)
@@ -278,13 +276,13 @@ class HFTextTower(nn.Module):
     if ids.ndim != 2:
       raise ValueError(f"HF text tower expects token ids of shape [N, L], got {ids.shape}")
     mask = (ids != cfg.pad_token_id).astype(jnp.int32)
-    encoder = RobertaEncoder if cfg.family == "roberta" else T5Encoder
+    encoder = {"roberta": RobertaEncoder, "t5": T5Encoder, "m2m_100": M2M100Encoder}[cfg.family]
     hidden = encoder(cfg, self.dtype, self.remat, self.scan, name="transformer")(ids, mask)
     hidden = hidden.astype(jnp.float32)
     if cfg.pooler == "mean_pooler":
       m = mask.astype(jnp.float32)[..., None]
       pooled = jnp.sum(hidden * m, axis=1) / jnp.sum(m, axis=1)
-    else:  # cls_last_hidden_state_pooler
+    else:  # cls_last_hidden_state_pooler, or cls_pooler of an encoder without a pooler layer
       pooled = hidden[:, 0]
     dense = lambda width, name: nn.Dense(width, use_bias=False, name=name,
                                          kernel_init=nn.initializers.lecun_normal())

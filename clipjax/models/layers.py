@@ -51,6 +51,12 @@ def attention_kernel(attention: str, dtype: Dtype, head_dim: int, *, has_bias: b
   return "cudnn" if cudnn else "xla"
 
 
+def key_padding_bias(mask: jax.Array, dtype: Dtype) -> jax.Array:
+  """[N, L] mask (1 = a token, 0 = padding) -> [N, 1, 1, L] additive attention bias: 0 for
+  tokens, float32's lowest for padding keys (HF's extended attention mask)."""
+  return jnp.where(mask[:, None, None, :] > 0, 0.0, jnp.finfo(jnp.float32).min).astype(dtype)
+
+
 def dot_product_attention(q: jax.Array, k: jax.Array, v: jax.Array, attention: str = "auto",
                           **kwargs) -> jax.Array:
   """`jax.nn.dot_product_attention` ([N, L, H, Dh] q/k/v) with the kernel `attention` picks for

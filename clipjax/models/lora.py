@@ -30,8 +30,9 @@ from clipjax.models.stacking import stacked_segment
 
 # Attention (fused or separate q/k/v, output) and MLP (SwiGLU's two inputs too) kernels of the
 # CLIP ViT / text towers and the timm trunks.
+# (not the MLP of a relative-position bias, `attn/rel_pos/mlp`: a 2-input table generator)
 DEFAULT_TARGETS = (r"/(attn/(in_proj|out_proj|qkv|[qkv]_proj|proj)"
-                   r"|mlp/(c_fc|c_proj|fc1|fc1_g|fc1_x|fc2))/kernel$",)
+                   r"|(?<!rel_pos/)mlp/(c_fc|c_proj|fc1|fc1_g|fc1_x|fc2))/kernel$",)
 _FUSED = re.compile(r"/(in_proj|qkv)/kernel$")
 
 

@@ -44,18 +44,19 @@ def torch_key(path: tuple[str, ...]) -> tuple[str, str]:
   """Flax param path -> (open_clip key, kind), kind in {'linear', 'conv', 'plain'}.
 
   `/` becomes `.`, numbered submodules `resblocks_3` become `resblocks.3` (likewise ResNet
-  `layer2_0`, `downsample_1`, HF text towers `layer_3`, `block_0`, `proj_2`, timm trunks
-  `blocks_0`), Dense and Conv
+  `layer2_0`, `downsample_1`, HF text towers `layer_3`, `block_0`, `layers_3`, `proj_2`, timm trunks
+  `blocks_0`, a hybrid stem's `backbone_0`), Dense and Conv
   `kernel` and LayerNorm `scale` / Embed `embedding` are `weight`, and the fused attention
   input projection is `in_proj_weight` / `in_proj_bias`."""
   *mods, leaf = path
-  names = [re.sub(r"^(resblocks|layer\d?|downsample|blocks?|proj)_(\d+)$", r"\1.\2", m)
+  names = [re.sub(r"^(resblocks|layers|layer\d?|downsample|blocks?|proj|backbone)_(\d+)$",
+                  r"\1.\2", m)
            for m in mods]
   if mods and mods[-1] == "in_proj":
     return ".".join(names[:-1] + [f"in_proj_{'weight' if leaf == 'kernel' else 'bias'}"]), \
         "linear" if leaf == "kernel" else "plain"
   if leaf == "kernel":
-    conv = re.fullmatch(r"conv\d|downsample_0", mods[-1]) or mods[-2:] == ["patch_embed", "proj"]
+    conv = re.fullmatch(r"conv\d?|downsample_0", mods[-1]) or mods[-2:] == ["patch_embed", "proj"]
     return ".".join(names + ["weight"]), "conv" if conv else "linear"
   if leaf in ("scale", "embedding"):
     return ".".join(names + ["weight"]), "plain"

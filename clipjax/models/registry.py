@@ -32,6 +32,17 @@ _XLMR_BASE = dataclasses.replace(_ROBERTA_BASE, hf_model_name="xlm-roberta-base"
                                  model_type="xlm-roberta", vocab_size=250002)
 _MT5_BASE = HFTextConfig("google/mt5-base", "mt5", vocab_size=250112, width=768, heads=12,
                          layers=12, mlp_width=2048, pad_token_id=0, layer_norm_eps=1e-6)
+_XLMR_LARGE = dataclasses.replace(_XLMR_BASE, hf_model_name="xlm-roberta-large", width=1024,
+                                  heads=16, layers=24, mlp_width=4096)
+_MT5_XL = dataclasses.replace(_MT5_BASE, hf_model_name="google/mt5-xl", width=2048, heads=32,
+                              layers=24, mlp_width=5120)
+# NLLB-200 (distilled) encoders: M2M100, the first token's state (the language code) pooled
+_NLLB_600M = HFTextConfig("facebook/nllb-200-distilled-600M", "m2m_100", vocab_size=256206,
+                          width=1024, heads=16, layers=12, mlp_width=4096, pad_token_id=1,
+                          layer_norm_eps=1e-5, pooler="cls_pooler", proj_type="linear",
+                          max_positions=1024)
+_NLLB_1_3B = dataclasses.replace(_NLLB_600M, hf_model_name="facebook/nllb-200-distilled-1.3B",
+                                 layers=24, mlp_width=8192)
 
 
 def _resnet(embed_dim, image_size, layers, width, text_width) -> CLIPConfig:
@@ -88,6 +99,11 @@ _BASE: dict[str, CLIPConfig] = {
                                        hf_text=_XLMR_BASE),
     "mt5-base-ViT-B-32": _clip(512, dict(patch_size=32, width=768, layers=12), None,
                                hf_text=_MT5_BASE),
+    "xlm-roberta-large-ViT-H-14": _clip(1024, _H_VISION, None, hf_text=_XLMR_LARGE),
+    "mt5-xl-ViT-H-14": _clip(1024, _H_VISION, None, hf_text=_MT5_XL),
+    "nllb-clip-base": _clip(512, dict(patch_size=32, width=768, layers=12), None,
+                            hf_text=_NLLB_600M),
+    "nllb-clip-large": _clip(1024, _H_VISION, None, hf_text=_NLLB_1_3B),
     # Small configs for tests and the CPU quick start (not in open_clip; exported with their JSON).
     "ViT-T-16-test": _clip(64, dict(image_size=32, patch_size=16, width=64, layers=2),
                            dict(width=64, heads=2, layers=2)),
@@ -151,6 +167,12 @@ for _name, _trunk, _text in (("ViT-B-16-SigLIP2-NaFlex", "naflexvit_base_patch16
   _repo = {"B": "base", "SO400M": "so400m"}[_text]
   _SIGLIP[_name] = _siglip(_trunk, _text, "SigLIP2",
                            tokenizer=f"google/siglip2-{_repo}-patch16-naflex")
+_SIGLIP.update({  # NLLB-CLIP with SigLIP image towers and the sigmoid loss's logit bias
+    "nllb-clip-base-siglip": CLIPConfig(768, timm_trunk("vit_base_patch16_siglip_384"),
+                                        _NLLB_600M, init_logit_bias=-10.0, custom_text=True),
+    "nllb-clip-large-siglip": CLIPConfig(1152, timm_trunk("vit_so400m_patch14_siglip_384"),
+                                         _NLLB_1_3B, init_logit_bias=-10.0, custom_text=True),
+})
 _BASE.update(_SIGLIP)
 
 # MetaCLIP 2 "worldwide": CLIP ViTs whose causal text tower reads a multilingual vocabulary
@@ -168,6 +190,24 @@ _BASE.update({
         _L_TEXT, hf_tokenizer_name="google/mt5-base", vocab_size=250100, pool_type="eos",
         eos_id=1, tokenizer_kwargs=(("clean", "canonicalize"),))),
 })
+# CLIPA: no ln_pre, average pooling then the final LN; a bidirectional text tower over BERT's
+# uncased WordPiece (open_clip strips the separator to id 0) that pools the last position.
+_CLIPA_VISION = dict(no_ln_pre=True, pool_type="avg", final_ln_after_pool=True)
+_CLIPA_TEXT = dict(context_length=32, vocab_size=32000, hf_tokenizer_name="bert-base-uncased",
+                   tokenizer_kwargs=(("strip_sep_token", True),), pool_type="last", causal=False)
+for _res, _suffix in ((224, ""), (336, "-336")):
+  _BASE.update({
+      f"ViT-L-14-CLIPA{_suffix}": _clip(768, dict(image_size=_res, patch_size=14, width=1024,
+                                                  layers=24, **_CLIPA_VISION),
+                                        {**_L_TEXT, **_CLIPA_TEXT}),
+      f"ViT-H-14-CLIPA{_suffix}": _clip(1024, dict(_H_VISION, image_size=_res, **_CLIPA_VISION),
+                                        {**_H_TEXT, **_CLIPA_TEXT}),
+      f"ViT-bigG-14-CLIPA{_suffix}": _clip(
+          1280, dict(_BIGG_VISION, image_size=_res, **_CLIPA_VISION),
+          dict(width=1280, heads=20, layers=32, **_CLIPA_TEXT)),
+  })
+
+
 def _timm_clip(embed_dim: int, trunk: str, pool: str, text: tuple[int, int, int], proj: str = "head",
                context_length: int = 77, custom_text: bool = True, **text_kw) -> CLIPConfig:
   """A CLIP whose image tower is a timm trunk (EVA, PE, timm ViTs), as open_clip's JSON:
@@ -205,6 +245,12 @@ _BASE.update({
                                    causal=False),
     "vit_medium_patch16_gap_256": _timm_clip(512, "vit_medium_patch16_gap_256", "avg",
                                              (512, 8, 12), proj="linear", custom_text=False),
+    "vit_relpos_medium_patch16_cls_224": _timm_clip(512, "vit_relpos_medium_patch16_cls_224",
+                                                    "token", (512, 8, 12), proj="linear",
+                                                    custom_text=False),
+    # MobileCLIP-B / MobileCLIP2-B: the hybrid ViT-B with a conv-BN stem
+    **{name: _timm_clip(512, "vit_base_mci_224", "token", (512, 8, 12))
+       for name in ("MobileCLIP-B", "MobileCLIP2-B")},
 })
 
 # A tiny SigLIP 2 for tests: not a timm model name, so its open_clip twin is built in the tests;
@@ -304,8 +350,9 @@ def hf_text_config(text_cfg: dict) -> HFTextConfig:
     raise ValueError(f"HF text model {name!r}: no config.json in that directory and not a known "
                      f"hub id ({', '.join(sorted(known))}); pass a local directory holding the HF "
                      f"config.json and tokenizer files")
+  tokenizer = opts.get("hf_tokenizer_name")
   fields = dict(context_length=opts.get("context_length", 77),
-                hf_tokenizer_name=opts.get("hf_tokenizer_name"),
+                hf_tokenizer_name=None if tokenizer == name else tokenizer,  # as registered
                 pooler=opts.get("hf_pooler_type", "mean_pooler"),
                 proj_type=opts.get("hf_proj_type", "mlp"))
   return dataclasses.replace(known[name], **fields)

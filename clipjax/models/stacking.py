@@ -19,8 +19,8 @@ import numpy as np
 from clipjax.models.naming import flatten, path_keys, unflatten
 
 # open_clip / timm / HF block lists: the ViT and text `resblocks`, timm `blocks`, RoBERTa
-# `layer`, T5 `block`.
-STACKED_NAMES = ("resblocks", "blocks", "layer", "block")
+# `layer`, T5 `block`, M2M100 `layers`.
+STACKED_NAMES = ("resblocks", "blocks", "layer", "block", "layers")
 
 
 def stacked_segment(keys: tuple[str, ...]) -> int | None:

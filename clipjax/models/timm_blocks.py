@@ -5,8 +5,9 @@ One block covers the families open_clip uses: SigLIP and timm's CLIP ViTs (fused
 bias), EVA01 / EVA02-E (`qkv` without a bias plus `q_bias` / `v_bias`, the key unbiased),
 EVA02 (separate `q_proj` / `k_proj` / `v_proj`, sub-LN `attn.norm` before `proj`, SwiGLU
 `fc1_g` / `fc1_x` with sub-LN `mlp.norm`, 2-D rotary embedding), the Perception Encoder
-(rotary embedding on a fused `qkv`), layer scale `ls1` / `ls2`, and the post-norm blocks of
-EVA02-E (`x + norm1(attn(x))`). Linear layers use timm's trunc_normal(0.02) init.
+(rotary embedding on a fused `qkv`), layer scale `ls1` / `ls2`, the post-norm blocks of
+EVA02-E (`x + norm1(attn(x))`) and the relative-position ViT's `attn.rel_pos` bias. Linear
+layers use timm's trunc_normal(0.02) init.
 """
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from typing import Callable
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from clipjax.models.configs import TimmViTConfig
 from clipjax.models.layers import Dtype, LayerNorm, LayerScale, dot_product_attention
@@ -35,6 +37,7 @@ class TimmMlp(nn.Module):
   dtype: Dtype = jnp.float32
   swiglu: bool = False
   norm_eps: float | None = None  # the sub-LN's eps; None: no sub-LN
+  out_features: int | None = None  # fc2's width; None: the input's
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
@@ -45,7 +48,42 @@ class TimmMlp(nn.Module):
       h = self.act(_dense(self.hidden, self.dtype, "fc1")(x))
     if self.norm_eps is not None:
       h = LayerNorm(self.dtype, self.norm_eps, name="norm")(h)
-    return _dense(x.shape[-1], self.dtype, "fc2")(h)
+    return _dense(self.out_features or x.shape[-1], self.dtype, "fc2")(h)
+
+
+def relative_log_coords(grid: int) -> np.ndarray:
+  """timm's `gen_relative_log_coords(mode='cr')`: every (row, column) offset between two
+  cells of a grid x grid window as sign(d) · log(1 + |d|), [2·grid - 1, 2·grid - 1, 2]."""
+  d = np.arange(-(grid - 1), grid, dtype=np.float32)
+  table = np.stack(np.meshgrid(d, d, indexing="ij"), axis=-1)
+  return np.sign(table) * np.log(np.float32(1) + np.abs(table))
+
+
+def relative_position_index(grid: int) -> np.ndarray:
+  """timm's `gen_relative_position_index`: for each (query, key) patch pair, the row of its
+  offset in the flattened [2·grid - 1, 2·grid - 1] offset table, [P, P]."""
+  rows, cols = np.meshgrid(np.arange(grid), np.arange(grid), indexing="ij")
+  rows, cols = rows.reshape(-1), cols.reshape(-1)
+  return ((rows[:, None] - rows[None] + grid - 1) * (2 * grid - 1)
+          + cols[:, None] - cols[None] + grid - 1)
+
+
+class RelPosMlp(nn.Module):
+  """timm `RelPosMlp` ('cr' mode): an MLP `mlp` (fc1 -> ReLU -> fc2) maps each offset's log
+  coordinates to a per-head logit bias; the class token's rows and columns get none.
+  () -> [1, heads, prefix + P, prefix + P] float32."""
+  grid: int
+  heads: int
+  hidden: int
+  prefix: int = 0
+
+  @nn.compact
+  def __call__(self) -> jax.Array:
+    coords = jnp.asarray(relative_log_coords(self.grid).reshape(-1, 2))
+    table = TimmMlp(self.hidden, nn.relu, jnp.float32, out_features=self.heads, name="mlp")(coords)
+    bias = table[relative_position_index(self.grid)]  # [P, P, heads]
+    p = self.prefix
+    return jnp.pad(jnp.transpose(bias, (2, 0, 1)), ((0, 0), (p, 0), (p, 0)))[None]
 
 
 class TimmAttention(nn.Module):
@@ -59,6 +97,8 @@ class TimmAttention(nn.Module):
   qkv_bias: bool = True
   norm_eps: float | None = None
   prefix: int = 0
+  rel_pos_mlp: int | None = None  # RelPosMlp's hidden width (then `grid` is the patch grid)
+  grid: int = 0
 
   @nn.compact
   def __call__(self, x: jax.Array, lengths: jax.Array | None = None,
@@ -83,7 +123,11 @@ class TimmAttention(nn.Module):
       p = self.prefix
       q = jnp.concatenate([q[:, :p], rotate_pairs(q[:, p:], *rope)], axis=1)
       k = jnp.concatenate([k[:, :p], rotate_pairs(k[:, p:], *rope)], axis=1)
-    out = dot_product_attention(q, k, v, self.attention,
+    bias = None
+    if self.rel_pos_mlp:
+      bias = RelPosMlp(self.grid, self.heads, self.rel_pos_mlp, self.prefix,
+                       name="rel_pos")().astype(q.dtype)
+    out = dot_product_attention(q, k, v, self.attention, bias=bias,
                                 key_value_seq_lengths=lengths).reshape(n, length, width)
     if self.norm_eps is not None:
       out = LayerNorm(self.dtype, self.norm_eps, name="norm")(out)
@@ -104,7 +148,7 @@ class TimmBlock(nn.Module):
     c = self.cfg
     sub_ln = c.ln_eps if c.sub_ln else None
     attn = TimmAttention(c.heads, self.dtype, self.attention, c.qkv, c.qkv_bias, sub_ln,
-                         c.prefix_tokens, name="attn")
+                         c.prefix_tokens, c.rel_pos_mlp, c.grid, name="attn")
     mlp = TimmMlp(c.mlp_width, self.act, self.dtype, c.swiglu, sub_ln, name="mlp")
     norm1 = LayerNorm(self.dtype, c.ln_eps, name="norm1")
     norm2 = LayerNorm(self.dtype, c.ln_eps, name="norm2")

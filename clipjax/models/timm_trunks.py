@@ -81,6 +81,15 @@ TIMM_TRUNKS: dict[str, TimmViTConfig] = {c.timm_model_name: c for c in (
     # timm's ViT-M/16 without a class token, average-pooled, layer scale, qkv without bias
     TimmViTConfig("vit_medium_patch16_gap_256", 256, 16, 512, 12, 8, pool="avg", fc_norm=False,
                   qkv_bias=False, ls_init_value=1e-6),
+    # MobileCLIP-B (timm vision_transformer_hybrid.py): a conv-BN stem of stride 16 in place of
+    # the patch conv, positions for the patch tokens only (`no_embed_class`)
+    TimmViTConfig("vit_base_mci_224", 224, 16, 768, 12, 12, class_token=True, pool="token",
+                  stem="mci", pos_embed="patches"),
+    # timm's ViT-M/16 with relative positions (vision_transformer_relpos.py): no absolute
+    # positions, a 256-wide log-coordinate MLP bias per block, layer scale, qkv without bias
+    TimmViTConfig("vit_relpos_medium_patch16_cls_224", 224, 16, 512, 12, 8, class_token=True,
+                  pool="token", qkv_bias=False, ls_init_value=1e-6, pos_embed="none",
+                  rel_pos_mlp=256),
 )}
 
 

@@ -1,15 +1,17 @@
 """timm ViT-family image towers as open_clip wraps them (`visual.trunk`, open_clip's
 `TimmModel`): SigLIP / SigLIP 2 (and NaFlex), EVA01, EVA02, the Perception Encoder, timm's
-CLIP ViT (MobileCLIP2-L-14) and its average-pooled ViT-M (`TimmViTConfig` says which).
+CLIP ViT (MobileCLIP2-L-14), its average-pooled and relative-position ViT-M, and MobileCLIP-B's
+hybrid (`TimmViTConfig` says which).
 
-Patch embedding (`patch_embed.proj`, a conv; no bias when `norm_pre` follows), an optional
-class token `cls_token`, learned positions `pos_embed` (covering the class token), the
-blocks (`models.timm_blocks`), then pooling: the MAP head `attn_pool`, the class token, or the
-mean of the patch tokens; the final `norm` (before pooling) or `fc_norm` (after it). The
-pooled feature is the embedding (`timm_proj: none`), goes through the trunk's classifier
-`head` (`timm_proj: null`: timm built with `num_classes=embed_dim`), or through open_clip's
-bias-free `visual.head.proj` (`timm_proj: linear`). Parameter paths are open_clip's state-dict
-keys (`visual/trunk/blocks_0/attn/qkv/kernel`).
+Patch embedding (`patch_embed.proj`, a conv; no bias when `norm_pre` follows; or MobileCLIP-B's
+conv-BN stem `patch_embed.backbone`), an optional class token `cls_token`, learned positions
+`pos_embed` (covering the class token, the patches only, or absent), the blocks
+(`models.timm_blocks`), then pooling: the MAP head `attn_pool`, the class token, or the mean of
+the patch tokens; the final `norm` (before pooling) or `fc_norm` (after it). The pooled feature
+is the embedding (`timm_proj: none`), goes through the trunk's classifier `head` (`timm_proj:
+null`: timm built with `num_classes=embed_dim`), or through open_clip's bias-free
+`visual.head.proj` (`timm_proj: linear`). Parameter paths are open_clip's state-dict keys
+(`visual/trunk/blocks_0/attn/qkv/kernel`).
 """
 from __future__ import annotations
 
@@ -30,6 +32,7 @@ from clipjax.models.layers import (
   tanh_gelu,
 )
 from clipjax.models.naflex import NaFlexEmbeds, check_naflex_batch
+from clipjax.models.resnet import FrozenBatchNorm
 from clipjax.models.rope import rope_tables
 from clipjax.models.timm_blocks import MAPHead, TimmBlock
 
@@ -48,6 +51,37 @@ class PatchEmbed(nn.Module):
     x = nn.Conv(self.width, (self.patch,) * 2, strides=(self.patch,) * 2, padding="VALID",
                 use_bias=self.bias, dtype=self.dtype, name="proj")(images.astype(self.dtype))
     return x.reshape(x.shape[0], -1, self.width)  # row-major over the grid, as timm's flatten
+
+
+class _ConvNormAct(nn.Module):
+  """timm `ConvNormAct` with a stride = kernel conv and no padding: `conv`, then (`norm`)
+  BatchNorm `bn` (running statistics; see models/resnet.py) and GELU."""
+  features: int
+  kernel: int
+  norm: bool
+  dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    x = nn.Conv(self.features, (self.kernel,) * 2, strides=(self.kernel,) * 2, padding="VALID",
+                use_bias=not self.norm, dtype=self.dtype, name="conv")(x)
+    return exact_gelu(FrozenBatchNorm(dtype=self.dtype, name="bn")(x)) if self.norm else x
+
+
+class ConvStem(nn.Module):
+  """timm `HybridEmbed` over `ConvStem` as `vit_base_mci_224` builds it (MobileCLIP-B): convs
+  4x4/4 and 2x2/2 to width / 4 with BatchNorm + GELU, then 2x2/2 to `width` with a bias and
+  no norm; [N, H, W, 3] -> [N, (H/16)(W/16), width]."""
+  width: int
+  dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, images: jax.Array) -> jax.Array:
+    x = images.astype(self.dtype)
+    for i, (features, kernel) in enumerate(((self.width // 4, 4), (self.width // 4, 2),
+                                            (self.width, 2))):
+      x = _ConvNormAct(features, kernel, i < 2, self.dtype, name=f"backbone_{i}")(x)
+    return x.reshape(x.shape[0], -1, self.width)
 
 
 class TimmViTTrunk(nn.Module):
@@ -71,18 +105,25 @@ class TimmViTTrunk(nn.Module):
       lengths = jnp.maximum(jnp.sum(images["pixel_attention_mask"] != 0, axis=-1,
                                     dtype=jnp.int32), 1)
     else:
-      x = PatchEmbed(cfg.width, cfg.patch_size, self.dtype, not cfg.norm_pre,
-                     name="patch_embed")(images)
+      x = (ConvStem(cfg.width, self.dtype, name="patch_embed") if cfg.stem == "mci" else
+           PatchEmbed(cfg.width, cfg.patch_size, self.dtype, not cfg.norm_pre,
+                      name="patch_embed"))(images)
+      if cfg.pos_embed == "patches":  # timm's no_embed_class: added before the class token
+        x = x + self.param("pos_embed", _init, (1, cfg.grid ** 2, cfg.width)).astype(x.dtype)
       if cfg.class_token:
         cls = self.param("cls_token", _init, (1, 1, cfg.width))
         x = jnp.concatenate([jnp.broadcast_to(cls.astype(x.dtype), (x.shape[0], 1, cfg.width)),
                              x], axis=1)
-      pos = self.param("pos_embed", _init, (1, cfg.grid ** 2 + cfg.prefix_tokens, cfg.width))
-      x = x + pos.astype(x.dtype)
+      if cfg.pos_embed == "all":
+        pos = self.param("pos_embed", _init, (1, cfg.grid ** 2 + cfg.prefix_tokens, cfg.width))
+        x = x + pos.astype(x.dtype)
       if cfg.rope_ref_grid is not None:
         rope = tuple(jnp.asarray(t) for t in rope_tables(
             cfg.grid, cfg.width // cfg.heads, cfg.rope_ref_grid, cfg.rope_offset, cfg.rope_xy))
       if self.patch_dropout and self.has_rng("patch_dropout"):
+        if cfg.rel_pos_mlp:  # the bias is laid out over the whole grid (timm has none either)
+          raise ValueError(f"{cfg.timm_model_name}: patch dropout is not supported with "
+                           "relative position bias; set model.patch_dropout=0")
         x, rope = self._drop_patches(x, rope)
     if cfg.norm_pre:
       x = LayerNorm(self.dtype, cfg.ln_eps, name="norm_pre")(x)

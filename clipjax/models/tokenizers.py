@@ -14,4 +14,4 @@ def get_tokenizer(arch: str | CLIPConfig = "ViT-B-32",
   its text tower names, with the architecture's context length unless `context_length`."""
   text = get_model_config(arch).text
   return make_tokenizer(context_length or text.context_length, text.tokenizer_dir,
-                        text.tokenizer_clean)
+                        text.tokenizer_kwargs)

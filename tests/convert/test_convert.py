@@ -115,8 +115,8 @@ def test_export_of_layer_scale_and_clipa_pooling_round_trips(tmp_path):
   assert set(ref.state_dict()) == set(ours)
   assert all(np.array_equal(v.numpy(), ours[k]) for k, v in ref.state_dict().items())
   with pytest.raises(CheckpointError, match="Hugging Face CLIPModel has no layer scale, "
-                     "no_ln_pre, vision pool_type 'avg', final_ln_after_pool, text pool_type "
-                     "'eos'; export .* with export_openclip instead"):
+                     "no_ln_pre, vision pool_type 'avg', final_ln_after_pool; export .* with "
+                     "export_openclip instead"):
     export_hf(params, cfg, tmp_path / "hf")
   assert not (tmp_path / "hf").exists()
 
@@ -159,6 +159,34 @@ def test_hf_export_loads_without_missing_keys_and_agrees(tmp_path, arch):
   finally:
     os.umask(old)
   assert {oct(p.stat().st_mode & 0o777) for p in (tmp_path / "hf2").iterdir()} == {"0o644"}
+
+
+def test_metaclip2_exports_to_metaclip2model(tmp_path):
+  """Text pooled at the first `eos_id` (MetaCLIP 2 worldwide) exports to transformers'
+  MetaClip2Model, which pools there too: its features equal ours, ids with eos earlier than
+  the largest id (where CLIP's argmax would pool elsewhere) and a row without eos included."""
+  from transformers import MetaClip2Model
+
+  from clipjax.convert.hf import hf_model_class
+  from clipjax.models import CLIP
+  cfg = get_model_config(TINY).replace(text={"pool_type": "eos", "eos_id": 2})
+  assert hf_model_class(cfg) == "MetaClip2Model"
+  assert hf_model_class(get_model_config(TINY)) == "CLIPModel"
+  _, params = create_model(cfg)
+  export_hf(params, cfg, tmp_path / "hf")
+  hf, info = MetaClip2Model.from_pretrained(tmp_path / "hf", output_loading_info=True)
+  assert not any(info[k] for k in ("missing_keys", "unexpected_keys", "mismatched_keys")), info
+  ids = np.random.default_rng(1).integers(3, 49000, (3, 77))
+  ids[:2, [9, 40]] = 2
+  model = CLIP(cfg)
+  images = np.random.default_rng(0).normal(size=(2, 32, 32, 3)).astype(np.float32)
+  with torch.no_grad():
+    hf_txt = hf.eval().get_text_features(input_ids=torch.from_numpy(ids)).pooler_output.numpy()
+    hf_img = hf.get_image_features(
+        pixel_values=torch.from_numpy(images.transpose(0, 3, 1, 2))).pooler_output.numpy()
+  txt = model.apply({"params": params}, jnp.asarray(ids, jnp.int32), method=model.encode_text)
+  img = model.apply({"params": params}, images, method=model.encode_image)
+  assert rel_err(txt, hf_txt) < TOL and rel_err(img, hf_img) < TOL
 
 
 def test_training_checkpoint_with_module_prefix(tiny, tmp_path):

@@ -1,5 +1,6 @@
-"""HF text towers (RoBERTa / XLM-R / mT5 / T5 encoders) against open_clip's HFTextEncoder and
+"""HF text towers (RoBERTa / XLM-R / mT5 / T5 / M2M100 encoders) against open_clip's HFTextEncoder and
 transformers, with tiny random models and tokenizers built locally (no hub)."""
+import dataclasses
 import json
 
 import jax.numpy as jnp
@@ -18,7 +19,7 @@ from clipjax.convert.openclip import (
   params_to_state_dict,
   state_dict_to_params,
 )
-from clipjax.models import CLIP, create_model
+from clipjax.models import CLIP, create_model, get_model_config
 from clipjax.models.registry import config_from_openclip_json
 from clipjax.models.tokenizers import get_tokenizer
 
@@ -30,24 +31,29 @@ CORPUS = ["a photo of a cat", "Two dogs play in the snow, at night!", "naïve ca
 CAPTIONS = CORPUS[:6] + ["", "a very long caption " * 30, "A &amp;amp; B  with   spaces"]
 
 
-def _openclip_json(hf_dir):
+def _openclip_json(hf_dir, nllb: bool = False):
+  """A small open_clip JSON around the HF directory; `nllb`: NLLB-CLIP's text options (the
+  first token's state, a linear projection)."""
+  pooling = dict(hf_pooler_type="cls_pooler", hf_proj_type="linear") if nllb else dict(
+      hf_pooler_type="mean_pooler")
   return dict(embed_dim=32, vision_cfg=dict(image_size=32, layers=1, width=64, patch_size=16),
               text_cfg=dict(hf_model_name=str(hf_dir), hf_tokenizer_name=str(hf_dir),
-                            hf_pooler_type="mean_pooler", hf_model_pretrained=False))
+                            hf_model_pretrained=False, **pooling))
 
 
-@pytest.fixture(scope="module", params=["roberta", "xlm-roberta", "mt5"])
+@pytest.fixture(scope="module", params=["roberta", "xlm-roberta", "mt5", "m2m_100"])
 def tower(request, tmp_path_factory):
   """(hf_dir, open_clip CustomTextCLIP with perturbed weights, its state_dict, CLIPConfig)."""
   d = tmp_path_factory.mktemp(request.param)
   hf_dir = write_hf_text_dir(d, request.param, CORPUS)
   torch.manual_seed(0)
-  ref = open_clip.model.CustomTextCLIP(**_openclip_json(hf_dir)).eval()
+  spec = _openclip_json(hf_dir, nllb=request.param == "m2m_100")
+  ref = open_clip.model.CustomTextCLIP(**spec).eval()
   with torch.no_grad():
     for p in ref.parameters():
       p.add_(torch.randn_like(p) * 0.02)
   sd = {k: v.detach().numpy().copy() for k, v in ref.state_dict().items()}
-  return hf_dir, ref, sd, config_from_openclip_json(_openclip_json(hf_dir))
+  return hf_dir, ref, sd, config_from_openclip_json(spec)
 
 
 def test_tokenizer_matches_open_clip(tower):
@@ -79,7 +85,8 @@ def test_export_loads_in_open_clip(tower, tmp_path):
   reloaded = open_clip.create_model("model", pretrained=str(tmp_path / "model.safetensors"))
   assert all(torch.equal(reloaded.state_dict()[k], v) for k, v in ref.state_dict().items())
   _, loaded = load_openclip(tmp_path / "model.safetensors", arch=cfg)
-  assert np.array_equal(loaded["text"]["proj_0"]["kernel"], params["text"]["proj_0"]["kernel"])
+  proj = "proj_0" if cfg.text.proj_type == "mlp" else "proj"
+  assert np.array_equal(loaded["text"][proj]["kernel"], params["text"][proj]["kernel"])
 
 
 def test_plain_hf_checkpoint_round_trip(tower, tmp_path):
@@ -87,6 +94,8 @@ def test_plain_hf_checkpoint_round_trip(tower, tmp_path):
   reads such a directory (and a full HF model's, with pooler / decoder tensors) back."""
   hf_dir, _, sd, cfg = tower
   params = state_dict_to_params(sd, cfg)
+  if cfg.text.family == "m2m_100":
+    return _m2m100_checkpoint_round_trip(hf_dir, params, sd, cfg, tmp_path)
   export_hf_text(params, cfg.text, tmp_path / "hf")
   t5 = cfg.text.family == "t5"
   auto = (transformers.MT5EncoderModel if t5 else transformers.AutoModel)
@@ -110,6 +119,34 @@ def test_plain_hf_checkpoint_round_trip(tower, tmp_path):
   (tmp_path / "hf" / "config.json").write_text(json.dumps(config))
   with pytest.raises(CheckpointError, match="num_(hidden_)?layers=3 \\(expected 2\\)"):
     load_hf_text_weights(fresh, cfg.text, tmp_path / "hf")
+
+
+def _m2m100_checkpoint_round_trip(hf_dir, params, sd, cfg, tmp_path):
+  """NLLB: an HF M2M100Model directory (its encoder embedding tied to `model.shared`) loads
+  into the tower, whose hidden states are the HF encoder's (sinusoidal positions, scaled
+  embeddings); writing an HF directory is refused (no encoder-only class)."""
+  from clipjax.models.hf_m2m100 import M2M100Encoder
+  hf = transformers.M2M100Model(transformers.M2M100Config.from_pretrained(hf_dir)).eval()
+  encoder = {k.removeprefix("text.transformer."): torch.from_numpy(v) for k, v in sd.items()
+             if k.startswith("text.transformer.")}
+  hf.encoder.load_state_dict(encoder)
+  hf.shared.weight.data.copy_(encoder["embed_tokens.weight"])
+  hf.save_pretrained(tmp_path / "hf")
+  _, fresh = create_model(cfg)
+  loaded = load_hf_text_weights(fresh, cfg.text, tmp_path / "hf")
+  back = params_to_state_dict({"text": loaded["text"]})
+  assert all(np.array_equal(back[k], sd[k]) for k in back if k.startswith("text.transformer."))
+  ids = get_tokenizer(cfg)(CAPTIONS)
+  assert (ids[:, 0] == get_tokenizer(cfg).tokenizer.convert_tokens_to_ids("eng_Latn")).all()
+  mask = (ids != cfg.text.pad_token_id).astype(np.int64)
+  with torch.no_grad():
+    hidden = hf.encoder(input_ids=torch.from_numpy(ids.astype(np.int64)),
+                        attention_mask=torch.from_numpy(mask)).last_hidden_state.numpy()
+  ours = M2M100Encoder(cfg.text).apply({"params": params["text"]["transformer"]},
+                                       jnp.asarray(ids), jnp.asarray(mask))
+  assert rel_err(np.asarray(ours), hidden) < TOL
+  with pytest.raises(CheckpointError, match="no encoder-only M2M100 model"):
+    export_hf_text(params, cfg.text, tmp_path / "out")
 
 
 def test_t5_relu_encoder_matches_transformers(tmp_path):
@@ -139,3 +176,36 @@ def test_unsupported_and_missing_hf_models_are_clear_errors(tmp_path):
     config_from_openclip_json(_openclip_json(tmp_path))
   with pytest.raises(ValueError, match="no config.json.*not a known hub id"):
     config_from_openclip_json(_openclip_json(tmp_path / "absent"))
+
+
+@pytest.mark.parametrize("arch, family", [("xlm-roberta-large-ViT-H-14", "xlm-roberta"),
+                                          ("mt5-xl-ViT-H-14", "mt5"),
+                                          ("nllb-clip-large", "m2m_100")])
+def test_zoo_text_towers_at_published_width(arch, family, tmp_path):
+  """The registered hub towers, known without the hub, at 2 blocks and their published widths
+  (head size, MLP width, M2M100's sqrt(1024) embedding scale): open_clip's HFTextEncoder built
+  from an HF directory of those sizes (a small local tokenizer and vocabulary) against ours."""
+  from clipjax.convert.hf_text import hf_text_config
+  hf_dir = write_hf_text_dir(tmp_path, family, CORPUS)  # the tokenizer; its config replaced:
+  text = get_model_config(arch).text
+  vocab = len(transformers.AutoTokenizer.from_pretrained(hf_dir))
+  text = dataclasses.replace(text, hf_model_name=str(hf_dir), layers=2, vocab_size=vocab)
+  hf_text_config(text).save_pretrained(hf_dir)
+  spec = get_model_config(arch).to_openclip_json()
+  spec.update(embed_dim=32, vision_cfg=dict(image_size=32, layers=1, width=64, patch_size=16),
+              text_cfg=dict(text.to_openclip_text_cfg(), hf_model_pretrained=False))
+  cfg = config_from_openclip_json(spec)
+  assert cfg.text == dataclasses.replace(text, hf_tokenizer_name=str(hf_dir))
+  torch.manual_seed(0)
+  ref = open_clip.model.CustomTextCLIP(**spec).eval()
+  with torch.no_grad():
+    for p in ref.text.parameters():
+      p.add_(torch.randn_like(p) * 0.02)
+  sd = {k: v.detach().numpy().copy() for k, v in ref.state_dict().items()}
+  params = state_dict_to_params(sd, cfg)
+  ids = get_tokenizer(cfg)(CAPTIONS)
+  with torch.no_grad():
+    want = ref.encode_text(torch.from_numpy(ids.astype(np.int64))).numpy()
+  model = CLIP(cfg)
+  got = model.apply({"params": params}, jnp.asarray(ids), method=model.encode_text)
+  assert rel_err(np.asarray(got), want) < TOL

@@ -7,10 +7,15 @@ import pytest
 import torch
 from conftest import make_openclip_model, rel_err, torch_state_dict
 
-from clipjax.convert.openclip import resize_positional_embedding, state_dict_to_params
+from clipjax.convert.openclip import (
+  params_to_state_dict,
+  resize_positional_embedding,
+  state_dict_to_params,
+)
 from clipjax.models import CLIP, create_model, get_model_config, list_models
 from clipjax.models.registry import CLIPJAX_ONLY
 from clipjax.models.timm_trunks import timm_trunk
+from clipjax.models.tokenizers import get_tokenizer
 
 # Observed ~2e-6 (ViT-B-32) to ~6e-6 (ViT-L-14): different matmul kernels and summation orders.
 TOL = 1e-5
@@ -80,8 +85,12 @@ def test_plain_vit_variants_match_openclip_at_reduced_depth(arch, text):
 def test_registry_matches_openclip_configs(arch):
   """Every registry entry has exactly the hyper-parameters of open_clip's JSON of that name.
   Of a timm tower's options, the training-only dropouts are not architecture (MobileCLIP's
-  `timm_drop_path`), and `timm_pool: ""` means timm's default pooling, which we write out."""
+  `timm_drop_path`), and `timm_pool: ""` means timm's default pooling, which we write out;
+  MobileCLIP-B spells out the default `no_causal_mask: false`, which we leave out."""
   theirs = open_clip.get_model_config(arch)
+  if theirs["text_cfg"].get("no_causal_mask") is False:
+    theirs = dict(theirs, text_cfg={k: v for k, v in theirs["text_cfg"].items()
+                                    if k != "no_causal_mask"})
   vision = theirs["vision_cfg"]
   if "timm_model_name" in vision:
     vision = {k: v for k, v in vision.items() if k not in ("timm_drop", "timm_drop_path")}
@@ -91,10 +100,47 @@ def test_registry_matches_openclip_configs(arch):
   assert get_model_config(arch).to_openclip_json() == theirs
 
 
-# CLIPA's image tower (no ln_pre, the patch tokens' mean, ln_post after or before pooling) and
-# MetaCLIP 2's text pooling (the first `eos_id`, not the largest id), at 2 blocks of ViT-L width.
+def _bert_tokenizer(path) -> str:
+  """A small uncased WordPiece (BERT) tokenizer trained locally (no hub), saved to `path`."""
+  import transformers
+  from tokenizers import BertWordPieceTokenizer
+  wordpiece = BertWordPieceTokenizer(lowercase=True)
+  wordpiece.train_from_iterator(CAPTIONS * 5, vocab_size=200, min_frequency=1)
+  transformers.BertTokenizerFast(tokenizer_object=wordpiece._tokenizer).save_pretrained(path)
+  return str(path)
+
+
+def test_clipa_matches_openclip(tmp_path):
+  """ViT-L-14-CLIPA at 2 blocks per tower: the image tower without ln_pre, averaging patch
+  tokens before ln_post; BERT ids with the separator stripped to 0 (open_clip's HFTokenizer,
+  strip_sep_token) read by a bidirectional text tower that pools the last position."""
+  path = _bert_tokenizer(tmp_path / "bert")
+  cfg = get_model_config("ViT-L-14-CLIPA").replace(
+      vision={"layers": 2, "image_size": 56}, text={"layers": 2, "hf_tokenizer_name": path})
+  tokenizer = get_tokenizer(cfg)
+  ids = tokenizer(CAPTIONS)
+  theirs = open_clip.tokenizer.HFTokenizer(path, context_length=32, strip_sep_token=True)(CAPTIONS)
+  np.testing.assert_array_equal(ids, theirs.numpy())
+  bert = tokenizer.tokenizer
+  assert (bert(CAPTIONS[:1])["input_ids"][0][-1] == bert.sep_token_id  # there was a [SEP] ...
+          and ids.shape == (len(CAPTIONS), 32) and not (ids == bert.sep_token_id).any())
+  assert (ids[:, 0] == bert.cls_token_id).all() and (ids[2, 1:] == 0).all()  # ... now 0s
+  ref = make_openclip_model(cfg)
+  sd = torch_state_dict(ref)
+  assert "visual.ln_pre.weight" not in sd
+  params = state_dict_to_params(sd, cfg)
+  images = np.random.default_rng(0).normal(size=(2, 3, 56, 56)).astype(np.float32)
+  with torch.no_grad():
+    ref_img = ref.encode_image(torch.from_numpy(images)).numpy()
+    ref_txt = ref.encode_text(torch.from_numpy(ids).long()).numpy()
+  img, txt = _encode(CLIP(cfg), params, images, ids)
+  assert rel_err(img, ref_img) < TOL
+  assert rel_err(txt, ref_txt) < TOL
+
+
+# CLIPA's ln_post before pooling, MetaCLIP 2's text pooling (the first `eos_id`, not the largest
+# id) and first-token pooling, at 2 blocks of ViT-L width.
 @pytest.mark.parametrize("vision, text", [
-    ({"no_ln_pre": True, "pool_type": "avg", "final_ln_after_pool": True}, {}),
     ({"pool_type": "avg"}, {"pool_type": "eos", "eos_id": 2}),
     ({"no_ln_pre": True}, {"pool_type": "first"})])
 def test_pooling_options_match_openclip(vision, text):
@@ -126,7 +172,8 @@ def test_unknown_pooling_is_a_clear_error():
 
 @pytest.mark.parametrize("arch", ["ViT-e-14", "ViT-H-14-378", "ViT-bigG-14", "ViT-M-16-alt",
                                   "ViT-bigG-14-worldwide", "EVA02-E-14-plus",
-                                  "PE-Core-bigG-14-448", "EVA01-g-14-plus"])
+                                  "PE-Core-bigG-14-448", "EVA01-g-14-plus",
+                                  "ViT-bigG-14-CLIPA-336"])
 def test_giant_models_have_openclip_parameter_shapes(arch):
   """Every parameter clipjax creates, in torch's name and layout, has the shape of open_clip's
   state_dict (built on the meta device: no memory, no init), and no key is missing either side."""
@@ -244,3 +291,29 @@ def test_trim_padding_is_exact():
   enc = jax.jit(lambda p, t: model.apply({"params": p}, t, method=model.encode_text))
   full = enc(params, jnp.asarray(ids, jnp.int32))
   assert rel_err(enc(params, jnp.asarray(trimmed, jnp.int32)), full) < 1e-6
+
+
+# CoCa's image tower: attentional pooling (256 queries of width embed_dim over the tokens),
+# then ln_post, the first query (or the others' mean) and a square `proj`; the pooler's input
+# projections fused when the token width equals embed_dim, separate otherwise.
+@pytest.mark.parametrize("width, pool_type", [(768, "tok"), (512, "avg")])
+def test_attentional_pooler_matches_openclip(width, pool_type):
+  cfg = get_model_config("ViT-B-32").replace(
+      vision={"layers": 2, "width": width, "attentional_pool": True, "pool_type": pool_type},
+      text={"layers": 2})
+  ref = make_openclip_model(cfg)
+  sd = torch_state_dict(ref)
+  fused = width == cfg.embed_dim
+  assert ("visual.attn_pool.attn.in_proj_weight" in sd) == fused
+  assert sd["visual.attn_pool.query"].shape == (256, cfg.embed_dim)
+  params = state_dict_to_params(sd, cfg)
+  images = np.random.default_rng(0).normal(size=(2, 3, 224, 224)).astype(np.float32)
+  ids = open_clip.get_tokenizer("ViT-B-32")(CAPTIONS[:2]).numpy()
+  with torch.no_grad():
+    ref_img = ref.encode_image(torch.from_numpy(images)).numpy()
+  img, _ = _encode(CLIP(cfg), params, images, ids)
+  assert rel_err(img, ref_img) < TOL
+  back = params_to_state_dict(params)
+  assert set(back) == set(sd) and all(np.array_equal(back[k], sd[k]) for k in sd)
+  with pytest.raises(ValueError, match="attentional_pool 'parallel' is not supported"):
+    cfg.replace(vision={"attentional_pool": "parallel"})

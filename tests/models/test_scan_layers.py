@@ -33,7 +33,7 @@ def _hf(model_type: str, layers: int) -> HFTextConfig:
 
 
 def _config(kind: str):
-  if kind in ("roberta", "t5"):  # 3 T5 blocks: block_0 apart, 2 stacked
+  if kind in ("roberta", "t5", "m2m_100"):  # 3 T5 blocks: block_0 apart, 2 stacked
     return dataclasses.replace(get_model_config("ViT-T-16-test"), embed_dim=32,
                                text=_hf(kind, 3 if kind == "t5" else 2))
   if kind == "eva":  # EVA02's block (q/k/v, SwiGLU, sub-LN, RoPE) at toy sizes
@@ -62,7 +62,7 @@ def _objective(model, images, ids):
   return f
 
 
-@pytest.fixture(scope="module", params=["vit", "siglip", "eva", "roberta", "t5"])
+@pytest.fixture(scope="module", params=["vit", "siglip", "eva", "roberta", "t5", "m2m_100"])
 def towers(request):
   cfg = _config(request.param)
   model, params = create_model(cfg)
@@ -84,7 +84,8 @@ def test_stacked_layout_is_open_clips_names_with_a_layer_axis(towers):
                  "siglip": ("visual/trunk/blocks/attn/qkv/kernel", 2),
                  "eva": ("visual/trunk/blocks/mlp/fc1_g/kernel", 2),
                  "roberta": ("text/transformer/encoder/layer/attention/self/query/kernel", 2),
-                 "t5": ("text/transformer/block/layer_0/SelfAttention/q/kernel", 2)}[kind]
+                 "t5": ("text/transformer/block/layer_0/SelfAttention/q/kernel", 2),
+                 "m2m_100": ("text/transformer/layers/self_attn/q_proj/kernel", 2)}[kind]
   assert flat[key].shape[0] == layers
   if kind == "t5":  # block 0 keeps the position-bias table, outside the stack
     assert "text/transformer/block_0/layer_0/SelfAttention/relative_attention_bias/embedding" \

@@ -35,9 +35,11 @@ QK_SCALE = 2.0
 # EVA02-L at 336 px rescales RoPE from its 16 x 16 reference to 24 x 24), EVA01's q/v biases,
 # EVA02-E's post-norm, PE's pre-norm + xy RoPE + 8-head MAP head (T: 3 heads; bigG: no class
 # token, no grid offset), timm's CLIP ViT-L with a bidirectional text tower, the average-pooled
-# ViT-M with layer scale and open_clip's linear head.
+# ViT-M with layer scale and open_clip's linear head, MobileCLIP-B's conv-BN stem (BatchNorm
+# statistics perturbed) with patch-only positions, the ViT-M with a relative-position MLP bias.
 FAMILIES = ["EVA02-B-16", "EVA02-L-14-336", "EVA01-g-14", "EVA02-E-14", "PE-Core-T-16-384",
-            "PE-Core-bigG-14-448", "MobileCLIP2-L-14", "vit_medium_patch16_gap_256"]
+            "PE-Core-bigG-14-448", "MobileCLIP2-L-14", "vit_medium_patch16_gap_256",
+            "MobileCLIP-B", "vit_relpos_medium_patch16_cls_224"]
 
 
 def _reduced(arch):
@@ -94,14 +96,29 @@ def test_trunk_table_matches_timm(name):
     trunk = timm.create_model(name, global_pool=ours.pool, num_classes=0)
   block, attn = trunk.blocks[0], trunk.blocks[0].attn
   mlp_hidden = (block.mlp.fc1_g if ours.swiglu else block.mlp.fc1).out_features
-  assert (ours.patch_size, ours.width, ours.layers, attn.num_heads, ours.mlp_width) == (
-      trunk.patch_embed.patch_size[0], trunk.embed_dim, len(trunk.blocks), ours.heads,
-      mlp_hidden)
+  assert (ours.width, ours.layers, attn.num_heads, ours.mlp_width) == (
+      trunk.embed_dim, len(trunk.blocks), ours.heads, mlp_hidden)
   assert ours.image_size == trunk.patch_embed.img_size[0]
+  assert tuple(trunk.patch_embed.grid_size) == (ours.grid,) * 2
+  hybrid = type(trunk.patch_embed).__name__ == "HybridEmbed"
+  assert hybrid == (ours.stem == "mci")
+  if hybrid:  # MobileCLIP-B's ConvStem: two conv-BN-GELU of width / 4, a biased conv to width
+    convs = [m.conv for m in trunk.patch_embed.backbone]
+    assert [(c.out_channels, c.kernel_size[0], c.stride[0], c.bias is not None) for c in convs] \
+        == [(ours.width // 4, 4, 4, False), (ours.width // 4, 2, 2, False), (ours.width, 2, 2, True)]
+  else:
+    assert trunk.patch_embed.patch_size[0] == ours.patch_size
+    assert (trunk.patch_embed.proj.bias is None) == ours.norm_pre
   assert ours.class_token == (trunk.cls_token is not None)
-  assert trunk.pos_embed.shape[1] == ours.grid ** 2 + ours.prefix_tokens
-  assert (trunk.patch_embed.proj.bias is None) == ours.norm_pre
-  assert isinstance(trunk.norm_pre, torch.nn.LayerNorm) == ours.norm_pre
+  pos = getattr(trunk, "pos_embed", None)
+  assert (None if pos is None else pos.shape[1]) == {
+      "all": ours.grid ** 2 + ours.prefix_tokens, "patches": ours.grid ** 2, "none": None}[
+          ours.pos_embed]
+  assert isinstance(getattr(trunk, "norm_pre", None), torch.nn.LayerNorm) == ours.norm_pre
+  rel_pos = getattr(attn, "rel_pos", None)
+  assert (rel_pos.mlp.fc1.out_features if rel_pos is not None else None) == ours.rel_pos_mlp
+  if rel_pos is not None:
+    assert rel_pos.mode == "cr" and rel_pos.prefix_tokens == ours.prefix_tokens
   assert isinstance(trunk.fc_norm, torch.nn.LayerNorm) == ours.uses_fc_norm
   assert isinstance(trunk.norm, torch.nn.LayerNorm) != ours.uses_fc_norm
   assert block.norm1.eps == (trunk.fc_norm if ours.uses_fc_norm else trunk.norm).eps == ours.ln_eps
@@ -147,6 +164,29 @@ def test_rope_tables_are_timms(grid, ref, offset, xy):
   np.testing.assert_allclose(np.concatenate([sin, cos], -1), theirs, rtol=0, atol=2e-6)
 
 
+def test_relative_position_bias_is_timms():
+  """The log-coordinate MLP bias (timm RelPosMlp, 'cr' mode) of a 14 x 14 grid with a class
+  token, from the same MLP weights: every (head, query, key) entry, the class token's row and
+  column zero."""
+  from timm.layers.pos_embed_rel import RelPosMlp as TimmRelPosMlp
+
+  from clipjax.models.timm_blocks import RelPosMlp
+  torch.manual_seed(0)
+  theirs = TimmRelPosMlp(window_size=(14, 14), num_heads=8, hidden_dim=256,
+                         prefix_tokens=1).eval()  # (its MLP has dropout)
+  with torch.no_grad():
+    for p in theirs.parameters():
+      p.normal_()
+  sd = {k: v.detach().numpy() for k, v in theirs.state_dict().items()}
+  params = {"mlp": {f"fc{i}": {"kernel": sd[f"mlp.fc{i}.weight"].T, "bias": sd[f"mlp.fc{i}.bias"]}
+                    for i in (1, 2)}}
+  ours = np.asarray(RelPosMlp(14, 8, 256, 1).apply({"params": params}))
+  want = theirs.get_bias().detach().numpy()
+  assert ours.shape == want.shape == (1, 8, 197, 197)
+  np.testing.assert_allclose(ours, want, rtol=0, atol=1e-5 * np.abs(want).max())
+  assert not ours[:, :, 0].any() and not ours[:, :, :, 0].any()
+
+
 def test_patch_dropout_on_a_rotary_trunk():
   """Patch dropout on EVA02: the kept patches' rotary rows are gathered as timm gathers them
   (`apply_keep_indices_nlc`, patch-relative indices), and the trunk runs on the kept tokens."""
@@ -177,8 +217,8 @@ def test_giant_trunks_and_json_options():
     cfg = MODEL_CONFIGS[arch]
     if hasattr(cfg.vision, "timm_model_name") and arch in open_clip.list_models():
       assert config_from_openclip_json(open_clip.get_model_config(arch)) == cfg, arch
-  spec = open_clip.get_model_config("vit_relpos_medium_patch16_cls_224")
-  with pytest.raises(ValueError, match="timm model 'vit_relpos_medium_patch16_cls_224' is not a "
+  spec = open_clip.get_model_config("swin_base_patch4_window7_224")
+  with pytest.raises(ValueError, match="timm model 'swin_base_patch4_window7_224' is not a "
                                        "trunk clipjax knows; known: .*eva02_base_patch16_clip_224"):
     config_from_openclip_json(spec)
   spec = json.loads(json.dumps(open_clip.get_model_config("EVA02-B-16")))
@@ -206,11 +246,13 @@ def test_hf_export_is_refused_by_name(tmp_path):
 @pytest.mark.parametrize("arch, kernels", [
     ("EVA02-B-16", {"q_proj", "k_proj", "v_proj", "proj", "fc1_g", "fc1_x", "fc2"}),
     ("PE-Core-T-16-384", {"qkv", "proj", "fc1", "fc2"}),
-    ("EVA01-g-14", {"qkv", "proj", "fc1", "fc2"})])
+    ("EVA01-g-14", {"qkv", "proj", "fc1", "fc2"}),
+    ("vit_relpos_medium_patch16_cls_224", {"qkv", "proj", "fc1", "fc2"})])
 def test_default_lora_targets_cover_every_block_projection(arch, kernels):
   from clipjax.convert.openclip import param_shapes
   from clipjax.models.lora import lora_targets
   chosen = lora_targets(param_shapes(_reduced(arch)))
+  assert not any("rel_pos" in p for p in chosen)  # not the bias table's own MLP
   for block in ("blocks_0", "blocks_1"):
     assert {p.split("/")[-2] for p in chosen if f"/trunk/{block}/" in p} == kernels
   assert not any(p.endswith("trunk/head/kernel") for p in chosen)  # the projection stays as is

@@ -2,6 +2,7 @@
 the three kinds SigLIP models use (T5 SentencePiece, Gemma for SigLIP 2, XLM-R style for the
 i18n models), each trained locally on a small corpus (no hub), and the COCO sample captions."""
 import json
+import re
 
 import numpy as np
 import open_clip
@@ -22,7 +23,7 @@ TEXTS = ["A Photo of a CAT!", "two_dogs... play; in (the) snow?", "  spaced   ou
 def test_ids_equal_open_clip(tmp_path, kind, arch, coco_sample):
   path = write_siglip_tokenizer(tmp_path / kind, kind)
   cfg = get_model_config(arch)
-  assert cfg.text.tokenizer_clean == "canonicalize"
+  assert dict(cfg.text.tokenizer_kwargs) == {"clean": "canonicalize"}
   cfg = cfg.replace(text={"hf_tokenizer_name": path})  # the local tokenizer in the hub's place
   annotations = json.loads((coco_sample / "captions_coco_format.json").read_text())
   texts = TEXTS + [a["caption"] for a in annotations["annotations"]]
@@ -39,8 +40,10 @@ def test_canonicalize_equals_open_clip_on_tricky_text():
 
 
 def test_missing_tokenizer_names_what_to_do(tmp_path):
+  from huggingface_hub.constants import HF_HUB_CACHE
   with pytest.raises(FileNotFoundError, match=r"HF tokenizer 'nobody/nothing' is neither a "
-                     r"directory with tokenizer files nor in the Hugging Face cache"):
+                     r"directory with tokenizer files nor in the Hugging Face cache "
+                     + re.escape(HF_HUB_CACHE)):
     HFTokenizer("nobody/nothing", 64, "canonicalize")
   with pytest.raises(ValueError, match="clean mode must be one of whitespace, lower, "
                      "canonicalize, got 'upper'"):

@@ -1,0 +1,44 @@
+"""docs/models.md is the registry's zoo table, regenerated (`scripts/update_models_doc.py`)
+whenever an architecture, tag or export class changes; its parameter counts are open_clip's."""
+import json
+import re
+
+import jax
+import numpy as np
+import open_clip
+import pytest
+import torch
+from conftest import REPO
+
+from clipjax.convert.openclip import param_shapes
+from clipjax.models import get_model_config, zoo
+
+_ROW = re.compile(r"^\| `([^`]+)` \|.*?\| ([\d.]+) ([MB]) \|", re.M)
+
+
+def test_models_doc_matches_the_registry():
+  doc = (REPO / "docs/models.md").read_text()
+  counts = {name: float(value) * (1e9 if unit == "B" else 1e6)
+            for name, value, unit in _ROW.findall(doc)}
+  table = json.loads((REPO / "third_party/openclip_pretrained/pretrained.json").read_text())
+  try:
+    rows = zoo.zoo_rows(counts, table["tags"])
+  except KeyError as e:
+    pytest.fail(f"docs/models.md has no row for {e}; run python scripts/update_models_doc.py")
+  assert zoo.render(rows, table["unsupported_architectures"]) == doc, (
+      "docs/models.md is out of date: run python scripts/update_models_doc.py")
+  assert "docs/models.md" in (REPO / "README.md").read_text()
+
+
+@pytest.mark.parametrize("arch", ["ViT-B-32", "MobileCLIP-B"])
+def test_parameter_counts_are_open_clips(arch):
+  """Our count (BatchNorm statistics included) equals the numel of open_clip's state_dict
+  without BatchNorm's step counters, and the doc prints it."""
+  ours = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(param_shapes(get_model_config(arch))))
+  with torch.device("meta"):
+    ref = open_clip.create_model(arch, pretrained=None, device="meta")
+  theirs = sum(v.numel() for k, v in ref.state_dict().items()
+               if not k.endswith("num_batches_tracked"))
+  assert ours == theirs
+  assert f"| `{arch}` |" in (REPO / "docs/models.md").read_text()
+  assert f"| {zoo._count(ours)} |" in (REPO / "docs/models.md").read_text()
