@@ -12,6 +12,7 @@ differs.
 """
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
@@ -192,14 +193,33 @@ def _candidate_prefilter(cfg: CLIPConfig, sd: dict[str, np.ndarray]) -> bool:
   proj = sd.get(prefix + "text_projection", sd.get(prefix + "text_projection.weight"))
   out_dim = cfg.text.width if proj is None else (
       proj.shape[1] if prefix + "text_projection" in sd else proj.shape[0])
-  return out_dim == cfg.embed_dim
+  return out_dim == cfg.embed_dim and all(np.shape(sd.get(key)) == shape
+                                          for key, shape in _vision_signature(cfg).items())
+
+
+def _vision_signature(cfg: CLIPConfig) -> dict[str, tuple[int, ...]]:
+  """A native image tower's stem shapes, read from the config without tracing the model (the
+  ViT's patch conv and position table, the ResNet's first conv); none for timm trunks."""
+  v = cfg.vision
+  if isinstance(v, TimmViTConfig):
+    return {}
+  if v.is_resnet:
+    return {"visual.conv1.weight": (v.width // 2, 3, 3, 3)}
+  return {"visual.conv1.weight": (v.width, 3, v.patch_size, v.patch_size),
+          "visual.positional_embedding": (v.grid ** 2 + 1, v.width)}
+
+
+@functools.lru_cache(maxsize=64)
+def _torch_shapes(cfg: CLIPConfig) -> dict[str, tuple[str, tuple[int, ...]]]:
+  """{open_clip key: (layout kind, Flax shape)} of an architecture (one trace per config)."""
+  return {torch_key(p)[0]: (torch_key(p)[1], v.shape) for p, v in flatten(param_shapes(cfg)).items()
+          if p != ("logit_bias",)}  # a bias or not is read from the checkpoint, not the name
 
 
 def _shapes_match(cfg: CLIPConfig, sd: dict[str, np.ndarray]) -> bool:
   pos = sd[cfg.text_prefix + "positional_embedding"]
-  cfg = cfg.replace(text={"context_length": pos.shape[0]})
-  want = {torch_key(p)[0]: (torch_key(p)[1], v.shape) for p, v in flatten(param_shapes(cfg)).items()
-          if p != ("logit_bias",)}  # a bias or not is read from the checkpoint, not the name
+  # the activation changes no shape: a -quickgelu twin reuses its base's trace
+  want = _torch_shapes(cfg.replace(text={"context_length": pos.shape[0]}, quick_gelu=False))
   keys = {k for k in sd if not k.endswith(_BN_COUNTER) and k != "logit_bias"}
   if keys != set(want):
     return False

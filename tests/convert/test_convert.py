@@ -144,6 +144,9 @@ def test_hf_export_loads_without_missing_keys_and_agrees(tmp_path, arch):
   txt = model.apply({"params": params}, jnp.asarray(ids.numpy(), jnp.int32), method=model.encode_text)
   assert rel_err(img, hf_img) < TOL and rel_err(txt, hf_txt) < TOL
   assert float(hf.logit_scale) == pytest.approx(float(params["logit_scale"]))
+  imported, loaded = load_openclip(tmp_path / "hf")  # back under the registry name (QuickGELU
+  assert imported.cfg == cfg                         # read from the config's hidden_act)
+  _assert_params_identical(params, loaded)
   # The processor files load too, and tokenise ordinary captions as open_clip does.
   from transformers import CLIPProcessor
   processor = CLIPProcessor.from_pretrained(tmp_path / "hf")
@@ -327,7 +330,10 @@ def test_convert_cli(tiny, tmp_path):
   assert "Traceback" not in bad.stderr
 
 
-@pytest.mark.parametrize("arch", [TINY, "ViT-B-32-quickgelu"])
+# ViT-B-32-quickgelu (~95 s on 2 cores) runs with `-m slow`: the tiny model takes every step of
+# the same path, and test_hf_export_loads_without_missing_keys_and_agrees imports a
+# ViT-B-32-quickgelu folder back under its registry name.
+@pytest.mark.parametrize("arch", [TINY, pytest.param("ViT-B-32-quickgelu", marks=pytest.mark.slow)])
 def test_hf_clipmodel_folder_imports(tmp_path, arch):
   """A transformers CLIPModel folder -> clipjax params (and so open_clip files): bit-identical
   to what was exported, and a CLIPModel saved by transformers itself gives its embeddings."""
