@@ -124,6 +124,9 @@ class Method:
   caches_frozen_images: bool = False
   # ... and each caption once when the whole CLIP text tower is frozen as well.
   caches_frozen_captions: bool = False
+  # The loss takes `loss.block_size` (tiled logits) and the ring exchange; False: it forms
+  # the whole [local, global] logits with one all-gather, and both settings are refused.
+  blockwise_loss: bool = True
   # Adapts a pretrained CLIP: needs model.checkpoint or config.base, and the evaluation
   # compares with that base (`evaluate` gets its params).
   adapts_pretrained: bool = False
@@ -222,9 +225,9 @@ RING_FROM_BATCH = 32_768
 
 
 def ring_unavailable(cfg) -> str:
-  """Why a run's loss has no ring exchange ("" when it has one)."""
-  if cfg.method == "distill":  # the teacher's softmax rows would travel too: not built
-    return "for distill (its distillation term gathers the batch)"
+  """Why a run's loss has no ring exchange or tiling ("" when it has them)."""
+  if not get_method(cfg.method).blockwise_loss:
+    return f"for {cfg.method} (its loss forms the whole logits of the gathered batch)"
   return ""
 
 

@@ -156,14 +156,16 @@ def _check_naflex(cfg, arch_cfg) -> None:
 
 
 def _check_exchange(cfg) -> None:
-  """loss.exchange: auto or a known exchange, and "ring" only where every term of the loss has
-  one (`methods.base.ring_unavailable`)."""
+  """loss.exchange: auto or a known exchange, and "ring" (or a loss.block_size) only where every
+  term of the loss has one (`methods.base.ring_unavailable`)."""
   exchange = cfg.get("loss", {}).get("exchange", "auto")
   choice("loss.exchange", exchange, ("auto", *EXCHANGES))
   why = ring_unavailable(cfg)
   if exchange == "ring" and why:
     raise ConfigError(f"loss.exchange='ring' is not available {why}; use "
                       f"loss.exchange=all_gather (or auto)")
+  if cfg.get("loss", {}).get("block_size") and why:
+    raise ConfigError(f"loss.block_size is not available {why}; leave it 0")
 
 
 def validate(cfg, *, check_base: bool = True) -> None:
