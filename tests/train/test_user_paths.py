@@ -2,6 +2,7 @@
 COCO sample, typos and bad paths (one line, exit status 2, no traceback, nothing trained),
 Ctrl-C that saves, and a rerun with another config that is refused. Users' own data and work
 dirs: test_user_data.py."""
+import importlib.util
 import json
 import os
 import re
@@ -266,3 +267,16 @@ def test_every_cli_reports_user_errors_in_one_line(cli, args, needles):
   out = subprocess.run([sys.executable, *cli, *args], env=_env(), cwd=REPO, capture_output=True,
                        text=True, timeout=120)
   assert_user_error(out, *needles)
+
+
+@pytest.mark.skipif(importlib.util.find_spec("libtpu") is None, reason="libtpu not installed")
+def test_no_tpu_initialisation_errors_on_a_cpu_machine():
+  """With the test extra's libtpu installed and no TPU chip, `import clipjax` keeps jax off the
+  TPU backend: no libtpu errors on stderr before the CPU run (platforms left unset by the
+  user, as a user's shell leaves them)."""
+  env = {k: v for k, v in os.environ.items() if k != "JAX_PLATFORMS"}
+  out = subprocess.run([sys.executable, "-c", "import clipjax, jax; print(jax.devices()[0].platform)"],
+                       env=env, capture_output=True, text=True, timeout=120, cwd=REPO)
+  assert out.returncode == 0, out.stderr[-2000:]
+  assert out.stdout.strip() == "cpu"
+  assert "TPU" not in out.stderr and "libtpu" not in out.stderr, out.stderr[-2000:]
