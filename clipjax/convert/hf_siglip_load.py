@@ -3,6 +3,7 @@ open_clip SigLIP tensors: the inverse of `hf_siglip.siglip_state_dict_to_hf`, an
 architecture its `config.json` describes (the registry entry when one is equal)."""
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
@@ -113,6 +114,12 @@ def config_from_hf_siglip(config: dict, directory: Path | None = None) -> CLIPCo
   if directory is not None and any((directory / f).is_file() for f in _TOKENIZER_FILES):
     cfg = cfg.replace(text={"hf_tokenizer_name": str(directory), "tokenizer_kwargs":
                             (("clean", "canonicalize"),)})
+  processor = None if directory is None else directory / "preprocessor_config.json"
+  if naflex and processor is not None and processor.is_file():
+    # the folder's processor decides the eval sequence length, not the architecture default
+    patches = json.loads(processor.read_text()).get("max_num_patches")
+    if isinstance(patches, int) and patches > 0:
+      cfg = cfg.replace(vision={"max_num_patches": patches})
   return cfg
 
 

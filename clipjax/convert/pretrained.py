@@ -267,6 +267,9 @@ def resolve(name: str | os.PathLike, pretrained: str | os.PathLike | None = None
   if cfg.get("quick_gelu") and not name.endswith("-quickgelu"):
     if f"{name}-quickgelu" in MODEL_CONFIGS:
       arch = f"{name}-quickgelu"  # the weights were trained with QuickGELU
-  hub = _from_hub(repo_id, cache_dir, filename or None, with_config=False)
+  try:
+    hub = _from_hub(repo_id, cache_dir, filename or None, with_config=False)
+  except CheckpointError as e:  # name the tag the user typed, not only its hub repository
+    raise CheckpointError(f"{name} pretrained={pretrained}: {e}") from None
   preprocess = {k: cfg[k] for k in ("mean", "std", "interpolation", "resize_mode") if k in cfg}
   return Resolved(hub.path, arch, preprocess, f"{name} pretrained={pretrained} ({hub.description})")

@@ -108,12 +108,13 @@ def test_tag_resolves_to_the_cache_open_clip_reads(tmp_path):
 def test_missing_names_fail_fast_and_say_why(tmp_path):
   cache = str(tmp_path / "empty")
   start = time.perf_counter()
-  with pytest.raises(CheckpointError, match="not in the Hugging Face cache.*HF_HUB_OFFLINE"):
-    pretrained.resolve("ViT-B-16", "laion2b_s34b_b88k", cache_dir=cache)
+  with pytest.raises(CheckpointError, match="^ViT-B-16 pretrained=laion2b_s34b_b88k: .* is not "
+                                            "in the Hugging Face cache.*HF_HUB_OFFLINE"):
+    pretrained.resolve("ViT-B-16", "laion2b_s34b_b88k", cache_dir=cache)  # the tag, then why
   with pytest.raises(CheckpointError, match="not in the Hugging Face cache"):
     clipjax.load_openclip("hf-hub:nobody/nothing", cache_dir=cache)
   assert time.perf_counter() - start < 10  # never waits on the network
-  with pytest.raises(CheckpointError, match=r"timm/ViT-B-16-SigLIP is not in the Hugging Face "
+  with pytest.raises(CheckpointError, match=r"webli: timm/ViT-B-16-SigLIP is not in the Hugging Face "
                      r"cache \(" + str(tmp_path)):  # a SigLIP tag resolves to its hub repo
     pretrained.resolve("ViT-B-16-SigLIP", "webli", cache_dir=cache)
   with pytest.raises(CheckpointError, match=r"timm/eva02_base_patch16_clip_224.merged2b_s8b_b131k "

@@ -166,6 +166,11 @@ def test_export_round_trip_through_transformers(tmp_path):
   back_model, back = clipjax.load_openclip(f"local-dir:{out}")
   assert back_model.cfg.architecture() == model.cfg.architecture()
   jax.tree.map(np.testing.assert_array_equal, back, params)
+  # the folder's processor decides the eval sequence length (here 49, not the default 16)
+  config = json.loads((out / "preprocessor_config.json").read_text())
+  (out / "preprocessor_config.json").write_text(json.dumps(dict(config, max_num_patches=49)))
+  *_, eval_tf = clipjax.create_model_and_transforms(f"local-dir:{out}")
+  assert eval_tf(_images()[0])["pixel_values"].shape[0] == 49
   # and through open_clip's layout (timm's NaFlexVit names: visual.trunk.embeds.*)
   clipjax.export_openclip(params, model.cfg, tmp_path / "oc.safetensors")
   assert json.loads((tmp_path / "oc.json").read_text())["vision_cfg"]["timm_model_name"] == \
