@@ -47,6 +47,7 @@ RUN_BY = {
     "scripts/generate_dialogue.py": "data/test_generate_dialogue.py",
     "scripts/plan_scale.py": "parallel/test_plan_scale.py",
     "scripts/bench_device.py": "train/test_bench_device.py",  # its own --small run
+    "scripts/update_models_doc.py": "models/test_zoo_doc.py",
 }
 
 

@@ -52,11 +52,13 @@ def checked_by(cfg: CLIPConfig) -> str:
   return module
 
 
-def zoo_rows(param_counts: Mapping[str, int], tags: Mapping[str, Iterable[str]]) -> list[dict]:
-  """One row per open_clip architecture in the registry (clipjax's test configs left out)."""
+def zoo_rows(param_counts: Mapping[str, int], tags: Mapping[str, Iterable[str]],
+             names: Iterable[str] | None = None) -> list[dict]:
+  """One row per open_clip architecture in the registry (clipjax's test configs left out), or
+  per name of `names`, sorted."""
   from clipjax.convert.hf import hf_model_class
   rows = []
-  for name in sorted(MODEL_CONFIGS, key=str.lower):
+  for name in sorted(MODEL_CONFIGS if names is None else names, key=str.lower):
     if name in CLIPJAX_ONLY:
       continue
     cfg = MODEL_CONFIGS[name]

@@ -2,13 +2,15 @@
 whenever an architecture, tag or export class changes; its parameter counts are open_clip's."""
 import json
 import re
+import subprocess
+import sys
 
 import jax
 import numpy as np
 import open_clip
 import pytest
 import torch
-from conftest import REPO
+from conftest import REPO, assert_user_error
 
 from clipjax.convert.openclip import param_shapes
 from clipjax.models import get_model_config, zoo
@@ -42,3 +44,23 @@ def test_parameter_counts_are_open_clips(arch):
   assert ours == theirs
   assert f"| `{arch}` |" in (REPO / "docs/models.md").read_text()
   assert f"| {zoo._count(ours)} |" in (REPO / "docs/models.md").read_text()
+
+
+def test_the_generator_writes_these_rows(tmp_path):
+  """The documented command, on two architectures: its rows are the committed file's."""
+  out = subprocess.run([sys.executable, str(REPO / "scripts/update_models_doc.py"),
+                        "--only=ViT-B-32,MobileCLIP-B", f"--out={tmp_path / 'models.md'}"],
+                       capture_output=True, text=True, timeout=300)
+  assert out.returncode == 0, out.stderr[-3000:]
+  rows = [line for line in (tmp_path / "models.md").read_text().splitlines()
+          if line.startswith("| `")]
+  doc = (REPO / "docs/models.md").read_text().splitlines()
+  assert len(rows) == 2 and all(row in doc for row in rows)
+  typo = subprocess.run([sys.executable, str(REPO / "scripts/update_models_doc.py"),
+                         "--only=ViT-B-23", f"--out={tmp_path / 'x.md'}"],
+                        capture_output=True, text=True, timeout=300)
+  assert_user_error(typo, "--only=ViT-B-23", "ViT-B-23 is not an open_clip architecture")
+  bad = subprocess.run([sys.executable, str(REPO / "scripts/update_models_doc.py"),
+                        "--out=/no/dir/models.md"], capture_output=True, text=True, timeout=300)
+  assert_user_error(bad, "/no/dir", "does not exist")
+  assert not (tmp_path / "x.md").exists()
