@@ -275,8 +275,9 @@ def main(argv):
     archs, batch, repeats = ("ViT-T-16-test",), 8, 3
     train_arch, max_batch, steps, min_batch = "ViT-T-16-test", min(FLAGS.max_batch, 32), 2, 32
     loss_args = dict(batch=min(FLAGS.loss_batch, 512), dim=32, block=128, steps=2)
-    ring_args = dict(start=256, max_batch=min(FLAGS.ring_max_batch, 512), dim=32, block=64,
-                     steps=2)
+    # the doubling search's code path at one size (a CPU never runs out of memory here)
+    small_ring = min(FLAGS.ring_max_batch, 512)
+    ring_args = dict(start=small_ring, max_batch=small_ring, dim=32, block=64, steps=2)
   else:
     archs, batch, repeats = ("ViT-B-16", "ViT-L-14"), 64, 10
     train_arch, max_batch, steps, min_batch = "ViT-B-16", FLAGS.max_batch, 5, 1

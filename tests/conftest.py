@@ -43,16 +43,16 @@ COCO_SAMPLE = REPO / "third_party/coco_sample"
 # (--dist loadscope --no-loadscope-reorder) hands modules out in collection order, so starting
 # the long ones first keeps one worker from finishing alone with a slow module
 # (longest-processing-time-first). Order only: no effect on any result.
-SLOWEST_FIRST = ("study/test_study.py", "test_documented_commands.py", "train/test_methods.py",
+SLOWEST_FIRST = ("study/test_study.py", "test_documented_commands.py", "methods/test_methods.py",
                  "convert/test_convert.py",
                  "train/test_user_paths.py", "train/test_user_data.py",
                  "train/test_naflex_training.py", "train/test_ring_training.py",
                  "train/test_step.py",
                  "models/test_openclip_parity.py", "models/test_scan_layers.py",
                  "train/test_multihost.py", "train/test_main.py", "parallel/test_plan_scale.py",
-                 "train/test_lora_methods.py", "train/test_distill.py", "models/test_lora.py",
+                 "methods/test_lora_methods.py", "methods/test_distill.py", "models/test_lora.py",
                  "train/test_trainer_parity.py", "train/test_ema.py",
-                 "losses/test_losses.py", "losses/test_ring.py", "train/test_siglip_base.py",
+                 "losses/test_losses.py", "losses/test_ring.py", "methods/test_siglip_base.py",
                  "evaluate/test_runner.py",
                  "train/test_bench_device.py", "models/test_siglip.py", "models/test_resnet.py",
                  "data/test_pipeline.py", "models/test_hf_text.py", "models/test_naflex.py")

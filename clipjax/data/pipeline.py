@@ -34,6 +34,8 @@ from clipjax.text.factory import make_tokenizer
 _STREAM = re.compile(r"<_io\.BytesIO object at 0x[0-9a-f]+>")
 # Pillow's own decompression-bomb limit (~89.5 megapixels), the default of max_image_pixels.
 DEFAULT_MAX_IMAGE_PIXELS = 89_478_485
+# An integer field (`PrepareExample.int_fields`) the record does not have.
+MISSING_FIELD = np.iinfo(np.int64).min
 # PrepareExample applies its own limit from the header; Pillow's warning would only repeat it.
 warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
 
@@ -56,15 +58,18 @@ class PrepareExample:
   `image` is uint8 [S, S, 3] by default (normalised on the device by
   `clipjax.pixels.normalize_on_device`: a quarter of the bytes through worker IPC, which doubled
   grain's throughput here); `uint8=False` gives normalised float32. `with_image=False`
-  leaves images undecoded and out of the batch (their embeddings are cached).
+  leaves images undecoded and out of the batch (their embeddings are cached). `int_fields`:
+  integer record fields carried into the batch as int64 (`MISSING_FIELD` where a record has
+  none), e.g. the linear probe's targets.
   """
 
   def __init__(self, image_size: int, train: bool, text_fields: Sequence[str] = ("caption",),
                context_length: int = 77, strict: bool = False, uint8: bool = True,
                with_image: bool = True, hf_tokenizer: str | None = None,
                tokenizer_kwargs: tuple = (), preprocess: dict | None = None,
-               max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS):
+               max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS, int_fields: Sequence[str] = ()):
     self.image_size, self.train, self.strict, self.uint8 = image_size, train, strict, uint8
+    self.int_fields = tuple(int_fields)
     self.max_image_pixels = max_image_pixels
     _allow_pixels(max_image_pixels)
     self.preprocess = dict(preprocess or {})  # image_transform's mean/std/resize options
@@ -157,6 +162,8 @@ class PrepareExample:
     label = record.get("label")
     out = {"image_id": np.int64(record.get("image_id", -1)),
            "label": np.int64(-1 if label is None else label)}
+    for field in self.int_fields:
+      out[field] = np.int64(record[field] if record.get(field) is not None else MISSING_FIELD)
     if "record_index" in record:  # key of a cached caption embedding
       out["record_index"] = np.int64(record["record_index"])
     for cached in ("image_embedding", "teacher_image_embedding"):  # rows of a cached tower

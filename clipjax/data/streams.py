@@ -11,12 +11,11 @@ import dataclasses
 import functools
 from typing import Any, Mapping
 
-import jax
 import numpy as np
 from etils import epath
 
 from clipjax.data.bad_record_log import BadRecordLog
-from clipjax.data.batching import LengthPlan
+from clipjax.data.batch_plan import BatchPlan
 from clipjax.data.builder import make_source
 from clipjax.data.pipeline import (
   DEFAULT_MAX_IMAGE_PIXELS,
@@ -88,12 +87,6 @@ def read_threads(data: Mapping[str, Any], spec: Mapping[str, Any]) -> int | None
   return threads
 
 
-def _per_host(batch_size: int, name: str) -> int:
-  if batch_size % jax.process_count():
-    raise ValueError(f"{name} {batch_size} does not divide over {jax.process_count()} hosts")
-  return batch_size // jax.process_count()
-
-
 def _bad_window(data: Mapping[str, Any], source) -> int:
   return min(data.get("bad_window", 1000) or len(source), len(source))
 
@@ -136,19 +129,17 @@ class TrainingStreams:
       self.iterator.close()
 
 
-def training_streams(data: Mapping[str, Any], plan: StreamPlan, encoding: Encoding, *,
-                     batch_size: int, seed: int, workdir: epath.Path, source=None,
+def training_streams(data: Mapping[str, Any], plan: StreamPlan, encoding: Encoding,
+                     batches: BatchPlan, *, seed: int, workdir: epath.Path, source=None,
                      cached: tuple[Any, np.ndarray | None] | None = None,
-                     cached_prefix: str = "", lengths: LengthPlan | None = None
-                     ) -> TrainingStreams:
+                     cached_prefix: str = "") -> TrainingStreams:
   """The streams of a run's `data` config for this host.
 
-  batch_size: the global image–text batch (`data.text_batch_size` is the text pairs'), split
-  over hosts. source: `image_text_source(data)` when the caller already made it. cached: the
-  frozen-tower tables (images, captions or None): records then carry their embedding rows
-  instead of pixels (and caption ids); with cached_prefix ("teacher_") beside them.
-  lengths: a NaFlex image tower's batches by sequence length under a token budget
-  (`data.batching.LengthPlan`; `batch_size` then unused)."""
+  batches: the run's batch plan (this host's share of the image–text and text-pair batches;
+  a NaFlex image tower's batches by sequence length under a token budget). source:
+  `image_text_source(data)` when the caller already made it. cached: the frozen-tower tables
+  (images, captions or None): records then carry their embedding rows instead of pixels (and
+  caption ids); with cached_prefix ("teacher_") beside them."""
   source = image_text_source(data) if source is None else source
   fields = plan.text_fields
   if cached is not None:
@@ -164,10 +155,10 @@ def training_streams(data: Mapping[str, Any], plan: StreamPlan, encoding: Encodi
       hf_tokenizer=encoding.tokenizer_dir, tokenizer_kwargs=encoding.tokenizer_kwargs,
       preprocess=encoding.preprocess,
       max_image_pixels=data.get("max_image_pixels", DEFAULT_MAX_IMAGE_PIXELS))
-  dataset = build_dataset(source, prepare, batch_size=_per_host(batch_size, "batch_size"),
-                          seed=seed, num_workers=data["num_workers"],
+  dataset = build_dataset(source, prepare, batch_size=batches.per_host, seed=seed,
+                          num_workers=data["num_workers"],
                           read_threads=read_threads(data, data["train"]),
-                          bad_window=_bad_window(data, source), lengths=lengths)
+                          bad_window=_bad_window(data, source), lengths=batches.lengths)
   if plan.text_pairs:
     texts = make_source(data["text"])
     if data["text"]["kind"] == "synthetic":
@@ -176,7 +167,7 @@ def training_streams(data: Mapping[str, Any], plan: StreamPlan, encoding: Encodi
                                encoding.tokenizer_dir, encoding.tokenizer_kwargs)
     dataset = TwoStreams(
         build_dataset(texts, prepare_text,
-                      batch_size=_per_host(data["text_batch_size"], "data.text_batch_size"),
+                      batch_size=batches.text_per_host,
                       seed=seed + 1, num_workers=data["num_workers"],
                       read_threads=read_threads(data, data["text"]),
                       bad_window=_bad_window(data, texts)),

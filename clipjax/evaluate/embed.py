@@ -128,22 +128,25 @@ def clip_encoders(model, params: Any, batch_size: int = 256,
 
 
 def embed_images(encoders: Encoders, source, *, batch_size: int = 64, num_workers: int = 2,
-                 desc: str = "embedding images") -> dict[str, np.ndarray]:
+                 desc: str = "embedding images",
+                 int_fields: tuple[str, ...] = ()) -> dict[str, np.ndarray]:
   """Every image of a grain-compatible source, in source order, through worker processes.
 
   Returns `embeddings` [N_ok, D], `index` [N_ok] (source position of each row), `label`
-  [N_ok] (-1 when absent) and `bad_records` [len(BAD_REASONS)]: unreadable images are skipped
-  and counted, never silently dropped.
+  [N_ok] (-1 when absent), each of `int_fields` [N_ok] (the record's integer field, read in
+  the same pass; `MISSING_FIELD` where absent) and `bad_records` [len(BAD_REASONS)]:
+  unreadable images are skipped and counted, never silently dropped.
   """
   if len(source) == 0:
     raise ValueError(f"no images to embed in {source!r}")
-  indexed = MapRecords(source, _with_position)
+  indexed = MapRecords(source, functools.partial(_with_position, int_fields=int_fields))
   prepare = PrepareExample(encoders.image_size, train=False, text_fields=(),
-                           preprocess=dict(encoders.preprocess))
+                           preprocess=dict(encoders.preprocess), int_fields=int_fields)
   ds = build_dataset(indexed, prepare, batch_size=batch_size, shuffle=False, num_epochs=1,
                      num_workers=num_workers, pad_remainder=True, process_index=0,
                      process_count=1)
   embeddings, index, labels = [], [], []
+  fields = {name: [] for name in int_fields}
   bad = np.zeros(len(BAD_REASONS), np.int64)
   with tqdm(total=len(source), desc=desc, unit="img", leave=False) as bar:
     for batch in ds:
@@ -154,14 +157,18 @@ def embed_images(encoders: Encoders, source, *, batch_size: int = 64, num_worker
                                                               batch["image"])))
         index.append(batch["image_id"][mask])
         labels.append(batch["label"][mask])
+        for name, values in fields.items():
+          values.append(batch[name][mask])
       bar.update(int(mask.sum() + batch["bad_records"].sum()))
   if not embeddings:
     raise ValueError(f"none of the {len(source)} images of {source!r} could be read: "
                      f"{dict(zip(BAD_REASONS, bad.tolist()))}")
   return {"embeddings": np.concatenate(embeddings), "index": np.concatenate(index),
-          "label": np.concatenate(labels), "bad_records": bad}
+          "label": np.concatenate(labels), "bad_records": bad,
+          **{name: np.concatenate(values) for name, values in fields.items()}}
 
 
-def _with_position(record: dict, index: int) -> dict:
+def _with_position(record: dict, index: int, int_fields: tuple[str, ...] = ()) -> dict:
   # The pipeline returns image_id; evaluation needs the source position to align captions.
-  return {"image": record["image"], "image_id": index, "label": record.get("label")}
+  return {"image": record["image"], "image_id": index, "label": record.get("label"),
+          **{name: record.get(name) for name in int_fields}}

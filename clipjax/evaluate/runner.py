@@ -2,7 +2,7 @@
 and PNG plots in the output directory. Used by `python -m clipjax.evaluate` and by training.
 
 Config (`config.eval`): tasks (comma-separated names of `clipjax.evaluate.tasks`), batch_size,
-num_workers, betas, and one block per task, `config.eval.<task>` = {source, the task's own
+num_workers, betas, plots (False: tables and results.json only), and one block per task, `config.eval.<task>` = {source, the task's own
 settings} (`clipjax.evaluate.tasks.eval_block` writes them all).
 """
 from __future__ import annotations
@@ -29,7 +29,7 @@ def run_evaluation(cfg: Mapping[str, Any], models: Mapping[str, Encoders], out_d
   Returns {task: {model or "blend": result}}.
   """
   run = EvalRun(out_dir, prefix, batch_size=cfg.get("batch_size", 64),
-                num_workers=cfg.get("num_workers", 2))
+                num_workers=cfg.get("num_workers", 2), plots=bool(cfg.get("plots", True)))
   results: dict[str, Any] = {}
   for task in eval_tasks(cfg):
     task_cfg = cfg.get(task.name)
@@ -47,7 +47,8 @@ def run_evaluation(cfg: Mapping[str, Any], models: Mapping[str, Encoders], out_d
                                             task_cfg, run, list(cfg.get("betas", (1.0, 0.9, 0.0))))
       title = f"{task.name}: embedding blend normalise(β·{blend[0]} + (1−β)·{blend[1]})"
       print(report.format_table(res["sweep"], "\n" + title), flush=True)
-      report.plot_beta_sweep(res["sweep"], run.path(f"{task.name}_beta_sweep.png"), title)
+      if run.plots:
+        report.plot_beta_sweep(res["sweep"], run.path(f"{task.name}_beta_sweep.png"), title)
     results[task.name] = per_model
   report.write_json(results, run.path("results.json"))
   return results

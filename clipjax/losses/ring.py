@@ -37,6 +37,7 @@ import jax.numpy as jnp
 
 from clipjax.losses.tiled import (
   HIGHEST,
+  add_query_grads,
   _as_varying,
   _blocks,
   _full,
@@ -134,11 +135,9 @@ def _ring_backward(q, k, scale, bias, q_labels, k_labels, q_rows, k_rows, block,
       q_blk, ql, qr = rows
 
       def tile(acc, blk):
-        dq_blk, dscale, dbias = acc
         k_blk, kl, kr = blk
         dots, grad = tile_grad(q_blk, k_blk, ql, kl, qr, kr)
-        return (dq_blk + scale * jnp.dot(grad, k_blk, precision=HIGHEST),
-                dscale + jnp.sum(grad * dots), dbias + jnp.sum(grad)), None
+        return add_query_grads(acc, k_blk, scale, dots, grad), None
 
       return jax.lax.scan(tile, acc, keys)[0]
 

@@ -112,14 +112,20 @@ def grad_tile_step(q, scale, bias, grad_of_logits):
   `grad_of_logits(logits, key_labels_of_tile)` is the loss's gradient with respect to it;
   accumulates (dq, dscale, dbias) and returns the block's dk."""
   def step(carry, blk):
-    dq, dscale, dbias = carry
     k_blk, kl_blk = blk
     dots = jnp.dot(q, k_blk.T, precision=HIGHEST)
     grad_logits = grad_of_logits(scale * dots + bias, kl_blk)
-    dq = dq + scale * jnp.dot(grad_logits, k_blk, precision=HIGHEST)
     dk_blk = scale * jnp.dot(grad_logits.T, q, precision=HIGHEST)
-    return (dq, dscale + jnp.sum(grad_logits * dots), dbias + jnp.sum(grad_logits)), dk_blk
+    return add_query_grads(carry, k_blk, scale, dots, grad_logits), dk_blk
   return step
+
+
+def add_query_grads(acc, k_blk, scale, dots, grad_logits):
+  """(dq, dscale, dbias) plus one tile's share: the tile's logits are `scale * dots + bias`
+  with `dots` = q · k_blkᵀ, and `grad_logits` the loss's gradient with respect to them."""
+  dq, dscale, dbias = acc
+  return (dq + scale * jnp.dot(grad_logits, k_blk, precision=HIGHEST),
+          dscale + jnp.sum(grad_logits * dots), dbias + jnp.sum(grad_logits))
 
 
 def grad_init(q):

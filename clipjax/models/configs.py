@@ -444,6 +444,12 @@ class CLIPConfig:
     siglip = isinstance(self.vision, TimmViTConfig) and self.vision.is_siglip
     return SIGLIP_PREPROCESS if siglip else ImagePreprocess()
 
+  @property
+  def naflex_patches(self) -> int | None:
+    """A NaFlex image tower's default sequence length (patches per image); None: the tower
+    takes fixed-size images."""
+    return self.vision.max_num_patches if self.vision.naflex else None
+
   def transform_options(self) -> dict[str, Any]:
     """The keyword options of `clipjax.data.naflex.make_image_transform` for these weights:
     the preprocessing, plus the patch size and default sequence length of a NaFlex tower."""

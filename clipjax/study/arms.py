@@ -188,6 +188,7 @@ def arm_config(arm: Arm, budget: Budget, seed: int,
     c.eval[task].source = dict(synthetic(size, get_task(task).split, budget.resolution),
                                caption_detail=arm.detail)
   c.eval.num_workers = budget.num_workers
+  c.eval.plots = False  # the study draws its own plots over the seeds (study/report.py)
   c.checkpoint.every = 0  # the end of a run is saved; a killed run restarts from its start
   for dotted, value in arm.overrides:
     _set(c, dotted, value)

@@ -17,8 +17,10 @@ import time
 from typing import Iterable, Sequence
 
 import jax
+import numpy as np
 from tqdm.auto import tqdm
 
+from clipjax.data.builder import make_source
 from clipjax.files import write_atomically
 from clipjax.study import stats
 from clipjax.study.arms import ARMS, Arm, Budget, arm_config
@@ -43,7 +45,29 @@ def flatten_results(results: dict) -> dict[str, float]:
 
 
 def config_key(cfg) -> str:
-  return hashlib.sha256(cfg.to_json(sort_keys=True).encode()).hexdigest()[:10]
+  """The run's config and what its sources hold (`data_fingerprint`): a change to either,
+  the synthetic scenes' generator included, makes a new run rather than reusing an old one."""
+  digest = hashlib.sha256(cfg.to_json(sort_keys=True).encode())
+  digest.update(data_fingerprint(cfg).encode())
+  return digest.hexdigest()[:10]
+
+
+def data_fingerprint(cfg) -> str:
+  """A hash of the length and the first and last records of every source the run reads
+  (`data.train` and each evaluation task's): images by their pixels, other fields by value."""
+  tasks = [t.strip() for t in str(cfg.eval.tasks).split(",") if t.strip()] if cfg.eval else []
+  specs = [cfg.data.train] + [cfg.eval[task].source for task in tasks]
+  digest = hashlib.sha256()
+  for spec in specs:
+    source = make_source(spec)
+    digest.update(str(len(source)).encode())
+    for index in sorted({0, len(source) - 1}) if len(source) else ():
+      record = source[index]
+      for key in sorted(record) if isinstance(record, dict) else ():
+        value = record[key]
+        digest.update(key.encode())
+        digest.update(value.tobytes() if isinstance(value, np.ndarray) else repr(value).encode())
+  return digest.hexdigest()
 
 
 def run_dir(out: str, arm: Arm, seed: int, cfg) -> str:

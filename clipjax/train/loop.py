@@ -22,7 +22,7 @@ from jax.experimental import multihost_utils
 
 from clipjax.config import DEFAULT_ARCH
 from clipjax.convert.load import BuildOptions, load_or_create
-from clipjax.data.batching import LengthPlan, plan_lengths
+from clipjax.data.batch_plan import BatchPlan, batch_plan
 from clipjax.data.streams import Encoding, TrainingStreams, image_text_source, training_streams
 from clipjax.evaluate.embed import params_fingerprint
 from clipjax.methods import Method, get_method
@@ -84,28 +84,27 @@ def trim_text_padding(batch: dict, text_fields: tuple[str, ...],
   return out
 
 
-@dataclasses.dataclass
+@dataclasses.dataclass(frozen=True)
 class _Run:
-  """What the steps of a run share: its method, model, mesh, optimizer (and frozen mask), the
-  train state and its sharding, and the frozen-tower cache (or None)."""
+  """What the steps of a run share: its method, model, mesh, batch plan, optimizer (and
+  frozen mask), the initial train state and its sharding."""
   method: Method
   model: Any
   mesh: Any
+  batches: BatchPlan
   tx: Any
   frozen: Any
   state: dict
   sharding: Any
-  cache: frozen_cache.FrozenEmbeddings | None = None
   base: BaseWeights | None = None  # with LoRA: the frozen towers checkpoints leave out
 
 
 def _setup(cfg, devices: list[jax.Device] | None) -> _Run:
   """The mesh, model, optimizer and initial train state, placed on the mesh."""
   mesh = make_mesh(cfg.mesh.data, cfg.mesh.fsdp, devices)
-  if cfg.batch_size % mesh.size:
-    raise ValueError(f"batch_size {cfg.batch_size} must be a multiple of the {mesh.size} devices")
   method = get_method(cfg.method)
   model, params = _model_and_params(cfg, method)
+  batches = batch_plan(cfg, mesh.size, jax.process_count(), model.cfg.naflex_patches)
   freeze, lora, base = tuple(cfg.freeze), cfg.get("lora"), None
   if lora and lora.rank:  # adapters on the kernels no freeze rule holds; their towers frozen
     towers = {t: params[t] for t in method.lora_towers}
@@ -125,8 +124,8 @@ def _setup(cfg, devices: list[jax.Device] | None) -> _Run:
   sharding = state_shardings(state, tx, mesh, param_shardings(
       params, mesh, cfg.mesh.get("fsdp_rules", (".*",)), cfg.mesh.get("fsdp_min_size", 2**14),
       names=rule_names(params)))
-  return _Run(method, model, mesh, tx, frozen, jax.device_put(state, sharding), sharding,
-              base=base)
+  return _Run(method, model, mesh, batches, tx, frozen, jax.device_put(state, sharding),
+              sharding, base=base)
 
 
 def base_name(cfg) -> str:
@@ -137,17 +136,20 @@ def base_name(cfg) -> str:
   return f"{m.arch or DEFAULT_ARCH} initialised with seed {cfg.seed}"
 
 
-def _streams(cfg, run: _Run, workdir: epath.Path) -> TrainingStreams:
-  """The run's training streams; with data.cache_frozen, the frozen-tower tables first
-  (validate() checked the method, augmentation and freeze rules), and with a cached teacher
-  (distill.cached) the teacher's tables, made with its own preprocessing and tokenizer."""
+def _streams(cfg, run: _Run, workdir: epath.Path
+             ) -> tuple[TrainingStreams, frozen_cache.FrozenEmbeddings | None]:
+  """The run's training streams and its frozen-tower cache (None: none); with
+  data.cache_frozen, the frozen-tower tables first (validate() checked the method,
+  augmentation and freeze rules), and with a cached teacher (distill.cached) the teacher's
+  tables, made with its own preprocessing and tokenizer."""
   source = image_text_source(cfg.data)
   spec = dict(cfg.data.train, caption_field=cfg.data.caption_field)
-  plan = naflex_plan(cfg, run.model.cfg, run.mesh)
+  plan = run.batches.lengths
   teacher = run.method.cached_teacher(cfg)
+  cache = None
   if teacher is not None:
     model, params = teacher
-    run.cache = frozen_cache.FrozenEmbeddings(
+    cache = frozen_cache.FrozenEmbeddings(
         frozen_cache.build_image_cache(model, params, source, cfg.data.train, workdir,
                                        num_workers=cfg.data.num_workers),
         frozen_cache.build_caption_cache(model, params, source, spec, workdir), "teacher_")
@@ -161,32 +163,23 @@ def _streams(cfg, run: _Run, workdir: epath.Path) -> TrainingStreams:
         is_frozen(f) for path, f in jax.tree_util.tree_leaves_with_path(run.frozen["clip"])
         if getattr(path[0], "key", None) != "visual"):
       captions = frozen_cache.build_caption_cache(model, clip, source, spec, workdir)
-    run.cache = frozen_cache.FrozenEmbeddings(images, captions)
-  cached = None if run.cache is None else (run.cache.images, run.cache.captions)
-  return training_streams(cfg.data, run.method.stream_plan(cfg), Encoding.of(run.model.cfg),
-                          batch_size=cfg.batch_size, seed=cfg.seed, workdir=workdir,
-                          source=source, cached=cached,
-                          cached_prefix=run.cache.prefix if run.cache else "", lengths=plan)
+    cache = frozen_cache.FrozenEmbeddings(images, captions)
+  cached = None if cache is None else (cache.images, cache.captions)
+  streams = training_streams(cfg.data, run.method.stream_plan(cfg), Encoding.of(run.model.cfg),
+                             run.batches, seed=cfg.seed, workdir=workdir, source=source,
+                             cached=cached, cached_prefix=cache.prefix if cache else "")
+  return streams, cache
 
 
-def naflex_plan(cfg, model_cfg, mesh) -> LengthPlan | None:
-  """The batches by sequence length of a NaFlex image tower (config `data.naflex`), or None."""
-  if not model_cfg.vision.naflex:
-    return None
-  naflex = cfg.data.get("naflex") or {}
-  lengths = tuple(naflex.get("lengths") or ()) or (model_cfg.vision.max_num_patches,)
-  budget = naflex.get("token_budget") or cfg.batch_size // mesh.size * max(lengths)
-  return plan_lengths(lengths, budget, mesh.size // jax.process_count(), seed=cfg.seed,
-                      multiple=cfg.optim.accum_steps)
-
-
-def _fit(cfg, run: _Run, streams: TrainingStreams, ckpt: Checkpointer, logs: MetricsLog,
-         workdir: epath.Path) -> None:
+def _fit(cfg, run: _Run, state: dict, streams: TrainingStreams,
+         cache: frozen_cache.FrozenEmbeddings | None, ckpt: Checkpointer, logs: MetricsLog,
+         workdir: epath.Path) -> dict:
   """Steps from the state's step to cfg.total_steps: logs every log_every steps, checkpoints
-  when due, at the end and on a preemption signal (then exits); stops on a NaN loss."""
-  start = int(run.state["step"])
+  when due, at the end and on a preemption signal (then exits); stops on a NaN loss. Returns
+  the final train state."""
+  start = int(state["step"])
   step_fn = make_train_step(run.method.objective(run.model, run.mesh, cfg), run.tx, run.frozen,
-                            run.mesh, accum_steps=cfg.optim.accum_steps,
+                            run.mesh, accum_steps=run.batches.accum_steps,
                             clamp_scale=not run.frozen["clip"]["logit_scale"],
                             state_sharding=run.sharding, ema_decay=cfg.optim.get("ema_decay", 0.0),
                             ema_warmup=cfg.optim.get("ema_warmup", False))
@@ -197,8 +190,8 @@ def _fit(cfg, run: _Run, streams: TrainingStreams, ckpt: Checkpointer, logs: Met
   try:
     for step in range(start, cfg.total_steps):
       batch = streams.next_batch(step + 1)
-      if run.cache is not None:
-        batch = run.cache.add_to(batch)
+      if cache is not None:
+        batch = cache.add_to(batch)
       if cfg.data.get("trim_text", True) and model.cfg.text.trimmable:
         batch = trim_text_padding(batch, method.text_fields, method.text_pair_fields,
                                   getattr(model.cfg.text, "pad_token_id", 0))
@@ -206,7 +199,7 @@ def _fit(cfg, run: _Run, streams: TrainingStreams, ckpt: Checkpointer, logs: Met
       logs.add_step(jax.process_count() * flops.step_flops(model, batch, method.text_towers(),
                                                             trainable),
                     jax.process_count() * rows)
-      run.state, metrics = step_fn(run.state, host_batch_to_global(batch, run.mesh))
+      state, metrics = step_fn(state, host_batch_to_global(batch, run.mesh))
       done = step + 1
       logs.bar.update(1)
       preempted = preempt.seen()
@@ -221,7 +214,7 @@ def _fit(cfg, run: _Run, streams: TrainingStreams, ckpt: Checkpointer, logs: Met
         values.update({f"bad_records/{r}": float(n) for r, n in streams.bad_counts().items()})
         logs.write(done, values)
       if saving:
-        ckpt.save(done, run.state, streams.iterator)
+        ckpt.save(done, state, streams.iterator)
         last_saved = done
       if preempted:
         ckpt.wait()
@@ -230,6 +223,7 @@ def _fit(cfg, run: _Run, streams: TrainingStreams, ckpt: Checkpointer, logs: Met
         raise SystemExit(preempt.exit_code)
   finally:
     preempt.restore_handler()
+  return state
 
 
 def train(cfg, workdir: str, devices: list[jax.Device] | None = None) -> dict:
@@ -247,26 +241,24 @@ def train(cfg, workdir: str, devices: list[jax.Device] | None = None) -> dict:
   if devices is not None and jax.process_count() > 1:
     raise ValueError("train(devices=...) is for one process; multi-host runs use every device")
   run = _setup(cfg, devices)
-  streams = _streams(cfg, run, workdir)
+  streams, cache = _streams(cfg, run, workdir)
   ckpt = Checkpointer(str(workdir / "checkpoints"), cfg.checkpoint.every, cfg.checkpoint.keep,
                       run.base)
+  state = run.state
   if ckpt.latest_step() is not None:
-    run.state = ckpt.restore(run.state, streams.iterator)
-    print(f"resumed from {workdir / 'checkpoints'} at step {int(run.state['step'])}", flush=True)
-  start = int(run.state["step"])
+    state = ckpt.restore(state, streams.iterator)
+    print(f"resumed from {workdir / 'checkpoints'} at step {int(state['step'])}", flush=True)
+  start = int(state["step"])
   peak, peak_source = flops.peak_flops(run.mesh.devices.flat[0])
-  plan = naflex_plan(cfg, run.model.cfg, run.mesh)
-  batch = cfg.batch_size if plan is None else "NaFlex " + ", ".join(
-      f"{rows * jax.process_count()} x {n} patches" for n, rows in zip(plan.lengths, plan.rows))
   if jax.process_index() == 0:  # the stage header, above its progress bar
     print(f"{cfg.method}: {streams.num_samples} samples per epoch, global batch "
-          f"{batch}, steps {start}..{cfg.total_steps}, mesh {dict(run.mesh.shape)}, "
+          f"{run.batches.describe()}, steps {start}..{cfg.total_steps}, mesh {dict(run.mesh.shape)}, "
           f"work dir {workdir}; MFU against {peak / 1e12:.3g} TFLOP/s per device "
           f"({peak_source})", flush=True)
   rewind_logs(workdir, start)  # what an interrupted run logged after its last checkpoint
   logs = MetricsLog(workdir, start, cfg.total_steps, cfg.batch_size, peak, run.mesh.size)
   try:
-    _fit(cfg, run, streams, ckpt, logs, workdir)
+    state = _fit(cfg, run, state, streams, cache, ckpt, logs, workdir)
   finally:
     logs.close()
     streams.close()
@@ -276,7 +268,7 @@ def train(cfg, workdir: str, devices: list[jax.Device] | None = None) -> dict:
   # Every host gets the full parameters (FSDP shards live on several hosts' devices).
   gather = lambda tree: jax.tree.map(np.asarray,
                                      multihost_utils.process_allgather(tree, tiled=True))
-  params = gather(run.state["params"])
-  ema = ema_params(gather(run.state["ema"]), params, run.frozen) if "ema" in run.state else None
+  params = gather(state["params"])
+  ema = ema_params(gather(state["ema"]), params, run.frozen) if "ema" in state else None
   return {"model": run.model, "params": params, "ema_params": ema, "bad_records": streams.bad,
           "steps_run": cfg.total_steps - start}

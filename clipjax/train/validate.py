@@ -15,7 +15,7 @@ import jax
 from clipjax.config import DEFAULT_ARCH
 from clipjax.convert.load import describe_checkpoint
 from clipjax.convert.openclip import param_shapes
-from clipjax.data.batching import plan_lengths
+from clipjax.data.batch_plan import batch_plan
 from clipjax.data.builder import check_source_spec
 from clipjax.errors import ConfigError
 from clipjax.losses.ring import EXCHANGES
@@ -117,44 +117,6 @@ def _check_patch_dropout(cfg, arch_cfg) -> None:
                       "recomputes the towers per device and would draw other patches)")
 
 
-def _check_batches(cfg) -> None:
-  devices, hosts = jax.device_count(), jax.process_count()
-  for name, value in (("batch_size", cfg.batch_size),
-                      ("data.text_batch_size", cfg.data.get("text_batch_size"))):
-    if value is None:
-      continue
-    if value <= 0 or value % hosts or value % devices:
-      raise ConfigError(f"{name}={value} must be a positive multiple of the {devices} devices "
-                        f"(and of the {hosts} hosts)")
-  accum = cfg.optim.get("accum_steps", 1)
-  if accum < 1 or (cfg.batch_size // devices) % accum:
-    raise ConfigError(f"optim.accum_steps={accum} must divide the per-device batch "
-                      f"{cfg.batch_size // devices}")
-
-
-def _check_naflex(cfg, arch_cfg) -> None:
-  """data.naflex: positive lengths and a token budget that holds a batch at each (with its
-  GradCache sub-batches) on every device."""
-  naflex = cfg.data.get("naflex") or {}
-  if not arch_cfg.vision.naflex:
-    if naflex.get("lengths") or naflex.get("token_budget"):
-      raise ConfigError("data.naflex is for SigLIP 2 NaFlex image towers; this architecture's "
-                        "image tower takes fixed-size images")
-    return
-  lengths = tuple(naflex.get("lengths") or ()) or (arch_cfg.vision.max_num_patches,)
-  if not all(isinstance(n, int) and n > 0 for n in lengths):
-    raise ConfigError(f"data.naflex.lengths={list(lengths)} must be positive patch counts, "
-                      f"e.g. 128,256,576")
-  if naflex.get("token_budget", 0) < 0:
-    raise ConfigError(f"data.naflex.token_budget={naflex.token_budget} must be >= 0 (0: "
-                      f"batch_size / devices at the longest length)")
-  budget = naflex.get("token_budget") or cfg.batch_size // jax.device_count() * max(lengths)
-  try:
-    plan_lengths(lengths, budget, 1, multiple=cfg.optim.get("accum_steps", 1))
-  except ValueError as e:
-    raise ConfigError(str(e)) from None
-
-
 def _check_exchange(cfg) -> None:
   """loss.exchange: auto or a known exchange, and "ring" (or a loss.block_size) only where every
   term of the loss has one (`methods.base.ring_unavailable`)."""
@@ -184,11 +146,10 @@ def validate(cfg, *, check_base: bool = True) -> None:
     eval_tasks(cfg.eval)
   method.validate(cfg)
   _check_exchange(cfg)
-  _check_batches(cfg)
   arch_cfg = _check_model(cfg)
+  batch_plan(cfg, jax.device_count(), jax.process_count(), arch_cfg.naflex_patches)
   method.validate_model(cfg, arch_cfg)
   _check_patch_dropout(cfg, arch_cfg)
-  _check_naflex(cfg, arch_cfg)
   _check_lora(cfg, arch_cfg, method)
   _check_freeze(cfg, method, arch_cfg)
   if check_base and cfg.get("base") is not None and not cfg.model.checkpoint:

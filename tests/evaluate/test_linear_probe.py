@@ -1,6 +1,8 @@
 """The linear-probe task: its closed-form ridge classifier against scikit-learn's
-RidgeClassifier on random data, and the task on synthetic scenes (image embeddings that encode
-the count are probed above chance; a missing field is named)."""
+RidgeClassifier on random data, and the task on synthetic scenes (each record read once, the
+targets those of the records, a missing field named)."""
+import collections
+
 import numpy as np
 import pytest
 from sklearn.linear_model import RidgeClassifier
@@ -28,17 +30,35 @@ def test_string_labels_and_classes_missing_from_training():
 
 def test_the_task_on_synthetic_scenes_and_a_missing_field(tmp_path):
   from clipjax.data.builder import make_source
-  from clipjax.evaluate.embed import clip_encoders
+  from clipjax.evaluate.embed import clip_encoders, embed_images
   from clipjax.evaluate.tasks import EvalRun, get_task
   from clipjax.models import create_model
 
+  class CountedReads:
+    def __init__(self, source):
+      self.source, self.reads = source, collections.Counter()
+
+    def __len__(self):
+      return len(self.source)
+
+    def __getitem__(self, i):
+      self.reads[i] += 1
+      return self.source[i]
+
   model, params = create_model("ViT-T-16-test")
   encoders = clip_encoders(model, params)
-  source = make_source("synthetic:size=64,resolution=32,split=eval")
+  scenes = make_source("synthetic:size=64,resolution=32,split=eval")
+  source = CountedReads(scenes)
   task, run = get_task("linear_probe"), EvalRun(str(tmp_path), num_workers=0)
   cfg = dict(fields="count,position,background", alpha=1.0, train_fraction=0.5)
   res = task.evaluate(encoders, source, cfg, run, "base")
-  assert set(res["metrics"]) == {"count", "position", "background"}
-  assert all(0.0 <= v <= 1.0 for v in res["metrics"].values()) and res["num_images"] == 64
+  assert set(source.reads) == set(range(64)) and set(source.reads.values()) == {1}  # one pass
+  assert res["num_images"] == 64
+  # the reference: the records' own fields, probed on the same embeddings
+  x = embed_images(encoders, scenes, num_workers=0)["embeddings"]
+  for field in ("count", "position", "background"):
+    y = np.array([scenes[i][field] for i in range(64)])
+    expected = np.mean(ridge_probe(x[:32], y[:32], x[32:], 1.0) == y[32:])
+    assert res["metrics"][field] == pytest.approx(expected, abs=1e-12), field
   with pytest.raises(ValueError, match="has no 'colour' field"):
     task.evaluate(encoders, source, dict(cfg, fields="colour"), run, "base")

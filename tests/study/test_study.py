@@ -11,10 +11,10 @@ import pytest
 from conftest import REPO, xla_flags
 
 from clipjax.study import stats
-from clipjax.study.arms import ARMS
+from clipjax.study.arms import ARMS, QUICK, arm_config
 from clipjax.study.claims import CLAIMS, Claim
 from clipjax.study.report import claims_table
-from clipjax.study.runner import evaluate_claims, flatten_results, summarize_arms
+from clipjax.study.runner import config_key, evaluate_claims, flatten_results, summarize_arms
 
 
 def _study(*args, cwd=None, timeout=600):
@@ -61,6 +61,7 @@ def test_quick_study_end_to_end_and_resume(tmp_path):
     workdir = record["workdir"]
     assert os.path.exists(os.path.join(workdir, "config.json"))
     assert os.path.exists(os.path.join(workdir, "eval", "results.json"))
+    assert not [f for f in os.listdir(os.path.join(workdir, "eval")) if f.endswith(".png")]
     assert os.path.exists(record["export"])
   metrics = study["arms"]["draft/partial"]["0"]["metrics"]
   assert {"base/vqa/multiple_choice_accuracy/count", "base/vqa/multiple_choice_accuracy/position",
@@ -192,3 +193,17 @@ def test_committed_results_are_the_default_study():
           f"steps; evaluation on {DEFAULT.eval_size} held-out scenes;") in md
   for claim in CLAIMS:
     assert f"| {claim.text} | {claim.source} |" in md, claim.id
+
+
+def test_a_run_is_reused_only_while_its_data_is_unchanged(tmp_path):
+  """The run directory's key covers what the sources hold, not only the config: rewriting a
+  manifest makes a new run (and so would a change to how the synthetic scenes are drawn: the
+  key hashes the first and last records of every source, images by their pixels)."""
+  manifest = tmp_path / "train.jsonl"
+  manifest.write_text('{"image": "a.jpg", "caption": "a cat"}\n{"image": "b.jpg", "caption": "a dog"}\n')
+  cfg = arm_config(ARMS[0], QUICK, 0)
+  cfg.data.train = dict(kind="manifest", manifest=str(manifest))
+  key = config_key(cfg)
+  assert config_key(cfg) == key  # deterministic
+  manifest.write_text('{"image": "a.jpg", "caption": "a cat"}\n{"image": "b.jpg", "caption": "a fox"}\n')
+  assert config_key(cfg) != key

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 from conftest import REPO, rel_err, tiny_siglip2_hf_config, xla_flags
-from test_methods import load_config
+from method_runs import load_config
 
 import clipjax
 from clipjax.data.batching import plan_lengths

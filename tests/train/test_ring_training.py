@@ -5,7 +5,7 @@ import json
 import jax
 import numpy as np
 import pytest
-from test_methods import load_config
+from method_runs import load_config
 
 from clipjax.train.loop import train
 

@@ -10,7 +10,7 @@ import types
 import jax
 import numpy as np
 import torch
-from conftest import REPO, make_openclip_model
+from conftest import make_openclip_model
 from safetensors.numpy import save_file
 
 from clipjax.data.synthetic import SyntheticScenes
@@ -75,16 +75,13 @@ class _Loader(list):
 
 
 def _clipjax(checkpoint: str, batches):
-  import importlib.util
+  from method_runs import config_file
 
   from clipjax.convert.openclip import params_to_state_dict
   from clipjax.train.ema import ema_params
   from clipjax.train.loop import _setup
   from clipjax.train.step import make_train_step
-  spec = importlib.util.spec_from_file_location("clip_config", REPO / "configs/clip.py")
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  cfg = module.get_config("arch=ViT-T-16-test")
+  cfg = config_file("clip", "arch=ViT-T-16-test")
   cfg.model.checkpoint = checkpoint
   cfg.total_steps, cfg.batch_size = STEPS, BATCH
   cfg.optim.lr, cfg.optim.warmup_steps, cfg.optim.grad_clip_norm = LR, WARMUP, CLIP_NORM

@@ -32,11 +32,13 @@ from clipjax.evaluate.embed import Encoders, embed_images
 @dataclasses.dataclass
 class EvalRun:
   """What every task of one `run_evaluation` shares: the output directory (and file-name
-  prefix), the image batch size and loader workers, and the image embeddings by tower."""
+  prefix), the image batch size and loader workers, whether to draw plots, and the image
+  embeddings by tower."""
   out_dir: str
   prefix: str = ""
   batch_size: int = 64
   num_workers: int = 2
+  plots: bool = True
   cache: dict = dataclasses.field(default_factory=dict)
 
   def path(self, name: str) -> str:
@@ -100,6 +102,7 @@ def eval_block(size: int = 256, tasks: str | None = None) -> dict:
     tasks = ",".join(n for n, t in _REGISTRY.items() if t.default)
   return dict(tasks=tasks, batch_size=64, num_workers=2,
               betas=THESIS_BETAS,
+              plots=True,  # PNG plots beside results.json (β sweeps, per-class recall)
               **{n: dict(source=synthetic(size, t.split), **t.settings)
                  for n, t in _REGISTRY.items()})
 
@@ -136,12 +139,13 @@ def read_all(source) -> list:
   return [source[i] for i in range(len(source))]
 
 
-def cached_images(encoders: Encoders, source, run: EvalRun) -> dict:
+def cached_images(encoders: Encoders, source, run: EvalRun,
+                  int_fields: tuple[str, ...] = ()) -> dict:
   """embed_images, reused across models that share an image tower (`Encoders.image_key`)."""
-  key = (encoders.image_key, repr(source))
+  key = (encoders.image_key, repr(source), int_fields)
   if key not in run.cache:
     run.cache[key] = embed_images(encoders, source, batch_size=run.batch_size,
-                                  num_workers=run.num_workers)
+                                  num_workers=run.num_workers, int_fields=int_fields)
   return run.cache[key]
 
 

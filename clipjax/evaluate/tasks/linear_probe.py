@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from clipjax.evaluate.tasks.base import Task, cached_images, read_all, register, skipped
+from clipjax.data.pipeline import MISSING_FIELD
+from clipjax.evaluate.tasks.base import Task, cached_images, register, skipped
 
 
 def ridge_probe(train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray,
@@ -40,21 +41,21 @@ class LinearProbe(Task):
               ("background", "probe bg"))
 
   def evaluate(self, encoders, source, cfg, run, model_name):
-    out = cached_images(encoders, source, run)
-    records = read_all(source)
-    rows = [records[int(i)] for i in out["index"]]
-    n_train = int(len(rows) * float(cfg.get("train_fraction", 0.5)))
-    if not 0 < n_train < len(rows):
+    fields = tuple(f.strip() for f in str(cfg.get("fields", "")).split(",") if f.strip())
+    out = cached_images(encoders, source, run, int_fields=fields)  # one read: images + fields
+    n = len(out["index"])
+    n_train = int(n * float(cfg.get("train_fraction", 0.5)))
+    if not 0 < n_train < n:
       raise ValueError(f"linear_probe: train_fraction={cfg.get('train_fraction')} leaves no "
-                       f"train or test rows among {len(rows)} images")
+                       f"train or test rows among {n} images")
     metrics = {}
-    for field in (f.strip() for f in str(cfg.get("fields", "")).split(",") if f.strip()):
-      missing = [i for i, r in enumerate(rows) if field not in r]
-      if missing:
+    for field in fields:
+      y = out[field]
+      missing = np.flatnonzero(y == MISSING_FIELD)
+      if missing.size:
         raise ValueError(f"linear_probe: {source!r} record {int(out['index'][missing[0]])} has "
                          f"no {field!r} field (eval.linear_probe.fields)")
-      y = np.asarray([r[field] for r in rows])
       predicted = ridge_probe(out["embeddings"][:n_train], y[:n_train],
                               out["embeddings"][n_train:], float(cfg.get("alpha", 1.0)))
       metrics[field] = float(np.mean(predicted == y[n_train:]))
-    return {"metrics": metrics, "num_images": len(rows), "skipped": skipped(out["bad_records"])}
+    return {"metrics": metrics, "num_images": n, "skipped": skipped(out["bad_records"])}

@@ -71,7 +71,8 @@ class ZeroShot(Task):
                     prompt_templates(cfg.get("templates", "synthetic")), run,
                     cache_path=str(epath.Path(run.out_dir) / "cache" /
                                    f"zeroshot-{encoders.key}.npz"))
-    report.plot_per_class(res["per_class_recall"],
-                          run.path(f"zeroshot_per_class_{model_name}.png"),
-                          f"{model_name}: per-class recall")
+    if run.plots:
+      report.plot_per_class(res["per_class_recall"],
+                            run.path(f"zeroshot_per_class_{model_name}.png"),
+                            f"{model_name}: per-class recall")
     return res

@@ -3,59 +3,16 @@ tiny model reach at least 3x chance R@1 on 256 held-out scenes (chance = 1/256).
 
 They train on one device: a tiny model steps ~2.5x faster there than on 8 simulated CPU
 devices, and the multi-device step is checked against one device in test_step.py."""
-import importlib.util
-
 import jax
 import numpy as np
 import pytest
-from conftest import REPO
+from method_runs import CHANCE, config_file, fit, held_out_r1, jax_leaves, load_config
 
 import clipjax
-import clipjax.data.builder
 from clipjax.data.embedding_table import EmbeddingTable
-from clipjax.evaluate.tasks import EvalRun
-from clipjax.evaluate.tasks.retrieval import retrieval
-from clipjax.evaluate.embed import clip_encoders
 from clipjax.methods import get_method
 from clipjax.methods.mult import init_mult_params
 from clipjax.methods.three_tower import dialogue_as_text_tower
-from clipjax.train.loop import train
-
-HELD_OUT = 256
-CHANCE = 1 / HELD_OUT
-
-
-def load_config(name, **overrides):
-  spec = importlib.util.spec_from_file_location(name, REPO / "configs" / f"{name}.py")
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  cfg = module.get_config()
-  cfg.model.arch = "ViT-T-16-test"
-  cfg.data.train = dict(kind="synthetic", size=4096, resolution=32, seed=0, split="train")
-  cfg.data.num_workers = 0  # worker processes are covered by the pipeline, main and HF tests
-  cfg.batch_size, cfg.total_steps, cfg.log_every = 64, 40, 10
-  cfg.optim.warmup_steps = 5
-  cfg.checkpoint.every = 0
-  cfg.eval = None
-  cfg.base = None
-  for key, value in overrides.items():
-    target = cfg
-    *parents, leaf = key.split(".")
-    for p in parents:
-      target = target[p]
-    target[leaf] = value
-  return cfg
-
-
-def fit(cfg, workdir) -> dict:
-  return train(cfg, str(workdir), devices=jax.devices()[:1])
-
-
-def held_out_r1(model, clip_params):
-  source = clipjax.data.builder.make_source(
-      dict(kind="synthetic", size=HELD_OUT, resolution=32, seed=0, split="eval"))
-  res = retrieval([clip_encoders(model, clip_params)], source, EvalRun("", num_workers=0))
-  return res["metrics"]["image_retrieval_recall@1"]
 
 
 @pytest.fixture(scope="module")
@@ -142,10 +99,6 @@ def test_hf_text_tower_trains_in_three_tower(tmp_path):
   assert np.isfinite(held_out_r1(result["model"], third))
 
 
-def jax_leaves(tree):
-  return [np.asarray(x) for x in jax.tree.leaves(tree)]
-
-
 def test_trimmed_text_gives_the_same_loss():
   """Cutting the padding columns (the loop's default) is exact: same DRAFT loss."""
   from clipjax.data.synthetic import SyntheticScenes
@@ -179,10 +132,7 @@ def test_multitask_stages_learn(tmp_path):
   assert held_out_r1(stage1["model"], stage1["params"]["clip"]) >= 3 * CHANCE
   path = tmp_path / "stage1.safetensors"
   clipjax.export_openclip(stage1["params"]["clip"], "ViT-T-16-test", path)
-  spec = importlib.util.spec_from_file_location("mt", REPO / "configs" / "multitask.py")
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  stage3 = module.get_config("stage=3")
+  stage3 = config_file("multitask", "stage=3")
   assert stage3.data.num_negatives == 1 and stage3.data.caption_field == "long_caption"
   cfg = load_config("multitask", total_steps=15, **{
       "data.text_batch_size": 64, "data.num_negatives": 1, "data.caption_field": "long_caption",

@@ -5,7 +5,7 @@ itself; tolerances below)."""
 import jax
 import numpy as np
 import pytest
-from test_methods import fit, load_config
+from method_runs import fit, load_config
 
 import clipjax
 from clipjax.methods import get_method

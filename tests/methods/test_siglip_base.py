@@ -12,7 +12,7 @@ import jax
 import numpy as np
 import pytest
 from conftest import REPO
-from test_methods import CHANCE, fit, held_out_r1, jax_leaves, load_config
+from method_runs import CHANCE, config_file, fit, held_out_r1, jax_leaves, load_config
 
 import clipjax
 from clipjax.data.synthetic import SyntheticScenes
@@ -134,13 +134,10 @@ def test_methods_adapt_a_siglip_base(siglip_base, tmp_path, name, form):
 def test_siglip_config_fine_tunes_the_named_weights():
   """configs/siglip.py:arch=<a SigLIP architecture> loads its webli weights at a fine-tuning
   learning rate; a CLIP architecture still trains from scratch."""
-  spec = importlib.util.spec_from_file_location("siglip_cfg", REPO / "configs" / "siglip.py")
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  cfg = module.get_config("arch=ViT-B-16-SigLIP2")
+  cfg = config_file("siglip", "arch=ViT-B-16-SigLIP2")
   assert (cfg.model.checkpoint, cfg.model.pretrained) == ("ViT-B-16-SigLIP2", "webli")
   assert cfg.optim.lr == 1e-5
-  cfg = module.get_config("arch=ViT-B-32")
+  cfg = config_file("siglip", "arch=ViT-B-32")
   assert (cfg.model.checkpoint, cfg.model.pretrained, cfg.optim.lr) == ("", "", 1e-3)
 
 
