@@ -97,20 +97,24 @@ def _config_error(error: BaseException, argv: Sequence[str]) -> str:
   return str(chain[-1]).splitlines()[0] if str(chain[-1]) else repr(chain[-1])
 
 
+# Where a `--config.FIELD` that a config lacks is now: (dotted field, the --config file's
+# method or None) -> a one-line message, or None. Set by `run(..., field_hint=...)` of a CLI
+# whose configs moved fields (clipjax.main: the previous layout, `methods.layout`).
+_field_hint: Callable[[str, str | None], str | None] | None = None
+
+
 def _moved(flag: str, argv: Sequence[str]) -> str | None:
   """Where a `--config.FIELD` of the previous config layout is now (`loss.a` -> `draft.a`,
   for the method of the `--config` file)."""
-  if not flag.startswith("--config.") or "config" not in flags.FLAGS:
+  if _field_hint is None or not flag.startswith("--config.") or "config" not in flags.FLAGS:
     return None
-  from clipjax.methods import moved_field  # the registry: only for this error's message
   method = None
   path = next((a.split("=", 1)[1] for a in argv if a.startswith("--config=")), None)
   try:  # the flag's value is unset when an override failed: load the file again
     method = flags.FLAGS["config"].parser.parse(path).get("method") if path else None
   except Exception:  # noqa: BLE001 (the message names every method with the field instead)
     pass
-  moved = moved_field(flag[len("--config."):], method)
-  return moved and moved[0]
+  return _field_hint(flag[len("--config."):], method)
 
 
 def parse_flags(argv: Sequence[str]) -> list[str]:
@@ -198,8 +202,12 @@ def print_help(main: Callable, argv: Sequence[str]) -> None:
   print("\n".join(_config_lines(flags.FLAGS["config"].value)))
 
 
-def run(main: Callable[[list[str]], None], argv: Sequence[str] | None = None) -> None:
-  """`app.run(main)` with clipjax's conventions (see the module docstring)."""
+def run(main: Callable[[list[str]], None], argv: Sequence[str] | None = None, *,
+        field_hint: Callable[[str, str | None], str | None] | None = None) -> None:
+  """`app.run(main)` with clipjax's conventions (see the module docstring). field_hint: where
+  a config field the config lacks has moved (see `_field_hint`)."""
+  global _field_hint
+  _field_hint = field_hint
   quiet_cpu_logs()
   argv = list(sys.argv if argv is None else argv)
   try:

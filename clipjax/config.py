@@ -138,3 +138,11 @@ def adaptation_run(c: ml_collections.ConfigDict, arch: str = "") -> ml_collectio
     c.model.arch = arch
     c.base = None
   return c
+
+
+def choice(name: str, value: Any, choices) -> None:
+  """ConfigError naming the field, the choices and the closest one, for a value not in them."""
+  if value not in choices:
+    close = difflib.get_close_matches(str(value), [str(c) for c in choices], n=1)
+    raise ConfigError(f"{name}={value!r} is not one of {list(choices)}"
+                      + (f" (did you mean {close[0]!r}?)" if close else ""))

@@ -24,7 +24,8 @@ from clipjax.errors import ConfigError
 from clipjax.evaluate.embed import clip_encoders
 from clipjax.evaluate.runner import run_evaluation
 from clipjax.methods import get_method
-from clipjax.methods.base import with_lora_merged
+from clipjax.methods.context import with_lora_merged
+from clipjax.methods.layout import where_now
 from clipjax.parallel.mesh import initialize_distributed
 from clipjax.train.loop import TrainingError, train
 from clipjax.train.validate import inherit_model, validate
@@ -158,4 +159,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  cli.run(main)
+  cli.run(main, field_hint=where_now)

@@ -15,21 +15,16 @@ from clipjax.methods import (  # noqa: F401
   unicl,
 )
 from clipjax.methods.base import (
-  Context,
-  Evaluation,
   Method,
-  MOVED_FIELDS,
-  Objective,
-  check_layout,
-  choice,
   get_method,
   method_config,
   method_names,
-  moved_field,
   pretrained_clip_base,
   register,
 )
+from clipjax.methods.context import Context, Evaluation, Objective
+from clipjax.methods.layout import MOVED_FIELDS, check_layout, moved_field
 
 __all__ = ["Context", "Evaluation", "MOVED_FIELDS", "Method", "Objective", "check_layout",
-           "choice", "get_method", "method_config", "method_names", "moved_field",
+           "get_method", "method_config", "method_names", "moved_field",
            "pretrained_clip_base", "register"]

@@ -17,8 +17,9 @@ with all-gathered negatives.
 
 A method owns its settings: `settings` is the block `config.<name>` (e.g. `draft.a`,
 `draft.mmd.*`), added by `method_config`, checked by `validate` and handed to `embed` / `loss`
-as `ctx.cfg`; a run's config holds no other method's block. `MOVED_FIELDS` names where the
-fields of the previous layout (`loss.a`, `data.dialogue_mode`, ...) are now.
+as `ctx.cfg`; a run's config holds no other method's block (`methods/layout.py` names where
+the fields of the previous layout are now). `methods/context.py` has what `embed` and `loss`
+close over and the tower helpers every method shares.
 
 Parameters are `{"clip": CLIP params}` plus the method's own towers (`init_params`).
 Image–text batches hold `{"image", "caption", "image_id", "label", ...}`; the frozen-tower
@@ -27,79 +28,25 @@ cache replaces `image` / `caption` with unit `image_embedding` / `caption_embedd
 from __future__ import annotations
 
 import dataclasses
-import difflib
-from typing import Any, Callable
+from typing import Any
 
-import flax.linen as nn
 import jax
-import jax.numpy as jnp
 import ml_collections
 from jax.sharding import Mesh
 
-from clipjax.config import DEFAULT_ARCH, base_config
+from clipjax.config import DEFAULT_ARCH, base_config, choice
 from clipjax.data.streams import StreamPlan
 from clipjax.errors import ConfigError
-from clipjax.evaluate.embed import Encoders, clip_encoders
+from clipjax.evaluate.embed import clip_encoders
+from clipjax.methods.context import (
+  Context,
+  Embeddings,
+  Evaluation,
+  LoraSettings,
+  Objective,
+  embed_image_text,
+)
 from clipjax.models import CLIP
-from clipjax.models.clip import l2_normalize
-from clipjax.models.lora import applying_lora, lora_variables, merge_lora
-
-Embeddings = dict[str, Any]
-
-
-@dataclasses.dataclass(frozen=True)
-class Context:
-  """What `embed` and `loss` close over: the model, the device mesh, the method's settings
-  (`config.<method>`), the keys per tile of the tiled loss path (None = the dense matrix,
-  `config.loss.block_size`) and the exchange of the other devices' rows, in a training step
-  the step's key for the towers' own
-  randomness (patch and LoRA dropout; None elsewhere), and the LoRA settings (None: off)."""
-  model: CLIP
-  mesh: Mesh
-  cfg: Any
-  block_size: int | None = None
-  key: jax.Array | None = None
-  lora: LoraSettings | None = None
-  exchange: str = "all_gather"  # all_gather | ring (losses/ring.py; `resolve_exchange`)
-
-  @property
-  def loss_options(self) -> dict[str, Any]:
-    """How the global-batch losses see the other devices' rows: tiles and exchange."""
-    return {"block_size": self.block_size, "exchange": self.exchange}
-
-
-@dataclasses.dataclass(frozen=True)
-class LoraSettings:
-  """`lora.alpha / lora.rank` and `lora.dropout` of a run with adapters."""
-  scale: float
-  dropout: float = 0.0
-
-  @classmethod
-  def of(cls, lora) -> LoraSettings | None:
-    if not lora or not lora.rank:
-      return None
-    return cls(lora.alpha / lora.rank, lora.get("dropout", 0.0))
-
-
-@dataclasses.dataclass(frozen=True)
-class Objective:
-  """A method bound to a model and mesh, as the train step uses it. `embed(params, batch,
-  key=None)`: with a key, the towers draw their training randomness from it."""
-  embed: Callable[..., Embeddings]
-  loss: Callable[[Any, Embeddings, dict, jax.Array], tuple[jax.Array, dict[str, jax.Array]]]
-
-  def loss_fn(self, params, batch, key):
-    """The whole objective: loss(params, embed(params, batch, key), batch, key)."""
-    return self.loss(params, self.embed(params, batch, key), batch, key)
-
-
-@dataclasses.dataclass
-class Evaluation:
-  """The models evaluated side by side after training, the pair whose text embeddings are
-  blended (`config.eval.betas`), and extra exports: name -> (subdirectory, CLIP params)."""
-  models: dict[str, Encoders]
-  blend: tuple[str, str] | None = None
-  exports: dict[str, tuple[str, Any]] = dataclasses.field(default_factory=dict)
 
 
 class Method:
@@ -241,75 +188,6 @@ def resolve_exchange(cfg) -> str:
   return "ring" if big and not ring_unavailable(cfg) else "all_gather"
 
 
-# Shared pieces of embed / loss.
-
-def with_lora_merged(params: dict, lora=None) -> dict:
-  """`params` with the LoRA adapters `params["lora"]` merged into the weights they adapt (as
-  they are without adapters)."""
-  if "lora" not in params:
-    return params
-  return merge_lora({k: v for k, v in params.items() if k != "lora"}, params["lora"],
-                    lora.alpha / lora.rank)
-
-
-def apply_tower(ctx: Context, params: dict, tower: str, module: nn.Module, *args,
-                rngs: dict | None = None, **kwargs):
-  """`module.apply` with the weights `params[tower]` and, in a LoRA run, the tower's adapters
-  (models/lora.py; with lora.dropout, dropped from the step's key in training)."""
-  variables = {"params": params[tower]}
-  if ctx.lora is None or "lora" not in params:
-    return module.apply(variables, *args, rngs=rngs, **kwargs)
-  variables["lora"] = lora_variables(params["lora"], tower)
-  if ctx.lora.dropout and ctx.key is not None:
-    rngs = dict(rngs or {}, lora_dropout=jax.random.fold_in(ctx.key, 2))
-  with applying_lora(ctx.lora.scale, ctx.lora.dropout):
-    return module.apply(variables, *args, rngs=rngs, **kwargs)
-
-
-def encode_text(ctx: Context, params: dict, ids: jax.Array) -> jax.Array:
-  """[N, L] token ids -> [N, D] unit embeddings of the CLIP text tower."""
-  return l2_normalize(apply_tower(ctx, params, "clip", ctx.model, ids,
-                                  method=ctx.model.encode_text))
-
-
-def embed_image(ctx: Context, params: dict, batch: dict) -> jax.Array:
-  """[N, D] unit image embeddings of the batch's images (or its cached ones), with patch
-  dropout from the step's key in training."""
-  if "image_embedding" in batch:
-    return batch["image_embedding"]
-  pixels = ctx.model.cfg.image_preprocess.normalize_on_device(batch["image"])
-  rngs = ({"patch_dropout": jax.random.fold_in(ctx.key, 1)}
-          if ctx.key is not None and ctx.model.patch_dropout else None)
-  return l2_normalize(apply_tower(ctx, params, "clip", ctx.model, pixels, rngs=rngs,
-                                  method=ctx.model.encode_image))
-
-
-def embed_image_text(ctx: Context, params: dict, batch: dict) -> Embeddings:
-  """{"image": [N, D], "caption": [N, D]} unit embeddings (or the cached ones, float32 as the
-  towers' outputs in every compute dtype)."""
-  if "caption_embedding" in batch:
-    caption = batch["caption_embedding"]
-  else:
-    caption = encode_text(ctx, params, batch["caption"])
-  return {"image": embed_image(ctx, params, batch), "caption": caption}
-
-
-def logit_scale(params: dict) -> jax.Array:
-  return jnp.exp(params["clip"]["logit_scale"])
-
-
-def logit_bias(params: dict) -> jax.Array | None:
-  """The SigLIP bias b, or None for a model without one."""
-  return params["clip"].get("logit_bias")
-
-
-def same_image_labels(ctx: Context, batch: dict) -> dict:
-  """`labels=image_id` when captions of one image are all positives (`same_image_positives`)."""
-  if not ctx.cfg.get("same_image_positives"):
-    return {}
-  return {"labels": batch["image_id"].astype(jnp.int32)}
-
-
 # The registry.
 
 _REGISTRY: dict[str, Method] = {}
@@ -342,48 +220,6 @@ def method_config(name: str) -> ml_collections.ConfigDict:
     c[name] = ml_collections.ConfigDict(method.settings)
   method.configure(c)
   return c
-
-
-def choice(name: str, value: Any, choices) -> None:
-  """ConfigError naming the field, the choices and the closest one, for a value not in them."""
-  if value not in choices:
-    close = difflib.get_close_matches(str(value), [str(c) for c in choices], n=1)
-    raise ConfigError(f"{name}={value!r} is not one of {list(choices)}"
-                      + (f" (did you mean {close[0]!r}?)" if close else ""))
-
-
-# The previous layout (every method's settings in every run, clipjax before issue 26):
-# old dotted field -> its name in the block of the methods that read it.
-MOVED_FIELDS = {"loss.a": "a", "loss.b": "b", "loss.mmd_weight": "mmd_weight",
-                "loss.mmd": "mmd", "loss.tau": "tau", "loss.mult": "tower",
-                "loss.bidirectional": "bidirectional", "loss.form": "form",
-                "loss.same_image_positives": "same_image_positives",
-                "data.dialogue_mode": "dialogue_mode"}
-
-
-def moved_field(field: str, method: str | None = None) -> tuple[str, str | None] | None:
-  """For a dotted field of the previous layout (or below one): a one-line message saying where
-  it is now, and its new dotted name in `method`'s block (None: that method has no such
-  setting). None for any other field."""
-  old = next((k for k in MOVED_FIELDS if field == k or field.startswith(k + ".")), None)
-  if old is None:
-    return None
-  rest = MOVED_FIELDS[old] + field[len(old):]
-  owners = [n for n, m in _REGISTRY.items() if MOVED_FIELDS[old] in m.settings]
-  if method in owners:
-    return (f"{field} is now {method}.{rest} (each method's settings are in its own block, "
-            f"config.<method>; docs/training.md)", f"{method}.{rest}")
-  where = ", ".join(f"{n}.{rest}" for n in owners)
-  return (f"{field} is now a method's own setting ({where})"
-          + (f"; method {method} has none" if method else ""), None)
-
-
-def check_layout(cfg: ml_collections.ConfigDict) -> None:
-  """ConfigError naming the new field for a config written for the previous layout."""
-  for old in MOVED_FIELDS:
-    parent, _, leaf = old.rpartition(".")
-    if leaf in (cfg.get(parent) or {}):
-      raise ConfigError(moved_field(old, cfg.get("method"))[0])
 
 
 def pretrained_clip_base(steps: int = 150) -> ml_collections.ConfigDict:

@@ -3,7 +3,8 @@ against all others; with clip.same_image_positives, every caption of an image is
 from __future__ import annotations
 
 from clipjax import losses
-from clipjax.methods.base import Method, logit_scale, register, same_image_labels
+from clipjax.methods.base import Method, register
+from clipjax.methods.context import logit_scale, same_image_labels
 from clipjax.parallel.mesh import on_mesh
 
 

@@ -18,7 +18,8 @@ import jax.numpy as jnp
 from clipjax import losses
 from clipjax.convert.load import load_openclip
 from clipjax.errors import ConfigError
-from clipjax.methods.base import Method, embed_image_text, logit_scale, register
+from clipjax.methods.base import Method, register
+from clipjax.methods.context import embed_image_text, logit_scale
 from clipjax.models.clip import l2_normalize
 from clipjax.parallel.mesh import on_mesh
 

@@ -10,19 +10,17 @@ from __future__ import annotations
 import jax.numpy as jnp
 
 from clipjax import losses
+from clipjax.config import choice
 from clipjax.evaluate.blending import blend_params
 from clipjax.evaluate.embed import clip_encoders
-from clipjax.methods.base import (
+from clipjax.methods.base import Method, pretrained_clip_base, register
+from clipjax.methods.context import (
   Evaluation,
-  Method,
-  choice,
   embed_image,
   embed_image_text,
   encode_text,
   logit_bias,
   logit_scale,
-  pretrained_clip_base,
-  register,
   same_image_labels,
 )
 from clipjax.parallel.mesh import on_mesh

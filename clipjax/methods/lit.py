@@ -5,7 +5,8 @@ CLIP loss trains s (docs/methods.md §7b)."""
 from __future__ import annotations
 
 from clipjax import losses
-from clipjax.methods.base import logit_bias, logit_scale, register, same_image_labels
+from clipjax.methods.base import register
+from clipjax.methods.context import logit_bias, logit_scale, same_image_labels
 from clipjax.methods.clip import Clip
 from clipjax.parallel.mesh import on_mesh
 

@@ -9,7 +9,8 @@ import jax
 import jax.numpy as jnp
 
 from clipjax import losses
-from clipjax.methods.base import Method, embed_image_text, logit_scale, register
+from clipjax.methods.base import Method, register
+from clipjax.methods.context import embed_image_text, logit_scale
 from clipjax.models import CLIP
 from clipjax.models.clip import l2_normalize
 from clipjax.models.mult import MulTConfig, MulTFusion

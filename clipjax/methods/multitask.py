@@ -9,15 +9,8 @@ import ml_collections
 from clipjax import losses
 from clipjax.data.builder import check_source_spec, synthetic
 from clipjax.errors import ConfigError
-from clipjax.methods.base import (
-  Method,
-  embed_image_text,
-  encode_text,
-  logit_scale,
-  method_config,
-  register,
-  same_image_labels,
-)
+from clipjax.methods.base import Method, method_config, register
+from clipjax.methods.context import embed_image_text, encode_text, logit_scale, same_image_labels
 from clipjax.parallel.mesh import on_mesh
 
 

@@ -6,13 +6,8 @@ from __future__ import annotations
 import math
 
 from clipjax import losses
-from clipjax.methods.base import (
-  Method,
-  logit_bias,
-  logit_scale,
-  register,
-  same_image_labels,
-)
+from clipjax.methods.base import Method, register
+from clipjax.methods.context import logit_bias, logit_scale, same_image_labels
 from clipjax.parallel.mesh import on_mesh
 
 

@@ -11,15 +11,13 @@ import jax.numpy as jnp
 
 from clipjax import losses
 from clipjax.evaluate.embed import clip_encoders
-from clipjax.methods.base import (
-  apply_tower,
+from clipjax.methods.base import Method, pretrained_clip_base, register
+from clipjax.methods.context import (
   Evaluation,
-  Method,
+  apply_tower,
   embed_image_text,
   logit_bias,
   logit_scale,
-  pretrained_clip_base,
-  register,
 )
 from clipjax.models import CLIP, TextTransformer
 from clipjax.models.clip import l2_normalize

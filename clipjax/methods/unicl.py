@@ -5,7 +5,8 @@ from __future__ import annotations
 import jax.numpy as jnp
 
 from clipjax import losses
-from clipjax.methods.base import Method, logit_scale, register
+from clipjax.methods.base import Method, register
+from clipjax.methods.context import logit_scale
 from clipjax.parallel.mesh import on_mesh
 
 

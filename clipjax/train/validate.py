@@ -12,7 +12,7 @@ from typing import Any
 
 import jax
 
-from clipjax.config import DEFAULT_ARCH
+from clipjax.config import DEFAULT_ARCH, choice
 from clipjax.convert.load import describe_checkpoint
 from clipjax.convert.openclip import param_shapes
 from clipjax.data.batch_plan import batch_plan
@@ -20,7 +20,7 @@ from clipjax.data.builder import check_source_spec
 from clipjax.errors import ConfigError
 from clipjax.losses.ring import EXCHANGES
 from clipjax.evaluate.tasks import eval_tasks
-from clipjax.methods import Method, check_layout, choice, get_method, method_names
+from clipjax.methods import Method, check_layout, get_method, method_names
 from clipjax.methods.base import ring_unavailable
 from clipjax.models.clip import CLIP
 from clipjax.models.layers import ATTENTION_KERNELS, COMPUTE_DTYPES, REMAT_POLICIES

@@ -19,7 +19,7 @@ from clipjax.methods import (
   method_names,
   register,
 )
-from clipjax.methods.base import embed_image_text, logit_scale
+from clipjax.methods.context import embed_image_text, logit_scale
 from clipjax.parallel.mesh import on_mesh
 
 

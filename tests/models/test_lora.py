@@ -48,7 +48,7 @@ def test_adapters_beside_the_kernels_equal_the_merged_weights(scan):
   """Training applies x W + s (x A) B in each adapted Dense (models/lora.py); without dropout,
   or in evaluation (no step key), it equals the merged weights (float32 round-off)."""
   import dataclasses
-  from clipjax.methods.base import Context, LoraSettings, embed_image_text
+  from clipjax.methods.context import Context, LoraSettings, embed_image_text
   model, clip = clipjax.create_model("ViT-T-16-test", scan_layers=scan)
   params = {"clip": jax.tree.map(np.asarray, clip)}
   adapters = jax.tree.map(lambda x: 0.05 * x, _randomised(init_lora(params, rank=2)))

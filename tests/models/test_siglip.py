@@ -130,7 +130,7 @@ def test_evaluation_and_training_feed_siglip_pixels():
 
   from clipjax.data.pipeline import PrepareExample
   from clipjax.evaluate.embed import clip_encoders, embed_images
-  from clipjax.methods.base import Context, embed_image_text
+  from clipjax.methods.context import Context, embed_image_text
   from clipjax.parallel.mesh import make_mesh
   cfg = get_model_config("ViT-T-16-SigLIP2-test")
   assert cfg.image_preprocess.resize_mode == "squash" and cfg.image_preprocess.mean == (0.5,) * 3

@@ -125,7 +125,7 @@ def test_draft_reduces_its_two_text_streams_gradient_once(scenes):
   """DRAFT's captions and dialogues share the text tower: the plain step (no GradCache) encodes
   both in one pass, so the compiled step all-reduces the text tower's gradient once, not once
   per stream (it was 2x), with the embeddings of two separate passes (float32 round-off)."""
-  from clipjax.methods.base import Context, encode_text
+  from clipjax.methods.context import Context, encode_text
   from clipjax.train.optim import is_frozen
   model, clip = clipjax.create_model(ARCH)
   params = jax.device_put({"clip": clip}, replicated(mesh := make_mesh()))
