@@ -127,7 +127,23 @@ def _write_formats(root, coco_sample) -> dict[str, str]:
 
 
 def test_open_clip_and_hugging_face_formats_train(tmp_path, coco_sample):
-  for i, (spec, config) in enumerate(_write_formats(tmp_path, coco_sample).items()):
+  """Two formats train through the CLI (open_clip's TSV with CLIP, class folders with UniCL's
+  labels); every format's records come out of the training pipeline, each one usable."""
+  from clipjax.data.pipeline import PrepareExample, build_dataset
+  from clipjax.data.streams import image_text_source
+  formats = _write_formats(tmp_path, coco_sample)
+  for spec, config in formats.items():
+    source = image_text_source({"train": spec})
+    batches = list(build_dataset(source, PrepareExample(32, train=True), batch_size=4,
+                                 num_epochs=1, num_workers=0, pad_remainder=True))
+    assert len(source) == 12 and sum(int(b["mask"].sum()) for b in batches) == 12, spec
+    assert not any(b["bad_records"].any() for b in batches), spec
+    if config == "unicl":
+      assert sorted({int(l) for b in batches for l in b["label"][b["mask"]]}) == [0, 1]
+  trained = [(spec, config) for spec, config in formats.items()
+             if spec.startswith("csv:") and spec.endswith(".tsv") or config == "unicl"]
+  assert len(trained) == 2
+  for i, (spec, config) in enumerate(trained):
     # Records read in the training process (the other tests here use a worker process).
     out = _main(*_clip(tmp_path / f"wd{i}", f"--config.data.train={spec}",
                        "--config.total_steps=2", "--config.data.num_workers=0", config=config))
