@@ -5,6 +5,7 @@ import os
 import subprocess
 import sys
 
+import pytest
 from conftest import REPO, xla_flags
 
 
@@ -14,7 +15,11 @@ EXCHANGE_ARGS = ["--exchange_devices=2,8", "--exchange_batches=65536,262144",
 
 
 def test_plan_scale_script_on_a_tiny_model(tmp_path):
+  """The whole report, written over an earlier one whose other architecture's largest-batch
+  section stays."""
   env = dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS=xla_flags(1), PYTHONPATH=str(REPO))
+  (tmp_path / "s.md").write_text("# Scaling on paper\n\nstale\n\n## Largest global batch per "
+                                 "chip: ViT-L-14\n\nother arch\n")
   out = subprocess.run(
       [sys.executable, str(REPO / "scripts/plan_scale.py"), "--arch=ViT-T-16-test",
        "--methods=clip", "--devices=4,8", "--per_device=4,8", "--loss_per_device=256,1024",
@@ -48,6 +53,7 @@ def test_plan_scale_script_on_a_tiny_model(tmp_path):
       assert p["memory"] > p["weights"]
   report = (tmp_path / "s.md").read_text()
   assert report.startswith("# Scaling on paper") and "## CLIP" in report
+  assert "other arch" in report and "stale" not in report
   assert "| 1,048,576 | 1024 | 1024 | 16 |" in report
   assert report in out.stdout
   held = report.split("Held-out points")[1].split("Plan:")[0]
@@ -109,7 +115,8 @@ def test_exchange_section_alone_replaces_only_itself(tmp_path):
     assert ring_big <= 1.2 * ring_small  # the device's rows did not grow
 
 
-def test_largest_section_alone_replaces_only_its_architecture(tmp_path):
+@pytest.mark.slow  # its parts run in the two tests above: the measurement and the section
+def test_largest_section_alone_replaces_only_its_architecture(tmp_path):  # (_write_section)
   """`--largest --arch=A` measures A and rewrites A's largest-batch section of an existing
   report, leaving the rest (another architecture's section included)."""
   env = dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS=xla_flags(1), PYTHONPATH=str(REPO))

@@ -22,12 +22,14 @@ def _curve(method, exchange, workdir, **overrides):
           .splitlines()]
 
 
-# The losses' ring paths are checked one by one in tests/losses/test_ring.py; here the methods
-# that reach them through the loop's plumbing: softmax (with GradCache), sigmoid, two streams
-# with hard negatives, DRAFT's contrastive + MMD (rff, the default estimator).
+# The losses' ring paths are checked one by one in tests/losses/test_ring.py (every loss below
+# included: the sigmoid pairs, InfoNCE+ with hard negatives, DRAFT's contrastive + MMD); here
+# the loop's plumbing, which is one path for every method (the exchange resolved into the
+# method's Context), with GradCache on CLIP. The other methods run with `-m slow`.
 @pytest.mark.parametrize("method, overrides", [
-    ("clip", {"optim.accum_steps": 2}), ("siglip", {}),
-    ("multitask", {"data.num_negatives": 1}), ("draft", {})])
+    ("clip", {"optim.accum_steps": 2}), pytest.param("siglip", {}, marks=pytest.mark.slow),
+    pytest.param("multitask", {"data.num_negatives": 1}, marks=pytest.mark.slow),
+    pytest.param("draft", {}, marks=pytest.mark.slow)])
 def test_ring_training_equals_all_gather(tmp_path, method, overrides):
   ring = _curve(method, "ring", tmp_path / "ring", **overrides)
   gathered = _curve(method, "all_gather", tmp_path / "gathered", **overrides)
