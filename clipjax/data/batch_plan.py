@@ -56,15 +56,15 @@ def batch_plan(cfg: Mapping[str, Any], devices: int, hosts: int,
     if value is not None and (value <= 0 or value % hosts or value % devices):
       raise ConfigError(f"{name}={value} must be a positive multiple of the {devices} devices "
                         f"(and of the {hosts} hosts)")
-  accum = cfg["optim"].get("accum_steps", 1)
-  per_device = cfg["batch_size"] // devices
-  if accum < 1 or per_device % accum:
-    raise ConfigError(f"optim.accum_steps={accum} must divide the per-device batch {per_device}")
-  return BatchPlan(cfg["batch_size"], devices, hosts, accum, text_batch,
-                   _length_plan(cfg, devices, hosts, naflex_patches))
+  plan = BatchPlan(cfg["batch_size"], devices, hosts, cfg["optim"].get("accum_steps", 1),
+                   text_batch)
+  if plan.accum_steps < 1 or plan.per_device % plan.accum_steps:
+    raise ConfigError(f"optim.accum_steps={plan.accum_steps} must divide the per-device batch "
+                      f"{plan.per_device}")
+  return dataclasses.replace(plan, lengths=_length_plan(cfg, plan, naflex_patches))
 
 
-def _length_plan(cfg, devices: int, hosts: int, naflex_patches: int | None) -> LengthPlan | None:
+def _length_plan(cfg, plan: BatchPlan, naflex_patches: int | None) -> LengthPlan | None:
   """data.naflex: positive lengths and a token budget that holds a batch at each (with its
   GradCache sub-batches) on every device."""
   naflex = cfg["data"].get("naflex") or {}
@@ -81,9 +81,8 @@ def _length_plan(cfg, devices: int, hosts: int, naflex_patches: int | None) -> L
   if budget < 0:
     raise ConfigError(f"data.naflex.token_budget={budget} must be >= 0 (0: batch_size / "
                       f"devices at the longest length)")
-  budget = budget or cfg["batch_size"] // devices * max(lengths)
   try:
-    return plan_lengths(lengths, budget, devices // hosts, seed=cfg["seed"],
-                        multiple=cfg["optim"].get("accum_steps", 1))
+    return plan_lengths(lengths, budget or plan.per_device * max(lengths),
+                        plan.devices // plan.hosts, seed=cfg["seed"], multiple=plan.accum_steps)
   except ValueError as e:
     raise ConfigError(str(e)) from None
