@@ -9,6 +9,7 @@ JAX_NUM_PROCESSES / JAX_PROCESS_ID variables (Cloud TPU needs neither); see docs
 """
 from __future__ import annotations
 
+import dataclasses
 import os
 
 import jax
@@ -26,9 +27,10 @@ from clipjax.evaluate.runner import run_evaluation
 from clipjax.methods import get_method
 from clipjax.methods.context import with_lora_merged
 from clipjax.methods.layout import where_now
+from clipjax.options import RunOptions
 from clipjax.parallel.mesh import initialize_distributed
 from clipjax.train.loop import TrainingError, train
-from clipjax.train.validate import inherit_model, validate
+from clipjax.train.validate import validate
 from clipjax.train.workdir import WorkdirLock, check_workdir_config
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Training config file.",
@@ -36,7 +38,7 @@ _CONFIG = config_flags.DEFINE_config_file("config", None, "Training config file.
 _WORKDIR = flags.DEFINE_string("workdir", None, "Work dir (default: ./workdirs/<method>).")
 
 
-def _export(cfg, model, params, out_dir: str) -> dict[str, str]:
+def _export(cfg: RunOptions, model, params, out_dir: str) -> dict[str, str]:
   """open_clip (+ HF) files of CLIP params; gathered to host memory, written by process 0."""
   written = {}
   if jax.process_index() != 0:
@@ -50,7 +52,7 @@ def _export(cfg, model, params, out_dir: str) -> dict[str, str]:
   return written
 
 
-def _export_adapters(cfg, model, params, out_dir: str) -> dict[str, str]:
+def _export_adapters(cfg: RunOptions, model, params, out_dir: str) -> dict[str, str]:
   """With LoRA and export.hf: the adapters as an HF PEFT folder (`peft/`) and the base weights
   they adapt as the HF folder PEFT loads them onto (`hf_base/`); process 0 writes."""
   adapters = {k: v for k, v in params.get("lora", {}).items() if k.startswith("clip.")}
@@ -59,27 +61,26 @@ def _export_adapters(cfg, model, params, out_dir: str) -> dict[str, str]:
   base_dir, peft_dir = os.path.join(out_dir, "hf_base"), os.path.join(out_dir, "peft")
   export_hf(params["clip"], model.cfg, base_dir)
   export_peft(adapters, model.cfg, peft_dir, rank=cfg.lora.rank, alpha=cfg.lora.alpha,
-              dropout=cfg.lora.get("dropout", 0.0), base=os.path.abspath(base_dir))
+              dropout=cfg.lora.dropout, base=os.path.abspath(base_dir))
   return {"hf_base": base_dir, "peft": peft_dir}
 
 
-def _train_base(cfg, workdir: str):
+def _train_base(cfg: RunOptions, workdir: str) -> tuple[RunOptions, dict]:
   """Trains `cfg.base` in WORKDIR/base (reusing a finished run there; its own base first, so
-  stages chain) and points cfg.model.checkpoint at its open_clip export. Returns its params."""
+  stages chain). Returns cfg with model.checkpoint at the base's open_clip export, and the
+  base's CLIP params."""
   base_cfg, base_dir = cfg.base, os.path.join(workdir, "base")
-  inherit_model(base_cfg, cfg)
-  if base_cfg.get("base") is not None and not base_cfg.model.checkpoint:
-    _train_base(base_cfg, base_dir)
+  if base_cfg.base is not None and not base_cfg.model.checkpoint:
+    base_cfg, _ = _train_base(base_cfg, base_dir)
   print(f"no model.checkpoint: training (or reusing) the {base_cfg.method} base in {base_dir}",
         flush=True)
-  check_workdir_config(base_cfg, base_dir)
+  check_workdir_config(base_cfg.config, base_dir)
   base = train(base_cfg, base_dir)
-  base["params"] = with_lora_merged(base["params"], base_cfg.get("lora"))
+  base["params"] = with_lora_merged(base["params"], base_cfg.lora)
   exported = _export(base_cfg, base["model"], base["params"]["clip"],
                      os.path.join(base_dir, "export"))
-  with cfg.unlocked():
-    cfg.model.checkpoint = exported["open_clip"]
-  return base["params"]["clip"]
+  model = dataclasses.replace(cfg.model, checkpoint=exported["open_clip"])
+  return dataclasses.replace(cfg, model=model), base["params"]["clip"]
 
 
 def run(cfg, workdir: str) -> dict:
@@ -89,26 +90,26 @@ def run(cfg, workdir: str) -> dict:
     return _run(cfg, workdir)
 
 
-def _run(cfg, workdir: str) -> dict:
-  validate(cfg)  # seconds, before any model init, cache or base pretraining
-  check_workdir_config(cfg, workdir)
+def _run(config, workdir: str) -> dict:
+  cfg = validate(config)  # seconds, before any model init, cache or base pretraining
+  check_workdir_config(config, workdir)
   method = get_method(cfg.method)
   base_params = None
-  if cfg.get("base") is not None and not cfg.model.checkpoint:
+  if cfg.base is not None and not cfg.model.checkpoint:
     if jax.process_count() > 1:  # only process 0 would write the base export
       raise ValueError("multi-host runs need config.model.checkpoint (the built-in base "
                        "pretraining is for single-host demos)")
-    base_params = _train_base(cfg, workdir)
+    cfg, base_params = _train_base(cfg, workdir)
   result = train(cfg, workdir)
   # LoRA adapters merged into the weights that are exported and evaluated
-  model, params = result["model"], with_lora_merged(result["params"], cfg.get("lora"))
+  model, params = result["model"], with_lora_merged(result["params"], cfg.lora)
   if result["ema_params"] is not None:
-    result["ema_params"] = with_lora_merged(result["ema_params"], cfg.get("lora"))
+    result["ema_params"] = with_lora_merged(result["ema_params"], cfg.lora)
   export_dir = os.path.join(workdir, "export")
   exports = _export(cfg, model, params["clip"], export_dir)
   exports.update(_export_adapters(cfg, model, result["params"], export_dir))
   if base_params is None and method.adapts_pretrained:
-    base_params = load_openclip(cfg.model.checkpoint, cfg.model.get("pretrained") or None,
+    base_params = load_openclip(cfg.model.checkpoint, cfg.model.pretrained or None,
                                 arch=cfg.model.arch or None)[1]
   plan = method.evaluate(model, params, base_params, cfg)
   if result["ema_params"] is not None:  # the average beside the trained weights
@@ -118,7 +119,7 @@ def _run(cfg, workdir: str) -> dict:
     exports.update({f"{name}_{k}": v for k, v in _export(
         cfg, model, extra, os.path.join(export_dir, subdir)).items()})
   results = {}
-  if cfg.eval and cfg.eval.tasks and jax.process_index() == 0:
+  if cfg.eval is not None and cfg.eval.tasks and jax.process_index() == 0:
     results = run_evaluation(cfg.eval, plan.models, os.path.join(workdir, "eval"),
                              blend=plan.blend)
   if exports:

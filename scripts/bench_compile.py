@@ -38,9 +38,10 @@ def _state_and_step(cfg, scan: bool, mesh):
   import jax.numpy as jnp
   import numpy as np
 
-  from clipjax.methods import get_method, method_config
+  from clipjax.methods import get_method, method_config, run_options
   from clipjax.models.clip import CLIP
   from clipjax.train.optim import make_optimizer
+  from clipjax.options import OptimOptions
   from clipjax.train.step import make_train_step
 
   model = CLIP(cfg, remat=FLAGS.remat or False, scan_layers=scan)
@@ -48,7 +49,8 @@ def _state_and_step(cfg, scan: bool, mesh):
   images = jax.ShapeDtypeStruct((n, size, size, 3), jnp.float32)
   ids = jax.ShapeDtypeStruct((n, cfg.text.context_length), jnp.int32)
   params = {"clip": jax.eval_shape(model.init, jax.random.key(0), images, ids)["params"]}
-  tx, frozen = make_optimizer(params, lr=1e-5, total_steps=100)
+  optim = OptimOptions(lr=1e-5, warmup_steps=0, grad_clip_norm=0.0)
+  tx, frozen = make_optimizer(params, optim, 100)
   state = {"params": params, "opt_state": jax.eval_shape(tx.init, params),
            "step": jax.ShapeDtypeStruct((), jnp.int32),
            "rng": jax.eval_shape(lambda: jax.random.key_data(jax.random.key(0)))}
@@ -56,7 +58,7 @@ def _state_and_step(cfg, scan: bool, mesh):
            "image_id": jax.ShapeDtypeStruct((n,), jnp.int64 if jax.config.x64_enabled
                                             else jnp.int32),
            "label": jax.ShapeDtypeStruct((n,), np.int32)}
-  objective = get_method("clip").objective(model, mesh, method_config("clip"))
+  objective = get_method("clip").objective(model, mesh, run_options(method_config("clip")))
   return state, make_train_step(objective, tx, frozen, mesh, clamp_scale=True), batch, tx
 
 

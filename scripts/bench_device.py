@@ -118,19 +118,21 @@ def train_step(arch: str, max_batch: int, steps: int, min_batch: int = 1) -> dic
   import jax.numpy as jnp
   import numpy as np
 
-  from clipjax.methods import get_method, method_config
+  from clipjax.methods import get_method, method_config, run_options
   from clipjax.models import create_model
   from clipjax.models.layers import compute_dtype
   from clipjax.parallel.mesh import host_batch_to_global, make_mesh
   from clipjax.train import flops
   from clipjax.train.optim import make_optimizer
+  from clipjax.options import OptimOptions
   from clipjax.train.step import make_train_step
   model, clip = create_model(arch, dtype=compute_dtype("auto"))
   mesh, method = make_mesh(), get_method("clip")
   params = {"clip": clip}
-  tx, frozen = make_optimizer(params, lr=1e-4, total_steps=100)
-  step = make_train_step(method.objective(model, mesh, method_config("clip")), tx, frozen,
-                         mesh, clamp_scale=True)
+  optim = OptimOptions(lr=1e-4, warmup_steps=0, grad_clip_norm=0.0)
+  tx, frozen = make_optimizer(params, optim, 100)
+  objective = method.objective(model, mesh, run_options(method_config("clip")))
+  step = make_train_step(objective, tx, frozen, mesh, clamp_scale=True)
   size, length = model.cfg.vision.image_size, model.cfg.text.context_length
   peak, source = flops.peak_flops()
   best, batch = None, max(min_batch, mesh.size)

@@ -92,15 +92,17 @@ def clip_step_rate(model, params, batch, *, freeze=(), lora_rank=0):
   import jax
   import numpy as np
 
-  from clipjax.methods import get_method, method_config
+  from clipjax.methods import get_method, method_config, run_options
   from clipjax.parallel.mesh import host_batch_to_global, make_mesh
   from clipjax.train.optim import make_optimizer
+  from clipjax.options import OptimOptions
   from clipjax.train.step import make_train_step
   cfg, mesh = method_config("clip"), make_mesh()
   cfg.lora.rank, cfg.lora.alpha = lora_rank, 2.0 * max(lora_rank, 1)
-  tx, frozen = make_optimizer(params, lr=1e-5, total_steps=100, freeze=freeze)
-  step = make_train_step(get_method("clip").objective(model, mesh, cfg), tx, frozen, mesh,
-                         clamp_scale=True)
+  optim = OptimOptions(lr=1e-5, warmup_steps=0, grad_clip_norm=0.0)
+  tx, frozen = make_optimizer(params, optim, 100, freeze)
+  objective = get_method("clip").objective(model, mesh, run_options(cfg))
+  step = make_train_step(objective, tx, frozen, mesh, clamp_scale=True)
   opt_state = tx.init(params)
   opt_bytes = sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(opt_state))
   state = {"params": params, "opt_state": opt_state, "step": np.int32(0),
@@ -199,11 +201,12 @@ def compare_with_open_clip():
 
   import clipjax
   from clipjax.convert.openclip import state_dict_to_params
-  from clipjax.methods import get_method, method_config
+  from clipjax.methods import get_method, method_config, run_options
   from clipjax.parallel.mesh import make_mesh
   from clipjax.train import flops
   from clipjax.train.loop import trim_text_padding
   from clipjax.train.optim import make_optimizer
+  from clipjax.options import OptimOptions
   from clipjax.train.step import make_train_step
 
   torch.manual_seed(0)
@@ -225,8 +228,9 @@ def compare_with_open_clip():
 
   def our_rate(batch):
     params = {"clip": state_dict_to_params(sd, model.cfg)}
-    tx, frozen = make_optimizer(params, lr=1e-5, total_steps=100, freeze=tuple(cfg.freeze))
-    step = make_train_step(method.objective(model, mesh, cfg), tx, frozen, mesh,
+    optim = OptimOptions(lr=1e-5, warmup_steps=0, grad_clip_norm=0.0)
+    tx, frozen = make_optimizer(params, optim, 100, tuple(cfg.freeze))
+    step = make_train_step(method.objective(model, mesh, run_options(cfg)), tx, frozen, mesh,
                            clamp_scale=name != "draft")
     state = {"params": params, "opt_state": tx.init(params), "step": np.int32(0),
              "rng": jax.random.key_data(jax.random.key(0))}

@@ -74,12 +74,13 @@ def measure(devices: int, per_device: list[int]) -> list[dict]:
   from jax.sharding import NamedSharding
   from jax.sharding import PartitionSpec as P
 
-  from clipjax.methods import get_method, method_config
+  from clipjax.methods import get_method, method_config, run_options
   from clipjax.models import get_model_config
   from clipjax.models.clip import CLIP
   from clipjax.parallel.hlo_stats import collective_bytes
   from clipjax.parallel.mesh import BATCH_AXES, make_mesh
   from clipjax.train.optim import make_optimizer
+  from clipjax.options import OptimOptions
   from clipjax.train.step import make_train_step
 
   assert jax.device_count() == devices, jax.device_count()
@@ -116,13 +117,14 @@ def measure(devices: int, per_device: list[int]) -> list[dict]:
     cfg = method_config(name)
     cfg.loss.block_size = FLAGS.block_size
     cfg.loss.exchange = "all_gather"  # the steps; the loss phase alone is measured under both
-    tx, frozen = make_optimizer(params, lr=1e-5, total_steps=100, freeze=cfg.freeze)
+    optim = OptimOptions(lr=1e-5, warmup_steps=0, grad_clip_norm=0.0)
+    tx, frozen = make_optimizer(params, optim, 100, cfg.freeze)
     opt = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=rep),
                        jax.eval_shape(tx.init, params))
     state = {"params": params, "opt_state": opt,
              "step": jax.ShapeDtypeStruct((), jnp.int32, sharding=rep),
              "rng": jax.ShapeDtypeStruct((2,), jnp.uint32, sharding=rep)}
-    objective = get_method(name).objective(model, mesh, cfg)
+    objective = get_method(name).objective(model, mesh, run_options(cfg))
     # GradCache (4 sub-batches) on the smallest mesh: a held-out check of the sub-batch term
     smallest = devices == min(int(d) for d in FLAGS.devices) and max(per_device) % 4 == 0
     cases = [(b, 1) for b in per_device] + ([(max(per_device), 4)] if smallest else [])
@@ -143,7 +145,7 @@ def measure(devices: int, per_device: list[int]) -> list[dict]:
       n = int(b) * devices
       batch = abstract_batch(name, n)
       cfg.loss.exchange = exchange
-      objective = get_method(name).objective(model, mesh, cfg)
+      objective = get_method(name).objective(model, mesh, run_options(cfg))
       emb = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=rows),
                          jax.eval_shape(objective.embed, params, batch))
       grad = jax.jit(lambda p, e, bt, k: jax.value_and_grad(

@@ -18,7 +18,6 @@ from clipjax.data.bad_record_log import BadRecordLog
 from clipjax.data.batch_plan import BatchPlan
 from clipjax.data.builder import make_source
 from clipjax.data.pipeline import (
-  DEFAULT_MAX_IMAGE_PIXELS,
   PrepareExample,
   PrepareText,
   TwoStreams,
@@ -62,11 +61,11 @@ class StreamPlan:
   text_pairs: tuple[str, ...] = ()
 
 
-def image_text_source(data: Mapping[str, Any]):
+def image_text_source(data: Any):
   """The `data.train` source, its `data.caption_field` read as the caption (e.g. long
   captions in the jina-style stages 2 and 3)."""
-  source = make_source(data["train"])
-  field = data.get("caption_field", "caption")
+  source = make_source(data.train)
+  field = data.caption_field
   if field != "caption":
     source = MapRecords(source, functools.partial(_caption_from, field))
   return source
@@ -77,18 +76,18 @@ def _caption_from(field: str, record: dict, index: int) -> dict:
   return dict(record, caption=record.get(field) or "")
 
 
-def read_threads(data: Mapping[str, Any], spec: Mapping[str, Any]) -> int | None:
+def read_threads(data: Any, spec: Mapping[str, Any]) -> int | None:
   """data.read_threads; by default (-1) grain's choice, except for synthetic scenes read in
   the training process: drawing them holds the GIL, so reader threads only contend with each
   other and the step (a batch of 32: 29 ms with none, 41 ms with 16; docs/benchmarks.md)."""
-  threads = data.get("read_threads", -1)
+  threads = data.read_threads
   if threads is None or threads < 0:
     return 0 if spec["kind"] == "synthetic" else None
   return threads
 
 
-def _bad_window(data: Mapping[str, Any], source) -> int:
-  return min(data.get("bad_window", 1000) or len(source), len(source))
+def _bad_window(data: Any, source) -> int:
+  return min(data.bad_window or len(source), len(source))
 
 
 class TrainingStreams:
@@ -129,11 +128,11 @@ class TrainingStreams:
       self.iterator.close()
 
 
-def training_streams(data: Mapping[str, Any], plan: StreamPlan, encoding: Encoding,
+def training_streams(data: Any, plan: StreamPlan, encoding: Encoding,
                      batches: BatchPlan, *, seed: int, workdir: epath.Path, source=None,
                      cached: tuple[Any, np.ndarray | None] | None = None,
                      cached_prefix: str = "") -> TrainingStreams:
-  """The streams of a run's `data` config for this host.
+  """The streams of a run's `data` options (`clipjax.options.DataOptions`) for this host.
 
   batches: the run's batch plan (this host's share of the image–text and text-pair batches;
   a NaFlex image tower's batches by sequence length under a token budget). source:
@@ -150,26 +149,26 @@ def training_streams(data: Mapping[str, Any], plan: StreamPlan, encoding: Encodi
   if "dialogue" in fields and plan.one_qa:
     source = OneQAPerSample(source)
   prepare = PrepareExample(
-      encoding.image_size, train=data.get("augment", False), text_fields=fields,
+      encoding.image_size, train=data.augment, text_fields=fields,
       context_length=encoding.context_length, with_image=cached is None or bool(cached_prefix),
       hf_tokenizer=encoding.tokenizer_dir, tokenizer_kwargs=encoding.tokenizer_kwargs,
       preprocess=encoding.preprocess,
-      max_image_pixels=data.get("max_image_pixels", DEFAULT_MAX_IMAGE_PIXELS))
+      max_image_pixels=data.max_image_pixels)
   dataset = build_dataset(source, prepare, batch_size=batches.per_host, seed=seed,
-                          num_workers=data["num_workers"],
-                          read_threads=read_threads(data, data["train"]),
+                          num_workers=data.num_workers,
+                          read_threads=read_threads(data, data.train),
                           bad_window=_bad_window(data, source), lengths=batches.lengths)
   if plan.text_pairs:
-    texts = make_source(data["text"])
-    if data["text"]["kind"] == "synthetic":
+    texts = make_source(data.text)
+    if data.text["kind"] == "synthetic":
       texts = synthetic_text_records(texts)
-    prepare_text = PrepareText(encoding.context_length, data.get("num_negatives", 0),
+    prepare_text = PrepareText(encoding.context_length, data.num_negatives,
                                encoding.tokenizer_dir, encoding.tokenizer_kwargs)
     dataset = TwoStreams(
         build_dataset(texts, prepare_text,
                       batch_size=batches.text_per_host,
-                      seed=seed + 1, num_workers=data["num_workers"],
-                      read_threads=read_threads(data, data["text"]),
+                      seed=seed + 1, num_workers=data.num_workers,
+                      read_threads=read_threads(data, data.text),
                       bad_window=_bad_window(data, texts)),
         dataset)
   return TrainingStreams(dataset, len(source), workdir)

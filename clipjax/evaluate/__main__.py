@@ -30,7 +30,7 @@ from clipjax.errors import ConfigError
 from clipjax.evaluate.blending import blend_params
 from clipjax.evaluate.embed import clip_encoders
 from clipjax.evaluate.runner import run_evaluation
-from clipjax.evaluate.tasks import eval_tasks
+from clipjax.evaluate.tasks import eval_options
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Evaluation config file.",
                                           lock_config=True)
@@ -46,11 +46,11 @@ def _load(arch: str, checkpoint: str | None, pretrained: str | None = None):
 def main(argv):
   del argv
   cfg = _CONFIG.value
-  eval_tasks(cfg.eval)
+  eval_opts = eval_options(cfg.eval)
   if cfg.model.blend not in ("", "embeddings", "weights"):
     raise ConfigError(f"model.blend must be '', 'embeddings' or 'weights', got {cfg.model.blend!r}")
-  model, params = _load(cfg.model.arch, cfg.model.checkpoint, cfg.model.get("pretrained"))
-  lengths = _lengths(cfg.model.get("max_num_patches"), model.cfg)
+  model, params = _load(cfg.model.arch, cfg.model.checkpoint, cfg.model.pretrained)
+  lengths = _lengths(cfg.model.max_num_patches, model.cfg)
   models = {}
   for n in lengths:  # one row per sequence length of a NaFlex tower: "base@256", ...
     models[_named("base", n, lengths)] = clip_encoders(model, params, max_num_patches=n)
@@ -65,11 +65,11 @@ def main(argv):
     if cfg.model.blend == "embeddings":  # the sweep at the first length
       blend = (_named("base", lengths[0], lengths), _named("adapted", lengths[0], lengths))
     elif cfg.model.blend == "weights":
-      for beta in cfg.eval.betas:
+      for beta in eval_opts.betas:
         for n in lengths:
           models[_named(f"wise_beta={beta}", n, lengths)] = clip_encoders(
               model, blend_params(params, adapted, beta), max_num_patches=n)
-  run_evaluation(cfg.eval, models, _WORKDIR.value, blend=blend)
+  run_evaluation(eval_opts, models, _WORKDIR.value, blend=blend)
 
 
 def _lengths(value, model_cfg) -> tuple:

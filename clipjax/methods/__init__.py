@@ -21,10 +21,11 @@ from clipjax.methods.base import (
   method_names,
   pretrained_clip_base,
   register,
+  run_options,
 )
 from clipjax.methods.context import Context, Evaluation, Objective
 from clipjax.methods.layout import MOVED_FIELDS, check_layout, moved_field
 
 __all__ = ["Context", "Evaluation", "MOVED_FIELDS", "Method", "Objective", "check_layout",
            "get_method", "method_config", "method_names", "moved_field",
-           "pretrained_clip_base", "register"]
+           "pretrained_clip_base", "register", "run_options"]

@@ -15,9 +15,10 @@ see `clipjax.train.step`):
 Towers run under `jit` on batch-sharded global arrays; losses under `shard_map` (`on_mesh`)
 with all-gathered negatives.
 
-A method owns its settings: `settings` is the block `config.<name>` (e.g. `draft.a`,
-`draft.mmd.*`), added by `method_config`, checked by `validate` and handed to `embed` / `loss`
-as `ctx.cfg`; a run's config holds no other method's block (`methods/layout.py` names where
+The hooks read a run's typed options (`clipjax.options.RunOptions`, from `run_options`). A
+method owns its settings: `settings` is the block `config.<name>` (e.g. `draft.a`,
+`draft.mmd.*`), added by `method_config`, read as `RunOptions.settings` (its defaults under the
+config's values), checked by `validate` and handed to `embed` / `loss` as `ctx.cfg`; a run's config holds no other method's block (`methods/layout.py` names where
 the fields of the previous layout are now). `methods/context.py` has what `embed` and `loss`
 close over and the tower helpers every method shares.
 
@@ -38,6 +39,7 @@ from clipjax.config import DEFAULT_ARCH, base_config, choice
 from clipjax.data.streams import StreamPlan
 from clipjax.errors import ConfigError
 from clipjax.evaluate.embed import clip_encoders
+from clipjax.evaluate.tasks import eval_options
 from clipjax.methods.context import (
   Context,
   Embeddings,
@@ -47,6 +49,7 @@ from clipjax.methods.context import (
   embed_image_text,
 )
 from clipjax.models import CLIP
+from clipjax.options import RunOptions
 
 
 class Method:
@@ -94,48 +97,48 @@ class Method:
     `extra_towers` (model FLOPs, `clipjax.train.flops`)."""
     return {f: "text" for f in (*self.text_fields, *self.text_pair_fields)}
 
-  def stream_plan(self, cfg: ml_collections.ConfigDict) -> StreamPlan:
+  def stream_plan(self, cfg: RunOptions) -> StreamPlan:
     """What this method reads, for `clipjax.data.streams.training_streams`."""
-    return StreamPlan(self.text_fields, self.own(cfg).get("dialogue_mode") == "one_qa",
-                      self.text_pair_fields)
+    one_qa = "dialogue_mode" in self.settings and cfg.settings.dialogue_mode == "one_qa"
+    return StreamPlan(self.text_fields, one_qa, self.text_pair_fields)
 
-  def validate(self, cfg: ml_collections.ConfigDict) -> None:
+  def validate(self, cfg: RunOptions) -> None:
     """Raises ConfigError for a config this method cannot train (before any model init)."""
-    if self.adapts_pretrained and not cfg.model.checkpoint and not cfg.get("base"):
+    if self.adapts_pretrained and not cfg.model.checkpoint and cfg.base is None:
       raise ConfigError(f"{self.name} adapts a pretrained CLIP: set model.checkpoint (a file, "
                         f"hf-hub:ORG/REPO, or ARCH with model.pretrained) or config.base")
-    own = self.own(cfg)
+    own = cfg.settings
     if "form" in self.settings:
       choice(f"{self.name}.form", own.form, self.loss_forms)
-      if own.form == "sigmoid" and own.get("bidirectional"):
+      if own.form == "sigmoid" and "bidirectional" in self.settings and own.bidirectional:
         raise ConfigError(f"{self.name}.bidirectional has no meaning with {self.name}.form="
                           f"'sigmoid' (the sigmoid loss scores every pair once, whichever "
                           f"side is the query)")
     if "dialogue_mode" in self.settings:
       choice(f"{self.name}.dialogue_mode", own.dialogue_mode, ("one_qa", "concat"))
 
-  def validate_model(self, cfg: ml_collections.ConfigDict, model_cfg) -> None:
+  def validate_model(self, cfg: RunOptions, model_cfg) -> None:
     """Raises ConfigError when the architecture (resolved from the checkpoint) cannot be
     trained by this config: the sigmoid form needs a model with a logit bias."""
-    if self.own(cfg).get("form") == "sigmoid" and model_cfg.init_logit_bias is None:
+    if self.uses_sigmoid(cfg) and model_cfg.init_logit_bias is None:
       source = cfg.model.checkpoint or cfg.model.arch or f"the default {DEFAULT_ARCH}"
       raise ConfigError(f"{self.name}.form='sigmoid' needs a SigLIP base with a logit_bias "
                         f"(docs/methods.md §7b); {source} has none: set model.checkpoint to a "
                         f"SigLIP model, e.g. --config.model.checkpoint=ViT-B-16-SigLIP2 "
                         f"--config.model.pretrained=webli")
 
-  def own(self, cfg: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
-    """This method's block of a run's config (`config.<name>`; empty without settings)."""
-    return cfg.get(self.name) or ml_collections.ConfigDict()
+  def uses_sigmoid(self, cfg: RunOptions) -> bool:
+    """The run trains the sigmoid form of its loss (SigLIP's; a `form` setting)."""
+    return "form" in self.settings and cfg.settings.form == "sigmoid"
 
-  def cached_teacher(self, cfg) -> tuple[CLIP, dict] | None:
+  def cached_teacher(self, cfg: RunOptions) -> tuple[CLIP, dict] | None:
     """(model, params) of a frozen model whose unit embeddings of every training image and
     caption are computed once, with its own preprocessing and tokenizer, and fed beside the
     batch as `teacher_image_embedding` / `teacher_caption_embedding`; None: no such model."""
     del cfg
     return None
 
-  def init_params(self, model: CLIP, clip_params: dict, cfg) -> dict:
+  def init_params(self, model: CLIP, clip_params: dict, cfg: RunOptions) -> dict:
     """The method's own parameter trees, by name (see `extra_towers`)."""
     del model, clip_params, cfg
     return {}
@@ -146,18 +149,17 @@ class Method:
   def loss(self, ctx: Context, params: dict, emb: Embeddings, batch: dict, key: jax.Array):
     raise NotImplementedError(f"method {self.name!r} defines no loss")
 
-  def evaluate(self, model: CLIP, params: dict, base_params: dict | None, cfg) -> Evaluation:
+  def evaluate(self, model: CLIP, params: dict, base_params: dict | None,
+               cfg: RunOptions) -> Evaluation:
     """What to evaluate and export besides the trained CLIP itself."""
     del base_params, cfg
     return Evaluation({self.name: clip_encoders(model, params["clip"])})
 
-  def objective(self, model: CLIP, mesh: Mesh, cfg: ml_collections.ConfigDict) -> Objective:
-    """The method's embed / loss pair for a run's config (with LoRA, the towers apply the
+  def objective(self, model: CLIP, mesh: Mesh, cfg: RunOptions) -> Objective:
+    """The method's embed / loss pair for a run's options (with LoRA, the towers apply the
     adapters `params["lora"]` beside their frozen kernels: `apply_tower`)."""
-    loss = cfg.get("loss", {})
-    ctx = Context(model, mesh, self.own(cfg), loss.get("block_size") or None,
-                  lora=LoraSettings.of(cfg.get("lora")),
-                  exchange=resolve_exchange(cfg))
+    ctx = Context(model, mesh, cfg.settings, cfg.loss.block_size or None,
+                  lora=LoraSettings.of(cfg.lora), exchange=resolve_exchange(cfg))
     return Objective(lambda p, b, k=None: self.embed(dataclasses.replace(ctx, key=k), p, b),
                      lambda p, e, b, k: self.loss(ctx, p, e, b, k))
 
@@ -171,20 +173,20 @@ class Method:
 RING_FROM_BATCH = 32_768
 
 
-def ring_unavailable(cfg) -> str:
+def ring_unavailable(cfg: RunOptions) -> str:
   """Why a run's loss has no ring exchange or tiling ("" when it has them)."""
   if not get_method(cfg.method).blockwise_loss:
     return f"for {cfg.method} (its loss forms the whole logits of the gathered batch)"
   return ""
 
 
-def resolve_exchange(cfg) -> str:
+def resolve_exchange(cfg: RunOptions) -> str:
   """`loss.exchange` as the losses take it: "auto" is the ring from `RING_FROM_BATCH` global
   rows on where the method's loss has one, else the all-gather."""
-  exchange = cfg.get("loss", {}).get("exchange", "auto")
+  exchange = cfg.loss.exchange
   if exchange != "auto":
     return exchange
-  big = cfg.get("batch_size", 0) >= RING_FROM_BATCH
+  big = cfg.batch_size >= RING_FROM_BATCH
   return "ring" if big and not ring_unavailable(cfg) else "all_gather"
 
 
@@ -209,6 +211,14 @@ def get_method(name: str) -> Method:
   if name not in _REGISTRY:
     raise ConfigError(f"method={name!r} is not one of {list(_REGISTRY)}")
   return _REGISTRY[name]
+
+
+def run_options(cfg: ml_collections.ConfigDict) -> RunOptions:
+  """A run's typed options from its ConfigDict (each method block under its `settings`, each
+  evaluation task's under the task's). Parses only: `clipjax.train.validate` checks them."""
+  if isinstance(cfg, RunOptions):
+    return cfg
+  return RunOptions.of(cfg, lambda name: get_method(name).settings, eval_options)
 
 
 def method_config(name: str) -> ml_collections.ConfigDict:

@@ -17,6 +17,7 @@ from clipjax.evaluate.embed import Encoders
 from clipjax.models import CLIP
 from clipjax.models.clip import l2_normalize
 from clipjax.models.lora import applying_lora, lora_variables, merge_lora
+from clipjax.options import LoraOptions
 
 Embeddings = dict[str, Any]
 
@@ -49,10 +50,10 @@ class LoraSettings:
   dropout: float = 0.0
 
   @classmethod
-  def of(cls, lora) -> LoraSettings | None:
-    if not lora or not lora.rank:
+  def of(cls, lora: LoraOptions) -> LoraSettings | None:
+    if not lora.rank:
       return None
-    return cls(lora.alpha / lora.rank, lora.get("dropout", 0.0))
+    return cls(lora.alpha / lora.rank, lora.dropout)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -76,7 +77,7 @@ class Evaluation:
   exports: dict[str, tuple[str, Any]] = dataclasses.field(default_factory=dict)
 
 
-def with_lora_merged(params: dict, lora=None) -> dict:
+def with_lora_merged(params: dict, lora: LoraOptions) -> dict:
   """`params` with the LoRA adapters `params["lora"]` merged into the weights they adapt (as
   they are without adapters)."""
   if "lora" not in params:

@@ -31,8 +31,7 @@ def load_teacher(name: str, pretrained: str = "", arch: str = ""):
 
 
 def _teacher(block):
-  return load_teacher(block.teacher, block.get("teacher_pretrained", ""),
-                      block.get("teacher_arch", ""))
+  return load_teacher(block.teacher, block.teacher_pretrained, block.teacher_arch)
 
 
 @register
@@ -51,28 +50,28 @@ class Distill(Method):
 
   def validate(self, cfg):
     super().validate(cfg)
-    if not cfg.distill.teacher:
+    if not cfg.settings.teacher:
       raise ConfigError("distill.teacher is empty: name the teacher's weights, e.g. "
                         "--config.distill.teacher=ViT-L-14 "
                         "--config.distill.teacher_pretrained=laion2b_s32b_b82k")
     if "^teacher/" not in tuple(cfg.freeze):
       raise ConfigError(f"distill keeps the teacher frozen: freeze must include '^teacher/', "
                         f"got {tuple(cfg.freeze)}")
-    if cfg.distill.cached and (cfg.data.augment or cfg.data.cache_frozen):
+    if cfg.settings.cached and (cfg.data.augment or cfg.data.cache_frozen):
       raise ConfigError("distill.cached embeds each image once, unaugmented: set "
                         "data.augment=False (and data.cache_frozen=False: the student trains)")
 
   def validate_model(self, cfg, model_cfg):
     super().validate_model(cfg, model_cfg)
-    teacher = _teacher(cfg.distill)[0].cfg
-    if cfg.distill.cached:
+    teacher = _teacher(cfg.settings)[0].cfg
+    if cfg.settings.cached:
       return  # the teacher reads its own preprocessing of the data
     mine = (model_cfg.vision.image_size, model_cfg.text.context_length,
             model_cfg.text.vocab_size, model_cfg.text.tokenizer_dir)
     theirs = (teacher.vision.image_size, teacher.text.context_length, teacher.text.vocab_size,
               teacher.text.tokenizer_dir)
     if mine != theirs:
-      raise ConfigError(f"distill.teacher {cfg.distill.teacher} reads images of "
+      raise ConfigError(f"distill.teacher {cfg.settings.teacher} reads images of "
                         f"{theirs[0]} px and {theirs[1]}-token ids of vocabulary {theirs[2]} "
                         f"({theirs[3] or 'CLIP BPE'}); the student's are {mine[0]} px, "
                         f"{mine[1]} tokens, {mine[2]} ({mine[3] or 'CLIP BPE'}): they must "
@@ -81,11 +80,11 @@ class Distill(Method):
       raise ConfigError("the teacher's text tower reads the padding: set data.trim_text=False")
 
   def cached_teacher(self, cfg):
-    return _teacher(cfg.distill) if cfg.distill.get("cached") else None
+    return _teacher(cfg.settings) if cfg.settings.cached else None
 
   def init_params(self, model, clip_params, cfg):
-    teacher = _teacher(cfg.distill)[1]
-    if cfg.distill.get("cached"):  # the loss needs its temperature only
+    teacher = _teacher(cfg.settings)[1]
+    if cfg.settings.cached:  # the loss needs its temperature only
       teacher = {"logit_scale": teacher["logit_scale"]}
     # copies: the step donates its state, and load_teacher's arrays are kept for later runs
     return {"teacher": jax.tree.map(lambda x: jnp.array(x, copy=True), teacher)}

@@ -52,7 +52,7 @@ class Draft(Method):
 
   def validate(self, cfg):
     super().validate(cfg)
-    choice("draft.mmd.estimator", cfg.draft.mmd.estimator, losses.ESTIMATORS)
+    choice("draft.mmd.estimator", cfg.settings.mmd.estimator, losses.ESTIMATORS)
 
   def embed(self, ctx, params, batch):
     if "caption_embedding" in batch or batch["caption"].shape != batch["dialogue"].shape:

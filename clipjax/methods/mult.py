@@ -20,7 +20,7 @@ from clipjax.parallel.mesh import on_mesh
 def mult_tower(model: CLIP, mult_cfg) -> nn.Module:
   """The fusion tower; its size comes from `mult.tower`, its vocabulary from the text tower."""
   text = model.cfg.text
-  mult_cfg = MulTConfig(**dict(mult_cfg.get("tower") or {}),
+  mult_cfg = MulTConfig(**dict(mult_cfg.tower),
                         vocab_size=text.vocab_size, context_length=text.context_length,
                         pad_id=getattr(text, "pad_token_id", 0))
   return MulTFusion(mult_cfg, model.cfg.embed_dim, model.dtype)
@@ -44,7 +44,7 @@ class MulT(Method):
               "tower": {"width": 128, "heads": 4, "layers": 2, "patch_size": 8}}
 
   def init_params(self, model, clip_params, cfg):
-    return {"mult": init_mult_params(model, cfg.mult, cfg.seed)}
+    return {"mult": init_mult_params(model, cfg.settings, cfg.seed)}
 
   def embed(self, ctx, params, batch):
     out = embed_image_text(ctx, params, batch)

@@ -30,6 +30,9 @@ class MultiTask(Method):
 
   def validate(self, cfg):
     super().validate(cfg)
+    if cfg.data.text is None or cfg.data.text_batch_size is None:
+      raise ConfigError("multitask reads a second stream of text records: set data.text (a "
+                        "source spec) and data.text_batch_size")
     check_source_spec(cfg.data.text, "data.text")
 
   def embed(self, ctx, params, batch):

@@ -179,12 +179,12 @@ def arm_config(arm: Arm, budget: Budget, seed: int,
     c.export.hf = False
   c.seed = seed
   _data(c, budget, arm.detail)
-  tasks = arm.tasks or [t for t in task_names()  # full-caption arms: retrieval is on full ones
-                        if (t != "linear_probe" or arm.probe)
-                        and (t != "retrieval_full" or arm.detail != "full")]
+  tasks = arm.tasks or [name for name in task_names()
+                        if (arm.probe or not get_task(name).probe)
+                        and get_task(name).caption_detail != arm.detail]
   c.eval = eval_block(budget.eval_size, ",".join(tasks))  # text_pairs too
   for task in tasks:
-    size = budget.probe_size if task == "linear_probe" else budget.eval_size
+    size = budget.probe_size if get_task(task).probe else budget.eval_size
     c.eval[task].source = dict(synthetic(size, get_task(task).split, budget.resolution),
                                caption_detail=arm.detail)
   c.eval.num_workers = budget.num_workers

@@ -21,6 +21,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from clipjax.data.builder import make_source
+from clipjax.evaluate.tasks import eval_options
 from clipjax.files import write_atomically
 from clipjax.study import stats
 from clipjax.study.arms import ARMS, Arm, Budget, arm_config
@@ -55,8 +56,8 @@ def config_key(cfg) -> str:
 def data_fingerprint(cfg) -> str:
   """A hash of the length and the first and last records of every source the run reads
   (`data.train` and each evaluation task's): images by their pixels, other fields by value."""
-  tasks = [t.strip() for t in str(cfg.eval.tasks).split(",") if t.strip()] if cfg.eval else []
-  specs = [cfg.data.train] + [cfg.eval[task].source for task in tasks]
+  blocks = eval_options(cfg.eval).blocks.values() if cfg.eval else ()
+  specs = [cfg.data.train] + [block.source for block in blocks]
   digest = hashlib.sha256()
   for spec in specs:
     source = make_source(spec)

@@ -26,10 +26,12 @@ from clipjax.data.batch_plan import BatchPlan, batch_plan
 from clipjax.data.streams import Encoding, TrainingStreams, image_text_source, training_streams
 from clipjax.evaluate.embed import params_fingerprint
 from clipjax.methods import Method, get_method
+from clipjax.methods.base import run_options
 from clipjax.models.layers import compute_dtype
 from clipjax.models.lora import DEFAULT_TARGETS, init_lora
 from clipjax.models.stacking import rule_names
 from clipjax.models.text import padded_length
+from clipjax.options import RunOptions
 from clipjax.parallel.mesh import host_batch_to_global, make_mesh
 from clipjax.parallel.sharding import param_shardings, state_shardings
 from clipjax.train import flops, frozen_cache
@@ -45,20 +47,20 @@ class TrainingError(RuntimeError):
   """A run that must stop with a non-zero exit (NaN loss)."""
 
 
-def _model_and_params(cfg, method: Method) -> tuple[Any, dict]:
+def _model_and_params(cfg: RunOptions, method: Method) -> tuple[Any, dict]:
   """The model and `{"clip": ..., **the method's own towers}`: from model.checkpoint, or
   random (a longer model.context_length interpolates a checkpoint's positions)."""
   m = cfg.model
-  build = BuildOptions(context_length=m.get("context_length") or None,
-                       dtype=compute_dtype(m.dtype), remat=m.remat and m.get("remat_policy", True),
-                       attention=m.get("attention", "auto"), scan_layers=m.get("scan_layers", False))
+  build = BuildOptions(context_length=m.context_length or None, dtype=compute_dtype(m.dtype),
+                       remat=m.remat and m.remat_policy, attention=m.attention,
+                       scan_layers=m.scan_layers)
   model, clip, _, _ = load_or_create(
-      m.checkpoint, m.get("pretrained") or None, arch=m.arch or None, default_arch=DEFAULT_ARCH,
-      build=build, seed=cfg.seed, init_logit_bias=m.get("init_logit_bias"), warn_random=False)
-  if m.get("patch_dropout"):
+      m.checkpoint, m.pretrained or None, arch=m.arch or None, default_arch=DEFAULT_ARCH,
+      build=build, seed=cfg.seed, init_logit_bias=m.init_logit_bias, warn_random=False)
+  if m.patch_dropout:
     model = model.clone(patch_dropout=m.patch_dropout)
-  if not cfg.model.checkpoint and cfg.model.get("init_logit_scale") is not None:
-    clip = dict(clip, logit_scale=jnp.full((), cfg.model.init_logit_scale, jnp.float32))
+  if not m.checkpoint and m.init_logit_scale is not None:
+    clip = dict(clip, logit_scale=jnp.full((), m.init_logit_scale, jnp.float32))
   return model, {"clip": clip, **method.init_params(model, clip, cfg)}
 
 
@@ -99,44 +101,40 @@ class _Run:
   base: BaseWeights | None = None  # with LoRA: the frozen towers checkpoints leave out
 
 
-def _setup(cfg, devices: list[jax.Device] | None) -> _Run:
+def _setup(cfg: RunOptions, devices: list[jax.Device] | None) -> _Run:
   """The mesh, model, optimizer and initial train state, placed on the mesh."""
   mesh = make_mesh(cfg.mesh.data, cfg.mesh.fsdp, devices)
   method = get_method(cfg.method)
   model, params = _model_and_params(cfg, method)
   batches = batch_plan(cfg, mesh.size, jax.process_count(), model.cfg.naflex_patches)
-  freeze, lora, base = tuple(cfg.freeze), cfg.get("lora"), None
-  if lora and lora.rank:  # adapters on the kernels no freeze rule holds; their towers frozen
+  freeze, lora, base = cfg.freeze, cfg.lora, None
+  if lora.rank:  # adapters on the kernels no freeze rule holds; their towers frozen
     towers = {t: params[t] for t in method.lora_towers}
     params["lora"] = init_lora(towers, lora.rank, tuple(lora.targets) or DEFAULT_TARGETS,
                                freeze, lora.seed)
     freeze = (*(f"^{t}/" for t in towers), *freeze)
     base = BaseWeights(tuple(towers), base_name(cfg), params_fingerprint(towers))
-  o = cfg.optim
-  tx, frozen = make_optimizer(params, lr=o.lr, total_steps=cfg.total_steps,
-                              warmup_steps=o.warmup_steps, weight_decay=o.weight_decay, b1=o.b1,
-                              b2=o.b2, eps=o.eps, grad_clip_norm=o.grad_clip_norm,
-                              freeze=freeze, name=o.get("name", "adamw"))
+  tx, frozen = make_optimizer(params, cfg.optim, cfg.total_steps, freeze)
   state = {"params": params, "opt_state": tx.init(params), "step": jnp.zeros((), jnp.int32),
            "rng": jax.random.key_data(jax.random.key(cfg.seed))}
-  if o.get("ema_decay"):
+  if cfg.optim.ema_decay:
     state["ema"] = init_ema(params, frozen)
   sharding = state_shardings(state, tx, mesh, param_shardings(
-      params, mesh, cfg.mesh.get("fsdp_rules", (".*",)), cfg.mesh.get("fsdp_min_size", 2**14),
+      params, mesh, cfg.mesh.fsdp_rules, cfg.mesh.fsdp_min_size,
       names=rule_names(params)))
   return _Run(method, model, mesh, batches, tx, frozen, jax.device_put(state, sharding),
               sharding, base=base)
 
 
-def base_name(cfg) -> str:
+def base_name(cfg: RunOptions) -> str:
   """How a run names the CLIP weights it starts from."""
   m = cfg.model
   if m.checkpoint:
-    return f"{m.checkpoint}" + (f" ({m.pretrained})" if m.get("pretrained") else "")
+    return f"{m.checkpoint}" + (f" ({m.pretrained})" if m.pretrained else "")
   return f"{m.arch or DEFAULT_ARCH} initialised with seed {cfg.seed}"
 
 
-def _streams(cfg, run: _Run, workdir: epath.Path
+def _streams(cfg: RunOptions, run: _Run, workdir: epath.Path
              ) -> tuple[TrainingStreams, frozen_cache.FrozenEmbeddings | None]:
   """The run's training streams and its frozen-tower cache (None: none); with
   data.cache_frozen, the frozen-tower tables first (validate() checked the method,
@@ -171,7 +169,7 @@ def _streams(cfg, run: _Run, workdir: epath.Path
   return streams, cache
 
 
-def _fit(cfg, run: _Run, state: dict, streams: TrainingStreams,
+def _fit(cfg: RunOptions, run: _Run, state: dict, streams: TrainingStreams,
          cache: frozen_cache.FrozenEmbeddings | None, ckpt: Checkpointer, logs: MetricsLog,
          workdir: epath.Path) -> dict:
   """Steps from the state's step to cfg.total_steps: logs every log_every steps, checkpoints
@@ -181,8 +179,8 @@ def _fit(cfg, run: _Run, state: dict, streams: TrainingStreams,
   step_fn = make_train_step(run.method.objective(run.model, run.mesh, cfg), run.tx, run.frozen,
                             run.mesh, accum_steps=run.batches.accum_steps,
                             clamp_scale=not run.frozen["clip"]["logit_scale"],
-                            state_sharding=run.sharding, ema_decay=cfg.optim.get("ema_decay", 0.0),
-                            ema_warmup=cfg.optim.get("ema_warmup", False))
+                            state_sharding=run.sharding, ema_decay=cfg.optim.ema_decay,
+                            ema_warmup=cfg.optim.ema_warmup)
   model, method = run.model, run.method
   trainable = flops.trainable_towers(run.frozen)
   preempt = PreemptionFlag()
@@ -192,7 +190,7 @@ def _fit(cfg, run: _Run, state: dict, streams: TrainingStreams,
       batch = streams.next_batch(step + 1)
       if cache is not None:
         batch = cache.add_to(batch)
-      if cfg.data.get("trim_text", True) and model.cfg.text.trimmable:
+      if cfg.data.trim_text and model.cfg.text.trimmable:
         batch = trim_text_padding(batch, method.text_fields, method.text_pair_fields,
                                   getattr(model.cfg.text, "pad_token_id", 0))
       rows = len(jax.tree.leaves(batch.get("image_text", batch))[0])  # NaFlex: varies
@@ -226,8 +224,11 @@ def _fit(cfg, run: _Run, state: dict, streams: TrainingStreams,
   return state
 
 
-def train(cfg, workdir: str, devices: list[jax.Device] | None = None) -> dict:
+def train(cfg: RunOptions | Any, workdir: str, devices: list[jax.Device] | None = None) -> dict:
   """Trains `cfg.method` to `cfg.total_steps` in `workdir` (resuming if it holds a checkpoint).
+
+  cfg: the run's options (`clipjax.train.validate.validate` checks a ConfigDict and returns
+  them); a ConfigDict is read as it is.
 
   devices: the devices of the mesh (default: every device of every host). A subset of one
   process's devices keeps others free in a notebook; on CPU, one device runs a small model
@@ -240,6 +241,7 @@ def train(cfg, workdir: str, devices: list[jax.Device] | None = None) -> dict:
   workdir.mkdir(parents=True, exist_ok=True)
   if devices is not None and jax.process_count() > 1:
     raise ValueError("train(devices=...) is for one process; multi-host runs use every device")
+  cfg = run_options(cfg)
   run = _setup(cfg, devices)
   streams, cache = _streams(cfg, run, workdir)
   ckpt = Checkpointer(str(workdir / "checkpoints"), cfg.checkpoint.every, cfg.checkpoint.keep,

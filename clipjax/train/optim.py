@@ -20,6 +20,7 @@ import optax
 
 from clipjax.models.naming import flatten, path_keys, torch_key
 from clipjax.models.stacking import block_names, stacked_segment
+from clipjax.options import OptimOptions
 
 
 def frozen_mask(params: Any, patterns: Sequence[str]) -> Any:
@@ -97,22 +98,22 @@ OPTIMIZERS = {
 }
 
 
-def make_optimizer(params: Any, *, lr: float, total_steps: int, warmup_steps: int = 0,
-                   weight_decay: float = 0.2, b1: float = 0.9, b2: float = 0.98,
-                   eps: float = 1e-6, grad_clip_norm: float | None = None,
-                   freeze: Sequence[str] = (),
-                   name: str = "adamw") -> tuple[optax.GradientTransformation, Any]:
-  """Returns (optimizer, frozen mask): `OPTIMIZERS[name]` on the trainable leaves. Frozen
-  leaves get `set_to_zero` (no optimizer state) and the train step keeps them bitwise
-  unchanged (frozen layers of a partly frozen stack too, train/step.py)."""
+def make_optimizer(params: Any, optim: OptimOptions, total_steps: int, freeze: Sequence[str] = ()
+                   ) -> tuple[optax.GradientTransformation, Any]:
+  """Returns (optimizer, frozen mask): `OPTIMIZERS[optim.name]` with the run's schedule to
+  `total_steps` on the leaves no `freeze` regex matches. Frozen leaves get `set_to_zero` (no
+  optimizer state) and the train step keeps them bitwise unchanged (frozen layers of a partly
+  frozen stack too, train/step.py)."""
+  name = optim.name
   if name not in OPTIMIZERS:
     raise ValueError(f"optim.name={name!r} is not one of {list(OPTIMIZERS)}")
   frozen = frozen_mask(params, freeze)
   if all(is_frozen(f) for f in jax.tree.leaves(frozen)):
     raise ValueError(f"freeze patterns {list(freeze)} freeze every parameter: nothing to train")
-  train = OPTIMIZERS[name](cosine_schedule(lr, warmup_steps, total_steps), b1=b1, b2=b2,
-                           eps=eps, weight_decay=weight_decay, mask=decay_mask)
-  if grad_clip_norm:
-    train = optax.chain(optax.clip_by_global_norm(grad_clip_norm), train)
+  train = OPTIMIZERS[name](cosine_schedule(optim.lr, optim.warmup_steps, total_steps),
+                           b1=optim.b1, b2=optim.b2, eps=optim.eps,
+                           weight_decay=optim.weight_decay, mask=decay_mask)
+  if optim.grad_clip_norm:
+    train = optax.chain(optax.clip_by_global_norm(optim.grad_clip_norm), train)
   labels = jax.tree.map(lambda f: "frozen" if is_frozen(f) else "train", frozen)
   return optax.multi_transform({"train": train, "frozen": optax.set_to_zero()}, labels), frozen

@@ -2,7 +2,8 @@
 pretraining: a typo in a source kind, a path, the architecture, a freeze pattern or the batch
 size is a `ConfigError` naming the field, not a failure an hour into the run.
 
-The work dir's guards (one run at a time, the config bound once it has a checkpoint) are in
+`validate` returns the run's typed options (`clipjax.options.RunOptions`), which the rest of
+training reads. The work dir's guards (one run at a time, the config bound once it has a checkpoint) are in
 `clipjax.train.workdir`.
 """
 from __future__ import annotations
@@ -19,35 +20,35 @@ from clipjax.data.batch_plan import batch_plan
 from clipjax.data.builder import check_source_spec
 from clipjax.errors import ConfigError
 from clipjax.losses.ring import EXCHANGES
-from clipjax.evaluate.tasks import eval_tasks
 from clipjax.methods import Method, check_layout, get_method, method_names
-from clipjax.methods.base import ring_unavailable
+from clipjax.methods.base import ring_unavailable, run_options
 from clipjax.models.clip import CLIP
 from clipjax.models.layers import ATTENTION_KERNELS, COMPUTE_DTYPES, REMAT_POLICIES
 from clipjax.models.lora import DEFAULT_TARGETS, lora_targets
 from clipjax.models.naming import param_paths
 from clipjax.models.registry import get_model_config
+from clipjax.options import RunOptions
 from clipjax.train.optim import OPTIMIZERS
 
 
-def _check_model(cfg) -> Any:
+def _check_model(cfg: RunOptions) -> Any:
   """The architecture config (resolved from the checkpoint when arch is empty)."""
   choice("model.dtype", cfg.model.dtype, ("auto", *COMPUTE_DTYPES))
-  choice("model.attention", cfg.model.get("attention", "auto"), ATTENTION_KERNELS)
-  choice("model.remat_policy", cfg.model.get("remat_policy", REMAT_POLICIES[0]), REMAT_POLICIES)
-  if cfg.model.get("attention") == "cudnn" and jax.default_backend() not in ("gpu", "cuda"):
+  choice("model.attention", cfg.model.attention, ATTENTION_KERNELS)
+  choice("model.remat_policy", cfg.model.remat_policy, REMAT_POLICIES)
+  if cfg.model.attention == "cudnn" and jax.default_backend() not in ("gpu", "cuda"):
     raise ConfigError(f"model.attention='cudnn' needs a GPU, this run's JAX backend is "
                       f"{jax.default_backend()} (use 'auto' or 'xla')")
   if cfg.model.checkpoint:
     return describe_checkpoint(cfg.model.checkpoint, cfg.model.arch or None,
-                               cfg.model.get("pretrained") or None)
-  if cfg.model.get("pretrained"):
+                               cfg.model.pretrained or None)
+  if cfg.model.pretrained:
     raise ConfigError("model.pretrained (a tag) needs model.checkpoint=ARCH, e.g. "
                       "--config.model.checkpoint=ViT-B-32 --config.model.pretrained=laion2b_s34b_b79k")
   return get_model_config(cfg.model.arch or DEFAULT_ARCH)
 
 
-def _check_freeze(cfg, method: Method, arch_cfg) -> None:
+def _check_freeze(cfg: RunOptions, method: Method, arch_cfg) -> None:
   """Every freeze pattern is a regex matching a CLIP parameter (or naming one of the method's
   own towers, whose paths exist only after init); data.cache_frozen needs the whole image
   tower frozen and no augmentation."""
@@ -73,17 +74,16 @@ def _check_freeze(cfg, method: Method, arch_cfg) -> None:
                         f"cache it {cacheable}")
 
 
-def _check_lora(cfg, arch_cfg, method: Method) -> None:
-  lora = cfg.get("lora")
-  if not lora or not lora.rank:
+def _check_lora(cfg: RunOptions, arch_cfg, method: Method) -> None:
+  lora = cfg.lora
+  if not lora.rank:
     return
   if lora.rank < 0 or lora.alpha <= 0:
     raise ConfigError(f"lora.rank={lora.rank} must be >= 0 (0: off) and lora.alpha="
                       f"{lora.alpha} > 0")
-  dropout = lora.get("dropout", 0.0)
-  if not 0 <= dropout < 1:
-    raise ConfigError(f"lora.dropout={dropout} must be in [0, 1)")
-  if dropout and cfg.optim.get("accum_steps", 1) > 1:  # as model.patch_dropout
+  if not 0 <= lora.dropout < 1:
+    raise ConfigError(f"lora.dropout={lora.dropout} must be in [0, 1)")
+  if lora.dropout and cfg.optim.accum_steps > 1:  # as model.patch_dropout
     raise ConfigError("lora.dropout does not combine with optim.accum_steps > 1 (GradCache "
                       "recomputes the towers and would draw other masks)")
   for pattern in lora.targets:
@@ -100,8 +100,8 @@ def _check_lora(cfg, arch_cfg, method: Method) -> None:
                       f"kernel outside the freeze rules {list(cfg.freeze)}")
 
 
-def _check_patch_dropout(cfg, arch_cfg) -> None:
-  rate = cfg.model.get("patch_dropout", 0.0)
+def _check_patch_dropout(cfg: RunOptions, arch_cfg) -> None:
+  rate = cfg.model.patch_dropout
   if not rate:
     return
   if not 0 < rate < 1:
@@ -112,38 +112,46 @@ def _check_patch_dropout(cfg, arch_cfg) -> None:
   if arch_cfg.vision.naflex:
     raise ConfigError("model.patch_dropout does not apply to a NaFlex image tower (its padding "
                       "is masked by position; use shorter data.naflex.lengths for less work)")
-  if cfg.optim.get("accum_steps", 1) > 1:
+  if cfg.optim.accum_steps > 1:
     raise ConfigError("model.patch_dropout does not combine with optim.accum_steps > 1 (GradCache "
                       "recomputes the towers per device and would draw other patches)")
 
 
-def _check_exchange(cfg) -> None:
+def _check_exchange(cfg: RunOptions) -> None:
   """loss.exchange: auto or a known exchange, and "ring" (or a loss.block_size) only where every
   term of the loss has one (`methods.base.ring_unavailable`)."""
-  exchange = cfg.get("loss", {}).get("exchange", "auto")
+  exchange = cfg.loss.exchange
   choice("loss.exchange", exchange, ("auto", *EXCHANGES))
   why = ring_unavailable(cfg)
   if exchange == "ring" and why:
     raise ConfigError(f"loss.exchange='ring' is not available {why}; use "
                       f"loss.exchange=all_gather (or auto)")
-  if cfg.get("loss", {}).get("block_size") and why:
+  if cfg.loss.block_size and why:
     raise ConfigError(f"loss.block_size is not available {why}; leave it 0")
 
 
-def validate(cfg, *, check_base: bool = True) -> None:
-  """Raises ConfigError for the first problem found in a training config."""
-  choice("method", cfg.method, method_names())
-  check_layout(cfg)
+def validate(config, *, check_base: bool = True) -> RunOptions:
+  """The typed options of a training config (a ConfigDict), or ConfigError for the first
+  problem found. check_base: check `config.base` too (the base run a method adapts)."""
+  chain = config
+  while chain is not None:  # the run and the base runs it adapts
+    choice("method", chain.method, method_names())
+    check_layout(chain)
+    chain = chain.get("base")
+  cfg = run_options(config)  # eval.tasks are read (and checked) here
+  _check(cfg, check_base)
+  return cfg
+
+
+def _check(cfg: RunOptions, check_base: bool) -> None:
   method = get_method(cfg.method)
   if cfg.total_steps < 0 or cfg.log_every < 1:
     raise ConfigError(f"total_steps ({cfg.total_steps}) must be >= 0 and log_every "
                       f"({cfg.log_every}) >= 1")
   check_source_spec(cfg.data.train, "data.train")
-  choice("optim.name", cfg.optim.get("name", "adamw"), OPTIMIZERS)
-  if not 0 <= cfg.optim.get("ema_decay", 0.0) < 1:
+  choice("optim.name", cfg.optim.name, OPTIMIZERS)
+  if not 0 <= cfg.optim.ema_decay < 1:
     raise ConfigError(f"optim.ema_decay={cfg.optim.ema_decay} must be in [0, 1) (0: no average)")
-  if cfg.get("eval"):
-    eval_tasks(cfg.eval)
   method.validate(cfg)
   _check_exchange(cfg)
   arch_cfg = _check_model(cfg)
@@ -152,15 +160,6 @@ def validate(cfg, *, check_base: bool = True) -> None:
   _check_patch_dropout(cfg, arch_cfg)
   _check_lora(cfg, arch_cfg, method)
   _check_freeze(cfg, method, arch_cfg)
-  if check_base and cfg.get("base") is not None and not cfg.model.checkpoint:
-    inherit_model(cfg.base, cfg)
-    validate(cfg.base)
+  if check_base and cfg.base is not None and not cfg.model.checkpoint:
+    _check(cfg.base, check_base)
 
-
-def inherit_model(base, cfg) -> None:
-  """The base model is the same architecture as the model adapted from it (its own context
-  length)."""
-  with base.unlocked():
-    for field in ("arch", "dtype", "remat", "remat_policy", "scan_layers", "attention"):
-      if field in cfg.model:
-        base.model[field] = cfg.model[field]

@@ -1,18 +1,19 @@
 """The batch plan: one division of the global batch over hosts, devices and GradCache chunks
 (and a NaFlex tower's rows per sequence length), read by validation, the loop and the data
 streams; each field that does not divide or fit is a ConfigError naming it."""
-import ml_collections
 import pytest
 
 from clipjax.data.batch_plan import batch_plan
 from clipjax.data.batching import plan_lengths
 from clipjax.errors import ConfigError
+from clipjax.options import DataOptions, NaflexOptions, OptimOptions, RunOptions
 
 
 def _cfg(batch_size=64, accum=1, text_batch=None, naflex=None, seed=0):
-  return ml_collections.ConfigDict(dict(
-      batch_size=batch_size, seed=seed, optim=dict(accum_steps=accum),
-      data=dict(text_batch_size=text_batch, naflex=naflex or {})))
+  return RunOptions("clip", batch_size=batch_size, seed=seed,
+                    optim=OptimOptions(accum_steps=accum),
+                    data=DataOptions(text_batch_size=text_batch,
+                                     naflex=NaflexOptions(**(naflex or {}))))
 
 
 def test_the_division_of_a_plain_batch():

@@ -14,7 +14,7 @@ from conftest import REPO, xla_flags
 
 import clipjax
 from clipjax.data.synthetic import SyntheticScenes
-from clipjax.evaluate.tasks import EvalRun
+from clipjax.evaluate.tasks import EvalRun, eval_options
 from clipjax.evaluate.tasks.retrieval import retrieval
 from clipjax.evaluate.tasks.vqa import vqa
 from clipjax.evaluate.embed import clip_encoders
@@ -44,7 +44,7 @@ def test_run_evaluation_tasks_and_blend_sweep(two_models, tmp_path):
       retrieval=dict(source=_synthetic(24)),
       zeroshot=dict(source=_synthetic(24), classnames="source", templates="synthetic"),
       vqa=dict(source=_synthetic(12, "vqa"))))
-  res = run_evaluation(cfg, {"base": base, "other": other}, str(tmp_path),
+  res = run_evaluation(eval_options(cfg), {"base": base, "other": other}, str(tmp_path),
                        blend=("base", "other"))
   sweep = res["retrieval"]["blend"]["sweep"]
   # β = 1 is the original tower alone, β = 0 the adapted one alone.
@@ -71,7 +71,7 @@ def test_text_pairs_equals_float64_reference(two_models, tmp_path):
   base, _ = two_models
   cfg = ml_collections.ConfigDict(dict(tasks="text_pairs", batch_size=16, num_workers=0,
                                        text_pairs=dict(source=_synthetic(40))))
-  res = run_evaluation(cfg, {"base": base}, str(tmp_path))["text_pairs"]["base"]
+  res = run_evaluation(eval_options(cfg), {"base": base}, str(tmp_path))["text_pairs"]["base"]
   scenes = SyntheticScenes(40, 32, seed=0, split="eval")
   records = [scenes[i] for i in range(40)]
   q = base.encode_texts([r["caption"] for r in records]).astype(np.float64)
@@ -236,7 +236,8 @@ def test_zeroshot_on_a_class_folder_equals_a_float64_reference(two_models, coco_
       tasks="zeroshot", batch_size=4, num_workers=0,
       zeroshot=dict(source=f"folder:root={tmp_path}/classes", classnames="source",
                     templates=str(tmp_path / "templates.txt"))))
-  res = run_evaluation(cfg, {"base": base}, str(tmp_path / "out"))["zeroshot"]["base"]
+  res = run_evaluation(eval_options(cfg), {"base": base}, str(tmp_path / "out"))
+  res = res["zeroshot"]["base"]
   names = ["golden retriever", "red car", "teddy bear"]
   weights = np.stack([np.mean([_unit64(base.encode_texts([t.replace("{c}", n)]))[0]
                                for t in templates], axis=0) for n in names])
@@ -294,9 +295,10 @@ def test_a_task_defined_in_one_class_runs_everywhere(alignment_task, two_models,
   assert cfg.alignment.text_field == "caption" and "alignment" not in eval_block()["tasks"]
   cfg.num_workers, cfg.batch_size = 0, 8
   cfg.alignment.source = cfg.retrieval.source = _synthetic(16)
-  assert [t.name for t in eval_tasks(cfg)] == ["retrieval", "alignment"]
+  assert [t.name for t in eval_tasks(eval_options(cfg))] == ["retrieval", "alignment"]
   base, _ = two_models
-  got = run_evaluation(cfg, {"base": base}, str(tmp_path))["alignment"]["base"]["metrics"]
+  got = run_evaluation(eval_options(cfg), {"base": base}, str(tmp_path))
+  got = got["alignment"]["base"]["metrics"]
   scenes = SyntheticScenes(16, 32, seed=0, split="eval")
   images = np.stack([scenes[i]["image"] for i in range(16)])
   i = np.asarray(base.encode_images(images), np.float64)
@@ -305,6 +307,6 @@ def test_a_task_defined_in_one_class_runs_everywhere(alignment_task, two_models,
   t /= np.linalg.norm(t, axis=1, keepdims=True)
   np.testing.assert_allclose(got["mean_cosine"], np.mean(np.sum(i * t, axis=1)), rtol=1e-5)
   with pytest.raises(ConfigError, match="unknown task 'alignmnet' .*did you mean 'alignment'"):
-    eval_tasks(ml_collections.ConfigDict(dict(eval_block(16), tasks="alignmnet")))
+    eval_options(ml_collections.ConfigDict(dict(eval_block(16), tasks="alignmnet")))
   from clipjax.study.report import headline
   assert ("alignment/mean_cosine", "align") in headline()

@@ -10,7 +10,7 @@ from method_runs import CHANCE, config_file, fit, held_out_r1, jax_leaves, load_
 
 import clipjax
 from clipjax.data.embedding_table import EmbeddingTable
-from clipjax.methods import get_method
+from clipjax.methods import get_method, run_options
 from clipjax.methods.mult import init_mult_params
 from clipjax.methods.three_tower import dialogue_as_text_tower
 
@@ -115,7 +115,7 @@ def test_trimmed_text_gives_the_same_loss():
   trimmed = trim_text_padding(batch, get_method("draft").text_fields)
   assert trimmed["caption"].shape[1] < 77 and trimmed["caption"].shape[1] % 8 == 0
   cfg = load_config("draft")
-  loss_fn = jax.jit(get_method("draft").objective(model, make_mesh(), cfg).loss_fn)
+  loss_fn = jax.jit(get_method("draft").objective(model, make_mesh(), run_options(cfg)).loss_fn)
   key = jax.random.key(0)
   full, _ = loss_fn({"clip": clip}, batch, key)
   cut, _ = loss_fn({"clip": clip}, trimmed, key)

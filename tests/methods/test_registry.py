@@ -37,9 +37,9 @@ class CaptionsOnly(Method):
 
   def validate(self, cfg):
     super().validate(cfg)
-    if self.own(cfg).toy_weight <= 0:
+    if cfg.settings.toy_weight <= 0:
       raise ConfigError(f"toy_captions_only.toy_weight must be > 0, got "
-                        f"{self.own(cfg).toy_weight}")
+                        f"{cfg.settings.toy_weight}")
 
   def init_params(self, model, clip_params, cfg):
     return {"offset": {"value": jnp.zeros((), jnp.float32)}}

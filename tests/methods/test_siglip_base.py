@@ -16,7 +16,7 @@ from method_runs import CHANCE, config_file, fit, held_out_r1, jax_leaves, load_
 
 import clipjax
 from clipjax.data.synthetic import SyntheticScenes
-from clipjax.methods import get_method
+from clipjax.methods import get_method, run_options
 from clipjax.methods.three_tower import dialogue_as_text_tower, init_dialogue_params
 from clipjax.parallel.mesh import make_mesh
 from clipjax.text.tokenizer import Tokenizer
@@ -67,7 +67,8 @@ def fixed_batch(dialogue_mode: str, n: int = 32) -> dict:
 def objective_values(name, cfg, model, *param_sets) -> list[float]:
   """The method's loss on the fixed batch for each parameter set; in the sigmoid form also
   checked against the float64 NumPy SL(Q, K) of the same embeddings (docs/methods.md §7b)."""
-  objective = get_method(name).objective(model, make_mesh(devices=jax.devices()[:1]), cfg)
+  objective = get_method(name).objective(model, make_mesh(devices=jax.devices()[:1]),
+                                         run_options(cfg))
   batch, key = fixed_batch(cfg[name].get("dialogue_mode", "one_qa")), jax.random.key(0)
 
   def evaluate(params):

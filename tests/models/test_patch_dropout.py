@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import clipjax
-from clipjax.methods import get_method, method_config
+from clipjax.methods import get_method, method_config, run_options
 from clipjax.models.layers import drop_patches
 from clipjax.parallel.mesh import make_mesh
 
@@ -42,7 +42,7 @@ def test_towers_drop_in_training_only_with_finite_gradients(arch):
   # the training objective draws from the step's key: finite gradients, another key another loss
   cfg = method_config("clip" if "SigLIP" not in arch else "siglip")
   objective = get_method(cfg.method).objective(dropping, make_mesh(devices=jax.devices()[:1]),
-                                               cfg)
+                                               run_options(cfg))
   batch = {"image": np.random.default_rng(2).integers(0, 255, (4, size, size, 3), np.uint8),
            "caption": np.asarray(clipjax.get_tokenizer(arch)(["a", "b", "c", "d"])),
            "image_id": np.arange(4)}

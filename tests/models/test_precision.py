@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 import clipjax
-from clipjax.methods import get_method, method_config
+from clipjax.methods import get_method, method_config, run_options
 from clipjax.models.layers import compute_dtype
 from clipjax.parallel.mesh import make_mesh
 
@@ -57,7 +57,7 @@ def test_accelerator_policy_in_the_lowered_train_objective(method):
   dtype = compute_dtype("auto", backend="tpu")
   model, clip = clipjax.create_model("ViT-T-16-test", dtype=dtype)
   assert all(x.dtype == jnp.float32 for x in jax.tree.leaves(clip))  # params stay float32
-  objective = get_method(method).objective(model, make_mesh(), method_config(method))
+  objective = get_method(method).objective(model, make_mesh(), run_options(method_config(method)))
   batch = {"image": np.zeros((8, 32, 32, 3), np.uint8), "caption": np.ones((8, 16), np.int32),
            "dialogue": np.ones((8, 16), np.int32), "image_id": np.arange(8)}
   grad = jax.value_and_grad(lambda p, b, k: objective.loss_fn(p, b, k)[0])

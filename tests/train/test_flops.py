@@ -9,10 +9,11 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from clipjax.methods import get_method, method_config
+from clipjax.methods import get_method, method_config, run_options
 from clipjax.models import CLIP, get_model_config
 from clipjax.parallel.mesh import make_mesh
 from clipjax.train import flops
+from clipjax.options import OptimOptions
 from clipjax.train.optim import make_optimizer
 
 TOL = 0.05
@@ -62,12 +63,12 @@ def test_step_flops_match_xla(name):
   params = {"clip": params, **method.init_params(model, params, None)}
   freeze = {"clip": (), "draft": ("^clip/visual/", "^clip/logit_scale$"),
             "three_tower": ("^clip/",)}[name]
-  _, frozen = make_optimizer(params, lr=1e-3, total_steps=1, freeze=freeze)
+  _, frozen = make_optimizer(params, OptimOptions(), 1, freeze)
   n = 8
   batch = {"image": np.zeros((n, 64, 64, 3), np.uint8), "caption": np.ones((n, 16), np.int32),
            "dialogue": np.ones((n, 24), np.int32), "image_id": np.arange(n)}
   objective = method.objective(model, make_mesh(devices=jax.devices()[:1]),
-                               method_config(name))
+                               run_options(method_config(name)))
 
   def loss(trainable, rest, batch, key):
     merged = jax.tree.map(lambda f, t, r: r if f else t, frozen, trainable, rest)
@@ -113,13 +114,14 @@ def test_compiled_train_step_is_the_model_flops_in_one_program(name):
   model = CLIP(VIT)
   params = {"clip": jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), _params(model))["params"]}
   cfg, method, mesh = method_config(name), get_method(name), make_mesh(devices=jax.devices()[:1])
-  tx, frozen = make_optimizer(params, lr=1e-3, total_steps=10, freeze=tuple(cfg.freeze))
+  tx, frozen = make_optimizer(params, OptimOptions(lr=1e-3, grad_clip_norm=0.0), 10,
+                              tuple(cfg.freeze))
   n = 64  # matmul work well above AdamW's per-parameter arithmetic, as in real steps
   batch = {"image": np.zeros((n, 64, 64, 3), np.uint8), "caption": np.ones((n, 24), np.int32),
            "dialogue": np.ones((n, 24), np.int32), "image_id": np.arange(n)}
   if name == "clip":
     del batch["dialogue"]
-  step = make_train_step(method.objective(model, mesh, cfg), tx, frozen, mesh,
+  step = make_train_step(method.objective(model, mesh, run_options(cfg)), tx, frozen, mesh,
                          clamp_scale=name == "clip")
   state = {"params": params, "opt_state": jax.eval_shape(tx.init, params), "step": np.int32(0),
            "rng": jax.random.key_data(jax.random.key(0))}

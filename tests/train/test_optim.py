@@ -1,5 +1,7 @@
 """Optimizer pieces against open_clip's trainer: weight-decay exclusions, the cosine schedule;
 freezing keeps leaves bitwise and costs no optimizer state."""
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -10,6 +12,7 @@ from conftest import make_openclip_model
 import clipjax
 from clipjax.models.lora import init_lora
 from clipjax.models.naming import torch_key
+from clipjax.options import OptimOptions
 from clipjax.train.optim import cosine_schedule, decay_mask, frozen_mask, make_optimizer
 
 
@@ -44,7 +47,8 @@ def test_cosine_schedule_equals_open_clip():
 def test_frozen_leaves_bitwise_and_stateless():
   _, clip = clipjax.create_model("ViT-T-16-test")
   params = {"clip": clip}
-  tx, frozen = make_optimizer(params, lr=1e-2, total_steps=10, freeze=("^clip/visual/",))
+  opts = OptimOptions(lr=1e-2, warmup_steps=0, grad_clip_norm=0.0)
+  tx, frozen = make_optimizer(params, opts, 10, ("^clip/visual/",))
   state = tx.init(params)
   n_train = sum(x.size for x, f in zip(jax.tree.leaves(params), jax.tree.leaves(frozen)) if not f)
   adam_sizes = sum(x.size for x in jax.tree.leaves(state) if x.dtype == jnp.float32)
@@ -64,7 +68,7 @@ def test_freeze_pattern_errors():
   with pytest.raises(ValueError, match="matches no parameter"):
     frozen_mask({"clip": clip}, ["^clip/visaul/"])
   with pytest.raises(ValueError, match="nothing to train"):
-    make_optimizer({"clip": clip}, lr=1e-3, total_steps=1, freeze=("^clip/",))
+    make_optimizer({"clip": clip}, OptimOptions(), 1, ("^clip/",))
 
 
 @pytest.mark.parametrize("name", ["adamw", "lion", "adafactor", "muon", "sgd"])
@@ -87,14 +91,14 @@ def test_optimizers_by_name_are_optax_with_our_schedule_decay_and_freezing(name)
                                  eps=1e-6, adam_weight_decay=0.2),
       "sgd": optax.chain(optax.add_decayed_weights(0.2, decay_mask), optax.sgd(schedule, 0.9)),
   }[name]
-  tx, _ = make_optimizer(params, lr=1e-3, total_steps=10, warmup_steps=2, name=name, **kw)
+  opts = OptimOptions(lr=1e-3, warmup_steps=2, name=name, grad_clip_norm=0.0, **kw)
+  tx, _ = make_optimizer(params, opts, 10)
   want = reference.update(grads, reference.init(params), params)[0]
   got = tx.update(grads, tx.init(params), params)[0]
   for (path, a), b in zip(jax.tree_util.tree_flatten_with_path(got)[0], jax.tree.leaves(want)):
     np.testing.assert_array_equal(np.asarray(a), np.asarray(b), err_msg=str(path))
 
-  tx, frozen = make_optimizer(params, lr=1e-3, total_steps=10, warmup_steps=2, name=name,
-                              freeze=("^clip/visual/",), **kw)
+  tx, frozen = make_optimizer(params, opts, 10, ("^clip/visual/",))
   new = optax.apply_updates(params, tx.update(grads, tx.init(params), params)[0])
   for old, leaf, f in zip(jax.tree.leaves(params), jax.tree.leaves(new), jax.tree.leaves(frozen)):
     assert np.array_equal(old, np.asarray(leaf)) == bool(f)
@@ -103,8 +107,8 @@ def test_optimizers_by_name_are_optax_with_our_schedule_decay_and_freezing(name)
   # as the training loop sets it up: only the adapters move, every one of them
   params["lora"] = init_lora(params, rank=2)
   grads["lora"] = jax.tree.map(lambda x: np.ones(x.shape, np.float32), params["lora"])
-  tx, frozen = make_optimizer(params, lr=1e-3, total_steps=10, warmup_steps=0, name=name,
-                              freeze=("^clip/",), **kw)
+  tx, frozen = make_optimizer(params, dataclasses.replace(opts, warmup_steps=0), 10,
+                              ("^clip/",))
   new = optax.apply_updates(params, tx.update(grads, tx.init(params), params)[0])
   for old, leaf, f in zip(jax.tree.leaves(params), jax.tree.leaves(new), jax.tree.leaves(frozen)):
     assert np.array_equal(old, np.asarray(leaf)) == bool(f)
@@ -114,7 +118,7 @@ def test_optimizers_by_name_are_optax_with_our_schedule_decay_and_freezing(name)
 def test_unknown_optimizer_name():
   _, clip = clipjax.create_model("ViT-T-16-test")
   with pytest.raises(ValueError, match=r"optim.name='lino' is not one of \['adamw', 'lion'"):
-    make_optimizer({"clip": clip}, lr=1e-3, total_steps=1, name="lino")
+    make_optimizer({"clip": clip}, OptimOptions(name="lino"), 1)
 
 
 @pytest.mark.parametrize("name", ["adafactor", "muon"])

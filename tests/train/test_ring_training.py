@@ -42,7 +42,7 @@ def test_auto_exchange_rule():
   term of the method's loss has one; all-gather below it and for distillation; an explicit
   choice is kept."""
   from clipjax.methods import method_config
-  from clipjax.methods.base import RING_FROM_BATCH, resolve_exchange
+  from clipjax.methods.base import RING_FROM_BATCH, resolve_exchange, run_options
 
   def exchange(method, batch_size, **overrides):
     cfg = method_config(method)
@@ -50,7 +50,7 @@ def test_auto_exchange_rule():
     for key, value in overrides.items():
       part, field = key.split(".")
       cfg[part][field] = value
-    return resolve_exchange(cfg)
+    return resolve_exchange(run_options(cfg))
 
   assert method_config("clip").loss.exchange == "auto"
   assert exchange("clip", RING_FROM_BATCH - 64) == "all_gather"

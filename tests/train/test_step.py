@@ -9,17 +9,20 @@ from jax.sharding import PartitionSpec as P
 
 import clipjax
 from clipjax.data.synthetic import SyntheticScenes
-from clipjax.methods import get_method, method_config
+from clipjax.methods import get_method, method_config, run_options
 from clipjax.models.naming import flatten
 from clipjax.models.stacking import is_stacked, rule_names, stack_layers, unstack_layers
 from clipjax.parallel.hlo_stats import collective_bytes
 from clipjax.parallel.mesh import host_batch_to_global, make_mesh, replicated
 from clipjax.text.tokenizer import Tokenizer
+from clipjax.options import OptimOptions
 from clipjax.train.optim import frozen_mask, make_optimizer
 from clipjax.train.step import make_grad_fn, make_train_step, merge_rows, split_rows
 
 ARCH = "ViT-T-16-test"
 N = 32
+
+ONE_WARMUP_STEP = OptimOptions(lr=1e-3, warmup_steps=1, grad_clip_norm=0.0)
 
 
 @pytest.fixture(scope="module")
@@ -69,8 +72,8 @@ def test_gradcache_equals_full_batch_gradient(scenes, name, freeze):
   params = {"clip": clip}
   cfg = method_config(name)
   mesh = make_mesh()
-  method = get_method(name).objective(model, mesh, cfg)
-  _, frozen = make_optimizer(params, lr=1e-3, total_steps=10, freeze=freeze)
+  method = get_method(name).objective(model, mesh, run_options(cfg))
+  _, frozen = make_optimizer(params, OptimOptions(), 10, freeze)
   host = multitask_batch(scenes) if name == "multitask" else image_text_batch(scenes, True)
   batch = host_batch_to_global(host, mesh)
   params = jax.device_put(params, replicated(mesh))
@@ -89,8 +92,8 @@ def test_gradcache_needs_less_activation_memory(scenes):
   model, clip = clipjax.create_model(ARCH)
   params = {"clip": clip}
   mesh = make_mesh()
-  method = get_method("clip").objective(model, mesh, method_config("clip"))
-  _, frozen = make_optimizer(params, lr=1e-3, total_steps=10)
+  method = get_method("clip").objective(model, mesh, run_options(method_config("clip")))
+  _, frozen = make_optimizer(params, OptimOptions(), 10)
   # 512 rows: enough that activations, not the (carried) gradients, dominate the temporaries
   batch = host_batch_to_global(image_text_batch(scenes * 16), mesh)
   params = jax.device_put(params, replicated(mesh))
@@ -107,8 +110,8 @@ def test_gradcache_reduces_the_gradient_once(scenes):
   (each device sums its rows' partial gradients first), not once per sub-batch."""
   model, clip = clipjax.create_model(ARCH)
   params = jax.device_put({"clip": clip}, replicated(mesh := make_mesh()))
-  method = get_method("clip").objective(model, mesh, method_config("clip"))
-  _, frozen = make_optimizer(params, lr=1e-3, total_steps=10)
+  method = get_method("clip").objective(model, mesh, run_options(method_config("clip")))
+  _, frozen = make_optimizer(params, OptimOptions(), 10)
   batch = host_batch_to_global(image_text_batch(scenes), mesh)
   weights = sum(x.size * 4 for x in jax.tree.leaves(clip))
   reduced = {}
@@ -131,15 +134,16 @@ def test_draft_reduces_its_two_text_streams_gradient_once(scenes):
   params = jax.device_put({"clip": clip}, replicated(mesh := make_mesh()))
   cfg = method_config("draft")
   method = get_method("draft")
-  _, frozen = make_optimizer(params, lr=1e-3, total_steps=10, freeze=tuple(cfg.freeze))
+  _, frozen = make_optimizer(params, OptimOptions(), 10, tuple(cfg.freeze))
   trained = sum(x.size * 4 for x, f in zip(jax.tree.leaves(clip), jax.tree.leaves(frozen))
                 if not is_frozen(f))
   batch = host_batch_to_global(image_text_batch(scenes, True), mesh)
-  hlo = jax.jit(make_grad_fn(method.objective(model, mesh, cfg), frozen, mesh)).lower(
+  objective = method.objective(model, mesh, run_options(cfg))
+  hlo = jax.jit(make_grad_fn(objective, frozen, mesh)).lower(
       params, batch, jax.random.key(0)).compile().as_text()
   reduced = collective_bytes(hlo)["all-reduce"]
   assert 0.99 * trained <= reduced < 1.01 * trained, (reduced, trained)
-  ctx = Context(model, mesh, method.own(cfg))
+  ctx = Context(model, mesh, run_options(cfg).settings)
   together = method.embed(ctx, params, batch)
   for field in ("caption", "dialogue"):
     separate = encode_text(ctx, params, batch[field])
@@ -157,12 +161,12 @@ def test_eight_devices_equal_one_device(scenes):
   for devices in (jax.devices()[:1], jax.devices()):
     mesh = make_mesh(devices=devices)
     params = {"clip": clip}
-    tx, frozen = make_optimizer(params, lr=1e-3, total_steps=10, warmup_steps=1, freeze=freeze)
+    tx, frozen = make_optimizer(params, ONE_WARMUP_STEP, 10, freeze)
     state = {"params": params, "opt_state": tx.init(params), "step": np.int32(0),
              "rng": jax.random.key_data(jax.random.key(0))}
     state = jax.device_put(state, replicated(mesh))
-    step = make_train_step(get_method("draft").objective(model, mesh, cfg), tx, frozen, mesh,
-                           clamp_scale=False)
+    objective = get_method("draft").objective(model, mesh, run_options(cfg))
+    step = make_train_step(objective, tx, frozen, mesh, clamp_scale=False)
     losses = []
     for i in range(3):
       rows = np.roll(np.arange(N), 5 * i)
@@ -227,11 +231,11 @@ def test_scanned_step_equals_unrolled_with_a_partly_frozen_stack(scenes):
   results = []
   for m, p in ((model, clip), (scanned, stacked)):
     params = {"clip": jax.tree.map(np.asarray, p)}
-    tx, frozen = make_optimizer(params, lr=1e-3, total_steps=10, warmup_steps=1, freeze=freeze)
+    tx, frozen = make_optimizer(params, ONE_WARMUP_STEP, 10, freeze)
     state = jax.device_put({"params": params, "opt_state": tx.init(params), "step": np.int32(0),
                             "rng": jax.random.key_data(jax.random.key(0))}, replicated(mesh))
-    step = make_train_step(get_method("clip").objective(m, mesh, method_config("clip")),
-                           tx, frozen, mesh, clamp_scale=False)
+    objective = get_method("clip").objective(m, mesh, run_options(method_config("clip")))
+    step = make_train_step(objective, tx, frozen, mesh, clamp_scale=False)
     for _ in range(2):
       state, _ = step(state, host_batch_to_global(host, mesh))
     results.append(unstack_layers(jax.tree.map(np.asarray, state["params"])))

@@ -78,6 +78,7 @@ def _clipjax(checkpoint: str, batches):
   from method_runs import config_file
 
   from clipjax.convert.openclip import params_to_state_dict
+  from clipjax.methods import run_options
   from clipjax.train.ema import ema_params
   from clipjax.train.loop import _setup
   from clipjax.train.step import make_train_step
@@ -86,8 +87,9 @@ def _clipjax(checkpoint: str, batches):
   cfg.total_steps, cfg.batch_size = STEPS, BATCH
   cfg.optim.lr, cfg.optim.warmup_steps, cfg.optim.grad_clip_norm = LR, WARMUP, CLIP_NORM
   cfg.optim.ema_decay, cfg.optim.ema_warmup = EMA, True
-  run = _setup(cfg, jax.devices()[:1])
-  step = make_train_step(run.method.objective(run.model, run.mesh, cfg), run.tx, run.frozen,
+  opts = run_options(cfg)
+  run = _setup(opts, jax.devices()[:1])
+  step = make_train_step(run.method.objective(run.model, run.mesh, opts), run.tx, run.frozen,
                          run.mesh, clamp_scale=True, state_sharding=run.sharding,
                          ema_decay=cfg.optim.ema_decay, ema_warmup=True)
   state, losses = run.state, []

@@ -131,9 +131,10 @@ def test_open_clip_and_hugging_face_formats_train(tmp_path, coco_sample):
   labels); every format's records come out of the training pipeline, each one usable."""
   from clipjax.data.pipeline import PrepareExample, build_dataset
   from clipjax.data.streams import image_text_source
+  from clipjax.options import DataOptions
   formats = _write_formats(tmp_path, coco_sample)
   for spec, config in formats.items():
-    source = image_text_source({"train": spec})
+    source = image_text_source(DataOptions(train=spec))
     batches = list(build_dataset(source, PrepareExample(32, train=True), batch_size=4,
                                  num_epochs=1, num_workers=0, pad_remainder=True))
     assert len(source) == 12 and sum(int(b["mask"].sum()) for b in batches) == 12, spec

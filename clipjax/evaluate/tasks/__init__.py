@@ -9,10 +9,11 @@ from clipjax.evaluate.tasks.base import (
   EvalRun,
   Task,
   eval_block,
+  eval_options,
   eval_tasks,
   get_task,
   register,
   task_names,
 )
 
-__all__ = ["EvalRun", "Task", "eval_block", "eval_tasks", "get_task", "register", "task_names"]
+__all__ = ["EvalRun", "Task", "eval_block", "eval_options", "eval_tasks", "get_task", "register", "task_names"]

@@ -25,8 +25,8 @@ from clipjax.data.builder import check_source_spec, synthetic
 from clipjax.data.records import BAD_REASONS, BadRecord
 from clipjax.data.views import Subset, first_record_per_image
 from clipjax.errors import ConfigError
-from clipjax.evaluate.blending import THESIS_BETAS
 from clipjax.evaluate.embed import Encoders, embed_images
+from clipjax.options import EvalOptions, block_defaults, frozen_block, read_block
 
 
 @dataclasses.dataclass
@@ -58,6 +58,12 @@ class Task:
   headline: tuple[tuple[str, str], ...] = ()
   # The metric a β sweep of two text towers is plotted on; None: the task has no sweep.
   sweep_metric: str | None = None
+  # Fits a probe on the image embeddings: the seeds study runs it in the arms that compare
+  # image towers only, on a source of its own size (`Budget.probe_size`).
+  probe: bool = False
+  # The caption detail its synthetic source is read at whatever the run's (None: the run's);
+  # the study leaves it out of arms trained on that detail, where it repeats `retrieval`.
+  caption_detail: str | None = None
 
   def evaluate(self, encoders: Encoders, source, cfg: Mapping[str, Any], run: EvalRun,
                model_name: str) -> dict:
@@ -95,31 +101,38 @@ def get_task(name: str) -> Task:
 
 
 def eval_block(size: int = 256, tasks: str | None = None) -> dict:
-  """`config.eval`: every registered task's block on held-out synthetic scenes of `size`
-  records; `tasks` (comma-separated) defaults to the tasks marked `default` (text_pairs,
-  caption -> paraphrase among paraphrases and hard negatives, is off)."""
+  """`config.eval` (fields in `clipjax.options.EvalOptions`): every registered task's block on
+  held-out synthetic scenes of `size` records; `tasks` (comma-separated) defaults to the tasks
+  marked `default` (text_pairs, caption -> paraphrase among paraphrases and hard negatives, is
+  off)."""
   if tasks is None:
     tasks = ",".join(n for n, t in _REGISTRY.items() if t.default)
-  return dict(tasks=tasks, batch_size=64, num_workers=2,
-              betas=THESIS_BETAS,
-              plots=True,  # PNG plots beside results.json (β sweeps, per-class recall)
+  shared = {k: v for k, v in block_defaults(EvalOptions).items() if k not in ("tasks", "blocks")}
+  return dict(tasks=tasks, **shared,
               **{n: dict(source=synthetic(size, t.split), **t.settings)
                  for n, t in _REGISTRY.items()})
 
 
-def eval_tasks(cfg: Mapping[str, Any]) -> list[Task]:
-  """The tasks the `eval` block names (`tasks`, comma-separated), each checked: a registered
-  task, with its own block and a valid source spec (no data read). The one parser of
-  `eval.tasks`, for training configs and `clipjax.evaluate` alike."""
+def eval_options(cfg: Mapping[str, Any]) -> EvalOptions:
+  """The `eval` block read and checked: every task it names (`tasks`, comma-separated) is
+  registered and has its own block with a valid source spec (no data read); each block gets
+  its task's settings as defaults. The one parser of `eval.tasks`, for training configs and
+  `clipjax.evaluate` alike."""
   default = ",".join(n for n, t in _REGISTRY.items() if t.default)
-  names = [t.strip() for t in str(cfg.get("tasks", default)).split(",") if t.strip()]
-  out = []
+  names = tuple(t.strip() for t in str(cfg.get("tasks", default)).split(",") if t.strip())
+  blocks = {}
   for name in names:
-    out.append(get_task(name))
+    task = get_task(name)
     if not cfg.get(name):
       raise ConfigError(f"eval.tasks includes {name!r} but the config has no eval.{name} block")
     check_source_spec(cfg[name].source, f"eval.{name}.source")
-  return out
+    blocks[name] = frozen_block(task.settings, cfg[name])
+  return dataclasses.replace(read_block(EvalOptions, cfg), tasks=names, blocks=blocks)
+
+
+def eval_tasks(opts: EvalOptions) -> list[Task]:
+  """The tasks of the options, in order."""
+  return [get_task(name) for name in opts.tasks]
 
 
 # Shared pieces of the tasks.

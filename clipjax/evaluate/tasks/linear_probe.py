@@ -37,16 +37,17 @@ class LinearProbe(Task):
               "alpha": 1.0,             # the L2 penalty
               "train_fraction": 0.5}    # the first part of the source fits, the rest scores
   default = False  # the synthetic scenes' fields; the seeds study runs it
+  probe = True
   headline = (("count", "probe count"), ("position", "probe position"),
               ("background", "probe bg"))
 
   def evaluate(self, encoders, source, cfg, run, model_name):
-    fields = tuple(f.strip() for f in str(cfg.get("fields", "")).split(",") if f.strip())
+    fields = tuple(f.strip() for f in str(cfg.fields).split(",") if f.strip())
     out = cached_images(encoders, source, run, int_fields=fields)  # one read: images + fields
     n = len(out["index"])
-    n_train = int(n * float(cfg.get("train_fraction", 0.5)))
+    n_train = int(n * float(cfg.train_fraction))
     if not 0 < n_train < n:
-      raise ValueError(f"linear_probe: train_fraction={cfg.get('train_fraction')} leaves no "
+      raise ValueError(f"linear_probe: train_fraction={cfg.train_fraction} leaves no "
                        f"train or test rows among {n} images")
     metrics = {}
     for field in fields:
@@ -56,6 +57,6 @@ class LinearProbe(Task):
         raise ValueError(f"linear_probe: {source!r} record {int(out['index'][missing[0]])} has "
                          f"no {field!r} field (eval.linear_probe.fields)")
       predicted = ridge_probe(out["embeddings"][:n_train], y[:n_train],
-                              out["embeddings"][n_train:], float(cfg.get("alpha", 1.0)))
+                              out["embeddings"][n_train:], float(cfg.alpha))
       metrics[field] = float(np.mean(predicted == y[n_train:]))
     return {"metrics": metrics, "num_images": n, "skipped": skipped(out["bad_records"])}

@@ -64,10 +64,10 @@ class Retrieval(Task):
   sweep_metric = "image_retrieval_recall@1"
 
   def evaluate(self, encoders, source, cfg, run, model_name):
-    return retrieval([encoders], source, run, text_field=cfg.get("text_field", "caption"))
+    return retrieval([encoders], source, run, text_field=cfg.text_field)
 
   def sweep(self, towers, source, cfg, run, betas):
-    return retrieval(towers, source, run, text_field=cfg.get("text_field", "caption"),
+    return retrieval(towers, source, run, text_field=cfg.text_field,
                      betas=betas)
 
 
@@ -80,3 +80,4 @@ class FullCaptionRetrieval(Retrieval):
   name = "retrieval_full"
   settings = {"text_field": "full_caption"}
   default = False
+  caption_detail = "full"

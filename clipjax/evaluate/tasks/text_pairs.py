@@ -46,4 +46,4 @@ class TextPairs(Task):
   headline = (("recall@1", "text-text R@1"),)
 
   def evaluate(self, encoders, source, cfg, run, model_name):
-    return text_pairs(encoders, source, **{k: cfg[k] for k in self.settings if k in cfg})
+    return text_pairs(encoders, source, **{k: cfg[k] for k in self.settings})

@@ -67,8 +67,8 @@ class ZeroShot(Task):
   headline = (("top1", "0-shot top-1"),)
 
   def evaluate(self, encoders, source, cfg, run, model_name):
-    res = zero_shot(encoders, source, class_names(cfg.get("classnames", "source"), source),
-                    prompt_templates(cfg.get("templates", "synthetic")), run,
+    res = zero_shot(encoders, source, class_names(cfg.classnames, source),
+                    prompt_templates(cfg.templates), run,
                     cache_path=str(epath.Path(run.out_dir) / "cache" /
                                    f"zeroshot-{encoders.key}.npz"))
     if run.plots:
