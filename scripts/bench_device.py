@@ -181,7 +181,7 @@ def tiled_loss(batch: int, dim: int, block: int, steps: int, name: str = "draft"
     return l2_normalize(jax.random.normal(key, (batch, dim), jnp.float32))
 
   key = jax.random.key(1)
-  kw = dict(block_size=block, exchange=exchange)
+  kw = dict(options=losses.LossOptions(block_size=block, exchange=exchange))
   if name == "draft":
     loss = on_mesh(lambda i, y, z, s, axis_name: losses.draft_loss(
         i, y, z, s, key=key, axis_name=axis_name, **kw)[0], mesh)

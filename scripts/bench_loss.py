@@ -52,18 +52,19 @@ def measure(batch: int, path: str) -> dict:
   keys = jax.random.split(jax.random.key(0), 3)
   embs = [l2_normalize(jax.random.normal(k, (batch, FLAGS.dim))) for k in keys]
   block = None if path == "dense" else FLAGS.block
-  exchange = "ring" if path == "ring" else "all_gather"
+  options = losses.LossOptions(block_size=block,
+                               exchange="ring" if path == "ring" else "all_gather")
   if FLAGS.loss == "draft":
     loss = on_mesh(lambda i, y, z, s, key, axis_name: losses.draft_loss(
         i, y, z, s, key=key, mmd=losses.MMDConfig(num_features=FLAGS.num_features),
-        block_size=block, exchange=exchange, axis_name=axis_name)[0], mesh)
+        options=options, axis_name=axis_name)[0], mesh)
     step = jax.jit(jax.value_and_grad(loss, argnums=(1, 2)))
     args = (*embs, jnp.float32(100.0), jax.random.key(1))
   else:
     fn = {"clip": losses.clip_loss,
           "siglip": lambda i, t, s, **kw: losses.siglip_loss(i, t, s, jnp.float32(-10.0), **kw)}
     loss = on_mesh(lambda i, t, s, axis_name: fn[FLAGS.loss](
-        i, t, s, block_size=block, exchange=exchange, axis_name=axis_name), mesh)
+        i, t, s, options=options, axis_name=axis_name), mesh)
     step = jax.jit(jax.value_and_grad(loss, argnums=(0, 1)))
     args = (*embs[:2], jnp.float32(10.0))
   compiled = step.lower(*args).compile()

@@ -184,8 +184,8 @@ def measure_exchanges(devices: int) -> list[dict]:
     for batch in (int(b) for b in FLAGS.exchange_batches):
       x = jax.ShapeDtypeStruct((batch, FLAGS.exchange_dim), jnp.float32)
       for exchange in ("all_gather", "ring"):
-        loss = on_mesh(functools.partial(fn, exchange=exchange, block_size=FLAGS.exchange_block),
-                       mesh)
+        options = losses.LossOptions(block_size=FLAGS.exchange_block, exchange=exchange)
+        loss = on_mesh(functools.partial(fn, options=options), mesh)
         step = jax.jit(jax.value_and_grad(lambda *e: loss(*e, jnp.float32(10.0)),
                                           tuple(range(count))))
         mem = step.lower(*[x] * count).compile().memory_analysis()

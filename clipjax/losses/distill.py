@@ -7,6 +7,7 @@ import jax
 import jax.numpy as jnp
 
 from clipjax.losses.contrastive import HIGHEST, check_embeddings, clip_loss
+from clipjax.losses.options import reads
 from clipjax.parallel.collectives import AxisName, all_gather, psum
 
 
@@ -22,6 +23,7 @@ def _soft_row_cross_entropy(queries, keys, scale, teacher_queries, teacher_keys,
   return -(jax.nn.softmax(teacher, axis=1) * jax.nn.log_softmax(student, axis=1)).sum()
 
 
+@reads()  # the teacher's softmax rows would have to travel with the keys: not built
 def distill_loss(image_emb: jax.Array, text_emb: jax.Array, logit_scale,
                  teacher_image_emb: jax.Array, teacher_text_emb: jax.Array, teacher_logit_scale,
                  *, axis_name: AxisName = None) -> tuple[jax.Array, dict[str, jax.Array]]:

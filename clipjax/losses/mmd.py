@@ -23,6 +23,7 @@ import dataclasses
 import jax
 import jax.numpy as jnp
 
+from clipjax.losses.options import LossOptions, reads
 from clipjax.losses.ring_mmd import ring_pair_sum, ring_rff_difference, ring_similarities
 from clipjax.losses.tiled import HIGHEST, pick_block, tiled_rff_sum
 from clipjax.parallel.collectives import AxisName, all_gather, psum, shard_offset
@@ -74,21 +75,19 @@ def _rbf(u, v, sigmas):
   return jnp.exp(-d2 / (2 * jnp.square(sigmas))).sum(-1)
 
 
+@reads("block_size", "exchange")
 def mmd2(s_queries: jax.Array, d_queries: jax.Array, keys: jax.Array, logit_scale, *,
          key: jax.Array | None = None, config: MMDConfig = MMDConfig(),
-         block_size: int | None = None, axis_name: AxisName = None,
-         exchange: str = "all_gather"):
+         options: LossOptions = LossOptions(), axis_name: AxisName = None):
   """MMD² between the entries of S = s·s_queries keysᵀ and D = s·d_queries keysᵀ.
 
   s_queries, d_queries: [N, D] (captions, dialogues; this shard's rows); keys: [N, D] (images;
   this shard's rows); all L2-normalised. logit_scale: the multiplier s.
   key: PRNG key, identical on all devices (needed by `rff` and `subsample`).
-  exchange: "all_gather" (the keys gathered) or "ring" (`losses.ring_mmd`).
-  Returns (mmd², sigmas [K]).
+  options.exchange: "all_gather" (the keys gathered) or "ring" (`losses.ring_mmd`);
+  options.block_size: the rff estimator's tiles. Returns (mmd², sigmas [K]).
   """
-  if exchange not in ("all_gather", "ring"):
-    raise ValueError(f"exchange must be one of ['all_gather', 'ring'], got {exchange!r}")
-  ring = exchange == "ring" and axis_name is not None
+  ring, block_size = options.exchange == "ring" and axis_name is not None, options.block_size
   s_q, d_q, keys = (x.astype(jnp.float32) for x in (s_queries, d_queries, keys))
   sigmas = bandwidths(s_q, d_q, keys, logit_scale, config.multi_kernel, axis_name)
   if config.estimator != "full" and key is None:

@@ -53,8 +53,6 @@ from clipjax.losses.tiled import (
 )
 from clipjax.parallel.collectives import AxisName
 
-EXCHANGES = ("all_gather", "ring")
-
 
 def _ring(axis_name: AxisName):
   """(n, the permutation sending each device's shard to the next) over the named axes."""

@@ -5,8 +5,9 @@ device's image rows as the shards pass.
 - `rff` (`ring_rff_difference`): the Fourier-feature sums Σ_ij φ(S_ij) − Σ_ij φ(D_ij) of this
   device's rows, folded over the passing key shards in [block, block] tiles; a `custom_vjp`
   whose backward is the two-ring backward of the contrastive losses (`ring._ring_backward`),
-  the gradient of a tile being an elementwise function of its similarities. Memory: this
-  device's rows, their gradients and two key shards, whatever the global batch.
+  once for the caption rows and once for the dialogue rows, the gradient of a tile being an
+  elementwise function of its similarities. Memory: this device's rows, their gradients and
+  one [b, D] moving shard, whatever the global batch.
 - `full` (`ring_similarities`, `ring_pair_sum`): the exact O(B⁴) V-statistic for small batches
   and tests; this device's [b, B] entries are built as the keys pass, then the entry vectors of
   the other devices pass by for the pair sums. Differentiated by JAX through the ring (the
@@ -64,20 +65,25 @@ def _ring_rff_fwd(s_q, d_q, k, scale, omega, phase, per_kernel, block, axis_name
 
 def _ring_rff_bwd(per_kernel, block, axis_name, res, g):
   s_q, d_q, k, scale, omega, phase = res
-  b = s_q.shape[0]
-  q = jnp.concatenate([s_q, d_q])  # caption rows count +, dialogue rows −
-  signs = jnp.concatenate([_full((b,), 1.0, s_q), _full((b,), -1.0, s_q)])
+  unlabelled = jnp.zeros_like(k[:, 0], jnp.int32)  # varying like the rows
 
-  def grad_of_logits(sims, ql, kl, qr, kr):
-    del ql, kl, kr
-    return qr[0][:, None] * rff_grad_of_sims(sims, g, omega, phase, per_kernel)
+  def backward(q, sign):
+    """(dq, dk, dscale) of ±Σ φ(scale q·k) (caption rows count +, dialogue rows −). One
+    backward per side rather than one of their concatenation: the moving query shard and the
+    gradient buffers stay [b, D], as in the contrastive losses' rings, and no [2b, D] copy of
+    the rows or of their gradient is made."""
+    def grad_of_logits(sims, ql, kl, qr, kr):
+      del ql, kl, qr, kr
+      return sign * rff_grad_of_sims(sims, g, omega, phase, per_kernel)
+    dq, dk, dscale, _, _, _ = _ring_backward(q, k, scale, _full((), 0.0, q), unlabelled,
+                                             unlabelled, (), (), block, axis_name,
+                                             grad_of_logits)
+    return dq, dk, dscale
 
-  unlabelled = lambda x: jnp.zeros_like(x[:, 0], jnp.int32)  # varying like the rows
-  dq, dk, dscale, _, _, _ = _ring_backward(q, k, scale, _full((), 0.0, q), unlabelled(q),
-                                           unlabelled(k), (signs,), (), block, axis_name,
-                                           grad_of_logits)
+  ds_q, dk_s, dscale_s = backward(s_q, 1.0)
+  dd_q, dk_d, dscale_d = backward(d_q, -1.0)
   # ω and b are random draws, not parameters: no gradient flows to them.
-  return dq[:b], dq[b:], dk, dscale, None, None
+  return ds_q, dd_q, dk_s + dk_d, dscale_s + dscale_d, None, None
 
 
 _ring_rff.defvjp(_ring_rff_fwd, _ring_rff_bwd)

@@ -29,12 +29,13 @@ cache replaces `image` / `caption` with unit `image_embedding` / `caption_embedd
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
+from typing import Any, Callable
 
 import jax
 import ml_collections
 from jax.sharding import Mesh
 
+from clipjax import losses
 from clipjax.config import DEFAULT_ARCH, base_config, choice
 from clipjax.data.streams import StreamPlan
 from clipjax.errors import ConfigError
@@ -74,9 +75,10 @@ class Method:
   caches_frozen_images: bool = False
   # ... and each caption once when the whole CLIP text tower is frozen as well.
   caches_frozen_captions: bool = False
-  # The loss takes `loss.block_size` (tiled logits) and the ring exchange; False: it forms
-  # the whole [local, global] logits with one all-gather, and both settings are refused.
-  blockwise_loss: bool = True
+  # The global-batch losses `loss` calls (clipjax.losses): every setting of the run's
+  # `LossOptions` away from its default must be one each of them reads (`@reads`), else
+  # validation refuses it (loss.block_size, loss.exchange=ring, form, bidirectional).
+  loss_functions: tuple[Callable, ...] = ()
   # Adapts a pretrained CLIP: needs model.checkpoint or config.base, and the evaluation
   # compares with that base (`evaluate` gets its params).
   adapts_pretrained: bool = False
@@ -158,8 +160,7 @@ class Method:
   def objective(self, model: CLIP, mesh: Mesh, cfg: RunOptions) -> Objective:
     """The method's embed / loss pair for a run's options (with LoRA, the towers apply the
     adapters `params["lora"]` beside their frozen kernels: `apply_tower`)."""
-    ctx = Context(model, mesh, cfg.settings, cfg.loss.block_size or None,
-                  lora=LoraSettings.of(cfg.lora), exchange=resolve_exchange(cfg))
+    ctx = Context(model, mesh, cfg.settings, loss_options(cfg), lora=LoraSettings.of(cfg.lora))
     return Objective(lambda p, b, k=None: self.embed(dataclasses.replace(ctx, key=k), p, b),
                      lambda p, e, b, k: self.loss(ctx, p, e, b, k))
 
@@ -173,21 +174,25 @@ class Method:
 RING_FROM_BATCH = 32_768
 
 
-def ring_unavailable(cfg: RunOptions) -> str:
-  """Why a run's loss has no ring exchange or tiling ("" when it has them)."""
-  if not get_method(cfg.method).blockwise_loss:
-    return f"for {cfg.method} (its loss forms the whole logits of the gathered batch)"
-  return ""
-
-
 def resolve_exchange(cfg: RunOptions) -> str:
   """`loss.exchange` as the losses take it: "auto" is the ring from `RING_FROM_BATCH` global
-  rows on where the method's loss has one, else the all-gather."""
+  rows on where every loss of the method reads the exchange, else the all-gather."""
   exchange = cfg.loss.exchange
   if exchange != "auto":
     return exchange
-  big = cfg.batch_size >= RING_FROM_BATCH
-  return "ring" if big and not ring_unavailable(cfg) else "all_gather"
+  method = get_method(cfg.method)
+  ring = all("exchange" in getattr(f, "reads", ()) for f in method.loss_functions)
+  return "ring" if ring and cfg.batch_size >= RING_FROM_BATCH else "all_gather"
+
+
+def loss_options(cfg: RunOptions) -> losses.LossOptions:
+  """The one `LossOptions` a run's losses get: its method's `form` and `bidirectional` (where
+  it has them), `loss.block_size` and the resolved `loss.exchange`."""
+  own = cfg.settings
+  return losses.LossOptions(form=own.form if "form" in own else "softmax",
+                            bidirectional=bool("bidirectional" in own and own.bidirectional),
+                            block_size=cfg.loss.block_size or None,
+                            exchange=resolve_exchange(cfg))
 
 
 # The registry.

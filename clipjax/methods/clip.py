@@ -11,12 +11,13 @@ from clipjax.parallel.mesh import on_mesh
 @register
 class Clip(Method):
   name = "clip"
+  loss_functions = (losses.clip_loss,)
   settings = {"same_image_positives": False}
 
   def loss(self, ctx, params, emb, batch, key):
     del key
     scale = logit_scale(params)
     out = on_mesh(losses.clip_loss, ctx.mesh)(emb["image"], emb["caption"], scale,
-                                              **ctx.loss_options,
+                                              options=ctx.loss,
                                               **same_image_labels(ctx, batch))
     return out, {"scale": scale}

@@ -14,6 +14,7 @@ import jax.numpy as jnp
 from jax.sharding import Mesh
 
 from clipjax.evaluate.embed import Encoders
+from clipjax.losses import LossOptions
 from clipjax.models import CLIP
 from clipjax.models.clip import l2_normalize
 from clipjax.models.lora import applying_lora, lora_variables, merge_lora
@@ -25,22 +26,16 @@ Embeddings = dict[str, Any]
 @dataclasses.dataclass(frozen=True)
 class Context:
   """What `embed` and `loss` close over: the model, the device mesh, the method's settings
-  (`config.<method>`), the keys per tile of the tiled loss path (None = the dense matrix,
-  `config.loss.block_size`) and the exchange of the other devices' rows, in a training step
-  the step's key for the towers' own
-  randomness (patch and LoRA dropout; None elsewhere), and the LoRA settings (None: off)."""
+  (`config.<method>`), the fixed settings every loss of the step gets (`methods.base.
+  loss_options`: form, bidirectional, tiles, exchange), in a training step the step's key for
+  the towers' own randomness (patch and LoRA dropout; None elsewhere), and the LoRA settings
+  (None: off)."""
   model: CLIP
   mesh: Mesh
   cfg: Any
-  block_size: int | None = None
+  loss: LossOptions = LossOptions()
   key: jax.Array | None = None
   lora: LoraSettings | None = None
-  exchange: str = "all_gather"  # all_gather | ring (losses/ring.py; `resolve_exchange`)
-
-  @property
-  def loss_options(self) -> dict[str, Any]:
-    """How the global-batch losses see the other devices' rows: tiles and exchange."""
-    return {"block_size": self.block_size, "exchange": self.exchange}
 
 
 @dataclasses.dataclass(frozen=True)

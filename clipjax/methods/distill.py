@@ -38,8 +38,7 @@ def _teacher(block):
 class Distill(Method):
   name = "distill"
   extra_towers = ("teacher",)
-  # the teacher's softmax rows would have to travel with the keys: not built
-  blockwise_loss = False
+  loss_functions = (losses.distill_loss,)  # no tiles, no ring (clipjax/losses/distill.py)
   settings = {"teacher": "",             # any name load_openclip takes, e.g. ViT-L-14
               "teacher_pretrained": "",  # its pretrained tag (e.g. laion2b_s32b_b82k)
               "teacher_arch": "",        # its architecture, when the name does not say it

@@ -29,6 +29,7 @@ from clipjax.parallel.mesh import on_mesh
 @register
 class Draft(Method):
   name = "draft"
+  loss_functions = (losses.draft_loss,)
   text_fields = ("caption", "dialogue")
   caches_frozen_images = True
   adapts_pretrained = True
@@ -75,8 +76,7 @@ class Draft(Method):
     out, aux = on_mesh(losses.draft_loss, ctx.mesh)(
         emb["image"], emb["caption"], emb["dialogue"], logit_scale(params), key=key, a=cfg.a,
         mmd_weight=cfg.mmd_weight, mmd=losses.MMDConfig(**cfg.mmd),
-        bidirectional=cfg.bidirectional, form=cfg.form, logit_bias=logit_bias(params),
-        **ctx.loss_options, **same_image_labels(ctx, batch))
+        logit_bias=logit_bias(params), options=ctx.loss, **same_image_labels(ctx, batch))
     return out, dict(aux)
 
   def evaluate(self, model, params, base_params, cfg):

@@ -16,16 +16,16 @@ class LiT(Clip):
   name = "lit"
   caches_frozen_images = True
   loss_forms = ("softmax", "sigmoid")
+  loss_functions = (losses.clip_loss,)  # in its `form`: SigLIP's sigmoid with form=sigmoid
   settings = {"form": "softmax", "same_image_positives": False}
 
   def configure(self, c):
     c.freeze = ("^clip/visual/",)
 
   def loss(self, ctx, params, emb, batch, key):
-    if ctx.cfg.form != "sigmoid":
+    if ctx.loss.form != "sigmoid":
       return super().loss(ctx, params, emb, batch, key)
     scale, bias = logit_scale(params), logit_bias(params)
-    out = on_mesh(losses.siglip_loss, ctx.mesh)(emb["image"], emb["caption"], scale, bias,
-                                                **ctx.loss_options,
-                                                **same_image_labels(ctx, batch))
+    out = on_mesh(losses.clip_loss, ctx.mesh)(emb["image"], emb["caption"], scale, bias,
+                                              options=ctx.loss, **same_image_labels(ctx, batch))
     return out, {"scale": scale, "bias": bias}

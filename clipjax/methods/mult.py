@@ -37,6 +37,7 @@ def init_mult_params(model: CLIP, mult_cfg, seed: int) -> dict:
 @register
 class MulT(Method):
   name = "mult"
+  loss_functions = (losses.mult_loss,)
   extra_towers = ("mult",)
 
   settings = {"a": 0.5,   # CE(I, T): the pair retrieval is evaluated on
@@ -56,5 +57,5 @@ class MulT(Method):
     del batch, key
     out = on_mesh(losses.mult_loss, ctx.mesh)(emb["image"], emb["caption"], emb["fused"],
                                               logit_scale(params), a=ctx.cfg.a, b=ctx.cfg.b,
-                                              **ctx.loss_options)
+                                              options=ctx.loss)
     return out, {"scale": logit_scale(params)}

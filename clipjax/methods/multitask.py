@@ -17,6 +17,7 @@ from clipjax.parallel.mesh import on_mesh
 @register
 class MultiTask(Method):
   name = "multitask"
+  loss_functions = (losses.text_infonce, losses.clip_loss)
   text_pair_fields = ("query", "positive", "negatives")
   settings = {"tau": 0.05}  # the text–text InfoNCE temperature (fixed)
 
@@ -50,10 +51,10 @@ class MultiTask(Method):
     text, pairs, scale = emb["text"], emb["image_text"], logit_scale(params)
     negatives = {"negatives": text["negatives"]} if "negatives" in text else {}
     tt = on_mesh(losses.text_infonce, ctx.mesh)(text["query"], text["positive"],
-                                                tau=ctx.cfg.tau, exchange=ctx.exchange,
+                                                tau=ctx.cfg.tau, options=ctx.loss,
                                                 **negatives)
     ti = on_mesh(losses.clip_loss, ctx.mesh)(pairs["image"], pairs["caption"], scale,
-                                             **ctx.loss_options,
+                                             options=ctx.loss,
                                              **same_image_labels(ctx, batch["image_text"]))
     return tt + ti, {"text_text": tt, "text_image": ti, "scale": scale}
 

@@ -14,6 +14,7 @@ from clipjax.parallel.mesh import on_mesh
 @register
 class SigLIP(Method):
   name = "siglip"
+  loss_functions = (losses.siglip_loss,)
   settings = {"same_image_positives": False}
 
   def configure(self, c):
@@ -24,6 +25,6 @@ class SigLIP(Method):
     del key
     scale, bias = logit_scale(params), logit_bias(params)
     out = on_mesh(losses.siglip_loss, ctx.mesh)(emb["image"], emb["caption"], scale, bias,
-                                                **ctx.loss_options,
+                                                options=ctx.loss,
                                                 **same_image_labels(ctx, batch))
     return out, {"scale": scale, "bias": bias}

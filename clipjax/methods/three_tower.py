@@ -55,6 +55,7 @@ def dialogue_as_text_tower(clip_params: dict, dialogue_params: dict) -> dict:
 @register
 class ThreeTower(Method):
   name = "three_tower"
+  loss_functions = (losses.three_tower_loss,)
   text_fields = ("caption", "dialogue")
   caches_frozen_images = True
   caches_frozen_captions = True  # T is frozen as well
@@ -85,8 +86,7 @@ class ThreeTower(Method):
     del batch, key
     out = on_mesh(losses.three_tower_loss, ctx.mesh)(
         emb["image"], emb["caption"], emb["dialogue"], logit_scale(params), a=ctx.cfg.a,
-        bidirectional=ctx.cfg.bidirectional, form=ctx.cfg.form, logit_bias=logit_bias(params),
-        **ctx.loss_options)
+        logit_bias=logit_bias(params), options=ctx.loss)
     return out, {}
 
   def evaluate(self, model, params, base_params, cfg):

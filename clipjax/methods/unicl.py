@@ -13,11 +13,12 @@ from clipjax.parallel.mesh import on_mesh
 @register
 class UniCL(Method):
   name = "unicl"
+  loss_functions = (losses.unicl_loss,)
 
   def loss(self, ctx, params, emb, batch, key):
     del key
     scale = logit_scale(params)
     out = on_mesh(losses.unicl_loss, ctx.mesh)(emb["image"], emb["caption"],
                                                batch["label"].astype(jnp.int32), scale,
-                                               **ctx.loss_options)
+                                               options=ctx.loss)
     return out, {"scale": scale}

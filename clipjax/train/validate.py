@@ -19,9 +19,9 @@ from clipjax.convert.openclip import param_shapes
 from clipjax.data.batch_plan import batch_plan
 from clipjax.data.builder import check_source_spec
 from clipjax.errors import ConfigError
-from clipjax.losses.ring import EXCHANGES
+from clipjax.losses import EXCHANGES, unread
 from clipjax.methods import Method, check_layout, get_method, method_names
-from clipjax.methods.base import ring_unavailable, run_options
+from clipjax.methods.base import loss_options, run_options
 from clipjax.models.clip import CLIP
 from clipjax.models.layers import ATTENTION_KERNELS, COMPUTE_DTYPES, REMAT_POLICIES
 from clipjax.models.lora import DEFAULT_TARGETS, lora_targets
@@ -117,17 +117,24 @@ def _check_patch_dropout(cfg: RunOptions, arch_cfg) -> None:
                       "recomputes the towers per device and would draw other patches)")
 
 
-def _check_exchange(cfg: RunOptions) -> None:
-  """loss.exchange: auto or a known exchange, and "ring" (or a loss.block_size) only where every
-  term of the loss has one (`methods.base.ring_unavailable`)."""
-  exchange = cfg.loss.exchange
-  choice("loss.exchange", exchange, ("auto", *EXCHANGES))
-  why = ring_unavailable(cfg)
-  if exchange == "ring" and why:
-    raise ConfigError(f"loss.exchange='ring' is not available {why}; use "
-                      f"loss.exchange=all_gather (or auto)")
-  if cfg.loss.block_size and why:
-    raise ConfigError(f"loss.block_size is not available {why}; leave it 0")
+def _check_loss(cfg: RunOptions, method: Method) -> None:
+  """loss.exchange is auto or a known exchange, loss.block_size >= 0, and every loss setting the
+  run changes (`methods.base.loss_options`) is read by each loss of its method (`@reads`):
+  none is silently ignored."""
+  choice("loss.exchange", cfg.loss.exchange, ("auto", *EXCHANGES))
+  if cfg.loss.block_size < 0:
+    raise ConfigError(f"loss.block_size={cfg.loss.block_size} must be >= 0 (0: the dense "
+                      f"logits)")
+  options = loss_options(cfg)
+  fields = {"form": f"{method.name}.form", "bidirectional": f"{method.name}.bidirectional",
+            "block_size": "loss.block_size", "exchange": "loss.exchange"}
+  keep = {"form": "'softmax'", "bidirectional": "False", "block_size": "0",
+          "exchange": "all_gather (or auto)"}
+  for loss in method.loss_functions:
+    for setting in unread(loss, options):
+      raise ConfigError(f"{fields[setting]}={getattr(options, setting)!r} is not read by "
+                        f"{method.name}'s loss ({loss.__name__}); set {fields[setting]}="
+                        f"{keep[setting]}")
 
 
 def validate(config, *, check_base: bool = True) -> RunOptions:
@@ -153,7 +160,7 @@ def _check(cfg: RunOptions, check_base: bool) -> None:
   if not 0 <= cfg.optim.ema_decay < 1:
     raise ConfigError(f"optim.ema_decay={cfg.optim.ema_decay} must be in [0, 1) (0: no average)")
   method.validate(cfg)
-  _check_exchange(cfg)
+  _check_loss(cfg, method)
   arch_cfg = _check_model(cfg)
   batch_plan(cfg, jax.device_count(), jax.process_count(), arch_cfg.naflex_patches)
   method.validate_model(cfg, arch_cfg)

@@ -10,6 +10,7 @@ import pytest
 from conftest import rel_err
 
 from clipjax import losses
+from clipjax.losses import LossOptions
 from clipjax.losses.mmd import MMDConfig, mmd2, subsample_positions
 from clipjax.parallel.mesh import make_mesh, on_mesh
 
@@ -53,7 +54,8 @@ def test_clip_loss(mesh):
 
 
 def test_clip_loss_with_bias_tiled(mesh):
-  fn = functools.partial(losses.clip_loss, logit_bias=jnp.float32(-2.5), block_size=4)
+  fn = functools.partial(losses.clip_loss, logit_bias=jnp.float32(-2.5),
+                         options=LossOptions(block_size=4))
   _check(mesh, lambda i, t, s, axis_name: fn(i, t, s, axis_name=axis_name),
          lambda i, t, s: ref.clip(i, t, s, bias=-2.5), _embeddings(2))
 
@@ -63,8 +65,8 @@ def test_unicl_with_shared_labels(mesh):
   labels[:3] = [100, 101, 102]  # image-text pairs without a class: unique labels
   for block in (None, 4):
     _check(mesh, lambda i, t, s, axis_name, block=block: losses.unicl_loss(
-               i, t, jnp.asarray(labels)[_rows(axis_name)], s, block_size=block,
-               axis_name=axis_name),
+               i, t, jnp.asarray(labels)[_rows(axis_name)], s,
+               options=LossOptions(block_size=block), axis_name=axis_name),
            lambda i, t, s: ref.clip(i, t, s, labels=labels), _embeddings(2))
 
 
@@ -76,7 +78,8 @@ def _rows(axis_name):
 
 @pytest.mark.parametrize("bidirectional", [False, True])
 def test_three_tower_loss(mesh, bidirectional):
-  _check(mesh, functools.partial(losses.three_tower_loss, a=0.65, bidirectional=bidirectional),
+  _check(mesh, functools.partial(losses.three_tower_loss, a=0.65,
+                                 options=LossOptions(bidirectional=bidirectional)),
          lambda i, t, g, s: ref.three_tower(i, t, g, s, 0.65, bidirectional), _embeddings(3))
 
 
@@ -88,7 +91,8 @@ def test_draft_contrastive_loss(mesh):
 @pytest.mark.parametrize("block", [None, 4])
 def test_siglip_loss(mesh, block):
   _check(mesh, lambda i, t, s, axis_name: losses.siglip_loss(
-             i, t, s, jnp.float32(-10.0), block_size=block, axis_name=axis_name),
+             i, t, s, jnp.float32(-10.0), options=LossOptions(block_size=block),
+             axis_name=axis_name),
          lambda i, t, s: ref.sigmoid_loss(i, t, s, -10.0), _embeddings(2))
 
 
@@ -96,7 +100,7 @@ def test_siglip_loss_with_shared_labels(mesh):
   labels = np.repeat(np.arange(B // 4), 4)[np.random.default_rng(4).permutation(B)]
   _check(mesh, lambda i, t, s, axis_name: losses.siglip_loss(
              i, t, s, jnp.float32(-3.0), labels=jnp.asarray(labels)[_rows(axis_name)],
-             block_size=4, axis_name=axis_name),
+             options=LossOptions(block_size=4), axis_name=axis_name),
          lambda i, t, s: ref.sigmoid_loss(i, t, s, -3.0, labels), _embeddings(2))
 
 
@@ -106,7 +110,7 @@ def test_sigmoid_form_of_the_adaptation_losses(mesh, block):
   t and b; DRAFT's MMD is unchanged (the bias cancels in the kernel and in σ)."""
   bias, key = -4.0, jax.random.key(3)
   i, y, z = _embeddings(3, seed=2)
-  kw = dict(form="sigmoid", logit_bias=jnp.float32(bias), block_size=block)
+  kw = dict(logit_bias=jnp.float32(bias), options=LossOptions("sigmoid", block_size=block))
   _check(mesh, lambda i, t, g, s, axis_name: losses.three_tower_loss(
              i, t, g, s, a=0.65, axis_name=axis_name, **kw),
          lambda i, t, g, s: ref.three_tower_sigmoid(i, t, g, s, bias), [i, y, z])
@@ -127,7 +131,7 @@ def test_tiled_sigmoid_gradient_of_the_bias(mesh):
   out = {}
   for block in (None, 16):
     f = on_mesh(lambda i, t, s, b, axis_name, block=block: losses.siglip_loss(
-        i, t, s, b, block_size=block, axis_name=axis_name), mesh)
+        i, t, s, b, options=LossOptions(block_size=block), axis_name=axis_name), mesh)
     out[block] = jax.jit(jax.value_and_grad(f, argnums=(0, 1, 2, 3)))(
         i, t, jnp.float32(SCALE), jnp.float32(-5.0))
   assert rel_err(out[16][0], out[None][0]) < 1e-6
@@ -162,7 +166,8 @@ def test_draft_loss(mesh, estimator, multi_kernel, squared, block):
   z = 0.6 * z + 0.4 * i
   z /= np.linalg.norm(z, axis=-1, keepdims=True)
   _check(mesh, lambda i, y, z, s, axis_name: losses.draft_loss(
-      i, y, z, s, key=key, mmd=cfg, block_size=block, axis_name=axis_name)[0],
+      i, y, z, s, key=key, mmd=cfg, options=LossOptions(block_size=block),
+      axis_name=axis_name)[0],
       ref.draft(estimator, key, multi_kernel, squared, i, y, z, SCALE), [i, y, z])
 
 
@@ -177,7 +182,8 @@ def test_tiled_equals_dense(mesh, name):
   }
   out = {}
   for block in (None, 16):
-    f = on_mesh(lambda i, t, z, s, axis_name: fns[name](i, t, z, s, block_size=block,
+    tiles = LossOptions(block_size=block)
+    f = on_mesh(lambda i, t, z, s, axis_name: fns[name](i, t, z, s, options=tiles,
                                                         axis_name=axis_name), mesh)
     out[block] = jax.jit(jax.value_and_grad(f, argnums=(0, 1, 2, 3)))(i, t, z, jnp.float32(SCALE))
   assert rel_err(out[16][0], out[None][0]) < 1e-6
@@ -282,7 +288,8 @@ def test_tiled_path_never_holds_the_logit_matrix(mesh, name):
         "draft_rff": lambda i, t, z, s, **kw: losses.draft_loss(i, t, z, s, key=key, **kw)[0]}[name]
   largest = {}
   for blk in (None, block):
-    f = on_mesh(lambda i, t, z, s, axis_name: fn(i, t, z, s, block_size=blk, axis_name=axis_name),
+    tiles = LossOptions(block_size=blk)
+    f = on_mesh(lambda i, t, z, s, axis_name: fn(i, t, z, s, options=tiles, axis_name=axis_name),
                 mesh)
     text = jax.jit(jax.value_and_grad(f, argnums=(0, 1, 2, 3))).lower(
         i, t, z, jnp.float32(SCALE)).compile().as_text()
@@ -309,12 +316,12 @@ def test_bad_inputs_are_clear_errors(mesh):
   with pytest.raises(ValueError, match="a \\+ b < 1"):
     losses.mult_loss(i, t, t, SCALE, 0.6, 0.5)
   with pytest.raises(ValueError, match="the sigmoid form needs the base's logit_bias"):
-    losses.three_tower_loss(i, t, t, SCALE, form="sigmoid")
+    losses.three_tower_loss(i, t, t, SCALE, options=LossOptions("sigmoid"))
   with pytest.raises(ValueError, match="bidirectional has no meaning in the sigmoid form"):
-    losses.draft_contrastive_loss(i, t, t, SCALE, form="sigmoid", logit_bias=-1.0,
-                                  bidirectional=True)
-  with pytest.raises(ValueError, match="form must be 'softmax' or 'sigmoid', got 'sigmiod'"):
-    losses.three_tower_loss(i, t, t, SCALE, form="sigmiod")
+    losses.draft_contrastive_loss(i, t, t, SCALE, logit_bias=-1.0,
+                                  options=LossOptions("sigmoid", bidirectional=True))
+  with pytest.raises(ValueError, match=r"form must be one of \[.*\], got 'sigmiod'"):
+    losses.three_tower_loss(i, t, t, SCALE, options=LossOptions("sigmiod"))
 
 
 def test_non_finite_embeddings_give_a_non_finite_loss():
@@ -322,7 +329,8 @@ def test_non_finite_embeddings_give_a_non_finite_loss():
   training loop detects."""
   i, t = (jnp.asarray(x, jnp.float32) for x in _embeddings(2))
   assert np.isnan(float(losses.clip_loss(i.at[3, 0].set(jnp.nan), t, SCALE)))
-  assert np.isnan(float(losses.clip_loss(i, t.at[0, 0].set(jnp.inf), SCALE, block_size=4)))
+  tiled = LossOptions(block_size=4)
+  assert np.isnan(float(losses.clip_loss(i, t.at[0, 0].set(jnp.inf), SCALE, options=tiled)))
 
 
 def test_draft_mmd_at_65536_counts_every_entry(mesh):
@@ -368,7 +376,7 @@ def test_draft_mmd_at_65536_counts_every_entry(mesh):
 
   abstract = jax.ShapeDtypeStruct((n, 512), jnp.float32)
   loss = on_mesh(lambda i, y, z, s, key, axis_name: losses.draft_loss(
-      i, y, z, s, key=key, block_size=1024, axis_name=axis_name)[0], mesh)
+      i, y, z, s, key=key, options=LossOptions(block_size=1024), axis_name=axis_name)[0], mesh)
   jax.jit(jax.value_and_grad(loss, argnums=(1, 2))).lower(
       abstract, abstract, abstract, jax.ShapeDtypeStruct((), jnp.float32), jax.random.key(0))
 

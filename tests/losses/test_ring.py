@@ -1,6 +1,7 @@
 """The ring exchange (`losses/ring.py`) against the all-gather path and the float64 NumPy
 references, on 8 simulated devices: value and gradient with respect to every embedding and the
 scale / bias, with labels, uneven tiles and a data x fsdp mesh."""
+import dataclasses
 import functools
 
 import jax
@@ -11,6 +12,7 @@ import pytest
 from conftest import rel_err
 
 from clipjax import losses
+from clipjax.losses import LossOptions
 from clipjax.parallel.mesh import make_mesh, on_mesh
 
 # float32 sums in another order than the all-gather path: observed <= 3e-7 (values) and
@@ -31,7 +33,7 @@ def _labels(b, seed=3):
   return np.random.default_rng(seed).integers(0, b // 3, b).astype(np.int32)
 
 
-# name -> (loss(*embeddings, scale, axis_name, exchange, block_size), number of embeddings,
+# name -> (loss(*embeddings, scale, axis_name, options), number of embeddings,
 #          float64 reference(*embeddings, scale))
 CASES = {
     "clip": (lambda i, t, s, **kw: losses.clip_loss(i, t, s, **kw), 2, ref.clip),
@@ -39,33 +41,34 @@ CASES = {
                   lambda i, t, s: ref.clip(i, t, s, bias=BIAS)),
     "query": (lambda q, k, s, **kw: losses.query_loss(q, k, s, **kw), 2, ref.query),
     "query_bidirectional": (
-        lambda q, k, s, **kw: losses.query_loss(q, k, s, bidirectional=True, **kw), 2,
+        lambda q, k, s, options, **kw: losses.query_loss(
+            q, k, s, options=dataclasses.replace(options, bidirectional=True), **kw), 2,
         lambda q, k, s: ref.query(q, k, s, bidirectional=True)),
     "siglip": (lambda i, t, s, **kw: losses.siglip_loss(i, t, s, jnp.float32(BIAS), **kw), 2,
                lambda i, t, s: ref.sigmoid_loss(i, t, s, BIAS)),
     "three_tower": (lambda i, t, g, s, **kw: losses.three_tower_loss(i, t, g, s, **kw), 3,
                     ref.three_tower),
     "three_tower_sigmoid": (
-        lambda i, t, g, s, **kw: losses.three_tower_loss(
-            i, t, g, s, form="sigmoid", logit_bias=jnp.float32(BIAS), **kw), 3,
+        lambda i, t, g, s, options, **kw: losses.three_tower_loss(
+            i, t, g, s, logit_bias=jnp.float32(BIAS),
+            options=dataclasses.replace(options, form="sigmoid"), **kw), 3,
         lambda i, t, g, s: ref.three_tower_sigmoid(i, t, g, s, BIAS)),
     "draft_contrastive": (
         lambda i, y, z, s, **kw: losses.draft_contrastive_loss(i, y, z, s, **kw), 3,
         ref.draft_contrastive),
     "draft_contrastive_sigmoid": (
-        lambda i, y, z, s, **kw: losses.draft_contrastive_loss(
-            i, y, z, s, form="sigmoid", logit_bias=jnp.float32(BIAS), **kw), 3,
+        lambda i, y, z, s, options, **kw: losses.draft_contrastive_loss(
+            i, y, z, s, logit_bias=jnp.float32(BIAS),
+            options=dataclasses.replace(options, form="sigmoid"), **kw), 3,
         lambda i, y, z, s: ref.draft_contrastive_sigmoid(i, y, z, s, BIAS)),
     "mult": (lambda i, t, m, s, **kw: losses.mult_loss(i, t, m, s, 0.3, 0.3, **kw), 3,
              lambda i, t, m, s: ref.mult(i, t, m, s, 0.3, 0.3)),
     # τ = 1/s: the scale argument is the inverse temperature here
-    "text_infonce": (lambda q, p, s, **kw: losses.text_infonce(
-        q, p, tau=1.0 / SCALE, **{k: v for k, v in kw.items() if k != "block_size"}), 2,
+    "text_infonce": (lambda q, p, s, **kw: losses.text_infonce(q, p, tau=1.0 / SCALE, **kw), 2,
                      lambda q, p, s: ref.infonce(q, p, tau=1.0 / SCALE)),
     # one hard negative per pair: a device's keys (positives + negatives) outnumber its queries
     "text_infonce_negatives": (lambda q, p, n, s, **kw: losses.text_infonce(
-        q, p, n[:, None, :], tau=1.0 / SCALE,
-        **{k: v for k, v in kw.items() if k != "block_size"}), 3,
+        q, p, n[:, None, :], tau=1.0 / SCALE, **kw), 3,
                                lambda q, p, n, s: ref.infonce(q, p, n[:, None, :],
                                                               tau=1.0 / SCALE)),
 }
@@ -74,7 +77,8 @@ CASES = {
 def _grads(mesh, fn, arrays, exchange, block, labels=None):
   """Value and gradients (embeddings, then the scale) on the mesh."""
   extra = {} if labels is None else {"labels": jnp.asarray(labels)}
-  on = on_mesh(functools.partial(fn, exchange=exchange, block_size=block), mesh)
+  on = on_mesh(functools.partial(fn, options=LossOptions(exchange=exchange, block_size=block)),
+               mesh)
   f = lambda *xs: on(*xs[:-1], jnp.float32(1) * xs[-1], **extra)
   args = [jnp.asarray(a, jnp.float32) for a in arrays] + [jnp.float32(SCALE)]
   return jax.jit(jax.value_and_grad(f, argnums=tuple(range(len(args)))))(*args)
@@ -167,7 +171,8 @@ def test_the_bias_gradient_goes_round_the_ring():
 
   def bias_grad(exchange):
     on = on_mesh(lambda i, t, b, axis_name: losses.siglip_loss(
-        i, t, jnp.float32(SCALE), b, axis_name=axis_name, exchange=exchange), mesh)
+        i, t, jnp.float32(SCALE), b, axis_name=axis_name,
+        options=LossOptions(exchange=exchange)), mesh)
     return jax.jit(jax.grad(lambda b: on(i, t, jnp.float32(1) * b)))(jnp.float32(BIAS))
 
   numeric = ref.numeric_grad(lambda b: ref.sigmoid_loss(np.asarray(i, np.float64),
@@ -186,7 +191,8 @@ def test_the_ring_loss_memory_follows_the_device_rows_not_the_global_batch():
   def temp_bytes(exchange, devices):
     mesh = make_mesh(devices, 1, jax.devices()[:devices])
     x = jax.ShapeDtypeStruct((rows_per_device * devices, dim), jnp.float32)
-    on = on_mesh(functools.partial(losses.clip_loss, exchange=exchange, block_size=16), mesh)
+    on = on_mesh(functools.partial(losses.clip_loss,
+                                   options=LossOptions(exchange=exchange, block_size=16)), mesh)
     step = jax.jit(jax.value_and_grad(lambda i, t: on(i, t, jnp.float32(SCALE)), (0, 1)))
     return step.lower(x, x).compile().memory_analysis().temp_size_in_bytes
 
@@ -220,7 +226,7 @@ def test_each_ring_step_sends_what_it_does_not_compute_on():
   mesh = make_mesh()
   x = jax.ShapeDtypeStruct((512, D), jnp.float32)
   for name, (fn, count, _) in (("clip", CASES["clip"]), ("siglip", CASES["siglip"])):
-    on = on_mesh(functools.partial(fn, exchange="ring", block_size=16), mesh)
+    on = on_mesh(functools.partial(fn, options=LossOptions(exchange="ring", block_size=16)), mesh)
     step = jax.jit(jax.value_and_grad(lambda i, t: on(i, t, jnp.float32(SCALE)), (0, 1)))
     hlo = step.lower(x, x).compile().as_text()
     assert hlo.count("collective-permute(") >= 5, name  # forward and both backward rings
@@ -248,7 +254,8 @@ def test_tpu_schedules_each_ring_transfer_under_compute():
   cases = {"clip": (CASES["clip"][0], 2), "siglip": (CASES["siglip"][0], 2),
            "draft": (lambda i, y, z, s, **kw: losses.draft_loss(i, y, z, s, key=key, **kw)[0], 3)}
   for name, (fn, count) in cases.items():
-    on = on_mesh(functools.partial(fn, exchange="ring", block_size=128), mesh)
+    on = on_mesh(functools.partial(fn, options=LossOptions(exchange="ring", block_size=128)),
+                 mesh)
     step = jax.jit(jax.value_and_grad(lambda *e: on(*e, jnp.float32(SCALE)), tuple(range(count))))
     hlo = step.lower(*[x] * count).compile().as_text()
     assert hlo.count("collective-permute-start") >= 3, name  # forward and both backward rings
@@ -259,6 +266,14 @@ def test_tpu_schedules_each_ring_transfer_under_compute():
 
 
 def test_unsupported_combinations_are_named():
+  """A bad setting fails where the options are made; each loss names what it would ignore."""
   with pytest.raises(ValueError, match="exchange must be one of"):
-    losses.clip_loss(jnp.ones((2, 4)), jnp.ones((2, 4)), 1.0, exchange="gossip",
-                     axis_name=None)
+    losses.clip_loss(jnp.ones((2, 4)), jnp.ones((2, 4)), 1.0,
+                     options=LossOptions(exchange="gossip"))
+  with pytest.raises(ValueError, match="block_size must be None"):
+    LossOptions(block_size=0)
+  ring = LossOptions(exchange="ring", block_size=64)
+  assert losses.unread(losses.distill_loss, ring) == ("block_size", "exchange")
+  assert losses.unread(losses.clip_loss, ring) == ()
+  assert losses.unread(losses.clip_loss, LossOptions(bidirectional=True)) == ("bidirectional",)
+  assert losses.unread(losses.draft_loss, LossOptions("sigmoid", block_size=8)) == ()

@@ -31,6 +31,7 @@ class CaptionsOnly(Method):
   name = "toy_captions_only"
   extra_towers = ("offset",)
   settings = {"toy_weight": 2.0}  # config.toy_captions_only.toy_weight
+  loss_functions = (losses.clip_loss,)  # what `loss` calls: it honours loss.block_size / exchange
 
   def configure(self, c):
     c.freeze = ("^clip/visual/",)
@@ -49,8 +50,8 @@ class CaptionsOnly(Method):
 
   def loss(self, ctx, params, emb, batch, key):
     scale = logit_scale(params) + params["offset"]["value"]
-    out = ctx.cfg.toy_weight * on_mesh(losses.clip_loss, ctx.mesh)(emb["image"], emb["caption"],
-                                                                   scale)
+    out = ctx.cfg.toy_weight * on_mesh(losses.clip_loss, ctx.mesh)(
+        emb["image"], emb["caption"], scale, options=ctx.loss)
     return out, {"scale": scale, "offset": params["offset"]["value"]}
 
   def evaluate(self, model, params, base_params, cfg):
