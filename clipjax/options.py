@@ -138,7 +138,7 @@ class LoraOptions:
 
 
 @dataclasses.dataclass(frozen=True)
-class LossOptions:
+class LossBlockOptions:
   """`config.loss`: what every method's global loss shares (the method's own settings —
   weights, form, temperature — are its block). block_size > 0: the tiled loss path with this
   many keys per tile. exchange: how each device sees the other devices' rows, "all_gather"
@@ -201,7 +201,7 @@ class EvalOptions:
 
 
 BLOCKS = {"model": ModelOptions, "data": DataOptions, "optim": OptimOptions,
-           "lora": LoraOptions, "loss": LossOptions, "mesh": MeshOptions,
+           "lora": LoraOptions, "loss": LossBlockOptions, "mesh": MeshOptions,
            "distributed": DistributedOptions, "checkpoint": CheckpointOptions,
            "export": ExportOptions}
 
@@ -222,7 +222,7 @@ class RunOptions:
   data: DataOptions = DataOptions()
   optim: OptimOptions = OptimOptions()
   lora: LoraOptions = LoraOptions()
-  loss: LossOptions = LossOptions()
+  loss: LossBlockOptions = LossBlockOptions()
   mesh: MeshOptions = MeshOptions()
   distributed: DistributedOptions = DistributedOptions()
   checkpoint: CheckpointOptions = CheckpointOptions()

@@ -32,6 +32,7 @@ def test_the_task_on_synthetic_scenes_and_a_missing_field(tmp_path):
   from clipjax.data.builder import make_source
   from clipjax.evaluate.embed import clip_encoders, embed_images
   from clipjax.evaluate.tasks import EvalRun, get_task
+  from clipjax.options import frozen_block
   from clipjax.models import create_model
 
   class CountedReads:
@@ -50,7 +51,7 @@ def test_the_task_on_synthetic_scenes_and_a_missing_field(tmp_path):
   scenes = make_source("synthetic:size=64,resolution=32,split=eval")
   source = CountedReads(scenes)
   task, run = get_task("linear_probe"), EvalRun(str(tmp_path), num_workers=0)
-  cfg = dict(fields="count,position,background", alpha=1.0, train_fraction=0.5)
+  cfg = frozen_block(task.settings, dict(fields="count,position,background"))
   res = task.evaluate(encoders, source, cfg, run, "base")
   assert set(source.reads) == set(range(64)) and set(source.reads.values()) == {1}  # one pass
   assert res["num_images"] == 64
@@ -61,4 +62,5 @@ def test_the_task_on_synthetic_scenes_and_a_missing_field(tmp_path):
     expected = np.mean(ridge_probe(x[:32], y[:32], x[32:], 1.0) == y[32:])
     assert res["metrics"][field] == pytest.approx(expected, abs=1e-12), field
   with pytest.raises(ValueError, match="has no 'colour' field"):
-    task.evaluate(encoders, source, dict(cfg, fields="colour"), run, "base")
+    task.evaluate(encoders, source, frozen_block(task.settings, dict(fields="colour")), run,
+                  "base")

@@ -65,12 +65,14 @@ class Task:
   # the study leaves it out of arms trained on that detail, where it repeats `retrieval`.
   caption_detail: str | None = None
 
-  def evaluate(self, encoders: Encoders, source, cfg: Mapping[str, Any], run: EvalRun,
+  def evaluate(self, encoders: Encoders, source, cfg: Any, run: EvalRun,
                model_name: str) -> dict:
-    """{"metrics": {name: value}, "skipped": {reason: count}, ...} of one model."""
+    """{"metrics": {name: value}, "skipped": {reason: count}, ...} of one model. cfg: the
+    task's block (`EvalOptions.blocks[name]`: its settings under the config's values, read as
+    attributes)."""
     raise NotImplementedError(f"task {self.name!r} defines no evaluation")
 
-  def sweep(self, towers: Sequence[Encoders], source, cfg: Mapping[str, Any], run: EvalRun,
+  def sweep(self, towers: Sequence[Encoders], source, cfg: Any, run: EvalRun,
             betas: Sequence[float]) -> dict:
     """{"sweep": [{"beta": b, **metrics}], ...} of normalise(β·T0 + (1−β)·T1) (methods.md §2)."""
     raise NotImplementedError(f"task {self.name!r} has no blending sweep")
