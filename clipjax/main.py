@@ -27,7 +27,7 @@ from clipjax.evaluate.runner import run_evaluation
 from clipjax.methods import get_method
 from clipjax.methods.context import with_lora_merged
 from clipjax.methods.layout import where_now
-from clipjax.options import RunOptions
+from clipjax.options import DistributedOptions, RunOptions, read_block
 from clipjax.parallel.mesh import initialize_distributed
 from clipjax.train.loop import TrainingError, train
 from clipjax.train.validate import validate
@@ -83,15 +83,17 @@ def _train_base(cfg: RunOptions, workdir: str) -> tuple[RunOptions, dict]:
   return dataclasses.replace(cfg, model=model), base["params"]["clip"]
 
 
-def run(cfg, workdir: str) -> dict:
+def run(config, workdir: str) -> dict:
   """Base pretraining (if needed), training, export and evaluation in `workdir`, which no
   other run may use meanwhile (clipjax.train.workdir). Returns the results."""
+  # Seconds, before anything is written (a typo leaves no work dir behind), any model init,
+  # cache or base pretraining.
+  cfg = validate(config)
   with WorkdirLock(workdir):
-    return _run(cfg, workdir)
+    return _run(config, cfg, workdir)
 
 
-def _run(config, workdir: str) -> dict:
-  cfg = validate(config)  # seconds, before any model init, cache or base pretraining
+def _run(config, cfg: RunOptions, workdir: str) -> dict:
   check_workdir_config(config, workdir)
   method = get_method(cfg.method)
   base_params = None
@@ -144,9 +146,11 @@ def main(argv):
     raise ConfigError("--config is required, e.g. --config=configs/draft.py")
   if not flags.FLAGS["verbosity"].present:  # keep the progress bar readable; -v 0 for INFO
     logging.set_verbosity(logging.WARNING)
-  if cfg.get("distributed") and cfg.distributed.num_processes > 1:
-    initialize_distributed(cfg.distributed.coordinator_address or None,
-                           cfg.distributed.num_processes, cfg.distributed.process_id)
+  # Before validation (it counts devices): the block alone, defaults where a config has none.
+  dist = read_block(DistributedOptions, cfg.get("distributed"))
+  if dist.num_processes > 1:
+    initialize_distributed(dist.coordinator_address or None, dist.num_processes,
+                           dist.process_id)
   elif os.environ.get("JAX_COORDINATOR_ADDRESS"):
     if os.environ["JAX_COORDINATOR_ADDRESS"] == "auto":  # clipjax's switch, not an address:
       del os.environ["JAX_COORDINATOR_ADDRESS"]          # let JAX discover the TPU slice

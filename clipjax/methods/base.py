@@ -18,8 +18,9 @@ with all-gathered negatives.
 The hooks read a run's typed options (`clipjax.options.RunOptions`, from `run_options`). A
 method owns its settings: `settings` is the block `config.<name>` (e.g. `draft.a`,
 `draft.mmd.*`), added by `method_config`, read as `RunOptions.settings` (its defaults under the
-config's values), checked by `validate` and handed to `embed` / `loss` as `ctx.cfg`; a run's config holds no other method's block (`methods/layout.py` names where
-the fields of the previous layout are now). `methods/context.py` has what `embed` and `loss`
+config's values), checked by `validate` and handed to `embed` / `loss` as `ctx.cfg`; a run's
+config holds no other method's block (`methods/layout.py` names where the fields of the
+previous layout are now). `methods/context.py` has what `embed` and `loss`
 close over and the tower helpers every method shares.
 
 Parameters are `{"clip": CLIP params}` plus the method's own towers (`init_params`).
@@ -112,26 +113,22 @@ class Method:
     own = cfg.settings
     if "form" in self.settings:
       choice(f"{self.name}.form", own.form, self.loss_forms)
-      if own.form == "sigmoid" and "bidirectional" in self.settings and own.bidirectional:
-        raise ConfigError(f"{self.name}.bidirectional has no meaning with {self.name}.form="
-                          f"'sigmoid' (the sigmoid loss scores every pair once, whichever "
-                          f"side is the query)")
+      try:  # LossOptions refuses the combinations no loss can train (sigmoid + bidirectional)
+        loss_options(cfg)
+      except ValueError as e:
+        raise ConfigError(f"{self.name}.{e}") from None
     if "dialogue_mode" in self.settings:
       choice(f"{self.name}.dialogue_mode", own.dialogue_mode, ("one_qa", "concat"))
 
   def validate_model(self, cfg: RunOptions, model_cfg) -> None:
     """Raises ConfigError when the architecture (resolved from the checkpoint) cannot be
     trained by this config: the sigmoid form needs a model with a logit bias."""
-    if self.uses_sigmoid(cfg) and model_cfg.init_logit_bias is None:
+    if loss_options(cfg).form == "sigmoid" and model_cfg.init_logit_bias is None:
       source = cfg.model.checkpoint or cfg.model.arch or f"the default {DEFAULT_ARCH}"
       raise ConfigError(f"{self.name}.form='sigmoid' needs a SigLIP base with a logit_bias "
                         f"(docs/methods.md §7b); {source} has none: set model.checkpoint to a "
                         f"SigLIP model, e.g. --config.model.checkpoint=ViT-B-16-SigLIP2 "
                         f"--config.model.pretrained=webli")
-
-  def uses_sigmoid(self, cfg: RunOptions) -> bool:
-    """The run trains the sigmoid form of its loss (SigLIP's; a `form` setting)."""
-    return "form" in self.settings and cfg.settings.form == "sigmoid"
 
   def cached_teacher(self, cfg: RunOptions) -> tuple[CLIP, dict] | None:
     """(model, params) of a frozen model whose unit embeddings of every training image and

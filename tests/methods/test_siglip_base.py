@@ -148,7 +148,8 @@ def test_sigmoid_form_needs_a_siglip_base(tmp_path):
   with pytest.raises(ConfigError, match="lit.form='sigmoid' needs a SigLIP base with a "
                                         "logit_bias .* ViT-T-16-test has none"):
     validate(load_config("lit", **{"lit.form": "sigmoid"}))
-  with pytest.raises(ConfigError, match="three_tower.bidirectional has no meaning"):
+  with pytest.raises(ConfigError,
+                     match="three_tower.bidirectional has no meaning in the sigmoid form"):
     validate(load_config("three_tower", **{"three_tower.form": "sigmoid",
                                            "three_tower.bidirectional": True,
                                            "model.checkpoint": str(tmp_path / "base.pt")}))

@@ -46,7 +46,7 @@ def test_parameter_counts_are_open_clips(arch):
   assert f"| {zoo._count(ours)} |" in (REPO / "docs/models.md").read_text()
 
 
-def test_the_generator_writes_these_rows(tmp_path):
+def test_the_generator_writes_these_rows(tmp_path, forked_cli):
   """The documented command, on two architectures: its rows are the committed file's."""
   out = subprocess.run([sys.executable, str(REPO / "scripts/update_models_doc.py"),
                         "--only=ViT-B-32,MobileCLIP-B", f"--out={tmp_path / 'models.md'}"],
@@ -56,11 +56,9 @@ def test_the_generator_writes_these_rows(tmp_path):
           if line.startswith("| `")]
   doc = (REPO / "docs/models.md").read_text().splitlines()
   assert len(rows) == 2 and all(row in doc for row in rows)
-  typo = subprocess.run([sys.executable, str(REPO / "scripts/update_models_doc.py"),
-                         "--only=ViT-B-23", f"--out={tmp_path / 'x.md'}"],
-                        capture_output=True, text=True, timeout=300)
+  script = REPO / "scripts/update_models_doc.py"
+  typo = forked_cli.run([script, "--only=ViT-B-23", f"--out={tmp_path / 'x.md'}"], cwd=REPO)
   assert_user_error(typo, "--only=ViT-B-23", "ViT-B-23 is not an open_clip architecture")
-  bad = subprocess.run([sys.executable, str(REPO / "scripts/update_models_doc.py"),
-                        "--out=/no/dir/models.md"], capture_output=True, text=True, timeout=300)
+  bad = forked_cli.run([script, "--out=/no/dir/models.md"], cwd=REPO)
   assert_user_error(bad, "/no/dir", "does not exist")
   assert not (tmp_path / "x.md").exists()

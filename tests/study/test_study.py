@@ -101,8 +101,8 @@ def test_quick_study_end_to_end_and_resume(tmp_path):
                                              "without --quick"),
     (["--study=seeds", "--docs"], "results.md does not exist (run from the repository root)"),
 ])
-def test_user_errors(tmp_path, args, message):
-  result = _study(*args, f"--out={tmp_path / 'o'}", cwd=tmp_path, timeout=120)
+def test_user_errors(tmp_path, args, message, forked_cli):
+  result = forked_cli.run(["-m", "clipjax.study", *args, f"--out={tmp_path / 'o'}"], cwd=tmp_path)
   assert result.returncode == 2, result.stderr[-2000:]
   lines = result.stderr.strip().splitlines()
   assert len(lines) == 1 and message in lines[0], result.stderr

@@ -68,7 +68,7 @@ def test_a_manifest_with_every_kind_of_bad_record_trains(tmp_path, coco_sample):
   assert "skipped " in out.stderr and f"each one is named in {tmp_path / 'wd'}" in out.stderr
 
 
-def test_tar_shards_with_bad_samples_and_a_quoted_brace_spec(tmp_path, coco_sample):
+def test_tar_shards_with_bad_samples_and_a_quoted_brace_spec(tmp_path, coco_sample, forked_cli):
   photos = sorted((coco_sample / "images").glob("*.jpg"))
   for shard in range(2):
     good = {}
@@ -87,11 +87,13 @@ def test_tar_shards_with_bad_samples_and_a_quoted_brace_spec(tmp_path, coco_samp
                    "missing_field", "00001.tar:bad_text.txt": "bad_encoding",
                    "00001.tar:bad_meta.json": "bad_json", "00001.tar:bomb": "too_large"}, named
   # Unquoted, a shell makes two flags of the range: refused, not trained on the last shard.
-  out = _main(*_clip(tmp_path / "wd2", f"--config.data.train=wds:shards={tmp_path}/00000.tar",
-                     f"--config.data.train=wds:shards={tmp_path}/00001.tar"))
+  out = forked_cli.run(["-m", "clipjax.main", *_clip(
+      tmp_path / "wd2", f"--config.data.train=wds:shards={tmp_path}/00000.tar",
+      f"--config.data.train=wds:shards={tmp_path}/00001.tar")], cwd=REPO)
   assert_user_error(out, "--config.data.train is given twice", "quote the spec")
-  out = _main(*_clip(tmp_path / "wd2", f"--config.data.train=wds:shards={tmp_path}/"
-                                       "{00000..00002}.tar"))
+  out = forked_cli.run(["-m", "clipjax.main", *_clip(
+      tmp_path / "wd2", f"--config.data.train=wds:shards={tmp_path}/{{00000..00002}}.tar")],
+      cwd=REPO)
   assert_user_error(out, "1 of the files it names do not exist", "00002.tar")
 
 
@@ -194,7 +196,8 @@ def test_one_run_per_work_dir_and_kill_9_resumes_without_repeated_steps(tmp_path
   assert sorted(steps) == list(range(1, total + 1)), collections.Counter(steps)
 
 
-def test_a_start_up_crash_binds_nothing_and_an_unwritable_work_dir_is_one_line(tmp_path):
+def test_a_start_up_crash_binds_nothing_and_an_unwritable_work_dir_is_one_line(tmp_path,
+                                                                               forked_cli):
   # A source with no usable record stops (it does not search forever), naming what it saw.
   all_bad = tmp_path / "all_bad.jsonl"
   all_bad.write_bytes(b"\n".join(l for l, _, _ in BAD_LINES) + b"\n")
@@ -210,11 +213,12 @@ def test_a_start_up_crash_binds_nothing_and_an_unwritable_work_dir_is_one_line(t
   (tmp_path / "a_file").write_text("")
   for workdir, reason in ((tmp_path / "a_file/wd", "Not a directory"),
                           ("/proc/clipjax-wd", "No such file or directory")):
-    out = _main(*_clip(workdir))
+    out = forked_cli.run(["-m", "clipjax.main", *_clip(workdir)], cwd=REPO)
     assert_user_error(out, f"work dir {workdir} is not writable ({reason})")
   if os.geteuid() != 0:  # root writes into a read-only directory anyway
     (tmp_path / "ro").mkdir(mode=0o555)
-    assert_user_error(_main(*_clip(tmp_path / "ro")), "is not writable (Permission denied)")
+    out = forked_cli.run(["-m", "clipjax.main", *_clip(tmp_path / "ro")], cwd=REPO)
+    assert_user_error(out, "is not writable (Permission denied)")
 
 
 def test_an_offline_miss_fails_at_once_naming_the_cache(tmp_path):
@@ -239,10 +243,9 @@ def test_an_offline_miss_fails_at_once_naming_the_cache(tmp_path):
     ("clipjax.evaluate", [f"--config={REPO}/configs/eval.py"], ["--config.model.checkpoint="]),
     ("clipjax.search", [], ["--index", "--images", "--query"]),
 ])
-def test_help_exits_0_and_lists_flags_and_config_fields(cli, args, needles):
+def test_help_exits_0_and_lists_flags_and_config_fields(cli, args, needles, forked_cli):
   flag = "-h" if cli == "clipjax.search" else "--help"
-  out = subprocess.run([sys.executable, "-m", cli, *args, flag], env=_env(), cwd=REPO,
-                       capture_output=True, text=True, timeout=120)
+  out = forked_cli.run(["-m", cli, *args, flag], cwd=REPO)
   assert out.returncode == 0, out.stderr[-2000:]
   for needle in needles:
     assert needle in out.stdout, out.stdout[-3000:]

@@ -13,19 +13,14 @@ import sys
 import time
 
 import pytest
-from conftest import REPO, assert_user_error, xla_flags
+from conftest import REPO, assert_user_error, cli_env
 
 TINY = ["--config.model.arch=ViT-T-16-test", "--config.batch_size=8", "--config.eval.tasks=",
         "--config.export.hf=False", "--config.log_every=1", "--config.data.num_workers=1"]
 
 
-def _env():
-  return dict(os.environ, JAX_PLATFORMS="cpu", PYTHONPATH=str(REPO), HF_HUB_OFFLINE="1",
-              XLA_FLAGS=xla_flags(1))
-
-
 def _main(*args, timeout=300, cwd=REPO):
-  return subprocess.run([sys.executable, "-m", "clipjax.main", *args], env=_env(), cwd=cwd,
+  return subprocess.run([sys.executable, "-m", "clipjax.main", *args], env=cli_env(), cwd=cwd,
                         capture_output=True, text=True, timeout=timeout)
 
 
@@ -53,7 +48,7 @@ def test_readme_own_data_command_trains_on_the_coco_sample(tmp_path, coco_sample
   # The printed PyTorch line runs as printed, in open_clip.
   line = out.stdout.split("load in PyTorch:\n", 1)[1].splitlines()[0].strip()
   run = subprocess.run([sys.executable, "-c", line + "; print(type(model).__name__)"],
-                       env=_env(), capture_output=True, text=True, timeout=300)
+                       env=cli_env(), capture_output=True, text=True, timeout=300)
   assert run.returncode == 0 and "CLIP" in run.stdout, run.stderr[-2000:]
 
 
@@ -121,21 +116,34 @@ def test_readme_lora_command(tmp_path):
      ["caption_detail='parial'", "did you mean 'partial'"]),
     (["--no_such_flag=1"], ["no_such_flag"]),
 ])
-def test_user_errors_are_one_line_with_status_2(tmp_path, args, needles):
-  out = _main(f"--config={REPO}/configs/draft.py", f"--workdir={tmp_path / 'wd'}", *args,
-              timeout=120)
+def test_user_errors_are_one_line_with_status_2(tmp_path, args, needles, forked_cli):
+  out = forked_cli.run(["-m", "clipjax.main", f"--config={REPO}/configs/draft.py",
+                        f"--workdir={tmp_path / 'wd'}", *args], cwd=REPO)
   assert_user_error(out, *needles)
-  assert not (tmp_path / "wd/checkpoints").exists()  # nothing was trained
+  assert not (tmp_path / "wd").exists()  # nothing was written
 
 
-def test_missing_config_file_and_bad_config_argument(tmp_path):
-  assert_user_error(_main(f"--config={REPO}/configs/draftt.py", timeout=120), "draftt.py")
-  assert_user_error(_main(f"--config={REPO}/configs/multitask.py:stage=4", timeout=120),
-                     "stage must be 1, 2 or 3")
-  assert_user_error(_main(f"--config={REPO}/configs/draft.py:arhc=ViT-B-32", timeout=120),
-                     "'arhc'", "did you mean 'arch'")
-  assert_user_error(_main(f"--config={REPO}/configs/multitask.py:stage=two", timeout=120),
-                     "stage='two'", "is not an int")
+def test_a_typo_in_a_fresh_interpreter_reads_as_in_a_forked_one(tmp_path, forked_cli):
+  """The forked runner of the user-error tests (tests/forked_cli.py) against a plain
+  `python -m clipjax.main`: the same status and the same stderr."""
+  args = [f"--config={REPO}/configs/draft.py", f"--workdir={tmp_path / 'wd'}",
+          "--config.optim.lrr=1e-3"]
+  fresh = _main(*args, timeout=120)
+  assert_user_error(fresh, "--config.optim.lrr", "did you mean 'lr'")
+  forked = forked_cli.run(["-m", "clipjax.main", *args], cwd=REPO)
+  assert (forked.returncode, forked.stderr, forked.stdout) == (
+      fresh.returncode, fresh.stderr, fresh.stdout)
+
+
+@pytest.mark.parametrize("config, needles", [
+    ("draftt.py", ["draftt.py"]),
+    ("multitask.py:stage=4", ["stage must be 1, 2 or 3"]),
+    ("draft.py:arhc=ViT-B-32", ["'arhc'", "did you mean 'arch'"]),
+    ("multitask.py:stage=two", ["stage='two'", "is not an int"]),
+])
+def test_missing_config_file_and_bad_config_argument(config, needles, forked_cli):
+  out = forked_cli.run(["-m", "clipjax.main", f"--config={REPO}/configs/{config}"], cwd=REPO)
+  assert_user_error(out, *needles)
 
 
 @pytest.mark.parametrize("marker, repo", [
@@ -152,7 +160,7 @@ def test_siglip_fine_tune_command_without_the_weights(tmp_path, marker, repo):
   out = subprocess.run([sys.executable, "-m", "clipjax.main",
                         *[a.replace("configs/", f"{REPO}/configs/") for a in cmd[3:]],
                         f"--workdir={tmp_path / 'wd'}"],
-                       env=dict(_env(), HF_HUB_CACHE=str(cache)), cwd=tmp_path,
+                       env=dict(cli_env(), HF_HUB_CACHE=str(cache)), cwd=tmp_path,
                        capture_output=True, text=True, timeout=120)
   assert_user_error(out, repo, str(cache))
   assert not (tmp_path / "wd/checkpoints").exists()
@@ -169,7 +177,7 @@ def test_ctrl_c_saves_and_a_changed_rerun_is_refused(tmp_path):
           f"--workdir={wd}", *TINY, "--config.data.train.resolution=32",
           "--config.total_steps=400", "--config.checkpoint.every=1000"]
   # Ctrl-C in a terminal signals the whole process group (the grain workers too).
-  proc = subprocess.Popen(args, env=_env(), cwd=REPO, stdout=subprocess.PIPE,
+  proc = subprocess.Popen(args, env=cli_env(), cwd=REPO, stdout=subprocess.PIPE,
                           stderr=subprocess.PIPE, text=True, start_new_session=True)
   deadline = time.time() + 300
   while time.time() < deadline and not any(s >= 3 for s in _logged_steps(wd)):
@@ -267,10 +275,8 @@ def test_ctrl_c_saves_and_a_changed_rerun_is_refused(tmp_path):
     ([str(REPO / "scripts/plan_scale.py")], ["--out=/no/dir/scaling.md"],
      ["/no/dir", "does not exist"]),
 ])
-def test_every_cli_reports_user_errors_in_one_line(cli, args, needles):
-  out = subprocess.run([sys.executable, *cli, *args], env=_env(), cwd=REPO, capture_output=True,
-                       text=True, timeout=120)
-  assert_user_error(out, *needles)
+def test_every_cli_reports_user_errors_in_one_line(cli, args, needles, forked_cli):
+  assert_user_error(forked_cli.run([*cli, *args], cwd=REPO), *needles)
 
 
 @pytest.mark.skipif(importlib.util.find_spec("libtpu") is None, reason="libtpu not installed")
