@@ -132,10 +132,11 @@ def compare_clip_steps():
   if FLAGS.lora < 0 or not 0 <= FLAGS.patch_dropout < 1:
     raise ConfigError(f"--lora={FLAGS.lora} must be >= 0 and --patch_dropout="
                       f"{FLAGS.patch_dropout} in [0, 1)")
-  model, clip = clipjax.create_model(FLAGS.arch)
-  if FLAGS.patch_dropout and getattr(model.cfg.vision, "is_resnet", False):
+  if FLAGS.patch_dropout and getattr(clipjax.get_model_config(FLAGS.arch).vision, "is_resnet",
+                                     False):  # refused before the model is built
     raise ConfigError(f"--arch={FLAGS.arch} has a ResNet image tower; patch dropout needs a "
                       f"ViT or SigLIP tower (e.g. --arch=ViT-B-16)")
+  model, clip = clipjax.create_model(FLAGS.arch)
   n, size = FLAGS.batch, model.cfg.vision.image_size
   batch = {"image": np.random.default_rng(0).integers(0, 255, (n, size, size, 3), np.uint8),
            "caption": np.asarray(clipjax.get_tokenizer(FLAGS.arch)(

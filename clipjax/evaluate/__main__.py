@@ -25,12 +25,14 @@ from absl import flags
 from ml_collections import config_flags
 
 from clipjax import cli
+from clipjax.config import DEFAULT_ARCH
 from clipjax.convert.load import load_or_create
 from clipjax.errors import ConfigError
 from clipjax.evaluate.blending import blend_params
 from clipjax.evaluate.embed import clip_encoders
 from clipjax.evaluate.runner import run_evaluation
 from clipjax.evaluate.tasks import eval_options
+from clipjax.models.registry import get_model_config
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Evaluation config file.",
                                           lock_config=True)
@@ -39,7 +41,7 @@ _WORKDIR = flags.DEFINE_string("workdir", None, "Output directory.", required=Tr
 
 def _load(arch: str, checkpoint: str | None, pretrained: str | None = None):
   model, params, _, _ = load_or_create(checkpoint, pretrained or None, arch=arch or None,
-                                       default_arch="ViT-S-16-tiny")
+                                       default_arch=DEFAULT_ARCH)
   return model, params
 
 
@@ -49,6 +51,8 @@ def main(argv):
   eval_opts = eval_options(cfg.eval)
   if cfg.model.blend not in ("", "embeddings", "weights"):
     raise ConfigError(f"model.blend must be '', 'embeddings' or 'weights', got {cfg.model.blend!r}")
+  if not cfg.model.checkpoint:  # the architecture is known before any weights are drawn
+    _lengths(cfg.model.max_num_patches, get_model_config(cfg.model.arch or DEFAULT_ARCH))
   model, params = _load(cfg.model.arch, cfg.model.checkpoint, cfg.model.pretrained)
   lengths = _lengths(cfg.model.max_num_patches, model.cfg)
   models = {}
